@@ -1,0 +1,3 @@
+from healthroam.cli import main
+
+main()

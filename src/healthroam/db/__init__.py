@@ -1,0 +1,1 @@
+"""Storage: engine, schema, migrations and the one transaction boundary."""

@@ -1,0 +1,144 @@
+"""The relational schema, one ``MetaData`` for every area (Alembic migrates it).
+
+Tables are grouped by the domain folder that owns them; only that folder's repository reads
+or writes them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# JSON on SQLite, JSONB on PostgreSQL.
+Document = JSON().with_variant(JSONB(), "postgresql")
+# 64-bit autoincrement keys that SQLite also auto-increments (SQLite only does INTEGER PKs).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# --- security: institutions, API clients ---------------------------------------------------
+
+institutions = Table(
+    "institutions",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("level", Integer, nullable=True),
+    Column("region", String(6), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column(
+        "institution_code",
+        String(64),
+        ForeignKey("institutions.code"),
+        nullable=False,
+        index=True,
+    ),
+    Column("name", String(200), nullable=False),
+    Column("secret_hash", String(200), nullable=True),
+    Column("jwks", Document, nullable=True),
+    Column("scopes", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+)
+
+# jti values of accepted private_key_jwt assertions, kept until they expire (replay guard).
+client_assertions = Table(
+    "client_assertions",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# --- security: audit trail ------------------------------------------------------------------
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("action", String(1), nullable=False),  # C R U D E (FHIR AuditEvent.action)
+    Column("event_type", String(32), nullable=False),  # rest | query | auth | admin ...
+    Column("subtype", String(64), nullable=False),  # read, create, search-type, token ...
+    Column("outcome", String(2), nullable=False),  # 0 4 8 12 (AuditEvent.outcome)
+    Column("client_id", String(64), nullable=True),
+    Column("institution_code", String(64), nullable=True),
+    Column("end_user", String(200), nullable=True),
+    Column("purpose_of_use", String(32), nullable=False),
+    Column("resource_type", String(64), nullable=True),
+    Column("resource_id", String(128), nullable=True),
+    Column("patient_ref", String(200), nullable=True, index=True),
+    Column("query", Text, nullable=True),
+    Column("source_address", String(64), nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+# One row: the chain's head. Appends lock it, so the chain is a total order; deleting the
+# newest entries is caught because the head no longer matches.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+# --- records: FHIR resources ----------------------------------------------------------------
+
+fhir_resources = Table(
+    "fhir_resources",
+    metadata,
+    Column("resource_type", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("institution_code", String(64), nullable=True),
+    Column("content", Document, nullable=True),
+    Index("ix_fhir_resources_type_updated", "resource_type", "last_updated"),
+)
+
+fhir_resource_versions = Table(
+    "fhir_resource_versions",
+    metadata,
+    Column("resource_type", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("content", Document, nullable=True),
+)
