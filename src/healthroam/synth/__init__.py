@@ -1,0 +1,1 @@
+"""Synthetic province: a realistic population, institutions and source records with errors."""
