@@ -50,3 +50,14 @@ class Conflict(HealthroamError):
 
 class PreconditionFailed(HealthroamError):
     status, code, title = 412, "conflict", "Precondition failed"
+
+
+class OAuthError(HealthroamError):
+    """An error at the token endpoint, carrying the RFC 6749 ``error`` code."""
+
+    status, code, title = 400, "security", "Token request refused"
+
+    def __init__(self, oauth_error: str, detail: str, *, status: int = 400) -> None:
+        super().__init__(detail)
+        self.oauth_error = oauth_error
+        self.status = status

@@ -1,0 +1,65 @@
+"""The FastAPI application: routers, error handlers, access log. Built by ``create_app``."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from healthroam import __version__
+from healthroam.api import fhir, health, token
+from healthroam.api.errors import install_error_handlers
+from healthroam.bootstrap import Platform, build
+from healthroam.config import get_settings
+
+access_log = logging.getLogger("healthroam.access")
+
+
+def create_app(platform: Platform | None = None) -> FastAPI:
+    """Build the app around ``platform`` (or one built from the process's settings)."""
+    owned = platform is None
+    the_platform = platform or build(get_settings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            the_platform.close()
+
+    app = FastAPI(
+        title="healthroam",
+        version=__version__,
+        description="Provincial population-health information platform",
+        lifespan=lifespan,
+    )
+    app.state.platform = the_platform
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(token.router)
+    app.include_router(fhir.public_router)
+    app.include_router(fhir.router)
+
+    @app.middleware("http")
+    async def log_access(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # Path only: query strings can carry identifiers (e.g. ?identifier=<ID number>).
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        started = time.perf_counter()
+        response = await call_next(request)
+        response.headers["X-Request-Id"] = request_id
+        access_log.info(
+            "%s %s %d %.1fms rid=%s",
+            request.method,
+            request.url.path,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+            request_id,
+        )
+        return response
+
+    return app

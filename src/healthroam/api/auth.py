@@ -1,0 +1,66 @@
+"""Request authentication: bearer token -> Principal, with purpose of use and end user."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from fastapi import Request
+
+from healthroam.bootstrap import Platform
+from healthroam.errors import InvalidInput, NotAuthenticated
+from healthroam.security.model import Principal
+
+# HL7 v3 PurposeOfUse codes a caller may state (X-Purpose-Of-Use header).
+PURPOSES = frozenset(
+    {
+        "TREAT",
+        "ETREAT",
+        "HPAYMT",
+        "HOPERAT",
+        "PUBHLTH",
+        "HRESCH",
+        "PATRQT",
+        "HMARKT",
+        "SYSDEV",
+        "COVERAGE",
+        "HSYSADMIN",
+        "LEGAL",
+        "PATADMIN",
+        "CAREMGT",
+        "TRANSRCH",
+        "BTG",
+    }
+)
+END_USER = re.compile(r"^[\w.@:/-]{1,200}$")
+
+
+def platform_of(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+def current_principal(request: Request) -> Principal:
+    """FastAPI dependency: every protected route takes the caller from here."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthenticated("a bearer access token is required (POST /auth/token)")
+    principal = platform_of(request).auth.authenticate(token.strip())
+    purpose = request.headers.get("x-purpose-of-use")
+    if purpose is not None and purpose not in PURPOSES:
+        raise InvalidInput(
+            "X-Purpose-Of-Use must be an HL7 v3 PurposeOfUse code such as TREAT",
+            expression="X-Purpose-Of-Use",
+        )
+    end_user = request.headers.get("x-end-user")
+    if end_user is not None and not END_USER.match(end_user):
+        raise InvalidInput(
+            "X-End-User must be an identifier of the person acting", expression="X-End-User"
+        )
+    return replace(
+        principal,
+        purpose_of_use=purpose or platform_of(request).settings.default_purpose_of_use,
+        end_user=end_user,
+        source_address=request.client.host if request.client else None,
+    )

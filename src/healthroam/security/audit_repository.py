@@ -1,0 +1,165 @@
+"""SQL storage of the audit trail: append under the head lock, stream for verification."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from healthroam.db.schema import audit_events, audit_head
+from healthroam.security.audit import (
+    GENESIS_HASH,
+    Action,
+    AuditRecord,
+    ChainProblem,
+    Outcome,
+    VerifyReport,
+    chain_hash,
+)
+
+_HEAD_ID = 1
+
+
+def _record(row: Any) -> AuditRecord:
+    return AuditRecord(
+        recorded_at=row.recorded_at,
+        action=Action(row.action),
+        event_type=row.event_type,
+        subtype=row.subtype,
+        outcome=Outcome(row.outcome),
+        purpose_of_use=row.purpose_of_use,
+        client_id=row.client_id,
+        institution_code=row.institution_code,
+        end_user=row.end_user,
+        resource_type=row.resource_type,
+        resource_id=row.resource_id,
+        patient_ref=row.patient_ref,
+        query=row.query,
+        source_address=row.source_address,
+        detail=row.detail,
+    )
+
+
+class AuditRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def _lock_head(self) -> tuple[int, bytes]:
+        query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == _HEAD_ID)
+        if self.conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = self.conn.execute(query).first()
+        if row is None:
+            # First entry ever. Concurrent first writers collide on the primary key and one
+            # transaction fails rather than forking the chain.
+            self.conn.execute(insert(audit_head).values(id=_HEAD_ID, seq=0, hash=GENESIS_HASH))
+            return 0, GENESIS_HASH
+        return int(row.seq), bytes(row.hash)
+
+    def append(self, records: Sequence[AuditRecord]) -> list[int]:
+        """Append records in order inside the caller's transaction; return their seq numbers."""
+        if not records:
+            return []
+        seq, prev = self._lock_head()
+        rows: list[dict[str, Any]] = []
+        for record in records:
+            seq += 1
+            digest = chain_hash(prev, seq, record)
+            row = asdict(record)
+            row.update(
+                seq=seq,
+                action=str(record.action),
+                outcome=str(record.outcome),
+                prev_hash=prev,
+                hash=digest,
+            )
+            rows.append(row)
+            prev = digest
+        self.conn.execute(insert(audit_events), rows)
+        self.conn.execute(
+            update(audit_head).where(audit_head.c.id == _HEAD_ID).values(seq=seq, hash=prev)
+        )
+        return [r["seq"] for r in rows]
+
+    def stream(self, batch: int = 5000) -> Iterator[tuple[int, bytes, bytes, AuditRecord]]:
+        last = 0
+        while True:
+            rows = self.conn.execute(
+                select(audit_events)
+                .where(audit_events.c.seq > last)
+                .order_by(audit_events.c.seq)
+                .limit(batch)
+            ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield int(row.seq), bytes(row.prev_hash), bytes(row.hash), _record(row)
+            last = int(rows[-1].seq)
+
+    def verify(self) -> VerifyReport:
+        """Recompute the chain; report every entry that was edited, inserted or deleted."""
+        problems: list[ChainProblem] = []
+        expected_seq, prev, count = 1, GENESIS_HASH, 0
+        for seq, stored_prev, stored_hash, record in self.stream():
+            count += 1
+            if seq != expected_seq:
+                problems.append(
+                    ChainProblem(seq, f"sequence gap: expected {expected_seq} (entries deleted)")
+                )
+            if stored_prev != prev:
+                problems.append(
+                    ChainProblem(seq, "previous-hash link broken (entry removed or inserted)")
+                )
+            if chain_hash(stored_prev, seq, record) != stored_hash:
+                problems.append(ChainProblem(seq, "content does not match its hash (entry edited)"))
+            prev, expected_seq = stored_hash, seq + 1
+        head = self.conn.execute(
+            select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == _HEAD_ID)
+        ).first()
+        head_seq, head_hash = (int(head.seq), bytes(head.hash)) if head else (0, GENESIS_HASH)
+        if head_seq != expected_seq - 1 or head_hash != prev:
+            problems.append(
+                ChainProblem(
+                    head_seq,
+                    "chain head does not match the last entry (newest entries deleted or added)",
+                )
+            )
+        return VerifyReport(entries=count, problems=tuple(problems))
+
+    def search(
+        self,
+        *,
+        patient_ref: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        client_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[tuple[int, AuditRecord]], int]:
+        conditions = []
+        if patient_ref:
+            conditions.append(audit_events.c.patient_ref == patient_ref)
+        if since:
+            conditions.append(audit_events.c.recorded_at >= since)
+        if until:
+            conditions.append(audit_events.c.recorded_at < until)
+        if client_id:
+            conditions.append(audit_events.c.client_id == client_id)
+        total = self.conn.execute(
+            select(func.count()).select_from(audit_events).where(*conditions)
+        ).scalar_one()
+        rows = self.conn.execute(
+            select(audit_events)
+            .where(*conditions)
+            .order_by(audit_events.c.seq.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return [(int(r.seq), _record(r)) for r in rows], int(total)
+
+    def get(self, seq: int) -> AuditRecord | None:
+        row = self.conn.execute(select(audit_events).where(audit_events.c.seq == seq)).first()
+        return _record(row) if row else None
