@@ -70,8 +70,8 @@ def _reject_tag(*_: Any) -> Any:
 _NO_TAGS = {
     t: _reject_tag
     for t in (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261)
-    + (1004, 55799)
 }
+_NO_TAGS.update({1004: _reject_tag, 55799: _reject_tag})
 
 
 def loads_strict(data: bytes) -> Any:

@@ -290,9 +290,11 @@ def issue_credential(cred: EmergencyCredential, signer: Signer) -> str:
     """Sign ``cred`` and return its QR text ``HR1:<base45>``; refuse one that would not fit."""
     cred.check()
     if not _KEY_ID.fullmatch(signer.key_id):
-        raise InvalidInput("key id must be 1-8 of [0-9A-Za-z._-] (it is in every QR code)", expression="keyId")
+        raise InvalidInput(
+            "key id must be 1-8 of [0-9A-Za-z._-] (it is in every QR code)", expression="keyId"
+        )
     message = sign1(dumps(to_claims(cred)), signer)
-    text = PREFIX + base45.b45encode(message).decode("ascii")
+    text: str = PREFIX + base45.b45encode(message).decode("ascii")
     if len(text) > MAX_TEXT_CHARS:
         raise InvalidInput(
             f"credential needs {len(text)} QR characters, more than {MAX_TEXT_CHARS}; "

@@ -95,9 +95,7 @@ def check_id_document(id_type: str, id_number: str) -> None:
     if not isinstance(id_type, str) or id_type not in id_types():
         raise InvalidInput("unknown ID type code", expression="idType")
     if not isinstance(id_number, str) or not _ID_NUMBER.fullmatch(id_number):
-        raise InvalidInput(
-            "ID number must be 1-30 ASCII letters or digits", expression="idNumber"
-        )
+        raise InvalidInput("ID number must be 1-30 ASCII letters or digits", expression="idNumber")
 
 
 def zero_pad(data: bytes, block: int = 16) -> bytes:
@@ -122,8 +120,6 @@ def check_ehc_id(ehc_id: str) -> None:
     if not isinstance(ehc_id, str):
         raise InvalidInput("EHC ID must be text", expression="ehcId")
     if len(ehc_id) % 32 or not 32 <= len(ehc_id) <= 128:
-        raise InvalidInput(
-            "EHC ID must be 32, 64, 96 or 128 hex characters", expression="ehcId"
-        )
+        raise InvalidInput("EHC ID must be 32, 64, 96 or 128 hex characters", expression="ehcId")
     if not _HEX.fullmatch(ehc_id) or ehc_id != ehc_id.upper():
         raise InvalidInput("EHC ID must be uppercase hex", expression="ehcId")

@@ -55,9 +55,7 @@ _MAX_TEXT = 400
 _DYNAMIC = re.compile(
     r"EHCID:D1:((?:[0-9A-F]{32}){1,4}):([0-9A-Z]{1,8}):([0-9A-F]{32}):([0-9A-F]{16})"
 )
-_STATIC = re.compile(
-    r"EHCID:S1:((?:[0-9A-F]{32}){1,4}):([0-9]{6}):([0-9A-Z]{1,20}):([0-9A-F]{8})"
-)
+_STATIC = re.compile(r"EHCID:S1:((?:[0-9A-F]{32}){1,4}):([0-9]{6}):([0-9A-Z]{1,20}):([0-9A-F]{8})")
 _HEX_UPPER = re.compile(r"[0-9A-F]*")
 _KEY_ID = re.compile(r"[0-9A-Z]{1,8}")
 _REGION = re.compile(r"[0-9]{6}")

@@ -87,9 +87,7 @@ class TrustList:
     _verifiers: dict[str, tuple[IssuerKey, SignatureVerifier]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    _revoked: dict[bytes, int] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _revoked: dict[bytes, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for key in self.keys:
@@ -147,7 +145,10 @@ def _structure(detail: str) -> TrustListRejected:
 def _from_payload(obj: Any) -> TrustList:
     if not isinstance(obj, dict) or obj.get(1) != FORMAT_VERSION:
         raise _structure("is not a version-1 map")
-    seq, issued, max_age, keys, revoked = (obj.get(k) for k in (2, 3, 4, 5, 6))
+    seq: Any = obj.get(2)
+    issued: Any = obj.get(3)
+    max_age: Any = obj.get(4)
+    keys, revoked = obj.get(5), obj.get(6)
     if not (_uint(seq) and _uint(issued) and _uint(max_age)):
         raise _structure("lacks sequence, issued-at or maximum age")
     if not (isinstance(keys, list) and isinstance(revoked, list)):
