@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from healthroam.bootstrap import Platform
 from healthroam.errors import InvalidInput, NotAuthenticated
+from healthroam.records.service import require
 from healthroam.security.model import Principal
 
 # HL7 v3 PurposeOfUse codes a caller may state (X-Purpose-Of-Use header).
@@ -64,3 +66,13 @@ def current_principal(request: Request) -> Principal:
         end_user=end_user,
         source_address=request.client.host if request.client else None,
     )
+
+
+def scoped(resource_type: str, interaction: str) -> Callable[[Principal], Principal]:
+    """A dependency that authenticates and checks a scope before the body is even read."""
+
+    def dependency(principal: Principal = Depends(current_principal)) -> Principal:  # noqa: B008
+        require(principal, resource_type, interaction)
+        return principal
+
+    return dependency

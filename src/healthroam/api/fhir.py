@@ -10,11 +10,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from healthroam import __version__
-from healthroam.api.auth import current_principal, platform_of
+from healthroam.api.auth import platform_of, scoped
 from healthroam.api.errors import FHIR_JSON
 from healthroam.errors import InvalidInput
 from healthroam.records.model import StoredResource
-from healthroam.records.service import require
 from healthroam.records.validation import ID_PATTERN
 from healthroam.security.audit import Action
 from healthroam.security.audit_fhir import to_audit_event
@@ -22,7 +21,10 @@ from healthroam.security.model import Principal
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
 public_router = APIRouter(prefix="/fhir", tags=["fhir"])
-Caller = Annotated[Principal, Depends(current_principal)]
+PatientCreator = Annotated[Principal, Depends(scoped("Patient", "c"))]
+PatientReader = Annotated[Principal, Depends(scoped("Patient", "r"))]
+AuditSearcher = Annotated[Principal, Depends(scoped("AuditEvent", "s"))]
+AuditReader = Annotated[Principal, Depends(scoped("AuditEvent", "r"))]
 _ACCEPTED_BODY_TYPES = {"application/fhir+json", "application/json"}
 
 
@@ -151,7 +153,7 @@ def smart_configuration(request: Request) -> JSONResponse:
 
 
 @router.post("/Patient")
-async def create_patient(request: Request, caller: Caller) -> JSONResponse:
+async def create_patient(request: Request, caller: PatientCreator) -> JSONResponse:
     """Create a Patient (an institution's registration of a person)."""
     body = await json_body(request)
     stored = platform_of(request).records.create(caller, "Patient", body)
@@ -159,7 +161,7 @@ async def create_patient(request: Request, caller: Caller) -> JSONResponse:
 
 
 @router.get("/Patient/{resource_id}")
-def read_patient(resource_id: str, request: Request, caller: Caller) -> JSONResponse:
+def read_patient(resource_id: str, request: Request, caller: PatientReader) -> JSONResponse:
     """Read a Patient; the read is audited with the caller and purpose of use."""
     _check_id(resource_id, "Patient")
     stored = platform_of(request).records.read(caller, "Patient", resource_id)
@@ -177,9 +179,8 @@ def _parse_date(value: str, name: str) -> tuple[str, datetime]:
 
 
 @router.get("/AuditEvent")
-def search_audit(request: Request, caller: Caller) -> JSONResponse:
+def search_audit(request: Request, caller: AuditSearcher) -> JSONResponse:
     """Search the audit trail (auditors only: system/AuditEvent.s)."""
-    require(caller, "AuditEvent", "s")
     params = request.query_params
     known = {"patient", "date", "agent", "_count", "_offset"}
     unknown = sorted(set(params) - known)
@@ -247,9 +248,8 @@ def search_audit(request: Request, caller: Caller) -> JSONResponse:
 
 
 @router.get("/AuditEvent/{seq}")
-def read_audit(seq: str, request: Request, caller: Caller) -> Response:
+def read_audit(seq: str, request: Request, caller: AuditReader) -> Response:
     """Read one audit entry as an AuditEvent."""
-    require(caller, "AuditEvent", "r")
     if not seq.isdigit():
         raise InvalidInput("an AuditEvent id is a positive integer", expression="AuditEvent.id")
     platform = platform_of(request)

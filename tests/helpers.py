@@ -1,0 +1,52 @@
+"""Test helpers: set up institutions, clients and tokens through the real services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi.testclient import TestClient
+
+from healthroam.bootstrap import Platform
+
+
+@dataclass
+class Client:
+    client_id: str
+    secret: str
+    institution: str
+
+
+class Province:
+    """Sets up institutions and clients through the real services."""
+
+    def __init__(self, platform: Platform, http: TestClient) -> None:
+        self.platform, self.http = platform, http
+        self._n = 0
+
+    def institution(self, code: str | None = None, *, kind: str = "hospital",
+                    level: int | None = 3) -> str:
+        self._n += 1
+        code = code or f"H{self._n:03d}"
+        self.platform.institutions.add(
+            code=code, name=f"测试医院{self._n}", kind=kind, region="460106",
+            level=level if kind == "hospital" else None,
+        )
+        return code
+
+    def client(self, scope: str = "system/Patient.cruds", institution: str | None = None) -> Client:
+        institution = institution or self.institution()
+        created = self.platform.clients.add(institution_code=institution, scopes=scope)
+        assert created.client_secret
+        return Client(created.client.client_id, created.client_secret, institution)
+
+    def token(self, client: Client, scope: str | None = None) -> str:
+        data = {"grant_type": "client_credentials"}
+        if scope:
+            data["scope"] = scope
+        response = self.http.post("/auth/token", data=data, auth=(client.client_id, client.secret))
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
+
+    def headers(self, scope: str = "system/Patient.cruds") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(self.client(scope))}"}
