@@ -18,6 +18,9 @@ from healthroam.config import get_settings
 
 access_log = logging.getLogger("healthroam.access")
 
+# Every router the app serves, in order. Tests enumerate this to check each route's auth.
+ROUTERS = (health.router, token.router, fhir.public_router, fhir.router)
+
 
 def create_app(platform: Platform | None = None) -> FastAPI:
     """Build the app around ``platform`` (or one built from the process's settings)."""
@@ -38,10 +41,8 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     )
     app.state.platform = the_platform
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(token.router)
-    app.include_router(fhir.public_router)
-    app.include_router(fhir.router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.middleware("http")
     async def log_access(
