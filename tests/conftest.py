@@ -23,7 +23,8 @@ from healthroam.db.migrate import upgrade
 from healthroam.db.schema import metadata
 
 BACKENDS = [
-    b.strip() for b in os.environ.get("HEALTHROAM_TEST_BACKENDS", "sqlite,postgresql").split(",")
+    b.strip()
+    for b in os.environ.get("HEALTHROAM_TEST_BACKENDS", "sqlite,postgresql").split(",")
     if b.strip()
 ]
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -73,7 +74,9 @@ def migrated_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, migrated_databases: dict[str, str]) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, migrated_databases: dict[str, str]
+) -> Iterator[str]:
     """A migrated, empty database of each backend in turn; emptied again after the test."""
     url = migrated_databases[request.param]
     yield url

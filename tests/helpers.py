@@ -23,12 +23,16 @@ class Province:
         self.platform, self.http = platform, http
         self._n = 0
 
-    def institution(self, code: str | None = None, *, kind: str = "hospital",
-                    level: int | None = 3) -> str:
+    def institution(
+        self, code: str | None = None, *, kind: str = "hospital", level: int | None = 3
+    ) -> str:
         self._n += 1
         code = code or f"H{self._n:03d}"
         self.platform.institutions.add(
-            code=code, name=f"测试医院{self._n}", kind=kind, region="460106",
+            code=code,
+            name=f"测试医院{self._n}",
+            kind=kind,
+            region="460106",
             level=level if kind == "hospital" else None,
         )
         return code

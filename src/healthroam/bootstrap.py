@@ -31,6 +31,12 @@ class Platform:
     def close(self) -> None:
         self.db.dispose()
 
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
 
 def build_database(settings: Settings) -> Database:
     return Database(

@@ -97,9 +97,10 @@ def institutions_add(
     level: Annotated[int | None, typer.Option(help="Hospital level 1, 2 or 3.")] = None,
 ) -> None:
     """Register an institution."""
-    institution = _platform().institutions.add(
-        code=code, name=name, kind=kind, region=region, level=level
-    )
+    with _platform() as platform:
+        institution = platform.institutions.add(
+            code=code, name=name, kind=kind, region=region, level=level
+        )
     out.print(f"added institution {institution.code}")
 
 
@@ -109,7 +110,8 @@ def institutions_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List institutions."""
-    rows = _platform().institutions.list()
+    with _platform() as platform:
+        rows = platform.institutions.list()
     if as_json:
         print(
             json.dumps(
@@ -159,13 +161,14 @@ def clients_add(
             raise typer.BadParameter(f"cannot read JWKS: {exc}", param_hint="--jwks") from None
         if not isinstance(jwks_doc, dict):
             raise typer.BadParameter("JWKS must be a JSON object", param_hint="--jwks")
-    created = _platform().clients.add(
-        institution_code=institution,
-        scopes=scope,
-        name=name,
-        jwks=jwks_doc,
-        with_secret=not no_secret,
-    )
+    with _platform() as platform:
+        created = platform.clients.add(
+            institution_code=institution,
+            scopes=scope,
+            name=name,
+            jwks=jwks_doc,
+            with_secret=not no_secret,
+        )
     result = {
         "client_id": created.client.client_id,
         "client_secret": created.client_secret,
@@ -185,7 +188,8 @@ def clients_add(
 @cli_errors
 def clients_disable(client_id: str) -> None:
     """Disable a client: its tokens stop working at once."""
-    _platform().clients.set_active(client_id, False)
+    with _platform() as platform:
+        platform.clients.set_active(client_id, False)
     out.print(f"client {client_id} disabled")
 
 
@@ -193,7 +197,8 @@ def clients_disable(client_id: str) -> None:
 @cli_errors
 def clients_enable(client_id: str) -> None:
     """Enable a disabled client again."""
-    _platform().clients.set_active(client_id, True)
+    with _platform() as platform:
+        platform.clients.set_active(client_id, True)
     out.print(f"client {client_id} enabled")
 
 
@@ -204,7 +209,9 @@ def clients_list(
 ) -> None:
     """List clients (never their secrets)."""
     table = Table("client_id", "institution", "name", "auth", "active", "scope")
-    for c in _platform().clients.list(institution):
+    with _platform() as platform:
+        clients = platform.clients.list(institution)
+    for c in clients:
         auth = "+".join(a for a, on in (("secret", c.has_secret), ("jwks", bool(c.jwks))) if on)
         table.add_row(c.client_id, c.institution_code, c.name, auth, str(c.active), str(c.scopes))
     out.print(table)
@@ -214,7 +221,8 @@ def clients_list(
 @cli_errors
 def audit_verify() -> None:
     """Recompute the hash chain; exit 1 if any entry was edited, inserted or deleted."""
-    report = _platform().audit.verify()
+    with _platform() as platform:
+        report = platform.audit.verify()
     if report.ok:
         out.print(f"audit trail intact: {report.entries} entries")
         return

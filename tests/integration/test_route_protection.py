@@ -70,7 +70,9 @@ def test_malformed_and_expired_tokens_are_401(
 ) -> None:
     client = province.client("system/*.cruds")
     expired, _ = platform.auth.tokens.issue(
-        client.client_id, client.institution, ScopeSet.parse("system/*.cruds"),
+        client.client_id,
+        client.institution,
+        ScopeSet.parse("system/*.cruds"),
         now=datetime.now(UTC) - timedelta(hours=1),
     )
     for token in ("not-a-jwt", expired, province.token(client) + "x"):

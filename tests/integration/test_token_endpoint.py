@@ -21,8 +21,11 @@ AUD = "http://testserver/auth/token"
 
 def test_basic_grant_returns_short_lived_bearer_token(province: Province, http: TestClient) -> None:
     client = province.client("system/Patient.cruds system/Observation.rs")
-    response = http.post("/auth/token", data={"grant_type": "client_credentials"},
-                         auth=(client.client_id, client.secret))
+    response = http.post(
+        "/auth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client.client_id, client.secret),
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["token_type"] == "Bearer"
@@ -35,15 +38,21 @@ def test_basic_grant_returns_short_lived_bearer_token(province: Province, http: 
     assert claims["exp"] - claims["iat"] == 300
 
 
-def test_requested_scope_is_narrowed_but_never_widened(province: Province, http: TestClient) -> None:
+def test_requested_scope_is_narrowed_but_never_widened(
+    province: Province, http: TestClient
+) -> None:
     client = province.client("system/Patient.cruds")
-    narrowed = http.post("/auth/token", data={"grant_type": "client_credentials",
-                                              "scope": "system/Patient.rs"},
-                         auth=(client.client_id, client.secret))
+    narrowed = http.post(
+        "/auth/token",
+        data={"grant_type": "client_credentials", "scope": "system/Patient.rs"},
+        auth=(client.client_id, client.secret),
+    )
     assert narrowed.json()["scope"] == "system/Patient.rs"
-    widened = http.post("/auth/token", data={"grant_type": "client_credentials",
-                                             "scope": "system/Observation.rs"},
-                        auth=(client.client_id, client.secret))
+    widened = http.post(
+        "/auth/token",
+        data={"grant_type": "client_credentials", "scope": "system/Observation.rs"},
+        auth=(client.client_id, client.secret),
+    )
     assert widened.status_code == 400
     assert widened.json()["error"] == "invalid_scope"
 
@@ -72,17 +81,23 @@ def test_bad_token_requests_get_oauth_errors(
 
 def test_wrong_secret_is_refused(province: Province, http: TestClient) -> None:
     client = province.client()
-    response = http.post("/auth/token", data={"grant_type": "client_credentials"},
-                         auth=(client.client_id, client.secret + "x"))
+    response = http.post(
+        "/auth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client.client_id, client.secret + "x"),
+    )
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
 
 
 def test_json_body_is_refused(province: Province, http: TestClient) -> None:
     client = province.client()
-    response = http.post("/auth/token", content=json.dumps({"grant_type": "client_credentials"}),
-                         headers={"Content-Type": "application/json"},
-                         auth=(client.client_id, client.secret))
+    response = http.post(
+        "/auth/token",
+        content=json.dumps({"grant_type": "client_credentials"}),
+        headers={"Content-Type": "application/json"},
+        auth=(client.client_id, client.secret),
+    )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
 
@@ -100,27 +115,43 @@ def _keypair(kind: str) -> tuple[Any, dict[str, Any], str]:
 
 def _assertion(private: Any, kid: str, alg: str, client_id: str, **overrides: Any) -> str:
     now = int(time.time())
-    claims = {"iss": client_id, "sub": client_id, "aud": AUD, "exp": now + 240,
-              "jti": uuid.uuid4().hex, **overrides}
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": AUD,
+        "exp": now + 240,
+        "jti": uuid.uuid4().hex,
+        **overrides,
+    }
     return jwt.encode(claims, private, algorithm=alg, headers={"kid": kid})
 
 
 @pytest.fixture(params=["ES384", "RS384"])
-def jwt_client(request: pytest.FixtureRequest, platform: Platform,
-               province: Province) -> tuple[str, Any, dict[str, Any], str]:
+def jwt_client(
+    request: pytest.FixtureRequest, platform: Platform, province: Province
+) -> tuple[str, Any, dict[str, Any], str]:
     private, jwk, alg = _keypair(request.param)
-    created = platform.clients.add(institution_code=province.institution(),
-                                   scopes="system/Patient.rs", jwks={"keys": [jwk]},
-                                   with_secret=False)
+    created = platform.clients.add(
+        institution_code=province.institution(),
+        scopes="system/Patient.rs",
+        jwks={"keys": [jwk]},
+        with_secret=False,
+    )
     assert created.client_secret is None
     return created.client.client_id, private, jwk, alg
 
 
-def test_private_key_jwt_grant(http: TestClient, jwt_client: tuple[str, Any, dict[str, Any], str]) -> None:
+def test_private_key_jwt_grant(
+    http: TestClient, jwt_client: tuple[str, Any, dict[str, Any], str]
+) -> None:
     client_id, private, jwk, alg = jwt_client
     assertion = _assertion(private, jwk["kid"], alg, client_id)
-    form = {"grant_type": "client_credentials", "scope": "system/Patient.rs",
-            "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion}
+    form = {
+        "grant_type": "client_credentials",
+        "scope": "system/Patient.rs",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion,
+    }
     response = http.post("/auth/token", data=form)
     assert response.status_code == 200, response.text
     assert response.json()["scope"] == "system/Patient.rs"
@@ -140,14 +171,21 @@ def test_private_key_jwt_grant(http: TestClient, jwt_client: tuple[str, Any, dic
     ],
 )
 def test_private_key_jwt_refusals(
-    http: TestClient, jwt_client: tuple[str, Any, dict[str, Any], str],
-    overrides: dict[str, Any], reason: str,
+    http: TestClient,
+    jwt_client: tuple[str, Any, dict[str, Any], str],
+    overrides: dict[str, Any],
+    reason: str,
 ) -> None:
     client_id, private, jwk, alg = jwt_client
     assertion = _assertion(private, jwk["kid"], alg, client_id, **overrides)
-    response = http.post("/auth/token", data={
-        "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-        "client_assertion": assertion})
+    response = http.post(
+        "/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion,
+        },
+    )
     assert response.status_code == 401
     assert reason in response.json()["error_description"].lower()
 
@@ -158,9 +196,14 @@ def test_private_key_jwt_signed_by_another_key_is_refused(
     client_id, _private, jwk, alg = jwt_client
     other, _, _ = _keypair(alg)
     assertion = _assertion(other, jwk["kid"], alg, client_id)
-    response = http.post("/auth/token", data={
-        "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-        "client_assertion": assertion})
+    response = http.post(
+        "/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion,
+        },
+    )
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
 
@@ -176,9 +219,14 @@ def test_disabling_a_client_stops_its_tokens_at_once(
     response = http.get(created.headers["location"].split("/_history")[0], headers=headers)
     assert response.status_code == 401
     assert "disabled" in response.json()["issue"][0]["diagnostics"]
-    refused = http.post("/auth/token", data={"grant_type": "client_credentials"},
-                        auth=(client.client_id, client.secret))
+    refused = http.post(
+        "/auth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client.client_id, client.secret),
+    )
     assert refused.status_code == 401
     platform.clients.set_active(client.client_id, True)
-    assert http.get(created.headers["location"].split("/_history")[0],
-                    headers=headers).status_code == 200
+    assert (
+        http.get(created.headers["location"].split("/_history")[0], headers=headers).status_code
+        == 200
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -182,7 +183,7 @@ def _parse_date(value: str, name: str) -> tuple[str, datetime]:
 def search_audit(request: Request, caller: AuditSearcher) -> JSONResponse:
     """Search the audit trail (auditors only: system/AuditEvent.s)."""
     params = request.query_params
-    known = {"patient", "date", "agent", "_count", "_offset"}
+    known = {"patient", "date", "agent", "_count", "_before"}
     unknown = sorted(set(params) - known)
     if unknown:
         raise InvalidInput(f"unsupported search parameter {unknown[0]}", expression=unknown[0])
@@ -201,13 +202,13 @@ def search_audit(request: Request, caller: AuditSearcher) -> JSONResponse:
         criteria["client_id"] = params["agent"].split("|")[-1]
     try:
         count = min(int(params.get("_count", "50")), 1000)
-        offset = int(params.get("_offset", "0"))
+        before = int(params["_before"]) if "_before" in params else None
     except ValueError:
-        raise InvalidInput("_count and _offset must be integers", expression="_count") from None
-    if count < 0 or offset < 0:
-        raise InvalidInput("_count and _offset must not be negative", expression="_count")
+        raise InvalidInput("_count and _before must be integers", expression="_count") from None
+    if count < 1:
+        raise InvalidInput("_count must be at least 1", expression="_count")
     platform = platform_of(request)
-    rows, total = platform.audit.search(limit=count, offset=offset, **criteria)
+    rows, total = platform.audit.search(limit=count, before=before, **criteria)
     platform.audit.record(
         [
             platform.audit.event(
@@ -235,15 +236,12 @@ def search_audit(request: Request, caller: AuditSearcher) -> JSONResponse:
             for seq, record in rows
         ],
     }
-    if offset + count < total:
-        nxt = {k: v for k, v in params.items() if k != "_offset"}
-        query = "&".join(f"{k}={v}" for k, v in nxt.items())
-        bundle["link"].append(
-            {
-                "relation": "next",
-                "url": f"{base}?{query}&_offset={offset + count}".replace("?&", "?"),
-            }
-        )
+    if len(rows) == count:
+        # Keyset paging: the next page starts below the last entry shown, so entries appended
+        # meanwhile (this search itself is audited) never shift a page.
+        kept = [(k, v) for k, v in params.multi_items() if k != "_before"]
+        kept.append(("_before", str(rows[-1][0])))
+        bundle["link"].append({"relation": "next", "url": f"{base}?{urlencode(kept)}"})
     return fhir_response(bundle)
 
 

@@ -137,8 +137,10 @@ class AuditRepository:
         until: datetime | None = None,
         client_id: str | None = None,
         limit: int = 100,
-        offset: int = 0,
+        before: int | None = None,
     ) -> tuple[list[tuple[int, AuditRecord]], int]:
+        """Newest first. ``before`` is a keyset cursor (a seq), so pages stay stable while the
+        trail grows; ``total`` counts all matches regardless of the cursor."""
         conditions = []
         if patient_ref:
             conditions.append(audit_events.c.patient_ref == patient_ref)
@@ -151,12 +153,10 @@ class AuditRepository:
         total = self.conn.execute(
             select(func.count()).select_from(audit_events).where(*conditions)
         ).scalar_one()
+        if before is not None:
+            conditions.append(audit_events.c.seq < before)
         rows = self.conn.execute(
-            select(audit_events)
-            .where(*conditions)
-            .order_by(audit_events.c.seq.desc())
-            .limit(limit)
-            .offset(offset)
+            select(audit_events).where(*conditions).order_by(audit_events.c.seq.desc()).limit(limit)
         )
         return [(int(r.seq), _record(r)) for r in rows], int(total)
 

@@ -1,0 +1,218 @@
+"""The audit trail: every read and write of a Patient is recorded, hash-chained, verifiable."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from helpers import Province
+from sqlalchemy import delete, insert, select, update
+from typer.testing import CliRunner
+
+from healthroam.bootstrap import Platform
+from healthroam.cli import app as cli_app
+from healthroam.config import Settings
+from healthroam.db.schema import audit_events, audit_head
+
+
+def _patient_events(platform: Platform) -> list[dict[str, object]]:
+    with platform.db.transaction(readonly=True) as conn:
+        rows = (
+            conn.execute(
+                select(audit_events)
+                .where(audit_events.c.resource_type == "Patient")
+                .order_by(audit_events.c.seq)
+            )
+            .mappings()
+            .all()
+        )
+    return [dict(r) for r in rows]
+
+
+def _create_and_read(province: Province, http: TestClient, **headers: str) -> str:
+    client = province.client()
+    auth = {"Authorization": f"Bearer {province.token(client)}", **headers}
+    created = http.post(
+        "/fhir/Patient",
+        headers=auth,
+        json={
+            "resourceType": "Patient",
+            "name": [{"family": "黎", "given": ["阿妹"]}],
+            "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "460106199001011234"}],
+            "gender": "female",
+            "birthDate": "1990-01-01",
+        },
+    )
+    assert created.status_code == 201
+    patient_id: str = created.json()["id"]
+    assert http.get(f"/fhir/Patient/{patient_id}", headers=auth).status_code == 200
+    return patient_id
+
+
+def test_create_and_read_are_audited_with_who_what_when_why(
+    platform: Platform, province: Province, http: TestClient
+) -> None:
+    patient_id = _create_and_read(
+        province, http, **{"X-Purpose-Of-Use": "ETREAT", "X-End-User": "doctor-0042"}
+    )
+    events = _patient_events(platform)
+    assert [e["action"] for e in events] == ["C", "R"]
+    for event in events:
+        assert event["patient_ref"] == f"Patient/{patient_id}"
+        assert event["institution_code"]
+        assert event["client_id"]
+        assert event["end_user"] == "doctor-0042"
+        assert event["purpose_of_use"] == "ETREAT"
+        assert event["outcome"] == "0"
+        assert event["recorded_at"] is not None
+
+
+def test_unknown_purpose_of_use_is_refused(province: Province, http: TestClient) -> None:
+    response = http.get(
+        "/fhir/Patient/x", headers={**province.headers(), "X-Purpose-Of-Use": "CURIOSITY"}
+    )
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["X-Purpose-Of-Use"]
+
+
+def test_failed_read_is_audited_as_failure(
+    platform: Platform, province: Province, http: TestClient
+) -> None:
+    assert http.get("/fhir/Patient/missing", headers=province.headers()).status_code == 404
+    events = _patient_events(platform)
+    assert [(e["action"], e["outcome"], e["resource_id"]) for e in events] == [
+        ("R", "4", "missing")
+    ]
+
+
+def _verify(settings: Settings, monkeypatch: object) -> tuple[int, str]:
+    import pytest
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setenv("HEALTHROAM_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("HEALTHROAM_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("HEALTHROAM_TOKEN_SIGNING_KEY_FILE", str(settings.signing_key_path))
+    from healthroam.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli_app, ["audit", "verify"])
+    finally:
+        get_settings.cache_clear()
+    return result.exit_code, result.output
+
+
+def test_audit_verify_passes_on_an_untouched_trail(
+    platform: Platform,
+    settings: Settings,
+    province: Province,
+    http: TestClient,
+    monkeypatch: object,
+) -> None:
+    _create_and_read(province, http)
+    code, output = _verify(settings, monkeypatch)
+    assert code == 0, output
+    assert "intact" in output
+
+
+def test_audit_verify_catches_an_edited_row(
+    platform: Platform,
+    settings: Settings,
+    province: Province,
+    http: TestClient,
+    monkeypatch: object,
+) -> None:
+    _create_and_read(province, http)
+    target = _patient_events(platform)[1]["seq"]
+    with platform.db.transaction() as conn:
+        conn.execute(
+            update(audit_events).where(audit_events.c.seq == target).values(purpose_of_use="HPAYMT")
+        )
+    code, output = _verify(settings, monkeypatch)
+    assert code == 1
+    assert f"entry {target}: content does not match its hash" in output
+
+
+def test_audit_verify_catches_a_deleted_row(
+    platform: Platform,
+    settings: Settings,
+    province: Province,
+    http: TestClient,
+    monkeypatch: object,
+) -> None:
+    _create_and_read(province, http)
+    target = _patient_events(platform)[0]["seq"]
+    with platform.db.transaction() as conn:
+        conn.execute(delete(audit_events).where(audit_events.c.seq == target))
+    code, output = _verify(settings, monkeypatch)
+    assert code == 1
+    assert "sequence gap" in output
+
+
+def test_audit_verify_catches_deleted_newest_rows(
+    platform: Platform,
+    settings: Settings,
+    province: Province,
+    http: TestClient,
+    monkeypatch: object,
+) -> None:
+    _create_and_read(province, http)
+    with platform.db.transaction() as conn:
+        last = conn.execute(select(audit_head.c.seq)).scalar_one()
+        conn.execute(delete(audit_events).where(audit_events.c.seq == last))
+    code, output = _verify(settings, monkeypatch)
+    assert code == 1
+    assert "chain head does not match" in output
+
+
+def test_audit_verify_catches_an_inserted_row(
+    platform: Platform,
+    settings: Settings,
+    province: Province,
+    http: TestClient,
+    monkeypatch: object,
+) -> None:
+    _create_and_read(province, http)
+    first = _patient_events(platform)[0]
+    forged = {**first, "seq": int(str(first["seq"])) + 1000, "client_id": "intruder"}
+    with platform.db.transaction() as conn:
+        conn.execute(insert(audit_events).values(**forged))
+    code, output = _verify(settings, monkeypatch)
+    assert code == 1
+    assert "broken" in output.lower() or "gap" in output
+
+
+def test_auditor_reads_audit_events_in_balp_shape(
+    platform: Platform, province: Province, http: TestClient
+) -> None:
+    patient_id = _create_and_read(province, http, **{"X-End-User": "nurse-7"})
+    auditor = province.headers("system/AuditEvent.rs")
+    bundle = http.get(f"/fhir/AuditEvent?patient=Patient/{patient_id}", headers=auditor).json()
+    assert bundle["resourceType"] == "Bundle"
+    assert bundle["total"] == 2
+    read_event = next(e["resource"] for e in bundle["entry"] if e["resource"]["action"] == "R")
+    assert read_event["meta"]["profile"] == [
+        "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientRead"
+    ]
+    assert read_event["subtype"][0]["code"] == "read"
+    assert read_event["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
+    entity_refs = {e["what"].get("reference") for e in read_event["entity"]}
+    assert f"Patient/{patient_id}" in entity_refs
+    agent_roles = {a["type"]["coding"][0]["code"] for a in read_event["agent"]}
+    assert {"110153", "110152", "IRCP"} <= agent_roles
+    one = http.get(f"/fhir/AuditEvent/{read_event['id']}", headers=auditor)
+    assert one.status_code == 200
+    assert one.json()["id"] == read_event["id"]
+    # A hospital client without the auditor scope cannot read the trail.
+    assert http.get("/fhir/AuditEvent", headers=province.headers()).status_code == 403
+
+
+def test_audit_search_pages(platform: Platform, province: Province, http: TestClient) -> None:
+    for _ in range(3):
+        _create_and_read(province, http)
+    auditor = province.headers("system/AuditEvent.rs")
+    page = http.get("/fhir/AuditEvent?_count=2", headers=auditor).json()
+    assert len(page["entry"]) == 2
+    assert page["total"] >= 6
+    next_url = next(link["url"] for link in page["link"] if link["relation"] == "next")
+    second = http.get(next_url, headers=auditor).json()
+    first_ids = {e["resource"]["id"] for e in page["entry"]}
+    assert first_ids.isdisjoint({e["resource"]["id"] for e in second["entry"]})
