@@ -1,7 +1,88 @@
-"""`healthroam synth`: generate a synthetic province (implementation in progress)."""
+"""`healthroam synth`: generate a synthetic province for demos, tests and benchmarks."""
 
 from __future__ import annotations
 
-import typer
+import enum
+from pathlib import Path
+from typing import Annotated
 
-app = typer.Typer(help="Generate a synthetic province for demos, tests and benchmarks.")
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from healthroam.errors import HealthroamError
+from healthroam.synth.population import DEFAULT_CHUNK_SIZE
+from healthroam.synth.writer import write_province
+
+app = typer.Typer(
+    help="Generate a synthetic province (Hainan model) for demos, tests and benchmarks.",
+    no_args_is_help=False,
+)
+
+
+class FileFormat(enum.StrEnum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+@app.callback(invoke_without_command=True)
+def synth(
+    ctx: typer.Context,
+    people: Annotated[
+        int, typer.Option("--people", "-n", min=1, help="How many true people to generate.")
+    ] = 100_000,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", file_okay=False, help="Directory to write the files into."),
+    ] = Path("synth-out"),
+    fmt: Annotated[
+        FileFormat, typer.Option("--format", "-f", help="File format.", case_sensitive=False)
+    ] = FileFormat.parquet,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same files.")] = 42,
+    chunk_size: Annotated[
+        int,
+        typer.Option("--chunk-size", min=1, help="People per chunk (memory vs speed)."),
+    ] = DEFAULT_CHUNK_SIZE,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Write the population base, hospitals, insurer, institutions and the ground truth."""
+    if ctx.invoked_subcommand is not None:
+        return
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]synth"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+    )
+    try:
+        with progress:
+            task = progress.add_task("people", total=people)
+            summary = write_province(
+                out,
+                people,
+                fmt.value,
+                seed,
+                lambda done: progress.update(task, completed=done),
+                chunk_size=chunk_size,
+            )
+    except HealthroamError as error:
+        console.print(f"[red]error:[/red] {error.detail}")
+        raise typer.Exit(2) from None
+    except OSError as error:
+        console.print(f"[red]error:[/red] cannot write to {out}: {error.strerror}")
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"wrote {summary.people} people and {summary.records} source records "
+        f"({len(summary.rows)} files) to {summary.out_dir}"
+    )
