@@ -180,8 +180,9 @@ def normalize_chinese_name(text: str) -> str:
     NFKC, invisible characters removed, traditional -> simplified, dot look-alikes -> U+00B7,
     and all spaces removed ("張 三" -> "张三", "买买提 • 艾力" -> "买买提·艾力").
     """
-    cleaned = unify_dots(to_simplified(clean_text(text)))
-    return cleaned.replace(" ", "")
+    cleaned = unify_dots(to_simplified(clean_text(text))).replace(" ", "")
+    # Removing a space can join a combining mark to a letter ("O \u0304"), so fold again.
+    return unicodedata.normalize("NFKC", cleaned)
 
 
 def fold_latin(text: str) -> str:

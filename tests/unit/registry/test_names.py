@@ -58,6 +58,7 @@ def test_clean_text(raw: str, expected: str) -> None:
         pytest.param("张\u3000三", "张三", id="ideographic space removed"),
         pytest.param("张\u200b三", "张三", id="invisible character removed"),
         pytest.param("李四", "李四", id="simplified unchanged"),
+        pytest.param("O\u00af", "\u014c", id="refolded after spaces are removed"),
     ],
 )
 def test_normalize_chinese_name(raw: str, expected: str) -> None:
