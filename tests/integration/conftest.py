@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import Province
 
 from healthroam.api.app import create_app
 from healthroam.bootstrap import Platform
+
+from helpers import Province
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from helpers import Province
 from sqlalchemy import delete, insert, select, update
 from typer.testing import CliRunner
 
@@ -11,6 +10,8 @@ from healthroam.bootstrap import Platform
 from healthroam.cli import app as cli_app
 from healthroam.config import Settings
 from healthroam.db.schema import audit_events, audit_head
+
+from helpers import Province
 
 
 def _patient_events(platform: Platform) -> list[dict[str, object]]:

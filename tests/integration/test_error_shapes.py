@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import Province
 
 from healthroam.bootstrap import Platform
+
+from helpers import Province
 
 
 def assert_operation_outcome(

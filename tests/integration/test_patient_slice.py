@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from helpers import Province
 from sqlalchemy import select
 
 from healthroam.bootstrap import Platform
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
+
+from helpers import Province
 
 PATIENT = {
     "resourceType": "Patient",

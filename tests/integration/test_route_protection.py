@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from helpers import Province
 
 from healthroam.api.app import ROUTERS, create_app
 from healthroam.bootstrap import Platform
 from healthroam.security.scopes import ScopeSet
+
+from helpers import Province
 
 PUBLIC = {
     ("POST", "/auth/token"),

@@ -9,11 +9,12 @@ from typing import Any
 
 import jwt
 import pytest
-from helpers import Province
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 
 from healthroam.bootstrap import Platform
+
+from helpers import Province
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 AUD = "http://testserver/auth/token"
