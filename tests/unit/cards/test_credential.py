@@ -17,6 +17,7 @@ from healthroam.cards.credential import (
     PREFIX,
     CredentialRejected,
     EmergencyCredential,
+    b45decode,
     card_ref,
     issue_credential,
     mask_id_number,
@@ -242,3 +243,26 @@ def test_fuzz_signed_claims_only_raise_credential_rejected(value: object) -> Non
     text = PREFIX + base45.b45encode(sign1(cbor2.dumps(value), _FUZZ_SIGNER)).decode()
     with contextlib.suppress(CredentialRejected):
         verify_credential(text, {"F1": _FUZZ_VERIFIER}.get, NOW)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=100))
+def test_fast_base45_matches_reference(raw: bytes) -> None:
+    text = base45.b45encode(raw).decode()
+    assert b45decode(text) == raw
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:a\n", max_size=30))
+def test_fast_base45_refuses_what_reference_refuses(text: str) -> None:
+    try:
+        expected: bytes | None = base45.b45decode(text)
+    except ValueError:
+        expected = None
+    if text.endswith("\n"):
+        expected = None  # the reference strips trailing newlines; we refuse them
+    try:
+        got: bytes | None = b45decode(text)
+    except ValueError:
+        got = None
+    assert got == expected
