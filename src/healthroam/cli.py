@@ -235,6 +235,33 @@ def audit_verify() -> None:
     raise typer.Exit(1)
 
 
+@demo_app.command("load")
+@cli_errors
+def demo_load(
+    people: Annotated[int, typer.Option(min=0, help="Synthetic residents to register.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic province.")] = 2026,
+) -> None:
+    """Migrate, then load the synthetic province's institutions, demo clients and patients."""
+    from rich.progress import Progress
+
+    from healthroam.demo import load_demo
+
+    settings = get_settings()
+    database = build_database(settings)
+    upgrade(database.engine)
+    database.dispose()
+    with _platform() as platform, Progress(console=err, transient=True) as bar:
+        task = bar.add_task("registering demo patients", total=people)
+        summary = load_demo(
+            platform, people=people, seed=seed, progress=lambda n: bar.advance(task, n)
+        )
+    out.print(
+        f"institutions added: {summary.institutions_added}; "
+        f"patients added: {summary.patients_added}"
+    )
+    out.print(f"demo client credentials: {summary.clients_file}", highlight=False)
+
+
 @app.command("serve")
 @cli_errors
 def serve(
