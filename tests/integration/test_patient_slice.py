@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -10,7 +12,7 @@ from healthroam.db.schema import fhir_resource_versions, fhir_resources
 
 from helpers import Province
 
-PATIENT = {
+PATIENT: dict[str, Any] = {
     "resourceType": "Patient",
     "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "46010619900101123X"}],
     "name": [

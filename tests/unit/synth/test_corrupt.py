@@ -20,6 +20,9 @@ def test_transposed_date_is_a_different_real_date(rng: np.random.Generator) -> N
         result = corrupt.transpose_date(day, rng)
         assert result != day
         assert sorted(result.strftime("%Y%m%d")) == sorted(day.strftime("%Y%m%d"))
+    # never in the future: 2025-12-01 could become 2052-12-01 or 2025-10-21; only the latter
+    for _ in range(20):
+        assert corrupt.transpose_date(date(2025, 12, 1), rng, date(2026, 1, 1)) < date(2026, 1, 1)
     # no swap of 19770707 gives a real date: left alone (and so not flagged as an error)
     assert corrupt.transpose_date(date(1977, 7, 7), rng) == date(1977, 7, 7)
 
@@ -31,6 +34,11 @@ def test_mistyped_id_differs_from_the_original(rng: np.random.Generator) -> None
         wrong = corrupt.mistype_id(number, rng)
         assert wrong != number
         assert len(wrong) == 18
+    for _ in range(50):
+        wrong = corrupt.mistype_id("E01602829", rng)  # a passport number
+        assert wrong != "E01602829"
+        assert wrong.count("E") == 1
+        assert len(wrong) == 9
 
 
 def test_homophone_replaces_with_a_same_sounding_character(rng: np.random.Generator) -> None:
