@@ -97,9 +97,9 @@ def homophone(name: str, rng: np.random.Generator) -> str:
     return name[:i] + choices[int(rng.integers(0, len(choices)))] + name[i + 1 :]
 
 
-def transpose_date(value: date, rng: np.random.Generator) -> date:
-    """Swap two adjacent digits of YYYYMMDD so the result is another real, earlier-than-today
-    date; day and month swapped if no adjacent swap works; unchanged if nothing does."""
+def transpose_date(value: date, rng: np.random.Generator, latest: date | None = None) -> date:
+    """Swap two adjacent digits of YYYYMMDD so the result is another real date from 1900 to
+    ``latest``; day and month swapped if no adjacent swap works; unchanged if nothing does."""
     text = value.strftime("%Y%m%d")
     for i in rng.permutation(np.arange(2, 7)):
         swapped = text[:i] + text[i + 1] + text[i] + text[i + 2 :]
@@ -109,7 +109,7 @@ def transpose_date(value: date, rng: np.random.Generator) -> date:
             result = date(int(swapped[:4]), int(swapped[4:6]), int(swapped[6:]))
         except ValueError:
             continue
-        if result.year >= 1900:
+        if result.year >= 1900 and (latest is None or result <= latest):
             return result
     if value.day <= 12 and value.day != value.month:
         return value.replace(month=value.day, day=value.month)
@@ -117,12 +117,15 @@ def transpose_date(value: date, rng: np.random.Generator) -> date:
 
 
 def mistype_id(number: str, rng: np.random.Generator) -> str:
-    """Change one digit, or swap two adjacent different characters."""
+    """Change one digit, or swap two adjacent different characters (IDs and passports)."""
     if rng.random() < 0.5:
         i = int(rng.integers(0, len(number) - 1))
         if number[i] != number[i + 1]:
             return number[:i] + number[i + 1] + number[i] + number[i + 2 :]
-    i = int(rng.integers(0, len(number) - 1))  # the check character stays
+    # Change a digit before the last character (an ID's check character, a passport's letter
+    # prefix stay as they were).
+    positions = [i for i, c in enumerate(number[:-1]) if c.isdigit()]
+    i = positions[int(rng.integers(0, len(positions)))]
     digit = str((int(number[i]) + int(rng.integers(1, 10))) % 10)
     return number[:i] + digit + number[i + 1 :]
 

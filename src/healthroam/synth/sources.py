@@ -8,6 +8,7 @@ ground-truth table linking each record key to the true person id and the errors 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
 import numpy as np
 import numpy.typing as npt
@@ -170,7 +171,10 @@ class SourceDeriver:
         mask = chance(Error.BIRTH_DATE_TRANSPOSED)
         if mask.any():
             old = f.birth[mask].astype(object)
-            new = np.array([corrupt.transpose_date(d, rng) for d in old], dtype="datetime64[D]")
+            latest = self.generator.as_of.astype(date)
+            new = np.array(
+                [corrupt.transpose_date(d, rng, latest) for d in old], dtype="datetime64[D]"
+            )
             changed = np.zeros(m, dtype=bool)
             changed[np.flatnonzero(mask)] = new != f.birth[mask]
             f.birth = f.birth.copy()
