@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from healthroam import __version__
 from healthroam.api.auth import platform_of
-from healthroam.db.migrate import current_revision
+from healthroam.db.migrate import current_revision, is_up_to_date
 
 router = APIRouter(tags=["health"])
 
@@ -31,6 +31,9 @@ def readyz(request: Request) -> JSONResponse:
         return JSONResponse(
             {"status": "unavailable", "database": type(exc).__name__}, status_code=503
         )
-    if revision is None:
-        return JSONResponse({"status": "unavailable", "database": "not migrated"}, status_code=503)
+    if revision is None or not is_up_to_date(platform.db.engine):
+        return JSONResponse(
+            {"status": "unavailable", "database": "schema not up to date", "schema": revision},
+            status_code=503,
+        )
     return JSONResponse({"status": "ready", "database": platform.db.dialect, "schema": revision})

@@ -1,13 +1,14 @@
 """The relational schema, one ``MetaData`` for every area (Alembic migrates it).
 
 Tables are grouped by the domain folder that owns them; only that folder's repository reads
-or writes them.
+or writes them. Areas with many tables keep them in ``db/tables_<area>.py`` (imported at the
+end of this module so that ``metadata`` always holds every table); each area's migrations form
+their own Alembic branch from ``0001``, and ``db upgrade`` applies all heads.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -16,27 +17,14 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     String,
     Table,
     Text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+from healthroam.db.metadata import BigId, Document, metadata
 
-# JSON on SQLite, JSONB on PostgreSQL.
-Document = JSON().with_variant(JSONB(), "postgresql")
-# 64-bit autoincrement keys that SQLite also auto-increments (SQLite only does INTEGER PKs).
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+__all__ = ["metadata"]
 
 # --- security: institutions, API clients ---------------------------------------------------
 
@@ -142,3 +130,7 @@ fhir_resource_versions = Table(
     Column("method", String(8), nullable=False),
     Column("content", Document, nullable=True),
 )
+
+
+# Areas in their own modules (import for the side effect of registering their tables).
+from healthroam.db import tables_registry as tables_registry  # noqa: E402

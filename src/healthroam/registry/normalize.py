@@ -1,0 +1,131 @@
+"""Turn a :class:`SourceRecord` into a :class:`NormalizedRecord`, refusing what is invalid.
+
+Refused (``InvalidInput`` naming the field): an ID number that fails its checks (length,
+characters, region, date, check digit, a region code abolished before the birth date), an
+impossible birth date, no name, neither birth date nor any identifier. Inconsistencies that
+are usually typing errors elsewhere in the record (the ID's birth date or sex against the
+record's) are kept as warnings: the ID decides, the record keeps its own values.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from healthroam.errors import InvalidInput
+from healthroam.registry import idnumber, regions
+from healthroam.registry.addresses import normalize_address
+from healthroam.registry.demographics import Sex, parse_ethnicity, parse_sex
+from healthroam.registry.model import NormalizedRecord, SourceRecord
+from healthroam.registry.names import (
+    Script,
+    normalize_name,
+    split_chinese_name,
+)
+from healthroam.registry.phones import PhoneKind, check_phone
+from healthroam.registry.pinyin_keys import name_pinyin_keys, primary_pinyin_key
+
+HAINAN = "46"
+
+
+def _region_known(code: str) -> bool:
+    return code[:2] != HAINAN or regions.is_known(code)
+
+
+def normalize_national_id(value: str, *, today: date | None = None) -> idnumber.ResidentId:
+    """Validate an ID number (15 or 18), upgrade it to 18 digits, check its region's era."""
+    resident = idnumber.parse(value, today=today, region_known=_region_known)
+    if resident.region_code[:2] == HAINAN:
+        region = regions.get(resident.region_code)
+        if region.abolished is not None and resident.birth_date.year > region.abolished:
+            raise InvalidInput(
+                "ID number's region code was abolished before the birth date it encodes",
+                expression="identifier",
+            )
+    return resident
+
+
+def normalize_record(record: SourceRecord, *, today: date | None = None) -> NormalizedRecord:
+    warnings: list[str] = []
+    normalized = normalize_name(record.name or "")
+    if not normalized.key:
+        raise InvalidInput("a name is required", expression="name")
+    full, script = normalized.text, normalized.script
+    han_name: str | None = None
+    latin: str | None = None
+    pinyin: str | None = None
+    keys: frozenset[str] = frozenset()
+    if script is Script.HAN:
+        split = split_chinese_name(full, surname=record.family)
+        han_name = full
+        surname = split.surname or None
+        pinyin = primary_pinyin_key(full, surname=surname)
+        keys = name_pinyin_keys(full, surname=surname)
+    elif script is Script.LATIN:
+        latin = normalized.key
+        keys = name_pinyin_keys(full)
+        pinyin = min(keys) if keys else None
+    else:
+        han_name = normalized.key  # mixed or other scripts: compared as written
+
+    today = today or date.today()
+    if record.birth_date is not None and record.birth_date > today:
+        raise InvalidInput("birth date is in the future", expression="birthDate")
+    sex: str | None = None
+    if record.sex:
+        parsed = parse_sex(record.sex, expression="gender")
+        sex = parsed.value if parsed in (Sex.MALE, Sex.FEMALE) else None
+
+    national_id: str | None = None
+    if record.national_id:
+        resident = normalize_national_id(record.national_id, today=today)
+        national_id = resident.number
+        if record.birth_date is not None and resident.birth_date != record.birth_date:
+            warnings.append("birth date differs from the one encoded in the ID number")
+        if sex is not None and str(int(resident.sex)) != sex:
+            warnings.append("sex differs from the one encoded in the ID number")
+
+    identifiers = frozenset(
+        f"{i.system}|{i.value.strip().upper()}" for i in record.identifiers if i.value.strip()
+    )
+    if record.birth_date is None and national_id is None and not identifiers:
+        raise InvalidInput("a birth date or an identifier is required", expression="birthDate")
+
+    phone: str | None = None
+    for raw in record.phones:
+        checked = check_phone(raw)
+        if checked.valid and checked.kind is PhoneKind.MOBILE:
+            phone = checked.canonical
+            break
+        if checked.valid and phone is None:
+            phone = checked.canonical
+
+    address_key: str | None = None
+    tokens: frozenset[str] = frozenset()
+    if record.address and record.address.strip():
+        address = normalize_address(record.address, region_code=record.region)
+        address_key, tokens = address.key or None, address.tokens
+
+    region = record.region if record.region and len(record.region) == 6 else None
+    ethnicity = None
+    if record.ethnicity:
+        try:
+            ethnicity = parse_ethnicity(record.ethnicity).code
+        except InvalidInput:
+            warnings.append("ethnicity not recognised")
+    return NormalizedRecord(
+        name=han_name,
+        latin_name=latin,
+        pinyin=pinyin,
+        pinyin_keys=keys,
+        birth_date=record.birth_date.isoformat() if record.birth_date else None,
+        sex=sex,
+        national_id=national_id,
+        region=region,
+        address=address_key,
+        address_tokens=tokens,
+        phone=phone,
+        identifiers=identifiers,
+        ethnicity=ethnicity,
+        death_date=record.death_date.isoformat() if record.death_date else None,
+        warnings=tuple(warnings),
+    )
