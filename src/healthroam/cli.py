@@ -14,6 +14,7 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from healthroam.bootstrap import Platform, build, build_database
+from healthroam.cards import cli as cards_cli
 from healthroam.config import get_settings
 from healthroam.db.migrate import current_revision, upgrade
 from healthroam.errors import HealthroamError
@@ -38,6 +39,7 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(audit_app, name="audit")
 app.add_typer(demo_app, name="demo")
 app.add_typer(synth_cli.app, name="synth")
+app.add_typer(cards_cli.app, name="cards")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()

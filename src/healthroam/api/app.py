@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from healthroam import __version__
-from healthroam.api import fhir, health, token
+from healthroam.api import cards, fhir, health, registry, token
 from healthroam.api.errors import install_error_handlers
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
@@ -19,7 +19,14 @@ from healthroam.config import get_settings
 access_log = logging.getLogger("healthroam.access")
 
 # Every router the app serves, in order. Tests enumerate this to check each route's auth.
-ROUTERS = (health.router, token.router, fhir.public_router, fhir.router)
+ROUTERS = (
+    health.router,
+    token.router,
+    fhir.public_router,
+    fhir.router,
+    registry.router,
+    cards.router,
+)
 
 
 def create_app(platform: Platform | None = None) -> FastAPI:
