@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -54,3 +55,37 @@ class Province:
 
     def headers(self, scope: str = "system/Patient.cruds") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(self.client(scope))}"}
+
+
+def national_id(region: str = "460106", born: str = "19900101", sequence: int = 123) -> str:
+    """A valid 18-digit resident ID number (GB 11643) for tests."""
+    from healthroam.registry.idnumber import check_character
+
+    body = f"{region}{born}{sequence:03d}"
+    return body + check_character(body)
+
+
+def patient(
+    name: str = "黎阿妹",
+    *,
+    gender: str = "female",
+    born: str = "1990-01-01",
+    sequence: int = 124,
+    region: str = "460106",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A Patient that the registry accepts (name, birth date, a valid national ID)."""
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "name": [{"text": name}],
+        "gender": gender,
+        "birthDate": born,
+        "identifier": [
+            {
+                "system": "urn:oid:2.16.156.10011.1.3",
+                "value": national_id(region, born.replace("-", ""), sequence),
+            }
+        ],
+    }
+    resource.update(extra)
+    return resource

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from healthroam.config import Settings
 from healthroam.db.engine import Database, create_database_engine
 from healthroam.records.service import RecordService
+from healthroam.registry.scoring import MatchModel
+from healthroam.registry.service import RegistryService
 from healthroam.security.service import (
     AuditTrail,
     AuthService,
@@ -27,6 +29,7 @@ class Platform:
     auth: AuthService
     audit: AuditTrail
     records: RecordService
+    registry: RegistryService
 
     def close(self) -> None:
         self.db.dispose()
@@ -56,6 +59,13 @@ def build(settings: Settings) -> Platform:
         ttl_seconds=settings.token_ttl_seconds,
     )
     audit = AuditTrail(db, default_purpose=settings.default_purpose_of_use)
+    registry = RegistryService(
+        db,
+        audit,
+        MatchModel.load(settings.registry_matching_file),
+        steward_agencies=settings.steward_agencies,
+        candidate_limit=settings.registry_candidate_limit,
+    )
     return Platform(
         settings=settings,
         db=db,
@@ -68,5 +78,6 @@ def build(settings: Settings) -> Platform:
             max_assertion_seconds=settings.client_assertion_max_lifetime_seconds,
         ),
         audit=audit,
-        records=RecordService(db, audit),
+        records=RecordService(db, audit, registry),
+        registry=registry,
     )

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -72,6 +72,24 @@ class Settings(BaseSettings):
         description="Longest `exp - now` accepted in a `private_key_jwt` client assertion "
         "(SMART Backend Services asks for at most five minutes).",
     )
+    # --- registry
+    registry_steward_agencies: str = Field(
+        default="HNWJW,HNGXT",
+        description="Comma-separated codes of the agencies that co-own the population registry; "
+        "their clients (scope `system/MasterPerson.*`, naming the person in `X-End-User`) act "
+        "as data stewards.",
+    )
+    registry_candidate_limit: int = Field(
+        default=500,
+        ge=10,
+        description="Most source records the real-time matcher scores for one new record "
+        "(those sharing a blocking key).",
+    )
+    registry_matching_file: Path | None = Field(
+        default=None,
+        description="Fellegi-Sunter model (m/u probabilities, thresholds) to match with. "
+        "Default: the trained file shipped in the package (`registry/data/matching.json`).",
+    )
     default_purpose_of_use: str = Field(
         default="TREAT",
         description="Purpose of use recorded in the audit trail when a request states none "
@@ -79,6 +97,106 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of application logs (which never carry personal data)."
+    )
+
+    # --- keys and cards (health card issue: cards/, keys/) ---------------------------------
+    card_keystore_passphrase: SecretStr | None = Field(
+        default=None,
+        description="Passphrase that encrypts card keys at rest (scrypt -> AES-256-GCM). When "
+        "unset, a random key-encryption key file is used instead (`card_keystore_kek_file`).",
+    )
+    card_keystore_kek_file: Path | None = Field(
+        default=None,
+        description="File holding the 32-byte key-encryption key of the software keystore. "
+        "Default: `<data_dir>/keys/card-kek.bin`, created (mode 0600) on first use.",
+    )
+    card_key_backend: Literal["software", "pkcs11"] = Field(
+        default="software",
+        description="Where new card signing keys live: `software` (encrypted in the database) "
+        "or `pkcs11` (an HSM through a PKCS#11 module; ES256 only with SoftHSM2).",
+    )
+    card_signing_algorithm: Literal["SM2", "ES256"] = Field(
+        default="SM2",
+        description="Algorithm of new root, issuing and trust-list keys: `SM2` (SM2 with SM3) "
+        "or `ES256` (P-256).",
+    )
+    card_pkcs11_module: Path = Field(
+        default=Path("/usr/lib/softhsm/libsofthsm2.so"),
+        description="PKCS#11 module (shared library) of the HSM, for `card_key_backend=pkcs11`.",
+    )
+    card_pkcs11_token_label: str = Field(
+        default="healthroam", description="Label of the PKCS#11 token that holds card keys."
+    )
+    card_pkcs11_pin: SecretStr | None = Field(
+        default=None, description="User PIN of the PKCS#11 token."
+    )
+    card_key_rotation_lead_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        description="How long a rotated issuing or QR key is published before it starts "
+        "signing, so terminals holding a cached trust list already know it.",
+    )
+    card_trust_list_max_age_seconds: int = Field(
+        default=7 * 86_400,
+        ge=60,
+        description="Maximum age written into the trust list: terminals refuse offline "
+        "credentials once their copy is older than this.",
+    )
+    card_trust_list_refresh_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="How long the server reuses a signed trust list before signing a new one "
+        "(card status changes reach terminals within this time).",
+    )
+    card_validity_years: int = Field(
+        default=10, ge=1, le=30, description="Validity of resident health cards, in years."
+    )
+    card_temporary_validity_days: int = Field(
+        default=90,
+        ge=1,
+        description="Validity of temporary cards (visitors without a national ID), in days.",
+    )
+    card_credential_validity_days: int = Field(
+        default=365,
+        ge=1,
+        description="Validity of a signed offline emergency credential, in days (never past "
+        "the card's own validity).",
+    )
+    card_dynamic_code_window_seconds: int = Field(
+        default=60, ge=5, le=600, description="How long a dynamic QR code is accepted."
+    )
+    card_issuer_code: str = Field(
+        default="HNWJW",
+        pattern=r"^[0-9A-Z]{1,20}$",
+        description="Code of the issuing organisation written into static QR codes and bulk "
+        "issued cards (1-20 of [0-9A-Z]).",
+    )
+    card_default_region: str = Field(
+        default="460000",
+        pattern=r"^[0-9]{6}$",
+        description="GB/T 2260 code used for a person with no region of residence, and the "
+        "region of the province-wide issuing key.",
+    )
+    card_issue_workers: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description="Processes that sign credentials during bulk issuance (0: sign in the "
+        "main process).",
+    )
+    card_issue_batch_size: int = Field(
+        default=2_000,
+        ge=1,
+        le=100_000,
+        description="Cards per bulk-issuance batch (one transaction and one resume point each).",
+    )
+    card_use_log_flush_ms: int = Field(
+        default=5,
+        ge=0,
+        le=1_000,
+        description="Group-commit window of the card-use log and its audit records: uses "
+        "arriving within this many milliseconds share one transaction (0: one each). A "
+        "verification answers only after its use is committed.",
     )
 
     @classmethod
@@ -95,6 +213,10 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    @property
+    def steward_agencies(self) -> tuple[str, ...]:
+        return tuple(c.strip() for c in self.registry_steward_agencies.split(",") if c.strip())
 
     @property
     def signing_key_path(self) -> Path:

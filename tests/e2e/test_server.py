@@ -89,7 +89,7 @@ def test_hospital_creates_and_reads_a_patient_over_http(platform: Platform, serv
                 "resourceType": "Patient",
                 "name": [{"family": "黎", "given": ["明"]}],
                 "identifier": [
-                    {"system": "urn:oid:2.16.156.10011.1.3", "value": "460106200001011236"}
+                    {"system": "urn:oid:2.16.156.10011.1.3", "value": "460106200001011234"}
                 ],
                 "gender": "male",
                 "birthDate": "2000-01-01",
@@ -98,7 +98,7 @@ def test_hospital_creates_and_reads_a_patient_over_http(platform: Platform, serv
         assert created.status_code == 201
         patient_id = created.json()["id"]
         read = http.get(
-            f"/fhir/Patient/{patient_id}?identifier=460106200001011236", headers=headers
+            f"/fhir/Patient/{patient_id}?identifier=460106200001011234", headers=headers
         )
         assert read.status_code == 200
         assert read.json()["name"] == [{"family": "黎", "given": ["明"]}]

@@ -11,17 +11,18 @@ from healthroam.cli import app as cli_app
 from healthroam.config import Settings
 from healthroam.db.schema import audit_events, audit_head
 
-from helpers import Province
+from helpers import Province, national_id
 
 
-def _patient_events(platform: Platform) -> list[dict[str, object]]:
+def _patient_events(platform: Platform, patient_id: str | None = None) -> list[dict[str, object]]:
+    condition = (
+        audit_events.c.patient_ref == f"Patient/{patient_id}"
+        if patient_id
+        else audit_events.c.resource_type == "Patient"
+    )
     with platform.db.transaction(readonly=True) as conn:
         rows = (
-            conn.execute(
-                select(audit_events)
-                .where(audit_events.c.resource_type == "Patient")
-                .order_by(audit_events.c.seq)
-            )
+            conn.execute(select(audit_events).where(condition).order_by(audit_events.c.seq))
             .mappings()
             .all()
         )
@@ -37,7 +38,7 @@ def _create_and_read(province: Province, http: TestClient, **headers: str) -> st
         json={
             "resourceType": "Patient",
             "name": [{"family": "黎", "given": ["阿妹"]}],
-            "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "460106199001011234"}],
+            "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": national_id()}],
             "gender": "female",
             "birthDate": "1990-01-01",
         },
@@ -54,7 +55,7 @@ def test_create_and_read_are_audited_with_who_what_when_why(
     patient_id = _create_and_read(
         province, http, **{"X-Purpose-Of-Use": "ETREAT", "X-End-User": "doctor-0042"}
     )
-    events = _patient_events(platform)
+    events = _patient_events(platform, patient_id)
     assert [e["action"] for e in events] == ["C", "R"]
     for event in events:
         assert event["patient_ref"] == f"Patient/{patient_id}"

@@ -10,11 +10,16 @@ from sqlalchemy import select
 from healthroam.bootstrap import Platform
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
 
-from helpers import Province
+from helpers import Province, national_id
 
 PATIENT: dict[str, Any] = {
     "resourceType": "Patient",
-    "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "46010619900101123X"}],
+    "identifier": [
+        {
+            "system": "urn:oid:2.16.156.10011.1.3",
+            "value": national_id(born="19900101", sequence=124),
+        }
+    ],
     "name": [
         {"use": "official", "family": "符", "given": ["海燕"]},
         {"use": "usual", "text": "FU Haiyan"},

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from healthroam.bootstrap import Platform
 
-from helpers import Province
+from helpers import Province, patient
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 AUD = "http://testserver/auth/token"
@@ -214,7 +214,7 @@ def test_disabling_a_client_stops_its_tokens_at_once(
 ) -> None:
     client = province.client()
     headers = {"Authorization": f"Bearer {province.token(client)}"}
-    created = http.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=headers)
+    created = http.post("/fhir/Patient", json=patient(), headers=headers)
     assert created.status_code == 201
     platform.clients.set_active(client.client_id, False)
     response = http.get(created.headers["location"].split("/_history")[0], headers=headers)

@@ -157,8 +157,13 @@ def smart_configuration(request: Request) -> JSONResponse:
 async def create_patient(request: Request, caller: PatientCreator) -> JSONResponse:
     """Create a Patient (an institution's registration of a person)."""
     body = await json_body(request)
-    stored = platform_of(request).records.create(caller, "Patient", body)
-    return resource_response(stored, request, status=201)
+    created = platform_of(request).records.create(caller, "Patient", body)
+    response = resource_response(created.stored, request, status=201)
+    if created.registration is not None:
+        # Which master person (主索引) the registration joined, and how it was decided.
+        response.headers["X-Master-Index-Id"] = created.registration.master_index_id
+        response.headers["X-Match-Outcome"] = created.registration.outcome.value
+    return response
 
 
 @router.get("/Patient/{resource_id}")

@@ -27,6 +27,10 @@ master_persons = Table(
     Column("status", String(16), nullable=False),  # active | merged
     Column("merged_into", BigInteger, ForeignKey("master_persons.id"), nullable=True),
     Column("golden", Document, nullable=False),
+    # Golden values that PDQm searches on, beside the document.
+    Column("name", String(200), nullable=True, index=True),
+    Column("birth_date", String(10), nullable=True, index=True),
+    Column("sex", String(1), nullable=True),
     Column("version", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -121,6 +125,14 @@ mpi_events = Table(
     Column("reason", Text, nullable=True),
     Column("institutions", Document, nullable=False),  # institutions holding affected records
     Column("detail", Document, nullable=True),
+)
+
+# Who is told about an event: each institution holding a record of an affected person.
+mpi_event_recipients = Table(
+    "mpi_event_recipients",
+    metadata,
+    Column("institution_code", String(64), primary_key=True),
+    Column("seq", BigInteger, ForeignKey("mpi_events.seq"), primary_key=True),
 )
 
 # Resumable bulk loads: how far each file got.

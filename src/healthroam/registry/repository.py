@@ -1,0 +1,543 @@
+"""SQL storage of the registry: master persons, source records, keys, reviews, events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from healthroam.db.schema import institutions
+from healthroam.db.tables_registry import (
+    master_persons,
+    mpi_blocking_keys,
+    mpi_event_recipients,
+    mpi_events,
+    mpi_name_counts,
+    mpi_pair_decisions,
+    mpi_reviews,
+    source_records,
+)
+from healthroam.registry.model import SourceKey
+
+TOTAL = ""  # the mpi_name_counts row holding the number of named records
+
+
+@dataclass(frozen=True, slots=True)
+class MasterRow:
+    id: int
+    master_index_id: str
+    status: str
+    merged_into: int | None
+    golden: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    id: int
+    institution: str
+    id_system: str
+    local_id: str
+    master_id: int
+    link_type: str
+    data: dict[str, Any]
+    normalized: dict[str, Any]
+    content_hash: str
+    fhir_patient_id: str | None
+    updated_at: datetime
+
+
+def _master(row: Any) -> MasterRow:
+    return MasterRow(
+        row.id,
+        row.master_index_id,
+        row.status,
+        row.merged_into,
+        row.golden,
+        row.version,
+        row.created_at,
+        row.updated_at,
+    )
+
+
+def _source(row: Any) -> SourceRow:
+    return SourceRow(
+        row.id,
+        row.institution_code,
+        row.id_system,
+        row.local_id,
+        row.master_id,
+        row.link_type,
+        row.data,
+        row.normalized,
+        row.content_hash,
+        row.fhir_patient_id,
+        row.updated_at,
+    )
+
+
+class RegistryRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # --- institutions -----------------------------------------------------------------------
+    def institution(self, code: str) -> tuple[str, int | None] | None:
+        row = self.conn.execute(
+            select(institutions.c.kind, institutions.c.level).where(institutions.c.code == code)
+        ).first()
+        return (row.kind, row.level) if row else None
+
+    def institutions_of(self, codes: Iterable[str]) -> dict[str, tuple[str, int | None]]:
+        rows = self.conn.execute(
+            select(institutions.c.code, institutions.c.kind, institutions.c.level).where(
+                institutions.c.code.in_(set(codes))
+            )
+        )
+        return {r.code: (r.kind, r.level) for r in rows}
+
+    # --- master persons ---------------------------------------------------------------------
+    def add_master(self, master_index_id: str, now: datetime) -> int:
+        result = self.conn.execute(
+            insert(master_persons).values(
+                master_index_id=master_index_id,
+                status="active",
+                merged_into=None,
+                golden={},
+                version=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def master(self, master_id: int, *, lock: bool = False) -> MasterRow | None:
+        query = select(master_persons).where(master_persons.c.id == master_id)
+        if lock and self.conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = self.conn.execute(query).first()
+        return _master(row) if row else None
+
+    def master_by_index_id(self, master_index_id: str) -> MasterRow | None:
+        row = self.conn.execute(
+            select(master_persons).where(master_persons.c.master_index_id == master_index_id)
+        ).first()
+        return _master(row) if row else None
+
+    def masters(self, ids: Iterable[int]) -> dict[int, MasterRow]:
+        rows = self.conn.execute(select(master_persons).where(master_persons.c.id.in_(set(ids))))
+        return {r.id: _master(r) for r in rows}
+
+    def set_golden(self, master_id: int, golden: dict[str, Any], now: datetime) -> None:
+        self.conn.execute(
+            update(master_persons)
+            .where(master_persons.c.id == master_id)
+            .values(
+                golden=golden,
+                name=golden.get("name") or golden.get("latin_name"),
+                birth_date=golden.get("birth_date"),
+                sex=golden.get("sex"),
+                version=master_persons.c.version + 1,
+                updated_at=now,
+            )
+        )
+
+    def set_status(
+        self, master_id: int, status: str, merged_into: int | None, now: datetime
+    ) -> None:
+        self.conn.execute(
+            update(master_persons)
+            .where(master_persons.c.id == master_id)
+            .values(
+                status=status,
+                merged_into=merged_into,
+                version=master_persons.c.version + 1,
+                updated_at=now,
+            )
+        )
+
+    def merged_into_chain(self, master: MasterRow) -> MasterRow:
+        """Follow merged_into to the surviving master (merges can chain)."""
+        seen = {master.id}
+        while master.status == "merged" and master.merged_into is not None:
+            nxt = self.master(master.merged_into)
+            if nxt is None or nxt.id in seen:
+                break
+            seen.add(nxt.id)
+            master = nxt
+        return master
+
+    def predecessors(self, master_id: int) -> list[MasterRow]:
+        rows = self.conn.execute(
+            select(master_persons).where(master_persons.c.merged_into == master_id)
+        )
+        return [_master(r) for r in rows]
+
+    # --- source records ---------------------------------------------------------------------
+    def source_by_key(self, key: SourceKey) -> SourceRow | None:
+        row = self.conn.execute(
+            select(source_records).where(
+                source_records.c.institution_code == key.institution,
+                source_records.c.id_system == key.system,
+                source_records.c.local_id == key.local_id,
+            )
+        ).first()
+        return _source(row) if row else None
+
+    def source(self, source_id: int) -> SourceRow | None:
+        row = self.conn.execute(
+            select(source_records).where(source_records.c.id == source_id)
+        ).first()
+        return _source(row) if row else None
+
+    def source_by_fhir_id(self, patient_id: str) -> SourceRow | None:
+        row = self.conn.execute(
+            select(source_records).where(source_records.c.fhir_patient_id == patient_id)
+        ).first()
+        return _source(row) if row else None
+
+    def sources_of(self, master_ids: Iterable[int]) -> list[SourceRow]:
+        rows = self.conn.execute(
+            select(source_records)
+            .where(source_records.c.master_id.in_(set(master_ids)))
+            .order_by(source_records.c.id)
+        )
+        return [_source(r) for r in rows]
+
+    def add_source(
+        self,
+        key: SourceKey,
+        master_id: int,
+        link_type: str,
+        data: dict[str, Any],
+        normalized: dict[str, Any],
+        content_hash: str,
+        fhir_patient_id: str | None,
+        now: datetime,
+    ) -> int:
+        result = self.conn.execute(
+            insert(source_records).values(
+                institution_code=key.institution,
+                id_system=key.system,
+                local_id=key.local_id,
+                master_id=master_id,
+                link_type=link_type,
+                data=data,
+                normalized=normalized,
+                content_hash=content_hash,
+                fhir_patient_id=fhir_patient_id,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        pk = result.inserted_primary_key
+        assert pk is not None
+        return int(pk[0])
+
+    def update_source(
+        self,
+        source_id: int,
+        data: dict[str, Any],
+        normalized: dict[str, Any],
+        content_hash: str,
+        now: datetime,
+    ) -> None:
+        self.conn.execute(
+            update(source_records)
+            .where(source_records.c.id == source_id)
+            .values(data=data, normalized=normalized, content_hash=content_hash, updated_at=now)
+        )
+
+    def move_sources(
+        self, source_ids: Sequence[int], master_id: int, link_type: str, now: datetime
+    ) -> None:
+        if source_ids:
+            self.conn.execute(
+                update(source_records)
+                .where(source_records.c.id.in_(source_ids))
+                .values(master_id=master_id, link_type=link_type, updated_at=now)
+            )
+
+    def move_all(self, from_master: int, to_master: int, now: datetime) -> list[int]:
+        ids = list(
+            self.conn.execute(
+                select(source_records.c.id).where(source_records.c.master_id == from_master)
+            ).scalars()
+        )
+        self.conn.execute(
+            update(source_records)
+            .where(source_records.c.master_id == from_master)
+            .values(master_id=to_master, updated_at=now)
+        )
+        return [int(i) for i in ids]
+
+    # --- blocking keys and name frequencies --------------------------------------------------
+    def set_keys(self, source_id: int, keys: Iterable[str], *, replace: bool = False) -> None:
+        if replace:
+            self.conn.execute(
+                delete(mpi_blocking_keys).where(mpi_blocking_keys.c.source_id == source_id)
+            )
+        rows = [{"key": k[:255], "source_id": source_id} for k in sorted(set(keys))]
+        if rows:
+            self.conn.execute(insert(mpi_blocking_keys), rows)
+
+    def candidates(self, keys: Iterable[str], exclude: int | None, limit: int) -> list[SourceRow]:
+        """Source records sharing at least one blocking key (an index lookup, never a scan)."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return []
+        ids = (
+            select(mpi_blocking_keys.c.source_id)
+            .where(mpi_blocking_keys.c.key.in_(wanted))
+            .distinct()
+            .limit(limit)
+            .subquery()
+        )
+        query = select(source_records).where(source_records.c.id.in_(select(ids.c.source_id)))
+        if exclude is not None:
+            query = query.where(source_records.c.id != exclude)
+        return [_source(r) for r in self.conn.execute(query)]
+
+    def count_name(self, name: str, delta: int) -> None:
+        for key in (name[:200], TOTAL):
+            updated = self.conn.execute(
+                update(mpi_name_counts)
+                .where(mpi_name_counts.c.name == key)
+                .values(count=mpi_name_counts.c.count + delta)
+            )
+            if updated.rowcount == 0:
+                try:
+                    with self.conn.begin_nested():
+                        self.conn.execute(
+                            insert(mpi_name_counts).values(name=key, count=max(delta, 0))
+                        )
+                except IntegrityError:
+                    self.conn.execute(
+                        update(mpi_name_counts)
+                        .where(mpi_name_counts.c.name == key)
+                        .values(count=mpi_name_counts.c.count + delta)
+                    )
+
+    def name_frequency(self, name: str) -> float:
+        rows = {
+            row.name: int(row.count)
+            for row in self.conn.execute(
+                select(mpi_name_counts.c.name, mpi_name_counts.c.count).where(
+                    mpi_name_counts.c.name.in_([name[:200], TOTAL])
+                )
+            )
+        }
+        total = rows.get(TOTAL, 0)
+        return rows.get(name[:200], 0) / total if total else 0.0
+
+    # --- reviews and decisions --------------------------------------------------------------
+    def add_review(
+        self,
+        source_id: int,
+        candidate_source_id: int,
+        weight: float,
+        details: dict[str, Any],
+        now: datetime,
+    ) -> bool:
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(
+                    insert(mpi_reviews).values(
+                        source_id=source_id,
+                        candidate_source_id=candidate_source_id,
+                        weight=weight,
+                        details=details,
+                        status="open",
+                        created_at=now,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def reviews(self, status: str | None, limit: int, after: int | None) -> list[Any]:
+        query = select(mpi_reviews).order_by(mpi_reviews.c.id).limit(limit)
+        if status:
+            query = query.where(mpi_reviews.c.status == status)
+        if after is not None:
+            query = query.where(mpi_reviews.c.id > after)
+        return list(self.conn.execute(query))
+
+    def review(self, review_id: int, *, lock: bool = False) -> Any:
+        query = select(mpi_reviews).where(mpi_reviews.c.id == review_id)
+        if lock and self.conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        return self.conn.execute(query).first()
+
+    def close_review(
+        self,
+        review_id: int,
+        status: str,
+        now: datetime,
+        user: str | None,
+        agency: str,
+        reason: str | None,
+    ) -> None:
+        self.conn.execute(
+            update(mpi_reviews)
+            .where(mpi_reviews.c.id == review_id)
+            .values(
+                status=status, decided_at=now, decided_by=user, decided_agency=agency, reason=reason
+            )
+        )
+
+    def set_decision(
+        self, a: int, b: int, decision: str, now: datetime, user: str | None, agency: str | None
+    ) -> None:
+        low, high = min(a, b), max(a, b)
+        self.conn.execute(
+            delete(mpi_pair_decisions).where(
+                mpi_pair_decisions.c.low_source_id == low,
+                mpi_pair_decisions.c.high_source_id == high,
+            )
+        )
+        self.conn.execute(
+            insert(mpi_pair_decisions).values(
+                low_source_id=low,
+                high_source_id=high,
+                decision=decision,
+                decided_at=now,
+                decided_by=user,
+                decided_agency=agency,
+            )
+        )
+
+    def different_from(self, source_ids: Sequence[int]) -> set[int]:
+        """Source records a steward said are different people from any of ``source_ids``."""
+        if not source_ids:
+            return set()
+        rows = self.conn.execute(
+            select(mpi_pair_decisions.c.low_source_id, mpi_pair_decisions.c.high_source_id).where(
+                mpi_pair_decisions.c.decision == "different",
+                or_(
+                    mpi_pair_decisions.c.low_source_id.in_(source_ids),
+                    mpi_pair_decisions.c.high_source_id.in_(source_ids),
+                ),
+            )
+        )
+        wanted = set(source_ids)
+        return {
+            row.high_source_id if row.low_source_id in wanted else row.low_source_id for row in rows
+        }
+
+    # --- events -----------------------------------------------------------------------------
+    def add_event(
+        self,
+        event_type: str,
+        master_id: int,
+        now: datetime,
+        *,
+        other_master_id: int | None = None,
+        source_id: int | None = None,
+        actor_institution: str | None = None,
+        actor_user: str | None = None,
+        actor_client: str | None = None,
+        reason: str | None = None,
+        recipients: Iterable[str] = (),
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        told = sorted(set(recipients))
+        result = self.conn.execute(
+            insert(mpi_events).values(
+                occurred_at=now,
+                event_type=event_type,
+                master_id=master_id,
+                other_master_id=other_master_id,
+                source_id=source_id,
+                actor_institution=actor_institution,
+                actor_user=actor_user,
+                actor_client=actor_client,
+                reason=reason,
+                institutions=told,
+                detail=detail,
+            )
+        )
+        pk = result.inserted_primary_key
+        assert pk is not None
+        seq = int(pk[0])
+        if told:
+            self.conn.execute(
+                insert(mpi_event_recipients),
+                [{"institution_code": code, "seq": seq} for code in told],
+            )
+        return seq
+
+    def events_for(self, institution: str | None, after: int, limit: int) -> list[Any]:
+        query = select(mpi_events).where(mpi_events.c.seq > after).order_by(mpi_events.c.seq)
+        if institution is not None:
+            query = query.join(
+                mpi_event_recipients,
+                and_(
+                    mpi_event_recipients.c.seq == mpi_events.c.seq,
+                    mpi_event_recipients.c.institution_code == institution,
+                ),
+            )
+        return list(self.conn.execute(query.limit(limit)))
+
+    def history(self, master_ids: Iterable[int]) -> list[Any]:
+        ids = set(master_ids)
+        return list(
+            self.conn.execute(
+                select(mpi_events)
+                .where(or_(mpi_events.c.master_id.in_(ids), mpi_events.c.other_master_id.in_(ids)))
+                .order_by(mpi_events.c.seq)
+            )
+        )
+
+    def last_merge_event(self, merged_master: int) -> Any:
+        return self.conn.execute(
+            select(mpi_events)
+            .where(
+                mpi_events.c.event_type == "merge", mpi_events.c.other_master_id == merged_master
+            )
+            .order_by(mpi_events.c.seq.desc())
+            .limit(1)
+        ).first()
+
+    # --- PDQm -------------------------------------------------------------------------------
+    def search_masters(
+        self,
+        *,
+        master_ids: set[int] | None,
+        name_prefix: str | None,
+        name_contains: str | None,
+        birth_date: str | None,
+        sex: str | None,
+        limit: int,
+    ) -> list[MasterRow]:
+        query = select(master_persons).where(master_persons.c.status == "active")
+        if master_ids is not None:
+            query = query.where(master_persons.c.id.in_(master_ids))
+        if name_prefix:
+            query = query.where(master_persons.c.name.startswith(name_prefix, autoescape=True))
+        if name_contains:
+            query = query.where(master_persons.c.name.contains(name_contains, autoescape=True))
+        if birth_date:
+            query = query.where(master_persons.c.birth_date == birth_date)
+        if sex:
+            query = query.where(master_persons.c.sex == sex)
+        rows = self.conn.execute(query.order_by(master_persons.c.id).limit(limit))
+        return [_master(r) for r in rows]
+
+    def masters_with_key(self, key: str) -> set[int]:
+        rows = self.conn.execute(
+            select(source_records.c.master_id)
+            .join(mpi_blocking_keys, mpi_blocking_keys.c.source_id == source_records.c.id)
+            .where(mpi_blocking_keys.c.key == key)
+        )
+        return {int(r) for r in rows.scalars()}
+
+    def count_masters(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(master_persons)).scalar_one())

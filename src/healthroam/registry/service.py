@@ -1,0 +1,888 @@
+"""Use cases of the population registry and master patient index (全员人口信息库 / 主索引).
+
+register -> normalise, block, score, decide (link / new / review), all in one transaction
+with the audit entry; stewards decide reviews, merge, unmerge and split; everyone else reads
+through scoped clients, and every read of a person is audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from healthroam.db.engine import Database
+from healthroam.errors import Conflict, Forbidden, InvalidInput, NotFound
+from healthroam.registry.blocking import blocking_keys
+from healthroam.registry.codec import from_json, to_json
+from healthroam.registry.model import (
+    Decision,
+    LinkType,
+    MatchOutcome,
+    NormalizedRecord,
+    SourceRecord,
+    check_master_index_id,
+    new_master_index_id,
+)
+from healthroam.registry.normalize import normalize_record
+from healthroam.registry.repository import MasterRow, RegistryRepository, SourceRow
+from healthroam.registry.scoring import MatchModel, Score
+from healthroam.registry.survivorship import LinkedRecord, golden_record, trust_of
+from healthroam.security.audit import Action, AuditRecord
+from healthroam.security.model import Principal
+from healthroam.security.service import AuditTrail, Clock, utcnow
+
+STEWARD_SCOPE = "MasterPerson"
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """The answer to registering a source record: which master person it joined, and how."""
+
+    outcome: MatchOutcome
+    master_index_id: str
+    source_id: int
+    weight: float | None = None
+    reviews: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PersonView:
+    """A master person with its linked source records and merged-away predecessors."""
+
+    master: MasterRow
+    sources: list[SourceRow]
+    predecessors: list[MasterRow] = field(default_factory=list)
+    survivor: MasterRow | None = None  # set when the asked-for id was merged away
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    master_id: int
+    source: SourceRow
+    score: Score
+
+
+def record_data(record: SourceRecord) -> dict[str, Any]:
+    data = asdict(record)
+    data.pop("key")
+    for name in ("birth_date", "death_date"):
+        if data[name] is not None:
+            data[name] = data[name].isoformat()
+    data["identifiers"] = [f"{i.system}|{i.value}" for i in record.identifiers]
+    data["phones"] = list(record.phones)
+    return data
+
+
+def _hash(data: dict[str, Any]) -> str:
+    encoded = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _golden_values(source: SourceRow) -> dict[str, Any]:
+    n = source.normalized
+    raw = source.data
+    return {
+        "name": n.get("name") or (raw.get("name") if n.get("latin_name") else None),
+        "latin_name": raw.get("name") if n.get("latin_name") else None,
+        "sex": n.get("sex"),
+        "birth_date": n.get("birth_date"),
+        "national_id": n.get("national_id"),
+        "phone": n.get("phone"),
+        "address": raw.get("address"),
+        "region": n.get("region"),
+        "ethnicity": n.get("ethnicity"),
+        "death_date": n.get("death_date"),
+        "identifiers": list(n.get("identifiers") or []),
+    }
+
+
+class RegistryService:
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditTrail,
+        model: MatchModel,
+        *,
+        steward_agencies: Iterable[str],
+        candidate_limit: int = 500,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.db, self.audit, self.model, self.clock = db, audit, model, clock
+        self.steward_agencies = frozenset(steward_agencies)
+        self.candidate_limit = candidate_limit
+
+    # --- authorisation ----------------------------------------------------------------------
+    def require_steward(self, principal: Principal) -> None:
+        """Stewards: a client of a co-owning agency, acting for a named person."""
+        if principal.institution_code not in self.steward_agencies:
+            raise Forbidden(
+                "only stewards of the co-owning agencies may change the registry",
+                expression="institution",
+            )
+        if not principal.end_user:
+            raise InvalidInput(
+                "steward actions must name the person acting (X-End-User)", expression="X-End-User"
+            )
+
+    # --- registration -----------------------------------------------------------------------
+    def register(
+        self, principal: Principal, record: SourceRecord, *, today: date | None = None
+    ) -> Registration:
+        normalized = normalize_record(record, today=today)
+        with self.db.transaction() as conn:
+            result = self.register_in(conn, principal, record, normalized)
+        return result
+
+    def register_in(
+        self,
+        conn: Connection,
+        principal: Principal,
+        record: SourceRecord,
+        normalized: NormalizedRecord,
+    ) -> Registration:
+        """Register inside the caller's transaction (the FHIR create and the bulk loader)."""
+        repo = RegistryRepository(conn)
+        if repo.institution(record.key.institution) is None:
+            raise NotFound(
+                f"no institution with code {record.key.institution}", expression="institution"
+            )
+        now = self.clock()
+        data = record_data(record)
+        content_hash = _hash(data)
+        existing = repo.source_by_key(record.key)
+        if existing is not None and existing.content_hash == content_hash:
+            master = repo.merged_into_chain(self._master(repo, existing.master_id))
+            return Registration(MatchOutcome.UNCHANGED, master.master_index_id, existing.id)
+        keys = blocking_keys(normalized)
+        norm_json = to_json(normalized)
+        if existing is not None:
+            result = self._update(
+                repo, principal, existing, data, normalized, norm_json, content_hash, keys, now
+            )
+        else:
+            result = self._insert(
+                repo, principal, record, data, normalized, norm_json, content_hash, keys, now
+            )
+        self.audit.append(
+            conn,
+            [
+                self._audit(
+                    principal,
+                    Action.CREATE if existing is None else Action.UPDATE,
+                    "register",
+                    result.master_index_id,
+                )
+            ],
+        )
+        return Registration(
+            result.outcome,
+            result.master_index_id,
+            result.source_id,
+            result.weight,
+            result.reviews,
+            normalized.warnings,
+        )
+
+    def _insert(
+        self,
+        repo: RegistryRepository,
+        principal: Principal,
+        record: SourceRecord,
+        data: dict[str, Any],
+        normalized: NormalizedRecord,
+        norm_json: dict[str, Any],
+        content_hash: str,
+        keys: frozenset[str],
+        now: datetime,
+    ) -> Registration:
+        ranked = self._rank(repo, normalized, keys, exclude_source=None, exclude_master=None)
+        target, outcome, weight = self._decide(normalized, ranked)
+        if target is None:
+            master_id = repo.add_master(new_master_index_id(), now)
+            repo.add_event(
+                "create",
+                master_id,
+                now,
+                **self._actor(principal),
+                recipients=[record.key.institution],
+            )
+        else:
+            master_id = target
+        source_id = repo.add_source(
+            record.key,
+            master_id,
+            LinkType.AUTO.value,
+            data,
+            norm_json,
+            content_hash,
+            record.fhir_patient_id,
+            now,
+        )
+        repo.set_keys(source_id, keys)
+        if normalized.name or normalized.latin_name:
+            repo.count_name(normalized.name or normalized.latin_name or "", 1)
+        recipients = self._refresh_golden(repo, master_id, now)
+        repo.add_event(
+            "link",
+            master_id,
+            now,
+            source_id=source_id,
+            **self._actor(principal),
+            recipients=recipients,
+            detail={"outcome": outcome.value, "weight": weight},
+        )
+        reviews = self._open_reviews(
+            repo, source_id, master_id, ranked, normalized.national_id, now
+        )
+        if reviews and outcome is MatchOutcome.NEW:
+            outcome = MatchOutcome.REVIEW
+        master = self._master(repo, master_id)
+        return Registration(outcome, master.master_index_id, source_id, weight, reviews)
+
+    def _update(
+        self,
+        repo: RegistryRepository,
+        principal: Principal,
+        existing: SourceRow,
+        data: dict[str, Any],
+        normalized: NormalizedRecord,
+        norm_json: dict[str, Any],
+        content_hash: str,
+        keys: frozenset[str],
+        now: datetime,
+    ) -> Registration:
+        old_name = existing.normalized.get("name") or existing.normalized.get("latin_name")
+        new_name = normalized.name or normalized.latin_name
+        repo.update_source(existing.id, data, norm_json, content_hash, now)
+        repo.set_keys(existing.id, keys, replace=True)
+        if old_name != new_name:
+            if old_name:
+                repo.count_name(old_name, -1)
+            if new_name:
+                repo.count_name(new_name, 1)
+        master_id = existing.master_id
+        outcome, weight = MatchOutcome.LINKED, None
+        if existing.link_type == LinkType.AUTO.value:
+            others = [s for s in repo.sources_of([master_id]) if s.id != existing.id]
+            if others:
+                best = max(
+                    self.model.score(normalized, from_json(s.normalized), self._tf(repo)).weight
+                    for s in others
+                )
+                if best < self.model.thresholds.review:
+                    # No longer looks like the others: give it a person of its own.
+                    new_master = repo.add_master(new_master_index_id(), now)
+                    repo.move_sources([existing.id], new_master, LinkType.AUTO.value, now)
+                    repo.add_event(
+                        "unlink",
+                        master_id,
+                        now,
+                        other_master_id=new_master,
+                        source_id=existing.id,
+                        **self._actor(principal),
+                        recipients=self._refresh_golden(repo, master_id, now),
+                        reason="record changed and no longer matches",
+                    )
+                    master_id, outcome = new_master, MatchOutcome.NEW
+            else:
+                ranked = self._rank(
+                    repo, normalized, keys, exclude_source=existing.id, exclude_master=master_id
+                )
+                target, decided, weight = self._decide(normalized, ranked)
+                if target is not None:
+                    moved = repo.move_all(master_id, target, now)
+                    repo.set_status(master_id, "merged", target, now)
+                    repo.add_event(
+                        "merge",
+                        target,
+                        now,
+                        other_master_id=master_id,
+                        source_id=existing.id,
+                        **self._actor(principal),
+                        recipients=self._refresh_golden(repo, target, now),
+                        reason="record changed and now matches",
+                        detail={"moved": moved},
+                    )
+                    master_id, outcome = target, decided
+        recipients = self._refresh_golden(repo, master_id, now)
+        repo.add_event(
+            "update",
+            master_id,
+            now,
+            source_id=existing.id,
+            **self._actor(principal),
+            recipients=recipients,
+        )
+        master = self._master(repo, master_id)
+        return Registration(outcome, master.master_index_id, existing.id, weight)
+
+    # --- matching ---------------------------------------------------------------------------
+    def _tf(self, repo: RegistryRepository) -> Any:
+        cache: dict[str, float] = {}
+
+        def frequency(name: str) -> float:
+            if name not in cache:
+                cache[name] = repo.name_frequency(name)
+            return cache[name]
+
+        return frequency
+
+    def _rank(
+        self,
+        repo: RegistryRepository,
+        normalized: NormalizedRecord,
+        keys: frozenset[str],
+        *,
+        exclude_source: int | None,
+        exclude_master: int | None,
+    ) -> list[Candidate]:
+        """Best-scoring source record per candidate master, best first."""
+        rows = repo.candidates(keys, exclude_source, self.candidate_limit)
+        tf = self._tf(repo)
+        forbidden = repo.different_from([exclude_source]) if exclude_source else set()
+        blocked_masters = {r.master_id for r in rows if r.id in forbidden}
+        best: dict[int, Candidate] = {}
+        for row in rows:
+            if row.master_id == exclude_master or row.master_id in blocked_masters:
+                continue
+            score = self.model.score(normalized, from_json(row.normalized), tf)
+            current = best.get(row.master_id)
+            if current is None or score.weight > current.score.weight:
+                best[row.master_id] = Candidate(row.master_id, row, score)
+        return sorted(best.values(), key=lambda c: c.score.weight, reverse=True)
+
+    def _decide(
+        self, normalized: NormalizedRecord, ranked: Sequence[Candidate]
+    ) -> tuple[int | None, MatchOutcome, float | None]:
+        if not ranked:
+            return None, MatchOutcome.NEW, None
+        if normalized.national_id:
+            same_id = [
+                c
+                for c in ranked
+                if c.source.normalized.get("national_id") == normalized.national_id
+            ]
+            if same_id:
+                top = same_id[0]
+                other = from_json(top.source.normalized)
+                birth_differs = (
+                    normalized.birth_date is not None
+                    and other.birth_date is not None
+                    and normalized.birth_date != other.birth_date
+                )
+                sex_differs = (
+                    normalized.sex is not None
+                    and other.sex is not None
+                    and normalized.sex != other.sex
+                )
+                if birth_differs and sex_differs:
+                    # Shared or mistyped ID: a steward decides.
+                    return None, MatchOutcome.REVIEW, top.score.weight
+                return top.master_id, MatchOutcome.LINKED, top.score.weight
+        top = ranked[0]
+        if top.score.weight >= self.model.thresholds.link:
+            return top.master_id, MatchOutcome.LINKED, top.score.weight
+        outcome = (
+            MatchOutcome.REVIEW
+            if top.score.weight >= self.model.thresholds.review
+            else MatchOutcome.NEW
+        )
+        return None, outcome, top.score.weight
+
+    def _open_reviews(
+        self,
+        repo: RegistryRepository,
+        source_id: int,
+        master_id: int,
+        ranked: Sequence[Candidate],
+        national_id: str | None,
+        now: datetime,
+    ) -> int:
+        """Send every other plausible person to stewards (and any sharing the ID number)."""
+        opened = 0
+        for candidate in ranked:
+            if candidate.master_id == master_id:
+                continue
+            same_id = (
+                national_id is not None
+                and candidate.source.normalized.get("national_id") == national_id
+            )
+            if candidate.score.weight < self.model.thresholds.review and not same_id:
+                continue
+            details = {
+                "levels": candidate.score.explain(),
+                "probability": candidate.score.probability,
+            }
+            if repo.add_review(
+                source_id, candidate.source.id, candidate.score.weight, details, now
+            ):
+                opened += 1
+        return opened
+
+    # --- golden record ----------------------------------------------------------------------
+    def _refresh_golden(self, repo: RegistryRepository, master_id: int, now: datetime) -> list[str]:
+        sources = repo.sources_of([master_id])
+        kinds = repo.institutions_of(s.institution for s in sources)
+        linked = [
+            LinkedRecord(
+                s.id,
+                s.institution,
+                trust_of(*kinds.get(s.institution, ("", None))),
+                s.updated_at,
+                _golden_values(s),
+                s.fhir_patient_id,
+            )
+            for s in sources
+        ]
+        repo.set_golden(master_id, golden_record(linked), now)
+        return sorted({s.institution for s in sources})
+
+    # --- stewardship ------------------------------------------------------------------------
+    def decide_review(
+        self, principal: Principal, review_id: int, decision: Decision, reason: str | None
+    ) -> dict[str, Any]:
+        self.require_steward(principal)
+        with self.db.transaction() as conn:
+            repo = RegistryRepository(conn)
+            review = repo.review(review_id, lock=True)
+            if review is None:
+                raise NotFound(f"no review {review_id}", expression="review")
+            if review.status != "open":
+                raise Conflict(
+                    f"review {review_id} was already decided ({review.status})", expression="review"
+                )
+            now = self.clock()
+            source = repo.source(review.source_id)
+            candidate = repo.source(review.candidate_source_id)
+            assert source is not None
+            assert candidate is not None
+            repo.set_decision(
+                source.id,
+                candidate.id,
+                decision.value,
+                now,
+                principal.end_user,
+                principal.institution_code,
+            )
+            repo.close_review(
+                review_id,
+                decision.value,
+                now,
+                principal.end_user,
+                principal.institution_code,
+                reason,
+            )
+            survivor_id = candidate.master_id
+            if decision is Decision.SAME and source.master_id != candidate.master_id:
+                self._merge(repo, principal, survivor_id, source.master_id, reason, now)
+                repo.move_sources(
+                    [source.id, candidate.id], survivor_id, LinkType.VERIFIED.value, now
+                )
+            elif decision is Decision.SAME:
+                repo.move_sources(
+                    [source.id, candidate.id], survivor_id, LinkType.VERIFIED.value, now
+                )
+            elif source.master_id == candidate.master_id:
+                self._split(repo, principal, source.master_id, [source.id], reason, now)
+            master = self._master(repo, repo.source(source.id).master_id)  # type: ignore[union-attr]
+            self.audit.append(
+                conn,
+                [self._audit(principal, Action.UPDATE, "review-decision", master.master_index_id)],
+            )
+        return {
+            "review": review_id,
+            "decision": decision.value,
+            "master_index_id": master.master_index_id,
+        }
+
+    def merge(
+        self, principal: Principal, survivor_mii: str, merged_mii: str, reason: str | None
+    ) -> str:
+        self.require_steward(principal)
+        with self.db.transaction() as conn:
+            repo = RegistryRepository(conn)
+            survivor = self._active(repo, survivor_mii, "survivor")
+            merged = self._active(repo, merged_mii, "merged")
+            if survivor.id == merged.id:
+                raise InvalidInput("a person cannot be merged into itself", expression="source")
+            self._merge(repo, principal, survivor.id, merged.id, reason, self.clock())
+            self.audit.append(
+                conn, [self._audit(principal, Action.UPDATE, "merge", survivor.master_index_id)]
+            )
+        return survivor.master_index_id
+
+    def _merge(
+        self,
+        repo: RegistryRepository,
+        principal: Principal,
+        survivor_id: int,
+        merged_id: int,
+        reason: str | None,
+        now: datetime,
+    ) -> None:
+        recipients = {s.institution for s in repo.sources_of([survivor_id, merged_id])}
+        moved = repo.move_all(merged_id, survivor_id, now)
+        repo.set_status(merged_id, "merged", survivor_id, now)
+        self._refresh_golden(repo, survivor_id, now)
+        repo.add_event(
+            "merge",
+            survivor_id,
+            now,
+            other_master_id=merged_id,
+            **self._actor(principal),
+            reason=reason,
+            recipients=recipients,
+            detail={"moved": moved},
+        )
+
+    def unmerge(self, principal: Principal, merged_mii: str, reason: str | None) -> str:
+        """Undo a merge: the merged-away person comes back with the records it brought."""
+        self.require_steward(principal)
+        with self.db.transaction() as conn:
+            repo = RegistryRepository(conn)
+            merged = self._master_by_mii(repo, merged_mii, "merged")
+            if merged.status != "merged" or merged.merged_into is None:
+                raise Conflict("this person is not merged into another", expression="merged")
+            event = repo.last_merge_event(merged.id)
+            moved = [int(i) for i in ((event.detail or {}).get("moved") or [])] if event else []
+            survivor_id = merged.merged_into
+            now = self.clock()
+            back = [s.id for s in repo.sources_of([survivor_id]) if s.id in set(moved)]
+            repo.move_sources(back, merged.id, LinkType.STEWARD.value, now)
+            repo.set_status(merged.id, "active", None, now)
+            remaining = [s.id for s in repo.sources_of([survivor_id])]
+            for a in back:
+                for b in remaining:
+                    repo.set_decision(
+                        a,
+                        b,
+                        Decision.DIFFERENT.value,
+                        now,
+                        principal.end_user,
+                        principal.institution_code,
+                    )
+            recipients = set(self._refresh_golden(repo, survivor_id, now))
+            recipients |= set(self._refresh_golden(repo, merged.id, now))
+            repo.add_event(
+                "unmerge",
+                survivor_id,
+                now,
+                other_master_id=merged.id,
+                **self._actor(principal),
+                reason=reason,
+                recipients=recipients,
+                detail={"moved": back},
+            )
+            self.audit.append(
+                conn, [self._audit(principal, Action.UPDATE, "unmerge", merged.master_index_id)]
+            )
+        return merged.master_index_id
+
+    def split(
+        self, principal: Principal, mii: str, source_ids: Sequence[int], reason: str | None
+    ) -> str:
+        """Move the given source records of a person to a new person."""
+        self.require_steward(principal)
+        with self.db.transaction() as conn:
+            repo = RegistryRepository(conn)
+            master = self._active(repo, mii, "person")
+            new_id = self._split(repo, principal, master.id, source_ids, reason, self.clock())
+            new_master = self._master(repo, new_id)
+            self.audit.append(
+                conn, [self._audit(principal, Action.UPDATE, "split", master.master_index_id)]
+            )
+        return new_master.master_index_id
+
+    def _split(
+        self,
+        repo: RegistryRepository,
+        principal: Principal,
+        master_id: int,
+        source_ids: Sequence[int],
+        reason: str | None,
+        now: datetime,
+    ) -> int:
+        members = {s.id for s in repo.sources_of([master_id])}
+        wanted = list(dict.fromkeys(source_ids))
+        if not wanted or not set(wanted) <= members:
+            raise InvalidInput(
+                "split takes source records of this person", expression="sourceRecords"
+            )
+        if set(wanted) == members:
+            raise InvalidInput(
+                "a split must leave at least one record with the person", expression="sourceRecords"
+            )
+        new_id = repo.add_master(new_master_index_id(), now)
+        repo.move_sources(wanted, new_id, LinkType.STEWARD.value, now)
+        for a in wanted:
+            for b in members - set(wanted):
+                repo.set_decision(
+                    a,
+                    b,
+                    Decision.DIFFERENT.value,
+                    now,
+                    principal.end_user,
+                    principal.institution_code,
+                )
+        recipients = set(self._refresh_golden(repo, master_id, now))
+        recipients |= set(self._refresh_golden(repo, new_id, now))
+        repo.add_event(
+            "split",
+            master_id,
+            now,
+            other_master_id=new_id,
+            **self._actor(principal),
+            reason=reason,
+            recipients=recipients,
+            detail={"moved": wanted},
+        )
+        return new_id
+
+    # --- reading ----------------------------------------------------------------------------
+    def person(self, principal: Principal, mii: str, *, purpose: str = "read") -> PersonView:
+        check_master_index_id(mii, "id")
+        with self.db.transaction() as conn:
+            repo = RegistryRepository(conn)
+            view = self._view(repo, mii)
+            self.audit.append(
+                conn, [self._audit(principal, Action.READ, purpose, view.master.master_index_id)]
+            )
+        return view
+
+    def _view(self, repo: RegistryRepository, mii: str) -> PersonView:
+        asked = self._master_by_mii(repo, mii, "id")
+        survivor = repo.merged_into_chain(asked)
+        return PersonView(
+            master=asked,
+            sources=repo.sources_of([asked.id]) if asked.status == "active" else [],
+            predecessors=repo.predecessors(asked.id),
+            survivor=survivor if survivor.id != asked.id else None,
+        )
+
+    def resolve(self, mii: str) -> PersonView:
+        """Without auditing: for callers that audit the read themselves ($everything)."""
+        with self.db.transaction(readonly=True) as conn:
+            return self._view(RegistryRepository(conn), mii)
+
+    def source_patient(self, patient_id: str) -> tuple[SourceRow, MasterRow] | None:
+        with self.db.transaction(readonly=True) as conn:
+            repo = RegistryRepository(conn)
+            source = repo.source_by_fhir_id(patient_id)
+            if source is None:
+                return None
+            return source, self._master(repo, source.master_id)
+
+    def history(self, principal: Principal, mii: str) -> list[dict[str, Any]]:
+        view = self.person(principal, mii, purpose="history")
+        with self.db.transaction(readonly=True) as conn:
+            repo = RegistryRepository(conn)
+            ids = {view.master.id} | {p.id for p in view.predecessors}
+            rows = repo.history(ids)
+            masters = repo.masters(
+                {r.master_id for r in rows} | {r.other_master_id for r in rows if r.other_master_id}
+            )
+        return [self._event_json(r, masters) for r in rows]
+
+    def events(self, principal: Principal, after: int, limit: int) -> list[dict[str, Any]]:
+        institution = (
+            None
+            if principal.institution_code in self.steward_agencies
+            else principal.institution_code
+        )
+        with self.db.transaction(readonly=True) as conn:
+            repo = RegistryRepository(conn)
+            rows = repo.events_for(institution, after, limit)
+            masters = repo.masters(
+                {r.master_id for r in rows} | {r.other_master_id for r in rows if r.other_master_id}
+            )
+        return [self._event_json(r, masters) for r in rows]
+
+    def reviews(
+        self, principal: Principal, status: str | None, limit: int, after: int | None
+    ) -> list[dict[str, Any]]:
+        self.require_steward(principal)
+        with self.db.transaction() as conn:
+            repo = RegistryRepository(conn)
+            rows = repo.reviews(status, limit, after)
+            result = []
+            for row in rows:
+                source = repo.source(row.source_id)
+                candidate = repo.source(row.candidate_source_id)
+                assert source is not None
+                assert candidate is not None
+                result.append(
+                    {
+                        "id": row.id,
+                        "status": row.status,
+                        "weight": row.weight,
+                        "details": row.details,
+                        "created_at": row.created_at.isoformat(),
+                        "record": self._source_json(repo, source),
+                        "candidate": self._source_json(repo, candidate),
+                        "decided_by": row.decided_by,
+                        "decided_agency": row.decided_agency,
+                        "reason": row.reason,
+                    }
+                )
+            self.audit.append(conn, [self._audit(principal, Action.READ, "review-list", None)])
+        return result
+
+    def _source_json(self, repo: RegistryRepository, source: SourceRow) -> dict[str, Any]:
+        master = self._master(repo, source.master_id)
+        return {
+            "id": source.id,
+            "institution": source.institution,
+            "system": source.id_system,
+            "local_id": source.local_id,
+            "master_index_id": master.master_index_id,
+            "link_type": source.link_type,
+            "data": source.data,
+        }
+
+    def _event_json(self, row: Any, masters: dict[int, MasterRow]) -> dict[str, Any]:
+        other = masters.get(row.other_master_id) if row.other_master_id else None
+        return {
+            "seq": row.seq,
+            "type": row.event_type,
+            "occurred_at": row.occurred_at.isoformat(),
+            "master_index_id": masters[row.master_id].master_index_id,
+            "other_master_index_id": other.master_index_id if other else None,
+            "source_record": row.source_id,
+            "actor": {
+                "institution": row.actor_institution,
+                "user": row.actor_user,
+                "client": row.actor_client,
+            },
+            "reason": row.reason,
+            "institutions": row.institutions,
+            "detail": row.detail,
+        }
+
+    def candidates_for(
+        self, principal: Principal, record: SourceRecord, limit: int
+    ) -> list[tuple[PersonView, Score]]:
+        """PDQm $match: the best master persons for a (possibly partial) record."""
+        normalized = normalize_record(record)
+        with self.db.transaction() as conn:
+            repo = RegistryRepository(conn)
+            ranked = self._rank(
+                repo,
+                normalized,
+                blocking_keys(normalized),
+                exclude_source=None,
+                exclude_master=None,
+            )[:limit]
+            views = [
+                (self._view(repo, self._master(repo, c.master_id).master_index_id), c.score)
+                for c in ranked
+            ]
+            self.audit.append(
+                conn,
+                [
+                    self._audit(principal, Action.EXECUTE, "match", v.master.master_index_id)
+                    for v, _ in views
+                ]
+                or [self._audit(principal, Action.EXECUTE, "match", None)],
+            )
+        return views
+
+    def masters_by_identifier(self, system: str, value: str) -> set[int]:
+        from healthroam.registry.model import MASTER_INDEX_SYSTEM, NATIONAL_ID_SYSTEM
+        from healthroam.registry.normalize import normalize_national_id
+
+        with self.db.transaction(readonly=True) as conn:
+            repo = RegistryRepository(conn)
+            if system == MASTER_INDEX_SYSTEM:
+                master = repo.master_by_index_id(value.upper())
+                return {repo.merged_into_chain(master).id} if master else set()
+            if system == NATIONAL_ID_SYSTEM:
+                try:
+                    value = normalize_national_id(value).number
+                except InvalidInput:
+                    return set()
+                return repo.masters_with_key(f"id:{value}")
+            return repo.masters_with_key(f"ox:{system}|{value.strip().upper()}")
+
+    def search(
+        self,
+        principal: Principal,
+        *,
+        master_ids: set[int] | None,
+        name_prefix: str | None,
+        name_contains: str | None,
+        birth_date: str | None,
+        sex: str | None,
+        limit: int,
+    ) -> list[PersonView]:
+        with self.db.transaction() as conn:
+            repo = RegistryRepository(conn)
+            masters = repo.search_masters(
+                master_ids=master_ids,
+                name_prefix=name_prefix,
+                name_contains=name_contains,
+                birth_date=birth_date,
+                sex=sex,
+                limit=limit,
+            )
+            views = [
+                PersonView(m, repo.sources_of([m.id]), repo.predecessors(m.id)) for m in masters
+            ]
+            records = [
+                self._audit(principal, Action.EXECUTE, "search-type", v.master.master_index_id)
+                for v in views
+            ]
+            self.audit.append(
+                conn, records or [self._audit(principal, Action.EXECUTE, "search-type", None)]
+            )
+        return views
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _master(self, repo: RegistryRepository, master_id: int) -> MasterRow:
+        master = repo.master(master_id)
+        assert master is not None
+        return master
+
+    def _master_by_mii(self, repo: RegistryRepository, mii: str, field_name: str) -> MasterRow:
+        master = repo.master_by_index_id(check_master_index_id(mii, field_name))
+        if master is None:
+            raise NotFound("no person with this master index ID", expression=field_name)
+        return master
+
+    def _active(self, repo: RegistryRepository, mii: str, field_name: str) -> MasterRow:
+        master = self._master_by_mii(repo, mii, field_name)
+        if master.status != "active":
+            raise Conflict(
+                "this person was merged into another; use the survivor", expression=field_name
+            )
+        return master
+
+    @staticmethod
+    def _actor(principal: Principal) -> dict[str, Any]:
+        return {
+            "actor_institution": principal.institution_code,
+            "actor_user": principal.end_user,
+            "actor_client": principal.client_id,
+        }
+
+    def _audit(
+        self, principal: Principal, action: Action, subtype: str, mii: str | None
+    ) -> AuditRecord:
+        return self.audit.event(
+            principal,
+            action=action,
+            subtype=subtype,
+            resource_type="Patient",
+            resource_id=mii,
+            patient_ref=f"Patient/{mii}" if mii else None,
+        )
+
+
+def today_utc() -> date:
+    return datetime.now(UTC).date()
