@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from healthroam.cards.service import CardPolicy, CardService
 from healthroam.config import Settings
 from healthroam.db.engine import Database, create_database_engine
+from healthroam.keys.backends import Pkcs11Config
+from healthroam.keys.sealing import KeySealer, load_or_create_kek
+from healthroam.keys.service import KeyService
 from healthroam.records.service import RecordService
 from healthroam.registry.scoring import MatchModel
 from healthroam.registry.service import RegistryService
@@ -30,8 +34,11 @@ class Platform:
     audit: AuditTrail
     records: RecordService
     registry: RegistryService
+    keys: KeyService
+    cards: CardService
 
     def close(self) -> None:
+        self.cards.close()
         self.db.dispose()
 
     def __enter__(self) -> Platform:
@@ -51,6 +58,52 @@ def build_database(settings: Settings) -> Database:
     )
 
 
+def build_keys(settings: Settings, db: Database) -> KeyService:
+    """The card key hierarchy: software keystore (sealed in the database) and/or PKCS#11."""
+
+    def sealer() -> KeySealer:
+        if settings.card_keystore_passphrase is not None:
+            return KeySealer(passphrase=settings.card_keystore_passphrase.get_secret_value())
+        kek_file = settings.card_keystore_kek_file or settings.data_dir / "keys" / "card-kek.bin"
+        return KeySealer(kek=load_or_create_kek(kek_file))
+
+    pin = settings.card_pkcs11_pin
+    return KeyService(
+        db,
+        sealer,
+        signing_backend=settings.card_key_backend,
+        signing_algorithm=settings.card_signing_algorithm,
+        pkcs11=Pkcs11Config(
+            str(settings.card_pkcs11_module),
+            settings.card_pkcs11_token_label,
+            pin.get_secret_value(),
+        )
+        if pin is not None
+        else None,
+        default_region=settings.card_default_region,
+        rotation_lead_seconds=settings.card_key_rotation_lead_seconds,
+        credential_lifetime_seconds=settings.card_credential_validity_days * 86_400,
+        dynamic_window_seconds=settings.card_dynamic_code_window_seconds,
+        trust_list_max_age_seconds=settings.card_trust_list_max_age_seconds,
+    )
+
+
+def build_cards(
+    settings: Settings, db: Database, audit: AuditTrail, keys: KeyService
+) -> CardService:
+    policy = CardPolicy(
+        issuer_code=settings.card_issuer_code,
+        default_region=settings.card_default_region,
+        validity_years=settings.card_validity_years,
+        temporary_validity_days=settings.card_temporary_validity_days,
+        credential_validity_days=settings.card_credential_validity_days,
+        dynamic_window_seconds=settings.card_dynamic_code_window_seconds,
+        trust_list_max_age_seconds=settings.card_trust_list_max_age_seconds,
+        trust_list_refresh_seconds=settings.card_trust_list_refresh_seconds,
+    )
+    return CardService(db, audit, keys, policy, use_log_flush_ms=settings.card_use_log_flush_ms)
+
+
 def build(settings: Settings) -> Platform:
     db = build_database(settings)
     tokens = TokenService(
@@ -66,6 +119,7 @@ def build(settings: Settings) -> Platform:
         steward_agencies=settings.steward_agencies,
         candidate_limit=settings.registry_candidate_limit,
     )
+    keys = build_keys(settings, db)
     return Platform(
         settings=settings,
         db=db,
@@ -80,4 +134,6 @@ def build(settings: Settings) -> Platform:
         audit=audit,
         records=RecordService(db, audit, registry),
         registry=registry,
+        keys=keys,
+        cards=build_cards(settings, db, audit, keys),
     )

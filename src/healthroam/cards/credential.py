@@ -17,7 +17,8 @@ Card claim map (keys 1-11):
  1 name (text)                      6 Rh(D) (uint, WS 364.3 CV04.50.020: 1 neg, 2 pos, 3 unknown)
  2 sex (uint, GB/T 2261.1)          7 allergies (array of text)
  3 birth date (uint YYYYMMDD)       8 chronic conditions (array of text)
- 4 masked ID number (text)          9 emergency contact [name, phone] (array of two texts)
+ 4 masked ID number (text)          9 emergency contact [name, phone] (two texts; absent when
+                                      no contact is on record)
  5 ABO (uint, CV04.50.005:          10 card status version (uint)
    1 A, 2 B, 3 O, 4 AB, 5 unknown)  11 card reference (16 bytes: SM3(EHC ID)[:16])
 """
@@ -183,13 +184,15 @@ class EmergencyCredential:
             raise InvalidInput("Rh group must be a CV04.50.020 code", expression="rh")
         _check_list(self.allergies, "allergies")
         _check_list(self.chronic_conditions, "chronicConditions")
-        _check_text(self.emergency_contact_name, MAX_ITEM, "emergencyContact.name")
-        if not isinstance(self.emergency_contact_phone, str) or not _PHONE.fullmatch(
-            self.emergency_contact_phone
-        ):
-            raise InvalidInput(
-                "emergency contact phone must be digits", expression="emergencyContact.phone"
-            )
+        # Both empty: no contact on record, and claim 9 is left out.
+        if self.emergency_contact_name != "" or self.emergency_contact_phone != "":
+            _check_text(self.emergency_contact_name, MAX_ITEM, "emergencyContact.name")
+            if not isinstance(self.emergency_contact_phone, str) or not _PHONE.fullmatch(
+                self.emergency_contact_phone
+            ):
+                raise InvalidInput(
+                    "emergency contact phone must be digits", expression="emergencyContact.phone"
+                )
         if type(self.status_version) is not int or not 0 <= self.status_version < 2**32:
             raise InvalidInput("status version must be 0..2^32-1", expression="statusVersion")
         _check_text(self.issuer, 16, "issuer")
@@ -244,10 +247,11 @@ def to_claims(cred: EmergencyCredential) -> dict[int, Any]:
         K_MASKED_ID: cred.masked_id_number,
         K_ABO: cred.abo,
         K_RH: cred.rh,
-        K_CONTACT: [pack_text(cred.emergency_contact_name), cred.emergency_contact_phone],
         K_STATUS_VERSION: cred.status_version,
         K_CARD_REF: cred.card_ref,
     }
+    if cred.emergency_contact_name or cred.emergency_contact_phone:
+        card[K_CONTACT] = [pack_text(cred.emergency_contact_name), cred.emergency_contact_phone]
     if cred.allergies:
         card[K_ALLERGIES] = [pack_text(a) for a in cred.allergies]
     if cred.chronic_conditions:
@@ -283,7 +287,7 @@ def from_claims(claims: Any) -> EmergencyCredential:
         raise _claims_error("set is not a map")
     card = _get(claims, CLAIM_CARD, dict, "card")
     birth = _get(card, K_BIRTH, int, "birth date")
-    contact = card.get(K_CONTACT)
+    contact = card.get(K_CONTACT, ["", ""])  # absent when no contact is on record
     if not (isinstance(contact, list) and len(contact) == 2):
         raise _claims_error("emergency contact must be [name, phone]")
     try:
@@ -300,7 +304,9 @@ def from_claims(claims: Any) -> EmergencyCredential:
         rh=_get(card, K_RH, int, "Rh"),
         allergies=_texts(card.get(K_ALLERGIES, []), "allergies"),
         chronic_conditions=_texts(card.get(K_CONDITIONS, []), "chronic conditions"),
-        emergency_contact_name=unpack_text(contact[0], "emergency contact name"),
+        emergency_contact_name=unpack_text(contact[0], "emergency contact name")
+        if K_CONTACT in card
+        else "",
         emergency_contact_phone=contact[1],
         status_version=_get(card, K_STATUS_VERSION, int, "status version"),
         issuer=_get(claims, CLAIM_ISS, str, "iss"),

@@ -55,6 +55,7 @@ cards = Table(
     Column("kind", String(16), nullable=False),  # physical | electronic | temporary
     Column("card_no", String(32), nullable=True, unique=True),
     Column("ehc_id", String(128), nullable=True),
+    Column("card_ref", LargeBinary(16), nullable=True, index=True),  # SM3(EHC ID)[:16]
     Column("id_type", String(2), nullable=False),
     Column("status", String(24), nullable=False),
     Column("status_version", Integer, nullable=False),
@@ -65,6 +66,9 @@ cards = Table(
     Column("issuing_key_id", String(8), nullable=True),
     Column("ehc_root_key_id", String(8), nullable=True),
     Column("credential", Text, nullable=True),  # HR1: offline emergency credential
+    # Status version the credential was signed with: older credentials of the same EHC ID
+    # (a card since re-issued) are refused as superseded.
+    Column("credential_version", Integer, nullable=True),
     Column("static_code", Text, nullable=True),  # EHCID:S1: static QR text
     Column("replaces", String(32), nullable=True),
     Column("replaced_by", String(32), nullable=True),

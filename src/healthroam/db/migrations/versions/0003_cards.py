@@ -2,7 +2,7 @@
 
 Revision ID: 0003_cards
 Revises: 0002_registry
-Create Date: 2026-11-25 19:04:14.269355
+Create Date: 2026-11-25 19:07:10.795461
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("card_no", sa.String(length=32), nullable=True),
         sa.Column("ehc_id", sa.String(length=128), nullable=True),
+        sa.Column("card_ref", sa.LargeBinary(length=16), nullable=True),
         sa.Column("id_type", sa.String(length=2), nullable=False),
         sa.Column("status", sa.String(length=24), nullable=False),
         sa.Column("status_version", sa.Integer(), nullable=False),
@@ -108,6 +109,7 @@ def upgrade() -> None:
         sa.Column("issuing_key_id", sa.String(length=8), nullable=True),
         sa.Column("ehc_root_key_id", sa.String(length=8), nullable=True),
         sa.Column("credential", sa.Text(), nullable=True),
+        sa.Column("credential_version", sa.Integer(), nullable=True),
         sa.Column("static_code", sa.Text(), nullable=True),
         sa.Column("replaces", sa.String(length=32), nullable=True),
         sa.Column("replaced_by", sa.String(length=32), nullable=True),
@@ -124,6 +126,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("cards", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_cards_batch_id"), ["batch_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_cards_card_ref"), ["card_ref"], unique=False)
         batch_op.create_index("ix_cards_ehc_id", ["ehc_id"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_cards_master_index_id"), ["master_index_id"], unique=False
@@ -182,6 +185,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_cards_master_person_id"))
         batch_op.drop_index(batch_op.f("ix_cards_master_index_id"))
         batch_op.drop_index("ix_cards_ehc_id")
+        batch_op.drop_index(batch_op.f("ix_cards_card_ref"))
         batch_op.drop_index(batch_op.f("ix_cards_batch_id"))
 
     op.drop_table("cards")

@@ -1,0 +1,342 @@
+"""SQL storage of cards, their history, card uses, issuance runs and trust lists."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, insert, select, update
+
+from healthroam.cards.model import Card, CardEvent, CardKind, CardStatus
+from healthroam.db.tables_cards import (
+    card_events,
+    card_issue_runs,
+    card_trust_lists,
+    card_uses,
+    cards,
+)
+from healthroam.db.tables_registry import master_persons
+
+_REVOKED = [s.value for s in CardStatus if s.revoked]
+
+
+def card_from_row(row: Any) -> Card:
+    return Card(
+        id=row.id,
+        master_person_id=row.master_person_id,
+        master_index_id=row.master_index_id,
+        kind=CardKind(row.kind),
+        card_no=row.card_no,
+        ehc_id=row.ehc_id,
+        id_type=row.id_type,
+        status=CardStatus(row.status),
+        status_version=row.status_version,
+        region=row.region,
+        issuer=row.issuer,
+        valid_from=row.valid_from,
+        valid_until=row.valid_until,
+        issuing_key_id=row.issuing_key_id,
+        ehc_root_key_id=row.ehc_root_key_id,
+        credential=row.credential,
+        static_code=row.static_code,
+        replaces=row.replaces,
+        replaced_by=row.replaced_by,
+        batch_id=row.batch_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRow:
+    id: int
+    master_index_id: str
+    status: str
+    golden: Any
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRun:
+    run_id: str
+    scope: str
+    last_master_id: int
+    issued: int
+    skipped: int
+    finished: bool
+
+
+class CardRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # --- master persons (read only) ---------------------------------------------------------
+
+    def person(self, master_index_id: str) -> PersonRow | None:
+        row = self.conn.execute(
+            select(
+                master_persons.c.id,
+                master_persons.c.master_index_id,
+                master_persons.c.status,
+                master_persons.c.golden,
+            ).where(master_persons.c.master_index_id == master_index_id)
+        ).first()
+        return PersonRow(row.id, row.master_index_id, row.status, row.golden) if row else None
+
+    def golden(self, master_person_id: int) -> Any:
+        return self.conn.execute(
+            select(master_persons.c.golden).where(master_persons.c.id == master_person_id)
+        ).scalar()
+
+    def persons_without_card(self, after_id: int, limit: int) -> list[PersonRow]:
+        """Active master persons after ``after_id`` holding no electronic or temporary card
+        that is not cancelled, in id order."""
+        has_card = exists().where(
+            and_(
+                cards.c.master_person_id == master_persons.c.id,
+                cards.c.status != CardStatus.CANCELLED.value,
+                cards.c.kind != CardKind.PHYSICAL.value,
+            )
+        )
+        rows = self.conn.execute(
+            select(
+                master_persons.c.id,
+                master_persons.c.master_index_id,
+                master_persons.c.status,
+                master_persons.c.golden,
+            )
+            .where(master_persons.c.id > after_id, master_persons.c.status == "active", ~has_card)
+            .order_by(master_persons.c.id)
+            .limit(limit)
+        )
+        return [PersonRow(r.id, r.master_index_id, r.status, r.golden) for r in rows]
+
+    # --- cards ------------------------------------------------------------------------------
+
+    def add_cards(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(insert(cards), list(rows))
+
+    def add_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(insert(card_events), list(rows))
+
+    def get(self, card_id: str, *, lock: bool = False) -> Card | None:
+        query = select(cards).where(cards.c.id == card_id)
+        if lock and self.conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = self.conn.execute(query).first()
+        return card_from_row(row) if row else None
+
+    def live_by_ehc_id(self, ehc_id: str) -> Card | None:
+        row = self.conn.execute(
+            select(cards).where(
+                cards.c.ehc_id == ehc_id, cards.c.status != CardStatus.CANCELLED.value
+            )
+        ).first()
+        return card_from_row(row) if row else None
+
+    def latest_by_ehc_id(self, ehc_id: str) -> Card | None:
+        """The live card of an EHC ID, else its most recent cancelled one."""
+        row = self.conn.execute(
+            select(cards)
+            .where(cards.c.ehc_id == ehc_id)
+            .order_by((cards.c.status == CardStatus.CANCELLED.value), cards.c.updated_at.desc())
+            .limit(1)
+        ).first()
+        return card_from_row(row) if row else None
+
+    def latest_by_card_ref(self, card_ref: bytes) -> Card | None:
+        row = self.conn.execute(
+            select(cards)
+            .where(cards.c.card_ref == card_ref)
+            .order_by((cards.c.status == CardStatus.CANCELLED.value), cards.c.updated_at.desc())
+            .limit(1)
+        ).first()
+        return card_from_row(row) if row else None
+
+    def by_card_no(self, card_no: str) -> Card | None:
+        row = self.conn.execute(select(cards).where(cards.c.card_no == card_no)).first()
+        return card_from_row(row) if row else None
+
+    def credential_version(self, card_id: str) -> int | None:
+        value = self.conn.execute(
+            select(cards.c.credential_version).where(cards.c.id == card_id)
+        ).scalar()
+        return int(value) if value is not None else None
+
+    def for_master(self, master_index_id: str) -> list[Card]:
+        rows = self.conn.execute(
+            select(cards)
+            .where(cards.c.master_index_id == master_index_id)
+            .order_by(cards.c.created_at, cards.c.id)
+        )
+        return [card_from_row(r) for r in rows]
+
+    def live_kinds(self, master_person_id: int) -> set[CardKind]:
+        rows = self.conn.execute(
+            select(cards.c.kind).where(
+                cards.c.master_person_id == master_person_id,
+                cards.c.status != CardStatus.CANCELLED.value,
+            )
+        )
+        return {CardKind(r.kind) for r in rows}
+
+    def update(self, card_id: str, expected_version: int, **values: Any) -> bool:
+        """Change a card if its status version is still ``expected_version``."""
+        result = self.conn.execute(
+            update(cards)
+            .where(cards.c.id == card_id, cards.c.status_version == expected_version)
+            .values(**values)
+        )
+        return result.rowcount == 1
+
+    def events(self, card_id: str) -> list[CardEvent]:
+        rows = self.conn.execute(
+            select(card_events).where(card_events.c.card_id == card_id).order_by(card_events.c.seq)
+        )
+        return [
+            CardEvent(
+                r.seq,
+                r.card_id,
+                r.occurred_at,
+                r.action,
+                r.from_status,
+                r.to_status,
+                r.status_version,
+                r.client_id,
+                r.institution_code,
+                r.end_user,
+                r.reason,
+            )
+            for r in rows
+        ]
+
+    def revoked(self, now: datetime) -> list[tuple[bytes, int]]:
+        """(card reference, status version) of every lost, frozen or cancelled card with an
+        EHC ID that has not expired."""
+        rows = self.conn.execute(
+            select(cards.c.card_ref, cards.c.status_version)
+            .where(
+                cards.c.status.in_(_REVOKED),
+                cards.c.card_ref.is_not(None),
+                cards.c.valid_until > now,
+            )
+            .order_by(cards.c.card_ref)
+        )
+        return [(bytes(r.card_ref), int(r.status_version)) for r in rows]
+
+    def batch(self, batch_id: str) -> Iterator[tuple[Card, Any]]:
+        """Cards of an issuance batch with their holders' golden records, in id order."""
+        query = (
+            select(cards, master_persons.c.golden)
+            .join(master_persons, master_persons.c.id == cards.c.master_person_id)
+            .where(cards.c.batch_id == batch_id)
+            .order_by(cards.c.master_person_id)
+        )
+        for row in self.conn.execution_options(yield_per=5000).execute(query):
+            yield card_from_row(row), row.golden
+
+    def count_batch(self, batch_id: str) -> int:
+        return int(
+            self.conn.execute(
+                select(func.count()).select_from(cards).where(cards.c.batch_id == batch_id)
+            ).scalar_one()
+        )
+
+    # --- uses ---------------------------------------------------------------------------------
+
+    def add_uses(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(insert(card_uses), list(rows))
+
+    def usage(self, day: str, institution: str | None) -> list[tuple[str, str, bool, int]]:
+        """(institution, step, accepted, count) for one day."""
+        query = (
+            select(
+                card_uses.c.institution_code,
+                card_uses.c.step_code,
+                card_uses.c.accepted,
+                func.count(),
+            )
+            .where(card_uses.c.day == day)
+            .group_by(card_uses.c.institution_code, card_uses.c.step_code, card_uses.c.accepted)
+            .order_by(card_uses.c.institution_code, card_uses.c.step_code, card_uses.c.accepted)
+        )
+        if institution is not None:
+            query = query.where(card_uses.c.institution_code == institution)
+        return [(r[0], r[1], bool(r[2]), int(r[3])) for r in self.conn.execute(query)]
+
+    # --- bulk issuance runs -------------------------------------------------------------------
+
+    def run(self, run_id: str) -> IssueRun | None:
+        row = self.conn.execute(
+            select(card_issue_runs).where(card_issue_runs.c.run_id == run_id)
+        ).first()
+        if row is None:
+            return None
+        return IssueRun(
+            row.run_id, row.scope, row.last_master_id, row.issued, row.skipped, row.finished
+        )
+
+    def start_run(self, run_id: str, scope: str, now: datetime) -> None:
+        self.conn.execute(
+            insert(card_issue_runs).values(
+                run_id=run_id,
+                scope=scope,
+                last_master_id=0,
+                issued=0,
+                skipped=0,
+                finished=False,
+                summary={},
+                started_at=now,
+                updated_at=now,
+            )
+        )
+
+    def advance_run(
+        self,
+        run_id: str,
+        last_master_id: int,
+        issued: int,
+        skipped: int,
+        now: datetime,
+        *,
+        finished: bool = False,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "last_master_id": last_master_id,
+            "issued": card_issue_runs.c.issued + issued,
+            "skipped": card_issue_runs.c.skipped + skipped,
+            "finished": finished,
+            "updated_at": now,
+        }
+        if summary is not None:
+            values["summary"] = summary
+        self.conn.execute(
+            update(card_issue_runs).where(card_issue_runs.c.run_id == run_id).values(**values)
+        )
+
+    def reopen_run(self, run_id: str, now: datetime) -> None:
+        self.conn.execute(
+            update(card_issue_runs)
+            .where(card_issue_runs.c.run_id == run_id)
+            .values(finished=False, last_master_id=0, updated_at=now)
+        )
+
+    # --- trust lists --------------------------------------------------------------------------
+
+    def latest_trust_list(self) -> tuple[int, int, bytes] | None:
+        row = self.conn.execute(
+            select(card_trust_lists).order_by(card_trust_lists.c.sequence.desc()).limit(1)
+        ).first()
+        return (int(row.sequence), int(row.issued_at), bytes(row.signed)) if row else None
+
+    def add_trust_list(self, sequence: int, issued_at: int, signed: bytes, key_id: str) -> None:
+        self.conn.execute(
+            insert(card_trust_lists).values(
+                sequence=sequence, issued_at=issued_at, signed=signed, key_id=key_id
+            )
+        )
