@@ -1,7 +1,260 @@
-"""Health card routes (/cards): being built for the Health card issue."""
+"""Health card routes (/cards): verification for hospital terminals, the trust list, card
+lifecycle, usage summaries.
+
+Scopes (SMART v2 style, resource types ``Card`` and ``CardUsage``): ``system/Card.r`` verify,
+read, trust list and dynamic codes; ``system/Card.c`` apply; ``system/Card.u`` lifecycle
+actions; ``system/Card.s`` list a person's cards; ``system/CardUsage.r`` daily usage. A
+verifying terminal that also holds ``system/Patient.r`` sees the holder's demographics.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from healthroam.api.auth import platform_of, scoped
+from healthroam.api.errors import error_response
+from healthroam.cards.model import STEP_CODES, Card, CardAction, CardEvent
+from healthroam.cards.service import CardRefused, Verification
+from healthroam.security.model import Principal
 
 router = APIRouter(prefix="/cards", tags=["cards"])
+
+CardReader = Annotated[Principal, Depends(scoped("Card", "r"))]
+CardCreator = Annotated[Principal, Depends(scoped("Card", "c"))]
+CardUpdater = Annotated[Principal, Depends(scoped("Card", "u"))]
+CardSearcher = Annotated[Principal, Depends(scoped("Card", "s"))]
+UsageReader = Annotated[Principal, Depends(scoped("CardUsage", "r"))]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class VerifyBody(_Body):
+    text: str = Field(max_length=4096, description="The scanned QR text or credential.")
+    step: str = Field(description="Card-use step code (用卡环节), e.g. 01 registration.")
+    channel: str = Field(description="Channel code, e.g. 01 counter, 02 kiosk.")
+    terminal: str = Field(description="The terminal's code within its institution.")
+
+
+class ApplyBody(_Body):
+    master_index_id: str = Field(alias="masterIndexId", max_length=64)
+    kind: str = Field(description="physical, electronic or temporary")
+    card_no: str | None = Field(default=None, alias="cardNo", max_length=32)
+    region: str | None = Field(default=None, max_length=6)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class ActionBody(_Body):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class ReissueBody(ActionBody):
+    card_no: str | None = Field(default=None, alias="cardNo", max_length=32)
+
+
+def _time(value: datetime) -> str:
+    return value.isoformat()
+
+
+def card_json(card: Card) -> dict[str, Any]:
+    return {
+        "id": card.id,
+        "kind": card.kind.value,
+        "status": card.status.value,
+        "statusVersion": card.status_version,
+        "masterIndexId": card.master_index_id,
+        "cardNo": card.card_no,
+        "ehcId": card.ehc_id,
+        "idType": card.id_type,
+        "region": card.region,
+        "issuer": card.issuer,
+        "validFrom": _time(card.valid_from),
+        "validUntil": _time(card.valid_until),
+        "issuingKeyId": card.issuing_key_id,
+        "staticCode": card.static_code,
+        "credential": card.credential,
+        "replaces": card.replaces,
+        "replacedBy": card.replaced_by,
+    }
+
+
+def event_json(event: CardEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "occurredAt": _time(event.occurred_at),
+        "action": event.action,
+        "from": event.from_status,
+        "to": event.to_status,
+        "statusVersion": event.status_version,
+        "client": event.client_id,
+        "institution": event.institution_code,
+        "endUser": event.end_user,
+        "reason": event.reason,
+    }
+
+
+def verification_json(result: Verification, step: str) -> dict[str, Any]:
+    card = result.card
+    body: dict[str, Any] = {
+        "accepted": True,
+        "codeKind": result.code_kind,
+        "step": {"code": step, "name": STEP_CODES[step][0]},
+        "card": {
+            "id": card.id,
+            "kind": card.kind.value,
+            "status": card.status.value,
+            "statusVersion": card.status_version,
+            "validUntil": _time(card.valid_until),
+            "masterIndexId": card.master_index_id,
+        },
+    }
+    if result.holder is not None:
+        holder = result.holder
+        body["patient"] = {
+            "name": holder.name,
+            "sex": holder.sex,
+            "birthDate": holder.birth_date.isoformat() if holder.birth_date else None,
+            "maskedIdNumber": result.masked_id_number,
+        }
+    return body
+
+
+@router.post("/verify", summary="Verify a scanned card code at a terminal (用卡验证)")
+def verify(body: VerifyBody, request: Request, principal: CardReader) -> JSONResponse:
+    try:
+        result = platform_of(request).cards.verify(
+            principal, text=body.text, step=body.step, channel=body.channel, terminal=body.terminal
+        )
+    except CardRefused as exc:
+        return error_response(
+            request,
+            exc.status,
+            exc.code,
+            exc.title,
+            exc.detail,
+            exc.expression,
+            {"reason": exc.reason},
+        )
+    return JSONResponse(verification_json(result, body.step))
+
+
+@router.get("/trust-list", summary="The current signed trust list (COSE_Sign1 bytes)")
+def trust_list(request: Request, _principal: CardReader) -> Response:
+    return Response(
+        platform_of(request).cards.trust_list(),
+        media_type='application/cose; cose-type="cose-sign1"',
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+@router.get("/trust-anchors", summary="Root key and certified trust-list keys for terminals")
+def trust_anchors(request: Request, _principal: CardReader) -> JSONResponse:
+    return JSONResponse(platform_of(request).keys.anchor_bundle())
+
+
+@router.get("/usage", summary="Card uses per institution and step on one day (用卡监控)")
+def usage(
+    request: Request,
+    principal: UsageReader,
+    date: Annotated[str, Query(description="Beijing-time day, YYYY-MM-DD")],
+) -> JSONResponse:
+    rows = platform_of(request).cards.usage(principal, date)
+    return JSONResponse(
+        {
+            "date": date,
+            "rows": [
+                {
+                    "institution": r.institution_code,
+                    "step": r.step_code,
+                    "accepted": r.accepted,
+                    "refused": r.refused,
+                }
+                for r in rows
+            ],
+        }
+    )
+
+
+@router.post("", status_code=201, summary="Apply for a card (申请)")
+def apply(body: ApplyBody, request: Request, principal: CardCreator) -> JSONResponse:
+    card = platform_of(request).cards.apply(
+        principal,
+        master_index_id=body.master_index_id,
+        kind=body.kind,
+        card_no=body.card_no,
+        region=body.region,
+        reason=body.reason,
+    )
+    return JSONResponse(card_json(card), status_code=201)
+
+
+@router.get("", summary="A master person's cards")
+def list_cards(
+    request: Request,
+    principal: CardSearcher,
+    master_index_id: Annotated[str, Query(max_length=64)],
+) -> JSONResponse:
+    found = platform_of(request).cards.list_for(principal, master_index_id)
+    return JSONResponse({"cards": [card_json(c) for c in found]})
+
+
+@router.get("/{card_id}", summary="One card")
+def get_card(card_id: str, request: Request, principal: CardReader) -> JSONResponse:
+    return JSONResponse(card_json(platform_of(request).cards.get(principal, card_id)))
+
+
+@router.get("/{card_id}/history", summary="A card's lifecycle events")
+def history(card_id: str, request: Request, principal: CardReader) -> JSONResponse:
+    events = platform_of(request).cards.history(principal, card_id)
+    return JSONResponse({"events": [event_json(e) for e in events]})
+
+
+@router.post("/{card_id}/$dynamic-code", summary="A fresh dynamic QR code (动态码)")
+def dynamic_code(card_id: str, request: Request, principal: CardReader) -> JSONResponse:
+    text = platform_of(request).cards.dynamic_code(principal, card_id)
+    return JSONResponse({"text": text})
+
+
+def _action_route(action: CardAction) -> None:
+    def handler(
+        card_id: str,
+        request: Request,
+        principal: CardUpdater,
+        body: ActionBody | None = None,
+    ) -> JSONResponse:
+        card = platform_of(request).cards.act(
+            principal, card_id, action, body.reason if body else None
+        )
+        return JSONResponse(card_json(card))
+
+    handler.__name__ = f"card_{action.value.replace('-', '_')}"
+    router.add_api_route(
+        f"/{{card_id}}/${action.value}",
+        handler,
+        methods=["POST"],
+        summary=f"Card lifecycle: {action.value}",
+    )
+
+
+for _action in CardAction:
+    if _action is not CardAction.REISSUE:
+        _action_route(_action)
+
+
+@router.post("/{card_id}/$reissue", status_code=201, summary="Re-issue a card (补卡)")
+def reissue(
+    card_id: str, request: Request, principal: CardUpdater, body: ReissueBody | None = None
+) -> JSONResponse:
+    card = platform_of(request).cards.reissue(
+        principal,
+        card_id,
+        reason=body.reason if body else None,
+        card_no=body.card_no if body else None,
+    )
+    return JSONResponse(card_json(card), status_code=201)

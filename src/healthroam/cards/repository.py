@@ -319,12 +319,14 @@ class CardRepository:
             update(card_issue_runs).where(card_issue_runs.c.run_id == run_id).values(**values)
         )
 
-    def reopen_run(self, run_id: str, now: datetime) -> None:
-        self.conn.execute(
-            update(card_issue_runs)
-            .where(card_issue_runs.c.run_id == run_id)
-            .values(finished=False, last_master_id=0, updated_at=now)
-        )
+    def unfinished_run(self, scope: str) -> IssueRun | None:
+        row = self.conn.execute(
+            select(card_issue_runs.c.run_id)
+            .where(card_issue_runs.c.scope == scope, card_issue_runs.c.finished.is_(False))
+            .order_by(card_issue_runs.c.started_at.desc())
+            .limit(1)
+        ).first()
+        return self.run(row.run_id) if row else None
 
     # --- trust lists --------------------------------------------------------------------------
 
