@@ -528,7 +528,7 @@ class CardService:
             verifier = DynamicCodeVerifier(
                 keys,
                 self.policy.dynamic_window_seconds,
-                self.clock,
+                lambda: self.clock(),
                 replay_store=self.replay_store,
             )
             state = self._local.verifier = (keys, verifier)
