@@ -267,6 +267,16 @@ def walker(path: Path, terminal: Walker) -> Walker:
     return from_root
 
 
+def split(path: Path, terminal: Walker) -> tuple[str | None, Walker]:
+    """(first JSON key, walker for the rest) so that callers can dispatch on the resource's
+    keys once instead of asking every parameter whether its key is there; (None, walker) when
+    the path does not start with a plain key."""
+    if path.from_root or not path.steps or path.steps[0].kind != "key" or path.steps[0].value:
+        return None, walker(path, terminal)
+    rest = Path(False, path.steps[1:], path.type_code, path.element)
+    return path.steps[0].key, walker(rest, terminal)
+
+
 def _step(step: Step, nxt: Walker) -> Walker:
     if step.kind == "key" and step.value:
         key, index = step.key, int(step.value)

@@ -119,6 +119,7 @@ IndexValue = (
 # --- value helpers --------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize(text: str) -> str:
     """Case- and accent-folded, whitespace collapsed: the default string match form."""
     if text.isascii():
@@ -158,12 +159,17 @@ def date_range(text: str) -> tuple[datetime, datetime] | None:
 
 
 def _decimal(value: Any) -> Decimal | None:
-    if type(value) is bool or not isinstance(value, int | float | str | Decimal):
-        return None
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return None
+    t = type(value)
+    if t is float or t is int:
+        return Decimal(repr(value))  # repr keeps what JSON said (72.5, not 72.5000000001)
+    if t is Decimal:
+        return value  # type: ignore[no-any-return]
+    if t is str:
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            return None
+    return None
 
 
 _UCUM_BASE = {
@@ -458,7 +464,8 @@ _QUANTITY_TYPES = frozenset(
 
 
 def _quantity_row(param: str, q: dict[str, Any], low: Any, high: Any) -> QuantityIndex | None:
-    lo, hi = _decimal(low), _decimal(high)
+    lo = _decimal(low)
+    hi = lo if high is low else _decimal(high)
     if lo is None and hi is None:
         return None
     system, code, unit = _str(q.get("system")), _str(q.get("code")), _str(q.get("unit"))
@@ -580,12 +587,58 @@ def converter(
 # --- compiling parameters -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# (first JSON key of the path or None, walker for the rest of it)
+Entry = tuple[str | None, fhirpath.Walker]
+
+
+@dataclass(frozen=True)
 class CompiledParam:
     definition: SearchParamDef
     resource_type: str
     native: bool  # False: evaluated by the fallback FHIRPath engine
-    extract: fhirpath.Walker  # (resource, out, resource) -> appends IndexValue
+    entries: tuple[Entry, ...]
+
+    @functools.cached_property
+    def extract(self) -> fhirpath.Walker:
+        """(resource, out, resource) -> appends this parameter's IndexValue rows."""
+        return _combine([_keyed(key, w) if key else w for key, w in self.entries])
+
+    def values(self, resource: dict[str, Any]) -> list[IndexValue]:
+        out: list[IndexValue] = []
+        self.extract(resource, out, resource)
+        return out
+
+
+def _keyed(key: str, rest: fhirpath.Walker) -> fhirpath.Walker:
+    return fhirpath.walker(fhirpath.Path(False, (fhirpath.Step("key", key),), "", None), rest)
+
+
+def _dispatch(entries: list[Entry]) -> fhirpath.Walker:
+    """One extractor for a resource type: visit each top-level key once."""
+    always = tuple(w for key, w in entries if key is None)
+    by_key: dict[str, list[fhirpath.Walker]] = {}
+    for key, w in entries:
+        if key is not None:
+            by_key.setdefault(key, []).append(w)
+    table = {k: tuple(v) for k, v in by_key.items()}
+
+    def extract(resource: Any, out: list[Any], root: dict[str, Any]) -> None:
+        for w in always:
+            w(resource, out, root)
+        for key, value in resource.items():
+            walkers = table.get(key)
+            if walkers is None:
+                continue
+            if type(value) is list:
+                for item in value:
+                    if item is not None:
+                        for w in walkers:
+                            w(item, out, root)
+            else:
+                for w in walkers:
+                    w(value, out, root)
+
+    return extract
 
 
 _EXISTS_NOT_FALSE = re.compile(r"(\w+(?:\.\w+)*)\.exists\(\) and \1 != false")
@@ -616,18 +669,18 @@ def _collect(node: Any, out: list[Any], root: dict[str, Any]) -> None:
 
 def _compile_native(
     defs: Definitions, sp: SearchParamDef, resource_type: str, by_url: dict[str, SearchParamDef]
-) -> fhirpath.Walker:
+) -> list[Entry]:
     assert sp.expression is not None
     special = _EXISTS_NOT_FALSE.fullmatch(sp.expression)
     if special is not None and sp.type == "token":
-        return _exists_not_false(defs, sp, resource_type, special.group(1))
+        return [(None, _exists_not_false(defs, sp, resource_type, special.group(1)))]
     context = (resource_type, "")
     resolved = fhirpath.resolve(defs, sp.expression, context, resource_type)
-    walkers: list[fhirpath.Walker] = []
+    walkers: list[Entry] = []
     if sp.type == "composite":
         for path, end in resolved:
-            walkers.append(fhirpath.walker(path, _composite(defs, sp, resource_type, end, by_url)))
-        return _combine(walkers)
+            walkers.append(fhirpath.split(path, _composite(defs, sp, resource_type, end, by_url)))
+        return walkers
     reasons = []
     for path, _end in resolved:
         try:
@@ -637,12 +690,12 @@ def _compile_native(
             # occurrenceString, a number over a Range): no rows for it, as in HAPI FHIR.
             reasons.append(str(exc))
             continue
-        walkers.append(fhirpath.walker(path, convert))
+        walkers.append(fhirpath.split(path, convert))
     if not walkers and reasons:
         raise fhirpath.Unsupported("; ".join(reasons))
     if reasons:
         SKIPPED.append((resource_type, sp.code, "; ".join(reasons)))
-    return _combine(walkers)
+    return walkers
 
 
 # (resource type, parameter, why) for choice alternatives left out of a parameter's index
@@ -794,7 +847,7 @@ class SearchIndex:
                 if compiled is not None:
                     self.params[resource_type][sp.code] = compiled
         self.extractors = {
-            t: _combine([p.extract for p in ps.values()]) if ps else None
+            t: _dispatch([e for p in ps.values() for e in p.entries]) if ps else None
             for t, ps in self.params.items()
         }
 
@@ -807,15 +860,15 @@ class SearchIndex:
         self, sp: SearchParamDef, resource_type: str, by_url: dict[str, SearchParamDef]
     ) -> CompiledParam | None:
         try:
-            walker = _compile_native(self.defs, sp, resource_type, by_url)
-            return CompiledParam(sp, resource_type, True, walker)
+            entries = _compile_native(self.defs, sp, resource_type, by_url)
+            return CompiledParam(sp, resource_type, True, tuple(entries))
         except fhirpath.Unsupported as native_reason:
             try:
                 walker = _compile_fallback(sp, resource_type)
             except Exception as exc:  # any engine failure means "not indexed", never a crash
                 self.unsupported.append((resource_type, sp.code, f"{native_reason}; {exc}"))
                 return None
-            return CompiledParam(sp, resource_type, False, walker)
+            return CompiledParam(sp, resource_type, False, ((None, walker),))
 
 
 @functools.cache
