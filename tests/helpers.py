@@ -53,8 +53,9 @@ class Province:
         token: str = response.json()["access_token"]
         return token
 
-    def headers(self, scope: str = "system/Patient.cruds") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(self.client(scope))}"}
+    def headers(self, scope: str = "system/Patient.cruds",
+                institution: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(self.client(scope, institution))}"}
 
 
 def national_id(region: str = "460106", born: str = "19900101", sequence: int = 123) -> str:

@@ -85,7 +85,11 @@ def test_malformed_and_expired_tokens_are_401(
 def test_wrong_scope_is_403(http: TestClient, province: Province, method: str, path: str) -> None:
     response = http.request(method, path, headers=province.headers(UNRELATED_SCOPE))
     assert response.status_code == 403
-    assert response.json()["issue"][0]["code"] == "forbidden"
+    body = response.json()
+    if path.startswith("/fhir"):
+        assert body["issue"][0]["code"] == "forbidden"
+    else:
+        assert body["type"] == "urn:healthroam:problem:forbidden"
 
 
 @pytest.mark.parametrize(("method", "path"), _protected_routes())

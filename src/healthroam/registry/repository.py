@@ -24,6 +24,9 @@ from healthroam.db.tables_registry import (
 from healthroam.registry.model import SourceKey
 
 TOTAL = ""  # the mpi_name_counts row holding the number of named records
+# Below this many named records, name frequencies say more about the sample than about the
+# population: no term-frequency adjustment (the model's average u applies).
+MIN_TF_POPULATION = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +330,7 @@ class RegistryRepository:
 
     def name_frequency(self, name: str) -> float:
         rows = {
-            row.name: int(row.count)
+            row[0]: int(row[1])
             for row in self.conn.execute(
                 select(mpi_name_counts.c.name, mpi_name_counts.c.count).where(
                     mpi_name_counts.c.name.in_([name[:200], TOTAL])
@@ -335,7 +338,9 @@ class RegistryRepository:
             )
         }
         total = rows.get(TOTAL, 0)
-        return rows.get(name[:200], 0) / total if total else 0.0
+        if total < MIN_TF_POPULATION:
+            return 0.0
+        return rows.get(name[:200], 0) / total
 
     # --- reviews and decisions --------------------------------------------------------------
     def add_review(

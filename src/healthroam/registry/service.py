@@ -810,6 +810,10 @@ class RegistryService:
                 return repo.masters_with_key(f"id:{value}")
             return repo.masters_with_key(f"ox:{system}|{value.strip().upper()}")
 
+    def index_id_of(self, master_id: int) -> str:
+        with self.db.transaction(readonly=True) as conn:
+            return self._master(RegistryRepository(conn), master_id).master_index_id
+
     def search(
         self,
         principal: Principal,
