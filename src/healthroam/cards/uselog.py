@@ -54,9 +54,7 @@ class UseLog:
             batch.rows.append(row)
             batch.audits.extend(audits)
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="card-use-log", daemon=True
-                )
+                self._thread = threading.Thread(target=self._run, name="card-use-log", daemon=True)
                 self._thread.start()
         self._wake.set()
         batch.done.wait()

@@ -47,6 +47,7 @@ class SignerSpec:
     algorithm: str
     secret: bytes | None = None
     pkcs11: Pkcs11Config | None = None
+    public_key: bytes | None = None  # lets an HSM find its key among same-labelled ones
 
     def __repr__(self) -> str:  # never print the secret
         return f"SignerSpec({self.backend}, {self.key_id}, {self.algorithm})"
@@ -59,7 +60,9 @@ class KeyBackend(Protocol):
 
     def generate(self, key_id: str, algorithm: str) -> GeneratedKey: ...
 
-    def signer_spec(self, key_id: str, algorithm: str, secret: bytes | None) -> SignerSpec: ...
+    def signer_spec(
+        self, key_id: str, algorithm: str, secret: bytes | None, public_key: bytes | None
+    ) -> SignerSpec: ...
 
 
 def software_signer(key_id: str, algorithm: str, secret: bytes) -> Signer:
@@ -89,7 +92,9 @@ class SoftwareBackend:
             return GeneratedKey(es.public_key_bytes(), value.to_bytes(32, "big"))
         raise InvalidInput(f"unknown key algorithm {algorithm}", expression="algorithm")
 
-    def signer_spec(self, key_id: str, algorithm: str, secret: bytes | None) -> SignerSpec:
+    def signer_spec(
+        self, key_id: str, algorithm: str, secret: bytes | None, public_key: bytes | None = None
+    ) -> SignerSpec:
         if secret is None or algorithm not in SIGNING_ALGORITHMS:
             raise InvalidInput(f"key {key_id} cannot sign", expression="keyId")
         return SignerSpec(self.name, key_id, algorithm, secret=secret)
@@ -106,5 +111,5 @@ def open_signer(spec: SignerSpec) -> Signer:
 
         if spec.pkcs11 is None:
             raise InvalidInput("PKCS#11 signer spec lacks its token", expression="keyId")
-        return Pkcs11Backend(spec.pkcs11).signer(spec.key_id, spec.algorithm)
+        return Pkcs11Backend(spec.pkcs11).signer(spec.key_id, spec.algorithm, spec.public_key)
     raise InvalidInput(f"unknown key backend {spec.backend}", expression="backend")

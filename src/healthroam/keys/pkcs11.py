@@ -1,10 +1,13 @@
 """PKCS#11 key backend (HSM), tested against Debian's SoftHSM2.
 
 Signing keys are EC P-256 key pairs generated inside the token (``CKA_SENSITIVE``, not
-extractable), labelled with their key id; signing hashes with SHA-256 in process and asks the
-token for a raw ``CKM_ECDSA`` signature, which PKCS#11 returns as ``r || s`` -- exactly the COSE
-form. SoftHSM2 has no SM2 or SM4; a vendor HSM that has them (``CKM_SM2_SM3`` and friends are
-vendor-defined) plugs in as its own :class:`~healthroam.keys.backends.KeyBackend`.
+extractable), labelled with their key id and given a random ``CKA_ID``; the signer finds its
+private key through the public key whose point matches the one on record (so a token shared by
+several databases, or reused after a reset, never signs with the wrong key). Signing hashes
+with SHA-256 in process and asks the token for a raw ``CKM_ECDSA`` signature, which PKCS#11
+returns as ``r || s`` -- exactly the COSE form. SoftHSM2 has no SM2 or SM4; a vendor HSM that
+has them (``CKM_SM2_SM3`` and friends are vendor-defined) plugs in as its own
+:class:`~healthroam.keys.backends.KeyBackend`.
 
 One session per process and token, shared by the signers under a lock (PKCS#11 sessions are
 not safe to use from two threads at once).
@@ -12,6 +15,7 @@ not safe to use from two threads at once).
 
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,30 +102,45 @@ class Pkcs11Backend:
             public, _private = params.generate_keypair(
                 store=True,
                 label=key_id,
-                id=key_id.encode("ascii"),
+                id=secrets.token_bytes(16),
                 private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
             )
             point = bytes(public[Attribute.EC_POINT])
         return GeneratedKey(_unwrap_point(point), None)
 
-    def signer_spec(self, key_id: str, algorithm: str, secret: bytes | None) -> SignerSpec:
-        return SignerSpec(self.name, key_id, algorithm, pkcs11=self.config)
+    def signer_spec(
+        self, key_id: str, algorithm: str, secret: bytes | None, public_key: bytes | None = None
+    ) -> SignerSpec:
+        return SignerSpec(self.name, key_id, algorithm, pkcs11=self.config, public_key=public_key)
 
-    def signer(self, key_id: str, algorithm: str) -> Pkcs11Signer:
-        from pkcs11 import ObjectClass
+    def signer(self, key_id: str, algorithm: str, public_key: bytes | None = None) -> Pkcs11Signer:
+        from pkcs11 import Attribute, ObjectClass
         from pkcs11.exceptions import NoSuchKey
 
         if algorithm != "ES256":
             raise InvalidInput("PKCS#11 keys are ES256", expression="algorithm")
         session = _session(self.config)
-        try:
-            with _LOCK:
-                key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key_id)
-        except NoSuchKey:
-            raise InvalidInput(
-                f"key {key_id} is not in PKCS#11 token '{self.config.token_label}'",
-                expression="keyId",
-            ) from None
+        with _LOCK:
+            key_ids = [
+                bytes(obj[Attribute.ID])
+                for obj in session.get_objects(
+                    {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: key_id}
+                )
+                if public_key is None or _unwrap_point(bytes(obj[Attribute.EC_POINT])) == public_key
+            ]
+            if len(key_ids) != 1:
+                raise InvalidInput(
+                    f"key {key_id} is not in PKCS#11 token '{self.config.token_label}'"
+                    if not key_ids
+                    else f"key {key_id} is ambiguous in PKCS#11 token '{self.config.token_label}'",
+                    expression="keyId",
+                )
+            try:
+                key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_ids[0])
+            except NoSuchKey:
+                raise InvalidInput(
+                    f"key {key_id} has no private half in the token", expression="keyId"
+                ) from None
         return Pkcs11Signer(key_id, key)
 
 

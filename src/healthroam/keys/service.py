@@ -185,7 +185,7 @@ class KeyService:
         if record.algorithm not in SIGNING_ALGORITHMS:
             raise InvalidInput(f"key {key_id} is not a signing key", expression="keyId")
         return self._backend(record.backend).signer_spec(
-            key_id, record.algorithm, self._secret(record)
+            key_id, record.algorithm, self._secret(record), record.public_key
         )
 
     def symmetric(self, purpose: KeyPurpose) -> tuple[str, bytes]:

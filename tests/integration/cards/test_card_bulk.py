@@ -14,7 +14,7 @@ from healthroam.cards.bulk import CSV_COLUMNS, BulkIssuer
 from healthroam.db.tables_cards import card_events, cards
 from healthroam.errors import InvalidInput
 
-from .conftest import add_person
+from .conftest import add_person, principal
 
 
 class Crash(Exception):
@@ -80,14 +80,8 @@ def test_region_scope_temporary_cards_and_skips(keyed: Platform) -> None:
     summary = BulkIssuer(keyed.cards, workers=0, batch_size=100).run(region="460100")
     assert summary.issued == 2
     assert dict(summary.skipped_reasons) == {"no-identity-document": 1}
-    assert {c.kind.value for c in keyed.cards.list_for(_clerk(), visitor)} == {"temporary"}
+    assert {c.kind.value for c in keyed.cards.list_for(principal(), visitor)} == {"temporary"}
     rest = BulkIssuer(keyed.cards, workers=0).run(all_=True, activate=True)
     assert rest.issued == 1  # only Sanya's resident is left
     with pytest.raises(InvalidInput, match="either a region or --all"):
         BulkIssuer(keyed.cards, workers=0).run()
-
-
-def _clerk():  # type: ignore[no-untyped-def]
-    from .conftest import principal
-
-    return principal()
