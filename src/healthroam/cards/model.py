@@ -141,6 +141,7 @@ class Card:
     batch_id: str | None
     created_at: datetime
     updated_at: datetime
+    credential_version: int | None = None  # status version the stored credential carries
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ def card_from_row(row: Any) -> Card:
         batch_id=row.batch_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        credential_version=row.credential_version,
     )
 
 
@@ -159,12 +160,6 @@ class CardRepository:
     def by_card_no(self, card_no: str) -> Card | None:
         row = self.conn.execute(select(cards).where(cards.c.card_no == card_no)).first()
         return card_from_row(row) if row else None
-
-    def credential_version(self, card_id: str) -> int | None:
-        value = self.conn.execute(
-            select(cards.c.credential_version).where(cards.c.id == card_id)
-        ).scalar()
-        return int(value) if value is not None else None
 
     def for_master(self, master_index_id: str) -> list[Card]:
         rows = self.conn.execute(

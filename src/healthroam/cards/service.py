@@ -595,7 +595,6 @@ class CardService:
         with self.db.transaction(readonly=True) as conn:
             repo = CardRepository(conn)
             card = repo.latest_by_ehc_id(ehc_id) if ehc_id else repo.latest_by_card_ref(ref or b"")
-            stored_version = repo.credential_version(card.id) if card else None
         if card is None:
             raise CardRefused("unknown-card", "no card has this code")
         reason = {
@@ -611,8 +610,8 @@ class CardService:
             raise CardRefused("card-expired", "card is past its validity")
         if (
             cred_version is not None
-            and stored_version is not None
-            and cred_version < (stored_version)
+            and card.credential_version is not None
+            and cred_version < card.credential_version
         ):
             raise CardRefused("superseded", "credential belongs to a card since re-issued")
         return card, masked

@@ -1,0 +1,250 @@
+"""Health card service benchmark (issue 5): bulk issuance into PostgreSQL, and dynamic-code
+verification through the HTTP API (a real uvicorn server, ``wrk`` as the load generator).
+
+Run: .venv/bin/python bench/bench_card_service.py --people 100000
+Needs PostgreSQL (HEALTHROAM_TEST_POSTGRES_URL, default postgres@127.0.0.1) and Debian's wrk.
+A fresh database is created and dropped. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.engine import make_url
+
+from healthroam.bootstrap import build
+from healthroam.cards.bulk import BulkIssuer
+from healthroam.cards.qr import make_dynamic_code
+from healthroam.config import Settings
+from healthroam.db.migrate import upgrade
+from healthroam.db.tables_cards import cards
+from healthroam.db.tables_registry import master_persons
+from healthroam.keys.model import KeyPurpose
+
+ADMIN = os.environ.get(
+    "HEALTHROAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+PORT = 8765
+WRK_SCRIPT = """
+local codes, i, tid, nthreads = {}, 0, 0, 1
+local counter = 0
+function setup(thread) thread:set("tid", counter); counter = counter + 1 end
+function init(args)
+  nthreads = tonumber(args[2])
+  local n = 0
+  for line in io.lines(args[1]) do
+    if n % nthreads == tid then codes[#codes + 1] = line end
+    n = n + 1
+  end
+  wrk.headers["Authorization"] = "Bearer " .. args[3]
+  wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+  i = i + 1
+  local body = '{"text":"' .. codes[i] .. '","step":"01","channel":"02","terminal":"BENCH"}'
+  return wrk.format("POST", "/cards/verify", nil, body)
+end
+"""
+
+
+def create_database() -> tuple[str, str]:
+    name = f"healthroam_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return name, make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(name: str) -> None:
+    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def load_people(settings: Settings, people: int) -> None:
+    platform = build(settings)
+    now = datetime.now(UTC)
+    regions = ("460106", "460105", "460108", "460202", "469001")
+    with platform.db.transaction() as conn:
+        for start in range(0, people, 20_000):
+            rows = [
+                {
+                    "master_index_id": secrets.token_hex(32).upper(),
+                    "status": "active",
+                    "golden": {
+                        "name": "张三丰" if i % 2 else "李小龙",
+                        "sex": "1" if i % 2 else "2",
+                        "birth_date": "1985-06-15",
+                        "national_id": f"{regions[i % 5]}1985{i:08d}"[:17] + "X",
+                        "region": regions[i % 5],
+                    },
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in range(start, min(start + 20_000, people))
+            ]
+            conn.execute(insert(master_persons), rows)
+    platform.close()
+
+
+def bench_issuance(settings: Settings, workers: int) -> tuple[int, float]:
+    with build(settings) as platform:
+        platform.keys.init()
+        issuer = BulkIssuer(platform.cards, workers=workers, batch_size=2000)
+        started = time.perf_counter()
+        summary = issuer.run(all_=True, activate=True)
+        return summary.issued, time.perf_counter() - started
+
+
+def make_codes(settings: Settings, cards_used: int, per_card: int, path: Path) -> int:
+    with build(settings) as platform:
+        key_id, key = platform.keys.symmetric(KeyPurpose.QR)
+        with platform.db.transaction(readonly=True) as conn:
+            ehc_ids = [
+                r[0] for r in conn.execute(select(cards.c.ehc_id).limit(cards_used)).fetchall()
+            ]
+    now = int(time.time())
+    lines = [
+        make_dynamic_code(ehc_id, key_id, key, now - offset)
+        for offset in range(per_card)
+        for ehc_id in ehc_ids
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def token_for(settings: Settings) -> str:
+    with build(settings) as platform:
+        platform.institutions.add(
+            code="BENCHH", name="基准医院", kind="hospital", region="460106", level=3
+        )
+        client = platform.clients.add(institution_code="BENCHH", scopes="system/Card.r")
+        grant = platform.auth.grant(
+            grant_type="client_credentials",
+            scope=None,
+            basic=(client.client.client_id, client.client_secret or ""),
+            assertion_type=None,
+            assertion=None,
+        )
+        return grant.access_token
+
+
+def serve(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "healthroam", "serve", "--port", str(PORT)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        try:
+            if httpx.get(f"http://127.0.0.1:{PORT}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("server did not start")
+
+
+def run_wrk(codes: Path, token: str, seconds: int, threads: int, connections: int) -> str:
+    script = codes.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT)
+    result = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{PORT}",
+            "--",
+            str(codes),
+            str(threads),
+            token,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--people", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--verify-seconds", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: apt-get install -y wrk")
+    name, url = create_database()
+    tmp = Path(tempfile.mkdtemp(prefix="hr-bench-"))
+    env = {
+        "HEALTHROAM_DATABASE_URL": url,
+        "HEALTHROAM_DATA_DIR": str(tmp),
+        "HEALTHROAM_LOG_LEVEL": "WARNING",
+        "HEALTHROAM_CARD_DYNAMIC_CODE_WINDOW_SECONDS": "300",
+    }
+    settings = Settings(
+        database_url=url, data_dir=tmp, log_level="WARNING", card_dynamic_code_window_seconds=300
+    )
+    server = None
+    try:
+        engine = create_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        t = time.perf_counter()
+        load_people(settings, args.people)
+        print(f"loaded {args.people:,} master persons in {time.perf_counter() - t:.1f} s")
+        issued, seconds = bench_issuance(settings, args.workers)
+        rate = issued / seconds
+        print(f"issued {issued:,} cards in {seconds:.1f} s: {rate:,.0f}/s")
+        token = token_for(settings)
+        codes = tmp / "codes.txt"
+        count = make_codes(settings, 5000, 120, codes)
+        print(f"{count:,} dynamic codes ready")
+        server = serve(env)
+        output = run_wrk(codes, token, args.verify_seconds, 2, args.connections)
+        print(output)
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+        print("| measurement | result | target |\n|---|---:|---|")
+        print(
+            f"| bulk issuance into PostgreSQL, {issued:,} cards, {args.workers} workers "
+            f"| {rate:,.0f}/s ({seconds:.1f} s) | 1,667/s |"
+        )
+        print(f"| 1,000,000 cards, extrapolated | {1_000_000 / rate / 60:.1f} min | <= 10 min |")
+        print(
+            f"| dynamic-code verification over HTTP, {args.connections} connections "
+            f"| {rps:,.0f}/s (non-2xx: {bad.group(1) if bad else 0}) | >= 2,000/s |"
+        )
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        drop_database(name)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
