@@ -146,6 +146,8 @@ class RegistryService:
         principal: Principal,
         record: SourceRecord,
         normalized: NormalizedRecord,
+        *,
+        audit: bool = True,
     ) -> Registration:
         """Register inside the caller's transaction (the FHIR create and the bulk loader)."""
         repo = RegistryRepository(conn)
@@ -170,17 +172,18 @@ class RegistryService:
             result = self._insert(
                 repo, principal, record, data, normalized, norm_json, content_hash, keys, now
             )
-        self.audit.append(
-            conn,
-            [
-                self._audit(
-                    principal,
-                    Action.CREATE if existing is None else Action.UPDATE,
-                    "register",
-                    result.master_index_id,
-                )
-            ],
-        )
+        if audit:
+            self.audit.append(
+                conn,
+                [
+                    self._audit(
+                        principal,
+                        Action.CREATE if existing is None else Action.UPDATE,
+                        "register",
+                        result.master_index_id,
+                    )
+                ],
+            )
         return Registration(
             result.outcome,
             result.master_index_id,

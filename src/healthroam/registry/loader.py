@@ -1,0 +1,421 @@
+"""`healthroam registry load`: stream a CSV or Parquet feed into the registry.
+
+Each row becomes a source record of the feed's institution and goes through the same
+normalisation and real-time matching as a FHIR registration. Rows are committed in chunks
+together with the load's progress, so a crash resumes after the last committed chunk;
+loading the same file again changes nothing (the file is recognised by its hash, and each
+record by its content hash). Rejected rows go to a reject file with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from healthroam.db.engine import Database
+from healthroam.db.tables_registry import registry_loads
+from healthroam.errors import HealthroamError, InvalidInput, NotFound
+from healthroam.registry.model import Identifier, MatchOutcome, SourceKey, SourceRecord
+from healthroam.registry.normalize import normalize_record
+from healthroam.registry.service import RegistryService
+from healthroam.security.audit import Action
+from healthroam.security.model import Principal
+from healthroam.security.scopes import ScopeSet
+
+FIELDS = (
+    "local_id",
+    "name",
+    "family",
+    "sex",
+    "birth_date",
+    "national_id",
+    "phones",
+    "address",
+    "region",
+    "ethnicity",
+    "death_date",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """How a file's columns become a source record (docs/registry-loading.md)."""
+
+    id_system: str
+    columns: dict[str, Any]
+    identifiers: dict[str, str] = field(default_factory=dict)
+    id_type_column: str | None = None
+    national_types: frozenset[str] = frozenset({"01"})
+    id_type_systems: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | str) -> Mapping:
+        text = _mapping_text(path)
+        try:
+            spec = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(
+                f"mapping file is not valid TOML: {exc}", expression="mapping"
+            ) from None
+        columns = spec.get("columns") or {}
+        unknown = sorted(set(columns) - set(FIELDS))
+        if unknown:
+            raise InvalidInput(
+                f"mapping names unknown field {unknown[0]}; fields are " + ", ".join(FIELDS),
+                expression="mapping",
+            )
+        if "local_id" not in columns or not spec.get("id_system"):
+            raise InvalidInput(
+                "mapping needs id_system and a local_id column", expression="mapping"
+            )
+        id_type = spec.get("id_type") or {}
+        return cls(
+            id_system=str(spec["id_system"]),
+            columns=columns,
+            identifiers={str(k): str(v) for k, v in (spec.get("identifiers") or {}).items()},
+            id_type_column=id_type.get("column"),
+            national_types=frozenset(id_type.get("national") or ["01"]),
+            id_type_systems={str(k): str(v) for k, v in (id_type.get("systems") or {}).items()},
+        )
+
+    def column_of(self, expression: str | None) -> str:
+        """The file column a normalisation error refers to (for the reject file)."""
+        field_name = {"identifier": "national_id", "birthDate": "birth_date", "gender": "sex"}.get(
+            expression or "", expression or ""
+        )
+        column = self.columns.get(field_name)
+        if isinstance(column, list):
+            return ",".join(column)
+        return str(column) if column else (expression or "")
+
+    def needed_columns(self) -> set[str]:
+        needed: set[str] = set(self.identifiers.values())
+        for value in self.columns.values():
+            needed.update(value if isinstance(value, list) else [value])
+        if self.id_type_column:
+            needed.add(self.id_type_column)
+        return needed
+
+    def record(self, row: dict[str, Any], institution: str) -> SourceRecord:
+        def get(name: str) -> Any:
+            column = self.columns.get(name)
+            value = row.get(column) if isinstance(column, str) else None
+            return None if value in ("", None) else value
+
+        local_id = get("local_id")
+        if local_id is None:
+            raise InvalidInput("local id is missing", expression=str(self.columns["local_id"]))
+        national = get("national_id")
+        identifiers = [
+            Identifier(system, str(row[column]))
+            for system, column in self.identifiers.items()
+            if row.get(column) not in (None, "")
+        ]
+        if national is not None and self.id_type_column:
+            kind = str(row.get(self.id_type_column) or "01")
+            if kind not in self.national_types:
+                system = self.id_type_systems.get(kind, f"urn:healthroam:id-type:{kind}")
+                identifiers.append(Identifier(system, str(national)))
+                national = None
+        phone_columns = self.columns.get("phones") or []
+        phones = tuple(str(row[c]) for c in phone_columns if row.get(c) not in (None, ""))
+        sex = get("sex")
+        return SourceRecord(
+            key=SourceKey(institution, self.id_system, str(local_id)),
+            name=_text(get("name")),
+            family=_text(get("family")),
+            sex=str(sex) if sex is not None else None,
+            birth_date=_date(get("birth_date"), self.columns.get("birth_date")),
+            national_id=_text(national),
+            identifiers=tuple(identifiers),
+            phones=phones,
+            address=_text(get("address")),
+            region=_text(get("region")),
+            ethnicity=_text(get("ethnicity")),
+            death_date=_date(get("death_date"), self.columns.get("death_date")),
+        )
+
+
+def _mapping_text(path: Path | str) -> str:
+    candidate = Path(path)
+    if candidate.exists():
+        return candidate.read_text()
+    packaged = resources.files("healthroam.registry").joinpath(f"data/mappings/{path}.toml")
+    if packaged.is_file():
+        return packaged.read_text()
+    raise NotFound(
+        f"no mapping file {path} (a path, or one of: population, insurer, hospital)",
+        expression="mapping",
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _date(value: Any, column: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput("not a date (YYYY-MM-DD)", expression=str(column)) from None
+
+
+def read_rows(path: Path, columns: set[str], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    """Stream the file in batches of row dicts (Parquet or CSV, by extension)."""
+    if path.suffix.lower() == ".parquet":
+        parquet = pq.ParquetFile(path)
+        present = [c for c in parquet.schema_arrow.names if c in columns]
+        missing = columns - set(parquet.schema_arrow.names)
+        if missing:
+            raise InvalidInput(f"file has no column {sorted(missing)[0]}", expression="mapping")
+        for batch in parquet.iter_batches(batch_size=batch_size, columns=present):
+            yield batch.to_pylist()
+        return
+    if path.suffix.lower() in (".csv", ".txt"):
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 22),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in columns}, strings_can_be_null=True
+            ),
+        )
+        missing = columns - set(reader.schema.names)
+        if missing:
+            raise InvalidInput(f"file has no column {sorted(missing)[0]}", expression="mapping")
+        pending: list[dict[str, Any]] = []
+        for batch in reader:
+            pending.extend(batch.to_pylist())
+            while len(pending) >= batch_size:
+                yield pending[:batch_size]
+                pending = pending[batch_size:]
+        if pending:
+            yield pending
+        return
+    raise InvalidInput("the feed must be .parquet or .csv", expression="file")
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class LoadSummary:
+    rows: int = 0
+    new: int = 0
+    linked: int = 0
+    review: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    resumed_from: int = 0
+    already_loaded: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "rows",
+                "new",
+                "linked",
+                "review",
+                "unchanged",
+                "rejected",
+                "resumed_from",
+                "already_loaded",
+            )
+        }
+
+
+class FeedLoader:
+    def __init__(self, db: Database, registry: RegistryService) -> None:
+        self.db, self.registry = db, registry
+
+    def load(
+        self,
+        path: Path,
+        *,
+        source: str,
+        mapping: Mapping,
+        reject_file: Path,
+        chunk_size: int = 1000,
+        operator: str | None = None,
+        progress: Callable[[int], None] | None = None,
+        stop_after_chunks: int | None = None,
+    ) -> LoadSummary:
+        """Load ``path`` as the records of institution ``source``.
+
+        ``stop_after_chunks`` ends the run early after that many committed chunks (to test
+        resuming as a crash would leave it).
+        """
+        if not path.is_file():
+            raise NotFound(f"no such file: {path.name}", expression="file")
+        digest = file_hash(path)
+        summary = LoadSummary()
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                select(registry_loads).where(
+                    registry_loads.c.file_hash == digest, registry_loads.c.source == source
+                )
+            ).first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            registry_loads.insert().values(
+                                file_hash=digest,
+                                source=source,
+                                rows_done=0,
+                                finished=0,
+                                summary={},
+                                updated_at=datetime.now(UTC),
+                            )
+                        )
+                except IntegrityError:
+                    pass
+            elif row.finished:
+                done = LoadSummary(
+                    **{
+                        k: v
+                        for k, v in (row.summary or {}).items()
+                        if k in LoadSummary.__dataclass_fields__
+                    }
+                )
+                done.already_loaded = True
+                return done
+            else:
+                summary = LoadSummary(
+                    **{
+                        k: v
+                        for k, v in (row.summary or {}).items()
+                        if k in LoadSummary.__dataclass_fields__
+                    }
+                )
+                summary.resumed_from = int(row.rows_done)
+        loader = Principal(
+            client_id="registry-loader",
+            institution_code=source,
+            scopes=ScopeSet.parse("system/Patient.cu"),
+            purpose_of_use="HOPERAT",
+            end_user=operator,
+        )
+        skip = summary.resumed_from
+        position = 0
+        chunks = 0
+        mode = "a" if skip else "w"
+        reject_file.parent.mkdir(parents=True, exist_ok=True)
+        with reject_file.open(mode, newline="", encoding="utf-8") as rejects_handle:
+            rejects = csv.writer(rejects_handle)
+            if not skip:
+                rejects.writerow(["row", "local_id", "field", "reason"])
+            for batch in read_rows(path, mapping.needed_columns(), chunk_size):
+                if position + len(batch) <= skip:
+                    position += len(batch)
+                    continue
+                start = max(0, skip - position)
+                self._load_chunk(
+                    batch[start:],
+                    position + start,
+                    source,
+                    mapping,
+                    loader,
+                    summary,
+                    rejects,
+                    digest,
+                )
+                position += len(batch)
+                rejects_handle.flush()
+                if progress:
+                    progress(len(batch) - start)
+                chunks += 1
+                if stop_after_chunks is not None and chunks >= stop_after_chunks:
+                    return summary
+        with self.db.transaction() as conn:
+            conn.execute(
+                update(registry_loads)
+                .where(registry_loads.c.file_hash == digest, registry_loads.c.source == source)
+                .values(finished=1, summary=summary.as_dict(), updated_at=datetime.now(UTC))
+            )
+        return summary
+
+    def _load_chunk(
+        self,
+        rows: list[dict[str, Any]],
+        first_row: int,
+        source: str,
+        mapping: Mapping,
+        loader: Principal,
+        summary: LoadSummary,
+        rejects: Any,
+        digest: str,
+    ) -> None:
+        outcome_counts = {
+            MatchOutcome.NEW: 0,
+            MatchOutcome.LINKED: 0,
+            MatchOutcome.REVIEW: 0,
+            MatchOutcome.UNCHANGED: 0,
+        }
+        rejected: list[list[Any]] = []
+        with self.db.transaction() as conn:
+            for offset, row in enumerate(rows):
+                number = first_row + offset + 1
+                local_id = row.get(mapping.columns["local_id"])
+                try:
+                    record = mapping.record(row, source)
+                    normalized = normalize_record(record)
+                    with conn.begin_nested():
+                        result = self.registry.register_in(
+                            conn, loader, record, normalized, audit=False
+                        )
+                except HealthroamError as error:
+                    column = mapping.column_of(error.expression)
+                    rejected.append([number, local_id, column, error.detail])
+                    continue
+                outcome_counts[result.outcome] += 1
+            summary.rows += len(rows)
+            summary.new += outcome_counts[MatchOutcome.NEW]
+            summary.linked += outcome_counts[MatchOutcome.LINKED]
+            summary.review += outcome_counts[MatchOutcome.REVIEW]
+            summary.unchanged += outcome_counts[MatchOutcome.UNCHANGED]
+            summary.rejected += len(rejected)
+            # One audit entry per committed chunk of a bulk load (the operator's write).
+            self.registry.audit.append(
+                conn,
+                [
+                    self.registry.audit.event(
+                        loader,
+                        action=Action.CREATE,
+                        subtype="bulk-register",
+                        resource_type="Patient",
+                        detail=f"rows {first_row + 1}-{first_row + len(rows)} of {digest[:12]}",
+                    )
+                ],
+            )
+            conn.execute(
+                update(registry_loads)
+                .where(registry_loads.c.file_hash == digest, registry_loads.c.source == source)
+                .values(
+                    rows_done=first_row + len(rows),
+                    summary=summary.as_dict(),
+                    updated_at=datetime.now(UTC),
+                )
+            )
+        for line in rejected:
+            rejects.writerow(line)
