@@ -1,0 +1,124 @@
+"""``healthroam registry train|link``: train the matching model, link a batch of source files.
+
+Mount with ``app.add_typer(linkage_cli.app, name="registry")``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from healthroam.registry import linkage
+from healthroam.registry.linkage_prepare import prepare
+
+app = typer.Typer(help="Matching model training and batch linkage (Splink on DuckDB).")
+
+Sources = Annotated[
+    list[Path],
+    typer.Argument(help="source files, or province folders (their sources/ is read)"),
+]
+
+
+def _connect(memory_limit: str, temp_dir: Path | None) -> Any:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("set threads = 2")
+    con.execute(f"set memory_limit = '{memory_limit}'")
+    spill = temp_dir or Path(tempfile.gettempdir())
+    con.execute(f"set temp_directory = '{spill}'")
+    return con
+
+
+def _echo(data: dict[str, Any]) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+@app.command()
+def train(
+    sources: Sources,
+    out: Annotated[
+        Path | None, typer.Option(help="matching.json to write (default: the packaged one)")
+    ] = None,
+    holdout: Annotated[
+        Path | None,
+        typer.Option(help="held-out synthetic province (with truth/) to choose thresholds on"),
+    ] = None,
+    registry_size: Annotated[
+        int, typer.Option(help="people in the registry: the real-time prior is 1 / this")
+    ] = linkage.HAINAN_POPULATION,
+    u_max_pairs: Annotated[float, typer.Option(help="random pairs sampled for u")] = 1e8,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 42,
+    workers: Annotated[int, typer.Option(help="normalisation processes")] = 2,
+    target_precision: Annotated[float, typer.Option(help="pairwise precision to reach")] = 0.998,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit")] = "12GB",
+) -> None:
+    """Train m and u with Splink, choose thresholds on held-out data, write matching.json."""
+    con = _connect(memory_limit, None)
+    today = date.today()
+    prepared = prepare(con, sources, "records", workers=workers, today=today)
+    description = ", ".join(str(s) for s in sources) + f": {prepared.total_rows} records"
+    spec, report = linkage.train(
+        con,
+        "records",
+        u_max_pairs=u_max_pairs,
+        seed=seed,
+        registry_size=registry_size,
+        data_description=description,
+    )
+    result: dict[str, Any] = {
+        "prepare": prepared.as_dict(),
+        "batch_prior": report.batch_prior,
+        "kept_from_previous_or_floored": list(report.untrained),
+    }
+    if holdout is not None:
+        con.execute("drop table records")
+        held = prepare(con, [holdout], "holdout", workers=workers, today=today)
+        linkage.load_truth(con, holdout)
+        choice = linkage.choose_thresholds(
+            con, "holdout", "truth", spec, target_precision=target_precision
+        )
+        spec["thresholds"] = {
+            "certain": choice.certain,
+            "link": choice.link,
+            "review": choice.review,
+        }
+        spec["trained"]["data"] += f"; thresholds on {holdout}: {held.total_rows} records"
+        result["thresholds"] = spec["thresholds"]
+        result["holdout_accuracy_at_link"] = choice.accuracy_at_link.as_dict()
+    target = out or linkage.packaged_spec_path()
+    target.write_text(linkage.dump_spec(spec), encoding="utf-8")
+    result["written"] = str(target)
+    _echo(result)
+
+
+@app.command()
+def link(
+    sources: Sources,
+    out: Annotated[Path, typer.Option(help="clusters Parquet: unique_id, source, cluster_id")],
+    model: Annotated[
+        Path | None, typer.Option(help="matching.json (default: the packaged one)")
+    ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="synthetic province whose truth/ to score the clusters against"),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="normalisation processes")] = 2,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit")] = "12GB",
+) -> None:
+    """Normalise, block, score and cluster source records at the link threshold."""
+    spec = json.loads(model.read_text()) if model else linkage.packaged_spec()
+    con = _connect(memory_limit, None)
+    prepared = prepare(con, sources, "records", workers=workers)
+    summary = linkage.link(con, "records", spec)
+    con.execute(f"copy clusters to '{out}' (format parquet, compression zstd)")
+    result: dict[str, Any] = {"prepare": prepared.as_dict(), "link": summary, "out": str(out)}
+    if truth is not None:
+        linkage.load_truth(con, truth)
+        result["accuracy"] = linkage.evaluate("clusters", "truth", con=con).as_dict()
+    _echo(result)
