@@ -39,7 +39,9 @@ ADMIN = os.environ.get(
 )
 PORT = 8765
 WRK_SCRIPT = """
-local codes, i, tid, nthreads = {}, 0, 0, 1
+-- tid is a global that setup() sets in each thread's state (a local would shadow it and
+-- every thread would send the same codes, which the server then refuses as replays).
+local codes, i, nthreads = {}, 0, 1
 local counter = 0
 function setup(thread) thread:set("tid", counter); counter = counter + 1 end
 function init(args)
