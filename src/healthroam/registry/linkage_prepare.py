@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from healthroam.errors import InvalidInput
 from healthroam.registry import normalize
-from healthroam.registry.model import Identifier, SourceKey, SourceRecord
+from healthroam.registry.model import Identifier, NormalizedRecord, SourceKey, SourceRecord
 
 ID_TYPE_RESIDENT = "01"  # WS 364 identity document code: resident ID card
 SOURCE_SYSTEM = "urn:healthroam:source-record"
@@ -208,19 +208,9 @@ def normalise_batch(
         out["input_id"].append(input_id)
         out["reject_reason"].append(reject)
         out["id_dropped_reason"].append(dropped)
-        out["name"].append(n.name if n else None)
-        out["latin_name"].append(n.latin_name if n else None)
-        out["name_key"].append((n.name if n.name is not None else n.latin_name) if n else None)
-        out["pinyin"].append(n.pinyin if n else None)
-        out["pinyin_keys"].append(sorted(n.pinyin_keys) if n else None)
-        out["birth_date"].append(n.birth_date if n else None)
-        out["sex"].append(n.sex if n else None)
-        out["national_id"].append(n.national_id if n else None)
-        out["region"].append(n.region if n else None)
-        out["address"].append(n.address if n else None)
-        out["address_tokens"].append(sorted(n.address_tokens) if n else None)
-        out["phone"].append(n.phone if n else None)
-        out["identifiers"].append(sorted(n.identifiers) if n else None)
+        values = row_from_normalized("", "", n) if n else {}
+        for column in RECORD_COLUMNS[2:]:
+            out[column].append(values.get(column))
     return pa.RecordBatch.from_pydict(out, schema=NORMALISED_SCHEMA)
 
 
@@ -355,3 +345,43 @@ def prepare(
     con.execute("drop table _raw_ids; drop table _inputs")
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def normalized_from_row(row: dict[str, Any]) -> NormalizedRecord:
+    """A prepared row (columns :data:`RECORD_COLUMNS`) back as a :class:`NormalizedRecord`,
+    for scoring a batch pair with the real-time Python code."""
+    return NormalizedRecord(
+        name=row["name"],
+        latin_name=row["latin_name"],
+        pinyin=row["pinyin"],
+        pinyin_keys=frozenset(row["pinyin_keys"] or ()),
+        birth_date=row["birth_date"],
+        sex=row["sex"],
+        national_id=row["national_id"],
+        region=row["region"],
+        address=row["address"],
+        address_tokens=frozenset(row["address_tokens"] or ()),
+        phone=row["phone"],
+        identifiers=frozenset(row["identifiers"] or ()),
+    )
+
+
+def row_from_normalized(unique_id: str, source: str, n: NormalizedRecord) -> dict[str, Any]:
+    """One prepared row (columns :data:`RECORD_COLUMNS`) from a :class:`NormalizedRecord`."""
+    return {
+        "unique_id": unique_id,
+        "source": source,
+        "name": n.name,
+        "latin_name": n.latin_name,
+        "name_key": n.name if n.name is not None else n.latin_name,
+        "pinyin": n.pinyin,
+        "pinyin_keys": sorted(n.pinyin_keys),
+        "birth_date": n.birth_date,
+        "sex": n.sex,
+        "national_id": n.national_id,
+        "region": n.region,
+        "address": n.address,
+        "address_tokens": sorted(n.address_tokens),
+        "phone": n.phone,
+        "identifiers": sorted(n.identifiers),
+    }
