@@ -84,10 +84,10 @@ _MEMOISED = {
 @contextlib.contextmanager
 def memoised_normalisation() -> Iterator[None]:
     """Memoise the name and address steps of ``normalize_record`` (results unchanged)."""
-    originals = {name: getattr(normalize, name) for name in _MEMOISED}
+    originals = {name: getattr(normalize, name) for name in _MEMOISED if hasattr(normalize, name)}
     try:
-        for name, size in _MEMOISED.items():
-            setattr(normalize, name, functools.lru_cache(maxsize=size)(originals[name]))
+        for name, original in originals.items():
+            setattr(normalize, name, functools.lru_cache(maxsize=_MEMOISED[name])(original))
         yield
     finally:
         for name, original in originals.items():
