@@ -44,7 +44,18 @@ def create_database_engine(
 
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+        @event.listens_for(engine, "connect")
+        def _custom_plans(dbapi_connection: Any, _record: Any) -> None:
+            # psycopg prepares statements it sees often; PostgreSQL then may switch to a
+            # generic plan that ignores the actual keys (a scan instead of the blocking
+            # index: 40 ms instead of 2 ms per match). Plan each execution for its values.
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET plan_cache_mode = force_custom_plan")
+            dbapi_connection.commit()
+
+        return engine
     raise ValueError(f"unsupported database backend: {parsed.get_backend_name()}")
 
 

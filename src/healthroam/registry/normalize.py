@@ -9,6 +9,7 @@ record's) are kept as warnings: the ID decides, the record keeps its own values.
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 
 from healthroam.errors import InvalidInput
@@ -44,29 +45,33 @@ def normalize_national_id(value: str, *, today: date | None = None) -> idnumber.
     return resident
 
 
-def normalize_record(record: SourceRecord, *, today: date | None = None) -> NormalizedRecord:
-    warnings: list[str] = []
-    normalized = normalize_name(record.name or "")
+@functools.lru_cache(maxsize=262_144)
+def name_features(
+    raw: str, family: str | None
+) -> tuple[str | None, str | None, str | None, frozenset[str]]:
+    """(Han name, Latin key, preferred pinyin, all pinyin keys) of a name; cached, because a
+    province has far fewer distinct names than records."""
+    normalized = normalize_name(raw)
     if not normalized.key:
         raise InvalidInput("a name is required", expression="name")
-    full, script = normalized.text, normalized.script
-    han_name: str | None = None
-    latin: str | None = None
-    pinyin: str | None = None
-    keys: frozenset[str] = frozenset()
-    if script is Script.HAN:
-        split = split_chinese_name(full, surname=record.family)
-        han_name = full
+    if normalized.script is Script.HAN:
+        split = split_chinese_name(normalized.text, surname=family)
         surname = split.surname or None
-        pinyin = primary_pinyin_key(full, surname=surname)
-        keys = name_pinyin_keys(full, surname=surname)
-    elif script is Script.LATIN:
-        latin = normalized.key
-        keys = name_pinyin_keys(full)
-        pinyin = min(keys) if keys else None
-    else:
-        han_name = normalized.key  # mixed or other scripts: compared as written
+        return (
+            normalized.text,
+            None,
+            primary_pinyin_key(normalized.text, surname=surname),
+            name_pinyin_keys(normalized.text, surname=surname),
+        )
+    if normalized.script is Script.LATIN:
+        keys = name_pinyin_keys(normalized.text)
+        return None, normalized.key, (min(keys) if keys else None), keys
+    return normalized.key, None, None, frozenset()  # mixed or other scripts: as written
 
+
+def normalize_record(record: SourceRecord, *, today: date | None = None) -> NormalizedRecord:
+    warnings: list[str] = []
+    han_name, latin, pinyin, keys = name_features(record.name or "", record.family)
     today = today or date.today()
     if record.birth_date is not None and record.birth_date > today:
         raise InvalidInput("birth date is in the future", expression="birthDate")

@@ -813,6 +813,18 @@ class RegistryService:
                 return repo.masters_with_key(f"id:{value}")
             return repo.masters_with_key(f"ox:{system}|{value.strip().upper()}")
 
+    def rank(self, normalized: NormalizedRecord) -> list[Candidate]:
+        """The matching engine alone: candidates through the blocking index, scored, best
+        first (no writes, no audit: callers that show the result audit it)."""
+        with self.db.transaction(readonly=True) as conn:
+            return self._rank(
+                RegistryRepository(conn),
+                normalized,
+                blocking_keys(normalized),
+                exclude_source=None,
+                exclude_master=None,
+            )
+
     def index_id_of(self, master_id: int) -> str:
         with self.db.transaction(readonly=True) as conn:
             return self._master(RegistryRepository(conn), master_id).master_index_id

@@ -1,0 +1,161 @@
+"""Registry benchmarks: bulk-loading a population feed, and real-time matching against it.
+
+    .venv/bin/python bench/bench_registry.py --people 1000000 \\
+        --database postgresql+psycopg://postgres@127.0.0.1:5432/healthroam_bench --samples 2000
+
+Generates a synthetic province (healthroam synth) under --work, bulk-loads its population base
+(`BulkLoader`, the path of `healthroam registry load --bulk`), then matches --samples hospital
+records that were not loaded, one at a time: the matching engine alone (normalise, blocking
+index lookup, scoring; `RegistryService.rank`) and a full registration (the same plus the
+writes and the commit). Prints latencies (p50/p95/p99), throughput and peak memory as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from healthroam.bootstrap import build
+from healthroam.config import Settings
+from healthroam.db.migrate import upgrade
+from healthroam.registry.bulk import BulkLoader
+from healthroam.registry.loader import Mapping
+from healthroam.registry.normalize import normalize_record
+from healthroam.security.model import Principal
+from healthroam.security.scopes import ScopeSet
+from healthroam.synth.writer import write_province
+
+
+def fresh_database(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        Path(parsed.database or "").unlink(missing_ok=True)
+        return
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+    admin.dispose()
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+    return {
+        "p50_ms": at(0.50),
+        "p95_ms": at(0.95),
+        "p99_ms": at(0.99),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--people", type=int, default=100_000)
+    parser.add_argument("--database", required=True)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/healthroam-bench-registry"))
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--reuse", action="store_true", help="Keep an already loaded database.")
+    args = parser.parse_args()
+
+    province = args.work / f"province-{args.people}"
+    result: dict[str, object] = {
+        "people": args.people,
+        "database": make_url(args.database).get_backend_name(),
+    }
+    if not (province / "manifest.json").exists():
+        started = time.perf_counter()
+        write_province(province, args.people, "parquet", seed=args.seed)
+        result["synth_s"] = round(time.perf_counter() - started, 1)
+
+    settings = Settings(database_url=args.database, data_dir=args.work / "data")
+    population = province / "sources" / "population.parquet"
+    rows = pq.ParquetFile(population).metadata.num_rows
+    if not args.reuse:
+        fresh_database(args.database)
+    platform = build(settings)
+    upgrade(platform.db.engine)
+    if not args.reuse:
+        platform.institutions.add(code="POP", name="人口库", kind="agency", region="460000")
+        started = time.perf_counter()
+        summary = BulkLoader(platform.db, platform.registry).load(
+            population,
+            source="POP",
+            mapping=Mapping.load("population"),
+            reject_file=args.work / "rejects.csv",
+        )
+        elapsed = time.perf_counter() - started
+        result["load"] = {
+            "rows": rows,
+            "seconds": round(elapsed, 1),
+            "rows_per_s": round(rows / elapsed),
+            **summary.as_dict(),
+        }
+
+    # Hospital records: the persons are (mostly) in the registry under other keys.
+    hospital_files = sorted((province / "sources").glob("hospital-*.parquet"))
+    mapping = Mapping.load("hospital")
+    candidates = []
+    for path in hospital_files:
+        candidates.extend(
+            (path.stem.removeprefix("hospital-"), r) for r in pq.read_table(path).to_pylist()
+        )
+    random.Random(args.seed).shuffle(candidates)
+    codes = {code for code, _ in candidates}
+    for code in codes:
+        try:
+            platform.institutions.add(
+                code=code, name=code, kind="hospital", region="460106", level=3
+            )
+        except Exception:
+            continue
+    samples = []
+    for code, row in candidates:
+        try:
+            record = mapping.record(row, code)
+            samples.append((record, normalize_record(record)))
+        except Exception:
+            continue
+        if len(samples) >= args.samples:
+            break
+    for record, normalized in samples[:50]:  # warm caches and connections
+        platform.registry.rank(normalized)
+    timings = []
+    linked = 0
+    for record, _ in samples:
+        started = time.perf_counter()
+        ranked = platform.registry.rank(normalize_record(record))
+        timings.append(time.perf_counter() - started)
+        linked += bool(ranked and ranked[0].score.weight >= platform.registry.model.thresholds.link)
+    result["match"] = {
+        "samples": len(samples),
+        **percentiles(timings),
+        "share_with_link_candidate": round(linked / len(samples), 4),
+    }
+    who = Principal("bench", "POP", ScopeSet.parse("system/Patient.cu"))
+    timings = []
+    for record, _ in samples:
+        started = time.perf_counter()
+        platform.registry.register(who, record)
+        timings.append(time.perf_counter() - started)
+    result["register"] = {"samples": len(samples), **percentiles(timings)}
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    platform.close()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,504 @@
+"""The fast path for large feeds (the population base: millions of rows).
+
+Rows are mapped and normalised in worker processes. A row whose valid national ID is new to the
+registry (and to the rest of its chunk), from a source key not seen before, becomes a new
+master person through set-based inserts (PostgreSQL COPY); every other row - no national ID,
+an ID or key already known - goes through the real-time matcher, exactly as in
+:mod:`healthroam.registry.loader`. Chunks commit with the load's progress, so a crash resumes
+after the last committed chunk, and loading a file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Table, func, insert, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from healthroam.db.engine import Database
+from healthroam.db.tables_registry import (
+    master_persons,
+    mpi_blocking_keys,
+    mpi_event_recipients,
+    mpi_events,
+    mpi_name_counts,
+    registry_loads,
+    source_records,
+)
+from healthroam.errors import HealthroamError
+from healthroam.registry.blocking import blocking_keys
+from healthroam.registry.codec import from_json, to_json
+from healthroam.registry.loader import LoadSummary, Mapping, file_hash, read_rows
+from healthroam.registry.model import LinkType, MatchOutcome, new_master_index_id
+from healthroam.registry.normalize import normalize_record
+from healthroam.registry.repository import TOTAL
+from healthroam.registry.service import RegistryService, _golden_values, _hash, record_data
+from healthroam.registry.survivorship import LinkedRecord, golden_record
+from healthroam.security.audit import Action
+from healthroam.security.model import Principal
+from healthroam.security.scopes import ScopeSet
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A mapped and normalised row, or its rejection."""
+
+    number: int
+    local_id: str | None
+    record: Any = None  # SourceRecord
+    data: dict[str, Any] | None = None
+    normalized: dict[str, Any] | None = None
+    keys: tuple[str, ...] = ()
+    content_hash: str = ""
+    reject: tuple[str, str] | None = None  # (column, reason)
+
+
+def _prepare(args: tuple[list[dict[str, Any]], int, str, Mapping]) -> list[Prepared]:
+    rows, first, source, mapping = args
+    result = []
+    for offset, row in enumerate(rows):
+        number = first + offset + 1
+        local_id = row.get(mapping.columns["local_id"])
+        try:
+            record = mapping.record(row, source)
+            normalized = normalize_record(record)
+        except HealthroamError as error:
+            result.append(
+                Prepared(
+                    number, local_id, reject=(mapping.column_of(error.expression), error.detail)
+                )
+            )
+            continue
+        data = record_data(record)
+        result.append(
+            Prepared(
+                number,
+                str(local_id),
+                record,
+                data,
+                to_json(normalized),
+                tuple(sorted(blocking_keys(normalized))),
+                _hash(data),
+            )
+        )
+    return result
+
+
+class BulkLoader:
+    def __init__(self, db: Database, registry: RegistryService, workers: int = 2) -> None:
+        self.db, self.registry, self.workers = db, registry, workers
+
+    def load(
+        self,
+        path: Path,
+        *,
+        source: str,
+        mapping: Mapping,
+        reject_file: Path,
+        chunk_size: int = 20_000,
+        operator: str | None = None,
+        progress: Callable[[int], None] | None = None,
+        stop_after_chunks: int | None = None,
+    ) -> LoadSummary:
+        digest = file_hash(path)
+        summary = self._start(digest, source)
+        if summary.already_loaded:
+            return summary
+        loader = Principal(
+            client_id="registry-bulk-loader",
+            institution_code=source,
+            scopes=ScopeSet.parse("system/Patient.cu"),
+            purpose_of_use="HOPERAT",
+            end_user=operator,
+        )
+        skip = summary.resumed_from
+        reject_file.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            reject_file.open("a" if skip else "w", newline="", encoding="utf-8") as handle,
+            ProcessPoolExecutor(max_workers=self.workers) as pool,
+        ):
+            rejects = csv.writer(handle)
+            if not skip:
+                rejects.writerow(["row", "local_id", "field", "reason"])
+            for chunks, (prepared, size) in enumerate(
+                self._prepared(pool, path, source, mapping, chunk_size, skip), start=1
+            ):
+                self._commit_chunk(prepared, source, loader, summary, rejects, digest)
+                handle.flush()
+                if progress:
+                    progress(size)
+                if stop_after_chunks is not None and chunks >= stop_after_chunks:
+                    return summary
+        with self.db.transaction() as conn:
+            conn.execute(
+                update(registry_loads)
+                .where(registry_loads.c.file_hash == digest, registry_loads.c.source == source)
+                .values(finished=1, summary=summary.as_dict(), updated_at=datetime.now(UTC))
+            )
+        return summary
+
+    def _start(self, digest: str, source: str) -> LoadSummary:
+        fields = LoadSummary.__dataclass_fields__
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                select(registry_loads).where(
+                    registry_loads.c.file_hash == digest, registry_loads.c.source == source
+                )
+            ).first()
+            if row is None:
+                conn.execute(
+                    registry_loads.insert().values(
+                        file_hash=digest,
+                        source=source,
+                        rows_done=0,
+                        finished=0,
+                        summary={},
+                        updated_at=datetime.now(UTC),
+                    )
+                )
+                return LoadSummary()
+            summary = LoadSummary(**{k: v for k, v in (row.summary or {}).items() if k in fields})
+            if row.finished:
+                summary.already_loaded = True
+            else:
+                summary.resumed_from = int(row.rows_done)
+            return summary
+
+    def _prepared(
+        self,
+        pool: ProcessPoolExecutor,
+        path: Path,
+        source: str,
+        mapping: Mapping,
+        chunk_size: int,
+        skip: int,
+    ) -> Iterator[tuple[list[Prepared], int]]:
+        """Prepared chunks in file order; workers run ahead by a few chunks."""
+        part = max(1, chunk_size // (self.workers * 2))
+        pending: list[tuple[Any, int]] = []
+        position = 0
+        for batch in read_rows(path, mapping.needed_columns(), chunk_size):
+            if position + len(batch) <= skip:
+                position += len(batch)
+                continue
+            start = max(0, skip - position)
+            rows = batch[start:]
+            pieces = [
+                (rows[i : i + part], position + start + i, source, mapping)
+                for i in range(0, len(rows), part)
+            ]
+            pending.append((pool.map(_prepare, pieces), len(rows)))
+            position += len(batch)
+            if len(pending) > 2:
+                futures, size = pending.pop(0)
+                yield [p for piece in futures for p in piece], size
+        for futures, size in pending:
+            yield [p for piece in futures for p in piece], size
+
+    def _commit_chunk(
+        self,
+        prepared: Sequence[Prepared],
+        source: str,
+        loader: Principal,
+        summary: LoadSummary,
+        rejects: Any,
+        digest: str,
+    ) -> None:
+        now = datetime.now(UTC)
+        rejected = [p for p in prepared if p.reject is not None]
+        good = [p for p in prepared if p.reject is None]
+        with self.db.transaction() as conn:
+            known_ids = self._known_keys(
+                conn, [k for p in good for k in p.keys if k.startswith("id:")]
+            )
+            known_sources = self._known_sources(conn, source, good)
+            fast: list[Prepared] = []
+            slow: list[Prepared] = []
+            seen: set[str] = set()
+            for p in good:
+                assert p.normalized is not None
+                national = p.normalized.get("national_id")
+                key = f"id:{national}" if national else None
+                if (
+                    key is None
+                    or key in known_ids
+                    or key in seen
+                    or (p.record.key.system, p.record.key.local_id) in known_sources
+                ):
+                    slow.append(p)
+                else:
+                    seen.add(key)
+                    fast.append(p)
+            kind = self.registry_kind(conn, source)
+            self._insert_new(conn, fast, source, loader, kind, now)
+            counts = Counter({MatchOutcome.NEW: len(fast)})
+            for p in slow:
+                try:
+                    with conn.begin_nested():
+                        result = self.registry.register_in(
+                            conn, loader, p.record, from_json(p.normalized or {}), audit=False
+                        )
+                    counts[result.outcome] += 1
+                except HealthroamError as error:
+                    rejected.append(
+                        Prepared(
+                            p.number, p.local_id, reject=(error.expression or "", error.detail)
+                        )
+                    )
+            summary.rows += len(prepared)
+            summary.new += counts[MatchOutcome.NEW]
+            summary.linked += counts[MatchOutcome.LINKED]
+            summary.review += counts[MatchOutcome.REVIEW]
+            summary.unchanged += counts[MatchOutcome.UNCHANGED]
+            summary.rejected += len(rejected)
+            first = min(p.number for p in prepared)
+            last = max(p.number for p in prepared)
+            self.registry.audit.append(
+                conn,
+                [
+                    self.registry.audit.event(
+                        loader,
+                        action=Action.CREATE,
+                        subtype="bulk-register",
+                        resource_type="Patient",
+                        detail=f"rows {first}-{last} of {digest[:12]}",
+                    )
+                ],
+            )
+            conn.execute(
+                update(registry_loads)
+                .where(registry_loads.c.file_hash == digest, registry_loads.c.source == source)
+                .values(rows_done=last, summary=summary.as_dict(), updated_at=now)
+            )
+        for p in sorted(rejected, key=lambda p: p.number):
+            assert p.reject is not None
+            rejects.writerow([p.number, p.local_id, *p.reject])
+
+    @staticmethod
+    def registry_kind(conn: Connection, source: str) -> int:
+        from healthroam.registry.repository import RegistryRepository
+        from healthroam.registry.survivorship import trust_of
+
+        found = RegistryRepository(conn).institution(source)
+        if found is None:
+            from healthroam.errors import NotFound
+
+            raise NotFound(f"no institution with code {source}", expression="source")
+        return trust_of(*found)
+
+    @staticmethod
+    def _known_keys(conn: Connection, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(keys), 5000):
+            part = keys[i : i + 5000]
+            found.update(
+                conn.execute(
+                    select(mpi_blocking_keys.c.key).where(mpi_blocking_keys.c.key.in_(part))
+                ).scalars()
+            )
+        return found
+
+    @staticmethod
+    def _known_sources(
+        conn: Connection, source: str, prepared: Sequence[Prepared]
+    ) -> set[tuple[str, str]]:
+        pairs = [(p.record.key.system, p.record.key.local_id) for p in prepared]
+        found: set[tuple[str, str]] = set()
+        for i in range(0, len(pairs), 5000):
+            part = pairs[i : i + 5000]
+            rows = conn.execute(
+                select(source_records.c.id_system, source_records.c.local_id).where(
+                    source_records.c.institution_code == source,
+                    tuple_(source_records.c.id_system, source_records.c.local_id).in_(part),
+                )
+            )
+            found.update((r[0], r[1]) for r in rows)
+        return found
+
+    def _insert_new(
+        self,
+        conn: Connection,
+        rows: Sequence[Prepared],
+        source: str,
+        loader: Principal,
+        trust: int,
+        now: datetime,
+    ) -> None:
+        if not rows:
+            return
+        master_ids = _allocate(conn, master_persons, len(rows))
+        source_ids = _allocate(conn, source_records, len(rows))
+        event_ids = _allocate(conn, mpi_events, len(rows))
+        masters: list[dict[str, Any]] = []
+        sources: list[dict[str, Any]] = []
+        keys: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        recipients: list[dict[str, Any]] = []
+        names: Counter[str] = Counter()
+        for p, master_id, source_id, seq in zip(
+            rows, master_ids, source_ids, event_ids, strict=True
+        ):
+            assert p.normalized is not None
+            assert p.data is not None
+            values = _golden_values_of(p)
+            golden = golden_record([LinkedRecord(source_id, source, trust, now, values)])
+            masters.append(
+                {
+                    "id": master_id,
+                    "master_index_id": new_master_index_id(),
+                    "status": "active",
+                    "merged_into": None,
+                    "golden": golden,
+                    "name": golden.get("name") or golden.get("latin_name"),
+                    "birth_date": golden.get("birth_date"),
+                    "sex": golden.get("sex"),
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            sources.append(
+                {
+                    "id": source_id,
+                    "institution_code": source,
+                    "id_system": p.record.key.system,
+                    "local_id": p.record.key.local_id,
+                    "master_id": master_id,
+                    "link_type": LinkType.AUTO.value,
+                    "data": p.data,
+                    "normalized": p.normalized,
+                    "content_hash": p.content_hash,
+                    "fhir_patient_id": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            keys.extend({"key": k[:255], "source_id": source_id} for k in p.keys)
+            events.append(
+                {
+                    "seq": seq,
+                    "occurred_at": now,
+                    "event_type": "create",
+                    "master_id": master_id,
+                    "other_master_id": None,
+                    "source_id": source_id,
+                    "actor_institution": loader.institution_code,
+                    "actor_user": loader.end_user,
+                    "actor_client": loader.client_id,
+                    "reason": "bulk load",
+                    "institutions": [source],
+                    "detail": {"outcome": "new"},
+                }
+            )
+            recipients.append({"institution_code": source, "seq": seq})
+            name = p.normalized.get("name") or p.normalized.get("latin_name")
+            if name:
+                names[name[:200]] += 1
+        for table, batch in (
+            (master_persons, masters),
+            (source_records, sources),
+            (mpi_blocking_keys, keys),
+            (mpi_events, events),
+            (mpi_event_recipients, recipients),
+        ):
+            _bulk_insert(conn, table, batch)
+        names[TOTAL] += sum(v for k, v in names.items() if k != TOTAL)
+        _add_name_counts(conn, names)
+
+
+def _golden_values_of(p: Prepared) -> dict[str, Any]:
+    from healthroam.registry.repository import SourceRow
+
+    row = SourceRow(
+        0, "", "", "", 0, "", p.data or {}, p.normalized or {}, "", None, datetime.now(UTC)
+    )
+    return _golden_values(row)
+
+
+def _allocate(conn: Connection, table: Table, count: int) -> list[int]:
+    """Reserve ``count`` primary keys: the table's sequence on PostgreSQL; on SQLite, above the
+    current maximum (the load holds SQLite's write lock)."""
+    pk = next(iter(table.primary_key.columns))
+    if conn.dialect.name == "postgresql":
+        sequence = conn.execute(
+            text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": table.name, "c": pk.name}
+        ).scalar_one()
+        rows = conn.execute(
+            text("SELECT nextval(:s) FROM generate_series(1, :n)"), {"s": sequence, "n": count}
+        )
+        return [int(r[0]) for r in rows]
+    start = int(conn.execute(select(func.coalesce(func.max(pk), 0))).scalar_one())
+    return list(range(start + 1, start + 1 + count))
+
+
+def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
+    columns = [c.name for c in table.columns if c.name in rows[0]]
+    json_columns = {
+        c.name
+        for c in table.columns
+        if c.type.__class__.__name__ in ("JSON",) or "JSON" in repr(c.type)
+    }
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for row in rows:
+        writer.writerow([_copy_value(row[c], c in json_columns) for c in columns])
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with (
+        raw.cursor() as cursor,
+        cursor.copy(
+            f"COPY {table.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+        ) as copy,
+    ):
+        copy.write(buffer.getvalue())
+
+
+def _copy_value(value: Any, is_json: bool) -> Any:
+    if value is None:
+        return "\\N"
+    if is_json:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return value
+
+
+def _add_name_counts(conn: Connection, names: Counter[str]) -> None:
+    if not names:
+        return
+    rows = [{"name": name, "count": count} for name, count in names.items()]
+    if conn.dialect.name == "postgresql":
+        statement = pg_insert(mpi_name_counts)
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"count": mpi_name_counts.c.count + statement.excluded.count},
+            ),
+            rows,
+        )
+    else:
+        lite = sqlite_insert(mpi_name_counts)
+        conn.execute(
+            lite.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"count": mpi_name_counts.c.count + lite.excluded.count},
+            ),
+            rows,
+        )
