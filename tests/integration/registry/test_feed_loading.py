@@ -141,3 +141,67 @@ def test_rejected_rows_are_written_with_their_reason(
     assert by_id["P3"][2] == "name"
     assert by_id["P4"][2] == "birth_date"
     assert bad not in (tmp_path / "rejects.csv").read_text()
+
+
+def test_bulk_load_agrees_with_streaming_load(
+    platform: Platform, province_files: Path, tmp_path: Path
+) -> None:
+    from healthroam.registry.bulk import BulkLoader
+
+    for code in ("POP", "INS"):
+        platform.institutions.add(code=code, name=code, kind="agency", region="460000")
+    bulk = BulkLoader(platform.db, platform.registry, workers=2)
+    population = province_files / "sources" / "population.parquet"
+    partial = bulk.load(
+        population,
+        source="POP",
+        mapping=Mapping.load("population"),
+        reject_file=tmp_path / "r.csv",
+        chunk_size=100,
+        stop_after_chunks=1,
+    )
+    assert partial.rows == 100
+    first = bulk.load(
+        population,
+        source="POP",
+        mapping=Mapping.load("population"),
+        reject_file=tmp_path / "r.csv",
+        chunk_size=100,
+    )
+    rows = pq.ParquetFile(population).metadata.num_rows
+    assert (first.rows, first.resumed_from) == (rows, 100)
+    masters, sources = _counts(platform)
+    assert sources == rows - first.rejected
+    assert masters == first.new
+    assert bulk.load(
+        population,
+        source="POP",
+        mapping=Mapping.load("population"),
+        reject_file=tmp_path / "r2.csv",
+    ).already_loaded
+    # A second feed goes through the matcher for IDs the registry already knows.
+    insurer = bulk.load(
+        province_files / "sources" / "insurer.parquet",
+        source="INS",
+        mapping=Mapping.load("insurer"),
+        reject_file=tmp_path / "r3.csv",
+    )
+    assert insurer.linked > 0.9 * insurer.rows
+    streaming = FeedLoader(platform.db, platform.registry)
+    assert streaming.load(
+        province_files / "sources" / "insurer.parquet",
+        source="INS",
+        mapping=Mapping.load("insurer"),
+        reject_file=tmp_path / "r4.csv",
+    ).already_loaded
+    # Golden records, events and blocking keys exist for bulk-created persons.
+    from healthroam.db.tables_registry import mpi_blocking_keys, mpi_events
+
+    with platform.db.transaction(readonly=True) as conn:
+        golden = conn.execute(select(master_persons.c.golden).limit(1)).scalar_one()
+        events = conn.execute(select(func.count()).select_from(mpi_events)).scalar_one()
+        keys = conn.execute(select(func.count()).select_from(mpi_blocking_keys)).scalar_one()
+    assert golden["national_id"] or golden["identifiers"]
+    assert events >= first.new
+    assert keys >= 3 * first.new
+    assert platform.audit.verify().ok
