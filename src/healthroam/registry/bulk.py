@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, insert, select, text, tuple_, update
+from sqlalchemy import Connection, Table, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -312,17 +312,21 @@ class BulkLoader:
     def _known_sources(
         conn: Connection, source: str, prepared: Sequence[Prepared]
     ) -> set[tuple[str, str]]:
-        pairs = [(p.record.key.system, p.record.key.local_id) for p in prepared]
+        """Source keys of this chunk already in the registry (one index range per system)."""
+        by_system: dict[str, list[str]] = {}
+        for p in prepared:
+            by_system.setdefault(p.record.key.system, []).append(p.record.key.local_id)
         found: set[tuple[str, str]] = set()
-        for i in range(0, len(pairs), 5000):
-            part = pairs[i : i + 5000]
-            rows = conn.execute(
-                select(source_records.c.id_system, source_records.c.local_id).where(
-                    source_records.c.institution_code == source,
-                    tuple_(source_records.c.id_system, source_records.c.local_id).in_(part),
+        for system, local_ids in by_system.items():
+            for i in range(0, len(local_ids), 5000):
+                rows = conn.execute(
+                    select(source_records.c.local_id).where(
+                        source_records.c.institution_code == source,
+                        source_records.c.id_system == system,
+                        source_records.c.local_id.in_(local_ids[i : i + 5000]),
+                    )
                 )
-            )
-            found.update((r[0], r[1]) for r in rows)
+                found.update((system, local_id) for local_id in rows.scalars())
         return found
 
     def _insert_new(
