@@ -16,10 +16,9 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -39,7 +38,14 @@ from healthroam.errors import HealthroamError
 from healthroam.registry.blocking import blocking_keys
 from healthroam.registry.codec import from_json, to_json
 from healthroam.registry.loader import LoadSummary, Mapping, file_hash, read_rows
-from healthroam.registry.model import LinkType, MatchOutcome, new_master_index_id
+from healthroam.registry.model import (
+    Identifier,
+    LinkType,
+    MatchOutcome,
+    SourceKey,
+    SourceRecord,
+    new_master_index_id,
+)
 from healthroam.registry.normalize import normalize_record
 from healthroam.registry.repository import TOTAL
 from healthroam.registry.service import RegistryService, _golden_values, _hash, record_data
@@ -49,18 +55,30 @@ from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A mapped and normalised row, or its rejection."""
+class Prepared(NamedTuple):
+    """A mapped and normalised row, or its rejection. Plain values only: these cross from
+    the worker processes, and unpickling dataclasses cost more than the database writes."""
 
     number: int
     local_id: str | None
-    record: Any = None  # SourceRecord
+    system: str = ""
     data: dict[str, Any] | None = None
     normalized: dict[str, Any] | None = None
     keys: tuple[str, ...] = ()
     content_hash: str = ""
     reject: tuple[str, str] | None = None  # (column, reason)
+
+    def record(self, source: str) -> SourceRecord:
+        """The source record again (for the rows that go through the matcher)."""
+        data = dict(self.data or {})
+        for name in ("birth_date", "death_date"):
+            if data.get(name):
+                data[name] = date.fromisoformat(data[name])
+        data["identifiers"] = tuple(
+            Identifier(*str(i).split("|", 1)) for i in data.get("identifiers") or ()
+        )
+        data["phones"] = tuple(data.get("phones") or ())
+        return SourceRecord(key=SourceKey(source, self.system, str(self.local_id)), **data)
 
 
 def _prepare(args: tuple[list[dict[str, Any]], int, str, Mapping]) -> list[Prepared]:
@@ -83,8 +101,8 @@ def _prepare(args: tuple[list[dict[str, Any]], int, str, Mapping]) -> list[Prepa
         result.append(
             Prepared(
                 number,
-                str(local_id),
-                record,
+                record.key.local_id,
+                record.key.system,
                 data,
                 to_json(normalized),
                 tuple(sorted(blocking_keys(normalized))),
@@ -233,7 +251,7 @@ class BulkLoader:
                     key is None
                     or key in known_ids
                     or key in seen
-                    or (p.record.key.system, p.record.key.local_id) in known_sources
+                    or (p.system, p.local_id) in known_sources
                 ):
                     slow.append(p)
                 else:
@@ -246,7 +264,11 @@ class BulkLoader:
                 try:
                     with conn.begin_nested():
                         result = self.registry.register_in(
-                            conn, loader, p.record, from_json(p.normalized or {}), audit=False
+                            conn,
+                            loader,
+                            p.record(source),
+                            from_json(p.normalized or {}),
+                            audit=False,
                         )
                     counts[result.outcome] += 1
                 except HealthroamError as error:
@@ -299,6 +321,11 @@ class BulkLoader:
     @staticmethod
     def _known_keys(conn: Connection, keys: list[str]) -> set[str]:
         found: set[str] = set()
+        if conn.dialect.name == "postgresql":  # one round trip with an array parameter
+            rows = conn.execute(
+                text("SELECT key FROM mpi_blocking_keys WHERE key = ANY(:keys)"), {"keys": keys}
+            )
+            return set(rows.scalars())
         for i in range(0, len(keys), 5000):
             part = keys[i : i + 5000]
             found.update(
@@ -315,7 +342,7 @@ class BulkLoader:
         """Source keys of this chunk already in the registry (one index range per system)."""
         by_system: dict[str, list[str]] = {}
         for p in prepared:
-            by_system.setdefault(p.record.key.system, []).append(p.record.key.local_id)
+            by_system.setdefault(p.system, []).append(str(p.local_id))
         found: set[tuple[str, str]] = set()
         for system, local_ids in by_system.items():
             for i in range(0, len(local_ids), 5000):
@@ -375,8 +402,8 @@ class BulkLoader:
                 {
                     "id": source_id,
                     "institution_code": source,
-                    "id_system": p.record.key.system,
-                    "local_id": p.record.key.local_id,
+                    "id_system": p.system,
+                    "local_id": p.local_id,
                     "master_id": master_id,
                     "link_type": LinkType.AUTO.value,
                     "data": p.data,
