@@ -131,7 +131,7 @@ def main() -> None:
             continue
         if len(samples) >= args.samples:
             break
-    for record, normalized in samples[:50]:  # warm caches and connections
+    for _record, normalized in samples[:50]:  # warm caches and connections
         platform.registry.rank(normalized)
     timings = []
     linked = 0
