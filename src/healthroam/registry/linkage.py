@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 
@@ -591,3 +591,47 @@ def dump_spec(spec: dict[str, Any]) -> str:
         lines.append(f"      {levels}]}}{comma}")
     lines += ["  ]", "}"]
     return "\n".join(lines) + "\n"
+
+
+# --- Spark: the same model on Splink's Spark backend ----------------------------------------
+
+
+def spark_session(
+    checkpoint_dir: Path | str,
+    app_name: str = "healthroam-linkage",
+    master: str = "local[2]",
+    driver_memory: str = "2g",
+) -> Any:
+    """A Spark session with Splink's similarity UDF jar (``jaro_winkler``,
+    ``damerau_levenshtein``) and a checkpoint folder (Splink breaks the lineage of its
+    intermediate tables by writing them there as Parquet). On a cluster, pass the jar the
+    same way (``spark.jars``) and a shared checkpoint folder."""
+    from pyspark.sql import SparkSession
+    from splink.backends.spark import similarity_jar_location
+
+    session = (
+        SparkSession.builder.appName(app_name)
+        .master(master)
+        .config("spark.jars", similarity_jar_location())
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", driver_memory)
+        .getOrCreate()
+    )
+    session.sparkContext.setCheckpointDir(str(checkpoint_dir))
+    return session
+
+
+def spark_linker(
+    spark: Any, records: Any, spec: dict[str, Any], *, prior: float, retain_columns: bool = False
+) -> Any:
+    """A Splink linker on Spark over ``records`` (a Spark DataFrame or a pyarrow Table with the
+    prepared columns), scoring with ``spec`` exactly as on DuckDB."""
+    from splink import Linker, SparkAPI
+
+    from healthroam.registry.linkage_sql import SPARK
+
+    db_api = cast(Any, SparkAPI)(spark_session=spark, break_lineage_method="parquet")
+    frame = db_api.register(records, dataset_display_name="records")
+    spark_settings = settings(spec, dialect=SPARK, prior=prior, retain_columns=retain_columns)
+    return Linker(frame, spark_settings, log_level=logging.WARNING)
