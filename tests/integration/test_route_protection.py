@@ -42,7 +42,8 @@ def _protected_routes() -> list[tuple[str, str]]:
             if method == "HEAD":
                 continue
             if (method, route.path) not in PUBLIC:
-                routes.append((method, re.sub(r"\{[^}]+\}", "1", route.path)))
+                path = re.sub(r"\{[^}:]+:mii\}", "A" * 64, route.path)
+                routes.append((method, re.sub(r"\{[^}]+\}", "1", path)))
     return routes
 
 
@@ -53,7 +54,10 @@ def create_app_routes() -> list[APIRoute]:
 def test_the_app_serves_no_route_outside_the_enumerated_routers(platform: Platform) -> None:
     app = create_app(platform)
     served = {(m.upper(), path) for path, item in app.openapi()["paths"].items() for m in item}
-    enumerated = {(m, r.path) for r in create_app_routes() for m in (r.methods or ())}
+    # OpenAPI drops path convertors ({id:mii} -> {id}).
+    enumerated = {
+        (m, re.sub(r":\w+\}", "}", r.path)) for r in create_app_routes() for m in (r.methods or ())
+    }
     assert served == enumerated
     assert len(_protected_routes()) >= 4
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -14,18 +14,9 @@ from fastapi.responses import JSONResponse
 from healthroam import __version__
 from healthroam.api.auth import platform_of, scoped
 from healthroam.api.errors import FHIR_JSON
-from healthroam.errors import Conflict, InvalidInput, NotFound
+from healthroam.errors import InvalidInput
 from healthroam.records.model import StoredResource
-from healthroam.records.validation import ID_PATTERN, validate_resource
-from healthroam.registry.fhir import (
-    fhir_path,
-    golden_patient,
-    match_entry,
-    patient_to_source,
-    pix_parameters,
-)
-from healthroam.registry.model import MASTER_INDEX_SYSTEM, MatchGrade
-from healthroam.registry.names import normalize_name
+from healthroam.records.validation import ID_PATTERN
 from healthroam.security.audit import Action
 from healthroam.security.audit_fhir import to_audit_event
 from healthroam.security.model import Principal
@@ -178,154 +169,11 @@ async def create_patient(request: Request, caller: PatientCreator) -> JSONRespon
     return response
 
 
-@router.get("/Patient")
-def search_patients(request: Request, caller: PatientSearcher) -> JSONResponse:
-    """PDQm (ITI-78) over the registry's master persons (golden Patients)."""
-    params = request.query_params
-    known = {"identifier", "family", "given", "name", "birthdate", "gender", "_count", "_id"}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise InvalidInput(f"unsupported search parameter {unknown[0]}", expression=unknown[0])
-    registry = platform_of(request).registry
-    master_ids: set[int] | None = None
-    for value in params.getlist("identifier") + [
-        f"{MASTER_INDEX_SYSTEM}|{v}" for v in params.getlist("_id")
-    ]:
-        system, sep, code = value.partition("|")
-        if not sep or not system or not code:
-            raise InvalidInput("identifier must be system|value", expression="identifier")
-        found = registry.masters_by_identifier(system, code)
-        master_ids = found if master_ids is None else master_ids & found
-    birth = params.get("birthdate")
-    if birth is not None:
-        birth = birth.removeprefix("eq")
-        try:
-            date.fromisoformat(birth)
-        except ValueError:
-            raise InvalidInput(
-                "birthdate must be a full date (YYYY-MM-DD)", expression="birthdate"
-            ) from None
-    gender = params.get("gender")
-    sex = {"male": "1", "female": "2"}.get(gender or "")
-    if gender is not None and sex is None:
-        raise InvalidInput("gender must be male or female", expression="gender")
-    try:
-        count = min(int(params.get("_count", "20")), 200)
-    except ValueError:
-        raise InvalidInput("_count must be an integer", expression="_count") from None
-    name_contains = params.get("given") or params.get("name")
-    if master_ids is None and not (params.get("family") or name_contains or birth):
-        raise InvalidInput(
-            "give an identifier, a name or a birth date to search on", expression="identifier"
-        )
-    views = registry.search(
-        caller,
-        master_ids=master_ids,
-        name_prefix=normalize_name(params["family"]).key if params.get("family") else None,
-        name_contains=normalize_name(name_contains).key if name_contains else None,
-        birth_date=birth,
-        sex=sex,
-        limit=count,
-    )
-    base = str(request.base_url).rstrip("/") + "/fhir"
-    return fhir_response(
-        {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": len(views),
-            "link": [{"relation": "self", "url": f"{base}/Patient?{request.url.query}"}],
-            "entry": [
-                {
-                    "fullUrl": f"{base}/Patient/{v.master.master_index_id}",
-                    "resource": golden_patient(v),
-                    "search": {"mode": "match"},
-                }
-                for v in views
-            ],
-        }
-    )
-
-
-@router.post("/Patient/$match")
-async def match_patient(request: Request, caller: PatientSearcher) -> JSONResponse:
-    """PDQm $match (ITI-119): scored master persons for a Patient."""
-    body = await json_body(request)
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise InvalidInput("the body must be a Parameters resource", expression="Parameters")
-    patient: Any = None
-    only_certain, count = False, 10
-    for index, parameter in enumerate(body.get("parameter") or []):
-        name = parameter.get("name") if isinstance(parameter, dict) else None
-        if name == "resource":
-            patient = parameter.get("resource")
-        elif name == "onlyCertainMatches":
-            only_certain = parameter.get("valueBoolean") is True
-        elif name == "count":
-            value = parameter.get("valueInteger")
-            if not isinstance(value, int) or value < 1:
-                raise InvalidInput(
-                    "count must be a positive integer",
-                    expression=f"Parameters.parameter[{index}].valueInteger",
-                )
-            count = min(value, 100)
-    if not isinstance(patient, dict) or patient.get("resourceType") != "Patient":
-        raise InvalidInput(
-            "a Patient is required in the 'resource' parameter",
-            expression="Parameters.parameter.resource",
-        )
-    validate_resource(patient, "Patient")
-    record, paths = patient_to_source(patient, caller.institution_code, "match")
-    registry = platform_of(request).registry
-    try:
-        results = registry.candidates_for(caller, record, count)
-    except InvalidInput as error:
-        raise fhir_path(error, paths) from None
-    base = str(request.base_url).rstrip("/") + "/fhir"
-    entries = []
-    for view, score in results:
-        grade = registry.model.grade(score.weight)
-        if grade is MatchGrade.CERTAINLY_NOT or (only_certain and grade is not MatchGrade.CERTAIN):
-            continue
-        entries.append(match_entry(view, score.probability, grade, base))
-    if only_certain and len(entries) > 1:
-        entries = []  # ITI-119: only return a certain match when it is the only one
-    return fhir_response(
-        {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
-    )
-
-
-@router.get("/Patient/$ihe-pix")
-def pix_query(request: Request, caller: PatientReader) -> JSONResponse:
-    """PIXm (ITI-83): every identifier the person has across sources."""
-    params = request.query_params
-    source = params.get("sourceIdentifier")
-    if not source or "|" not in source:
-        raise InvalidInput("sourceIdentifier must be system|value", expression="sourceIdentifier")
-    system, _, value = source.partition("|")
-    targets = set(params.getlist("targetSystem")) or None
-    registry = platform_of(request).registry
-    masters = registry.masters_by_identifier(system, value)
-    if not masters:
-        raise NotFound("no person with this identifier", expression="sourceIdentifier")
-    if len(masters) > 1:
-        raise Conflict(
-            "this identifier belongs to more than one person; a steward must resolve it",
-            expression="sourceIdentifier",
-        )
-    view = registry.person(caller, registry.index_id_of(next(iter(masters))), purpose="pix")
-    return fhir_response(pix_parameters(view, targets))
-
-
 @router.get("/Patient/{resource_id}")
 def read_patient(resource_id: str, request: Request, caller: PatientReader) -> JSONResponse:
     """Read a Patient; the read is audited with the caller and purpose of use."""
     _check_id(resource_id, "Patient")
-    platform = platform_of(request)
-    if MASTER_INDEX_ID.match(resource_id):
-        # A master index ID: the golden Patient of the registry.
-        view = platform.registry.person(caller, resource_id)
-        return fhir_response(golden_patient(view))
-    stored = platform.records.read(caller, "Patient", resource_id)
+    stored = platform_of(request).records.read(caller, "Patient", resource_id)
     return resource_response(stored, request)
 
 

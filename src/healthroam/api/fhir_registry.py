@@ -1,0 +1,195 @@
+"""The registry's FHIR interactions: PDQm search and $match, PIXm, and golden Patients.
+
+Included before the general FHIR router so that these paths win: ``GET /fhir/Patient`` (PDQm
+over master persons), ``POST /fhir/Patient/$match``, ``GET /fhir/Patient/$ihe-pix`` and
+``GET /fhir/Patient/{master index id}`` (the ``mii`` path convertor matches only 64 uppercase
+hex characters, so other Patient ids fall through to the FHIR store).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.convertors import Convertor, register_url_convertor
+
+from healthroam.api.auth import platform_of, scoped
+from healthroam.api.fhir import fhir_response, json_body
+from healthroam.errors import Conflict, InvalidInput, NotFound
+from healthroam.records.validation import validate_resource
+from healthroam.registry.fhir import (
+    fhir_path,
+    golden_patient,
+    match_entry,
+    patient_to_source,
+    pix_parameters,
+)
+from healthroam.registry.model import MASTER_INDEX_SYSTEM, MatchGrade
+from healthroam.registry.names import normalize_name
+from healthroam.security.model import Principal
+
+
+class MasterIndexIdConvertor(Convertor[str]):
+    regex = "[0-9A-F]{64}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("mii", MasterIndexIdConvertor())
+
+router = APIRouter(prefix="/fhir", tags=["registry"])
+PatientReader = Annotated[Principal, Depends(scoped("Patient", "r"))]
+PatientSearcher = Annotated[Principal, Depends(scoped("Patient", "s"))]
+
+
+@router.get("/Patient")
+def search_patients(request: Request, caller: PatientSearcher) -> JSONResponse:
+    """PDQm (ITI-78) over the registry's master persons (golden Patients)."""
+    params = request.query_params
+    known = {"identifier", "family", "given", "name", "birthdate", "gender", "_count", "_id"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise InvalidInput(f"unsupported search parameter {unknown[0]}", expression=unknown[0])
+    registry = platform_of(request).registry
+    master_ids: set[int] | None = None
+    for value in params.getlist("identifier") + [
+        f"{MASTER_INDEX_SYSTEM}|{v}" for v in params.getlist("_id")
+    ]:
+        system, sep, code = value.partition("|")
+        if not sep or not system or not code:
+            raise InvalidInput("identifier must be system|value", expression="identifier")
+        found = registry.masters_by_identifier(system, code)
+        master_ids = found if master_ids is None else master_ids & found
+    birth = params.get("birthdate")
+    if birth is not None:
+        birth = birth.removeprefix("eq")
+        try:
+            date.fromisoformat(birth)
+        except ValueError:
+            raise InvalidInput(
+                "birthdate must be a full date (YYYY-MM-DD)", expression="birthdate"
+            ) from None
+    gender = params.get("gender")
+    sex = {"male": "1", "female": "2"}.get(gender or "")
+    if gender is not None and sex is None:
+        raise InvalidInput("gender must be male or female", expression="gender")
+    try:
+        count = min(int(params.get("_count", "20")), 200)
+    except ValueError:
+        raise InvalidInput("_count must be an integer", expression="_count") from None
+    name_contains = params.get("given") or params.get("name")
+    if master_ids is None and not (params.get("family") or name_contains or birth):
+        raise InvalidInput(
+            "give an identifier, a name or a birth date to search on", expression="identifier"
+        )
+    views = registry.search(
+        caller,
+        master_ids=master_ids,
+        name_prefix=normalize_name(params["family"]).key if params.get("family") else None,
+        name_contains=normalize_name(name_contains).key if name_contains else None,
+        birth_date=birth,
+        sex=sex,
+        limit=count,
+    )
+    base = str(request.base_url).rstrip("/") + "/fhir"
+    return fhir_response(
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(views),
+            "link": [{"relation": "self", "url": f"{base}/Patient?{request.url.query}"}],
+            "entry": [
+                {
+                    "fullUrl": f"{base}/Patient/{v.master.master_index_id}",
+                    "resource": golden_patient(v),
+                    "search": {"mode": "match"},
+                }
+                for v in views
+            ],
+        }
+    )
+
+
+@router.post("/Patient/$match")
+async def match_patient(request: Request, caller: PatientSearcher) -> JSONResponse:
+    """PDQm $match (ITI-119): scored master persons for a Patient."""
+    body = await json_body(request)
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise InvalidInput("the body must be a Parameters resource", expression="Parameters")
+    patient: Any = None
+    only_certain, count = False, 10
+    for index, parameter in enumerate(body.get("parameter") or []):
+        name = parameter.get("name") if isinstance(parameter, dict) else None
+        if name == "resource":
+            patient = parameter.get("resource")
+        elif name == "onlyCertainMatches":
+            only_certain = parameter.get("valueBoolean") is True
+        elif name == "count":
+            value = parameter.get("valueInteger")
+            if not isinstance(value, int) or value < 1:
+                raise InvalidInput(
+                    "count must be a positive integer",
+                    expression=f"Parameters.parameter[{index}].valueInteger",
+                )
+            count = min(value, 100)
+    if not isinstance(patient, dict) or patient.get("resourceType") != "Patient":
+        raise InvalidInput(
+            "a Patient is required in the 'resource' parameter",
+            expression="Parameters.parameter.resource",
+        )
+    validate_resource(patient, "Patient")
+    record, paths = patient_to_source(patient, caller.institution_code, "match")
+    registry = platform_of(request).registry
+    try:
+        results = registry.candidates_for(caller, record, count)
+    except InvalidInput as error:
+        raise fhir_path(error, paths) from None
+    base = str(request.base_url).rstrip("/") + "/fhir"
+    entries = []
+    for view, score in results:
+        grade = registry.model.grade(score.weight)
+        if grade is MatchGrade.CERTAINLY_NOT or (only_certain and grade is not MatchGrade.CERTAIN):
+            continue
+        entries.append(match_entry(view, score.probability, grade, base))
+    if only_certain and len(entries) > 1:
+        entries = []  # ITI-119: only return a certain match when it is the only one
+    return fhir_response(
+        {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+    )
+
+
+@router.get("/Patient/$ihe-pix")
+def pix_query(request: Request, caller: PatientReader) -> JSONResponse:
+    """PIXm (ITI-83): every identifier the person has across sources."""
+    params = request.query_params
+    source = params.get("sourceIdentifier")
+    if not source or "|" not in source:
+        raise InvalidInput("sourceIdentifier must be system|value", expression="sourceIdentifier")
+    system, _, value = source.partition("|")
+    targets = set(params.getlist("targetSystem")) or None
+    registry = platform_of(request).registry
+    masters = registry.masters_by_identifier(system, value)
+    if not masters:
+        raise NotFound("no person with this identifier", expression="sourceIdentifier")
+    if len(masters) > 1:
+        raise Conflict(
+            "this identifier belongs to more than one person; a steward must resolve it",
+            expression="sourceIdentifier",
+        )
+    view = registry.person(caller, registry.index_id_of(next(iter(masters))), purpose="pix")
+    return fhir_response(pix_parameters(view, targets))
+
+
+@router.get("/Patient/{master_index_id:mii}")
+def read_golden_patient(
+    master_index_id: str, request: Request, caller: PatientReader
+) -> JSONResponse:
+    """The golden Patient of a master person (the resident across all sources)."""
+    view = platform_of(request).registry.person(caller, master_index_id)
+    return fhir_response(golden_patient(view))
