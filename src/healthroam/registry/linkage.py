@@ -24,8 +24,8 @@ real time, so one set of thresholds serves both.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
@@ -37,7 +37,6 @@ import duckdb
 from healthroam.registry.comparisons import COMPARISONS
 from healthroam.registry.linkage_sql import (
     DUCKDB,
-    TF_COLUMN,
     Dialect,
     prediction_blocking_rules,
     splink_comparisons,
@@ -346,17 +345,9 @@ def evaluate(
         """
     ).fetchall()[0]
     for name in ("_eval_clusters", "_eval_truth"):
-        with _suppress():
+        with contextlib.suppress(duckdb.Error):
             con.unregister(name)
     return Accuracy(int(row[0]), int(row[1]), int(row[2]))
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True
 
 
 def _relation(con: duckdb.DuckDBPyConnection, value: Any, name: str) -> str:
@@ -485,10 +476,6 @@ def load_truth(con: duckdb.DuckDBPyConnection, province: Path | str, table: str 
     return table
 
 
-def term_frequency_note() -> str:
-    return f"term frequencies of {TF_COLUMN} are computed by Splink from the records linked"
-
-
 # --- Splink's standard comparisons on the raw columns: the yardstick ---------------------
 
 
@@ -561,10 +548,6 @@ def link_default_model(
     clustered.drop_table_from_database_and_remove_from_cache()
     scored.drop_table_from_database_and_remove_from_cache()
     return out_table
-
-
-def log2_ratio(m: float, u: float) -> float:
-    return math.log2(m / u)
 
 
 def dump_spec(spec: dict[str, Any]) -> str:
