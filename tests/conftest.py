@@ -99,6 +99,7 @@ def settings(database_url: str, tmp_path: Path, signing_key_file: Path) -> Setti
         data_dir=tmp_path,
         token_signing_key_file=signing_key_file,
         public_base_url="http://testserver",
+        audit_seal_interval_ms=0,  # tests seal explicitly; the e2e server runs the sealer
     )
 
 

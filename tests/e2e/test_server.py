@@ -103,6 +103,7 @@ def test_hospital_creates_and_reads_a_patient_over_http(platform: Platform, serv
         assert read.status_code == 200
         assert read.json()["name"] == [{"family": "黎", "given": ["明"]}]
         assert http.get("/fhir/metadata").json()["fhirVersion"] == "4.0.1"
+    platform.audit.seal()
     with platform.db.transaction(readonly=True) as conn:
         actions = (
             conn.execute(

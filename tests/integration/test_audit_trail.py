@@ -15,6 +15,7 @@ from helpers import Province, national_id
 
 
 def _patient_events(platform: Platform, patient_id: str | None = None) -> list[dict[str, object]]:
+    platform.audit.seal()
     condition = (
         audit_events.c.patient_ref == f"Patient/{patient_id}"
         if patient_id
@@ -157,6 +158,7 @@ def test_audit_verify_catches_deleted_newest_rows(
     monkeypatch: object,
 ) -> None:
     _create_and_read(province, http)
+    platform.audit.seal()
     with platform.db.transaction() as conn:
         last = conn.execute(select(audit_head.c.seq)).scalar_one()
         conn.execute(delete(audit_events).where(audit_events.c.seq == last))
@@ -218,3 +220,37 @@ def test_audit_search_pages(platform: Platform, province: Province, http: TestCl
     second = http.get(next_url, headers=auditor).json()
     first_ids = {e["resource"]["id"] for e in page["entry"]}
     assert first_ids.isdisjoint({e["resource"]["id"] for e in second["entry"]})
+
+
+def test_audit_entries_wait_in_the_inbox_until_sealed(
+    platform: Platform, province: Province, http: TestClient
+) -> None:
+    with platform.db.transaction(readonly=True) as conn:
+        before = conn.execute(select(audit_events.c.seq)).all()
+    _create_and_read(province, http)
+    assert platform.audit.pending() > 0
+    with platform.db.transaction(readonly=True) as conn:
+        assert conn.execute(select(audit_events.c.seq)).all() == before
+    sealed = platform.audit.seal()
+    assert sealed > 0
+    assert platform.audit.pending() == 0
+    assert platform.audit.verify().ok
+    assert platform.audit.verify().entries >= sealed
+
+
+def test_background_sealer_seals_and_stops(platform: Platform) -> None:
+    import time
+
+    from healthroam.security.audit import Action
+    from healthroam.security.sealer import AuditSealer
+
+    sealer = AuditSealer(platform.audit, interval_ms=20)
+    sealer.start()
+    try:
+        platform.audit.record([platform.audit.event(None, action=Action.EXECUTE, subtype="test")])
+        deadline = time.monotonic() + 10
+        while platform.audit.pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert platform.audit.pending() == 0
+    finally:
+        sealer.stop()

@@ -15,6 +15,7 @@ from healthroam.api import cards, fhir, fhir_registry, health, registry, token
 from healthroam.api.errors import install_error_handlers
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
+from healthroam.security.sealer import AuditSealer
 
 access_log = logging.getLogger("healthroam.access")
 
@@ -37,9 +38,14 @@ def create_app(platform: Platform | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if owned:
-            the_platform.close()
+        sealer = AuditSealer(the_platform.audit, the_platform.settings.audit_seal_interval_ms)
+        sealer.start()
+        try:
+            yield
+        finally:
+            sealer.stop()
+            if owned:
+                the_platform.close()
 
     app = FastAPI(
         title="healthroam",

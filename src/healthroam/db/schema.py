@@ -94,6 +94,30 @@ audit_events = Table(
     Column("hash", LargeBinary(32), nullable=False),
 )
 
+# Audit entries committed with the data they describe, waiting to be sealed into the chain.
+# Writers only insert here (no lock), so audited transactions run in parallel; one sealer at a
+# time moves them, in batches, into audit_events under the head lock.
+audit_inbox = Table(
+    "audit_inbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("action", String(1), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("subtype", String(64), nullable=False),
+    Column("outcome", String(2), nullable=False),
+    Column("client_id", String(64), nullable=True),
+    Column("institution_code", String(64), nullable=True),
+    Column("end_user", String(200), nullable=True),
+    Column("purpose_of_use", String(32), nullable=False),
+    Column("resource_type", String(64), nullable=True),
+    Column("resource_id", String(128), nullable=True),
+    Column("patient_ref", String(200), nullable=True),
+    Column("query", Text, nullable=True),
+    Column("source_address", String(64), nullable=True),
+    Column("detail", Text, nullable=True),
+)
+
 # One row: the chain's head. Appends lock it, so the chain is a total order; deleting the
 # newest entries is caught because the head no longer matches.
 audit_head = Table(
@@ -134,4 +158,5 @@ fhir_resource_versions = Table(
 
 # Areas in their own modules (import for the side effect of registering their tables).
 from healthroam.db import tables_cards as tables_cards  # noqa: E402
+from healthroam.db import tables_records as tables_records  # noqa: E402
 from healthroam.db import tables_registry as tables_registry  # noqa: E402

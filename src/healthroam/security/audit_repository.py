@@ -7,9 +7,9 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
-from healthroam.db.schema import audit_events, audit_head
+from healthroam.db.schema import audit_events, audit_head, audit_inbox
 from healthroam.security.audit import (
     GENESIS_HASH,
     Action,
@@ -58,6 +58,31 @@ class AuditRepository:
             self.conn.execute(insert(audit_head).values(id=_HEAD_ID, seq=0, hash=GENESIS_HASH))
             return 0, GENESIS_HASH
         return int(row.seq), bytes(row.hash)
+
+    def enqueue(self, records: Sequence[AuditRecord]) -> None:
+        """Write records to the inbox inside the caller's transaction (no lock taken)."""
+        if records:
+            self.conn.execute(
+                insert(audit_inbox),
+                [
+                    {**asdict(r), "action": str(r.action), "outcome": str(r.outcome)}
+                    for r in records
+                ],
+            )
+
+    def seal(self, limit: int = 10_000) -> int:
+        """Move up to ``limit`` inbox entries, oldest first, into the chain. Holding the head
+        lock makes this the only sealer; the caller commits."""
+        self._lock_head()
+        rows = self.conn.execute(select(audit_inbox).order_by(audit_inbox.c.id).limit(limit)).all()
+        if not rows:
+            return 0
+        self.append([_record(row) for row in rows])
+        self.conn.execute(delete(audit_inbox).where(audit_inbox.c.id.in_([r.id for r in rows])))
+        return len(rows)
+
+    def pending(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(audit_inbox)).scalar_one())
 
     def append(self, records: Sequence[AuditRecord]) -> list[int]:
         """Append records in order inside the caller's transaction; return their seq numbers."""

@@ -313,23 +313,41 @@ class AuditTrail:
         )
 
     def append(self, conn: Connection, records: Sequence[AuditRecord]) -> None:
-        """Append inside the caller's transaction, so the audit commits with the data."""
-        AuditRepository(conn).append(records)
+        """Record inside the caller's transaction, so the audit commits with the data. The
+        entry goes to the inbox; :meth:`seal` chains it (the API server seals continuously)."""
+        AuditRepository(conn).enqueue(records)
 
     def record(self, records: Sequence[AuditRecord]) -> None:
-        """Append in a transaction of its own (for failures and reads outside a transaction)."""
+        """Record in a transaction of its own (for failures and reads outside a transaction)."""
         with self.db.transaction() as conn:
-            AuditRepository(conn).append(records)
+            AuditRepository(conn).enqueue(records)
+
+    def seal(self, batch: int = 10_000) -> int:
+        """Seal every waiting entry into the hash chain; return how many."""
+        sealed = 0
+        while True:
+            with self.db.transaction() as conn:
+                count = AuditRepository(conn).seal(batch)
+            sealed += count
+            if count < batch:
+                return sealed
+
+    def pending(self) -> int:
+        with self.db.transaction(readonly=True) as conn:
+            return AuditRepository(conn).pending()
 
     def verify(self) -> VerifyReport:
+        self.seal()
         with self.db.transaction(readonly=True) as conn:
             return AuditRepository(conn).verify()
 
     def search(self, **criteria: Any) -> tuple[list[tuple[int, AuditRecord]], int]:
+        self.seal()
         with self.db.transaction(readonly=True) as conn:
             return AuditRepository(conn).search(**criteria)
 
     def get(self, seq: int) -> AuditRecord:
+        self.seal()
         with self.db.transaction(readonly=True) as conn:
             record = AuditRepository(conn).get(seq)
         if record is None:
