@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         description="Longest `exp - now` accepted in a `private_key_jwt` client assertion "
         "(SMART Backend Services asks for at most five minutes).",
     )
+    audit_seal_interval_ms: int = Field(
+        default=200,
+        ge=0,
+        description="How often the API server seals waiting audit entries into the hash chain "
+        "(milliseconds; 0 turns the background sealer off: `audit verify` and audit searches "
+        "still seal first).",
+    )
     # --- registry
     registry_steward_agencies: str = Field(
         default="HNWJW,HNGXT",
