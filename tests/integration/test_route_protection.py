@@ -43,6 +43,8 @@ def _protected_routes() -> list[tuple[str, str]]:
                 continue
             if (method, route.path) not in PUBLIC:
                 path = re.sub(r"\{[^}:]+:mii\}", "A" * 64, route.path)
+                # Generic FHIR store routes: a real type, so the scope (not the type) is refused.
+                path = path.replace("{resource_type}", "Observation")
                 routes.append((method, re.sub(r"\{[^}]+\}", "1", path)))
     return routes
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -12,10 +13,14 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from healthroam import __version__
-from healthroam.api.auth import platform_of, scoped
+from healthroam.api.auth import current_principal, platform_of, scoped
 from healthroam.api.errors import FHIR_JSON
-from healthroam.errors import InvalidInput
-from healthroam.records.model import StoredResource
+from healthroam.errors import Forbidden, InvalidInput
+from healthroam.records.bundles import BundleProcessor
+from healthroam.records.history import history_bundle, parse_history
+from healthroam.records.model import StoredResource, operation_outcome
+from healthroam.records.searchset import searchset
+from healthroam.records.service import check_store_type, query_items, require
 from healthroam.records.validation import ID_PATTERN
 from healthroam.security.audit import Action
 from healthroam.security.audit_fhir import to_audit_event
@@ -23,9 +28,6 @@ from healthroam.security.model import Principal
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
 public_router = APIRouter(prefix="/fhir", tags=["fhir"])
-PatientCreator = Annotated[Principal, Depends(scoped("Patient", "c"))]
-PatientReader = Annotated[Principal, Depends(scoped("Patient", "r"))]
-PatientSearcher = Annotated[Principal, Depends(scoped("Patient", "s"))]
 AuditSearcher = Annotated[Principal, Depends(scoped("AuditEvent", "s"))]
 AuditReader = Annotated[Principal, Depends(scoped("AuditEvent", "r"))]
 MASTER_INDEX_ID = re.compile(r"^[0-9A-F]{64}$")
@@ -156,27 +158,6 @@ def smart_configuration(request: Request) -> JSONResponse:
     )
 
 
-@router.post("/Patient")
-async def create_patient(request: Request, caller: PatientCreator) -> JSONResponse:
-    """Create a Patient (an institution's registration of a person)."""
-    body = await json_body(request)
-    created = platform_of(request).records.create(caller, "Patient", body)
-    response = resource_response(created.stored, request, status=201)
-    if created.registration is not None:
-        # Which master person (主索引) the registration joined, and how it was decided.
-        response.headers["X-Master-Index-Id"] = created.registration.master_index_id
-        response.headers["X-Match-Outcome"] = created.registration.outcome.value
-    return response
-
-
-@router.get("/Patient/{resource_id}")
-def read_patient(resource_id: str, request: Request, caller: PatientReader) -> JSONResponse:
-    """Read a Patient; the read is audited with the caller and purpose of use."""
-    _check_id(resource_id, "Patient")
-    stored = platform_of(request).records.read(caller, "Patient", resource_id)
-    return resource_response(stored, request)
-
-
 def _parse_date(value: str, name: str) -> tuple[str, datetime]:
     prefix = value[:2] if value[:2] in ("ge", "gt", "le", "lt", "eq") else "eq"
     text = value[2:] if value[:2] == prefix else value
@@ -272,3 +253,250 @@ def read_audit(seq: str, request: Request, caller: AuditReader) -> Response:
         ]
     )
     return fhir_response(to_audit_event(int(seq), record))
+
+
+# --- the FHIR store: generic interactions on every R4 resource type --------------------------
+
+
+def typed(interaction: str) -> Callable[..., Principal]:
+    """Authenticate, answer 404 for an unknown type, then check the scope on the path's type,
+    all before the body is read."""
+
+    def dependency(
+        resource_type: str,
+        principal: Principal = Depends(current_principal),  # noqa: B008
+    ) -> Principal:
+        check_store_type(resource_type)
+        require(principal, resource_type, interaction)
+        return principal
+
+    return dependency
+
+
+def writer(principal: Principal = Depends(current_principal)) -> Principal:  # noqa: B008
+    """Batch/transaction: the token must grant some write scope; each entry is checked too."""
+    if not any(set(s.interactions) & set("cud") for s in principal.scopes.scopes):
+        raise Forbidden(
+            "batch and transaction Bundles need a write scope (c, u or d)", expression="Bundle"
+        )
+    return principal
+
+
+def system_reader(principal: Principal = Depends(current_principal)) -> Principal:  # noqa: B008
+    require(principal, "*", "s")
+    return principal
+
+
+Creator = Annotated[Principal, Depends(typed("c"))]
+Reader = Annotated[Principal, Depends(typed("r"))]
+Updater = Annotated[Principal, Depends(typed("u"))]
+Deleter = Annotated[Principal, Depends(typed("d"))]
+Searcher = Annotated[Principal, Depends(typed("s"))]
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _prefer(request: Request, name: str) -> str | None:
+    for part in request.headers.get("prefer", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.strip() == name:
+            return value.strip().strip('"')
+    return None
+
+
+def _written(stored: StoredResource, request: Request, status: int) -> Response:
+    if _prefer(request, "return") == "minimal":
+        response = resource_response(stored, request, status)
+        return Response(status_code=status, headers=dict(response.headers))
+    return resource_response(stored, request, status)
+
+
+@router.post("")
+async def transaction(request: Request, caller: Annotated[Principal, Depends(writer)]) -> Response:
+    """Batch and transaction Bundles."""
+    body = await json_body(request)
+    processor = BundleProcessor(platform_of(request).records)
+    return fhir_response(processor.process(caller, body, _base(request)))
+
+
+@router.get("/_history")
+def system_history(
+    request: Request, caller: Annotated[Principal, Depends(system_reader)]
+) -> Response:
+    """Every version of every resource, newest first (needs a system/*.s scope)."""
+    return _history(request, caller, None, None)
+
+
+def _history(
+    request: Request, caller: Principal, resource_type: str | None, resource_id: str | None
+) -> Response:
+    items = list(request.query_params.multi_items())
+    query = parse_history(items)
+    rows = platform_of(request).records.history(
+        caller,
+        resource_type,
+        resource_id,
+        since=query.since,
+        at=query.at,
+        before=query.before,
+        count=query.count,
+    )
+    self_url = str(request.url).split("?", 1)[0]
+    return fhir_response(history_bundle(rows, query, items, self_url, _base(request)))
+
+
+@router.get("/{resource_type}/_history")
+def type_history(resource_type: str, request: Request, caller: Searcher) -> Response:
+    return _history(request, caller, resource_type, None)
+
+
+async def _search(request: Request, caller: Principal, resource_type: str, form: bool) -> Response:
+    items = list(request.query_params.multi_items())
+    if form:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type != "application/x-www-form-urlencoded":
+            raise InvalidInput(
+                "_search takes application/x-www-form-urlencoded", expression="Content-Type"
+            )
+        items += query_items((await request.body()).decode())
+    strict = _prefer(request, "handling") == "strict"
+    result = platform_of(request).records.search(
+        caller,
+        resource_type,
+        items,
+        strict=strict,
+        base_url=_base(request),
+        query=urlencode(items),
+    )
+    self_url = f"{_base(request)}/{resource_type}"
+    return fhir_response(searchset(result, self_url, _base(request), urlencode(items)))
+
+
+@router.post("/{resource_type}/_search")
+async def search_post(resource_type: str, request: Request, caller: Searcher) -> Response:
+    """Search with the parameters in a form body (and the query)."""
+    return await _search(request, caller, resource_type, form=True)
+
+
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}")
+def vread(
+    resource_type: str, resource_id: str, version_id: str, request: Request, caller: Reader
+) -> Response:
+    _check_id(resource_id, resource_type)
+    stored = platform_of(request).records.vread(caller, resource_type, resource_id, version_id)
+    return resource_response(stored, request)
+
+
+@router.get("/{resource_type}/{resource_id}/_history")
+def instance_history(
+    resource_type: str, resource_id: str, request: Request, caller: Reader
+) -> Response:
+    _check_id(resource_id, resource_type)
+    return _history(request, caller, resource_type, resource_id)
+
+
+@router.get("/{resource_type}/{resource_id}")
+def read(resource_type: str, resource_id: str, request: Request, caller: Reader) -> Response:
+    """Read the current version; the read is audited with the caller and purpose of use."""
+    _check_id(resource_id, resource_type)
+    stored = platform_of(request).records.read(caller, resource_type, resource_id)
+    return resource_response(stored, request)
+
+
+@router.get("/{resource_type}")
+async def search_get(resource_type: str, request: Request, caller: Searcher) -> Response:
+    """Search (GET /fhir/Patient is the registry's PDQm route, registered before this)."""
+    return await _search(request, caller, resource_type, form=False)
+
+
+@router.post("/{resource_type}")
+async def create(resource_type: str, request: Request, caller: Creator) -> Response:
+    """Create (conditional with If-None-Exist); a Patient also joins the registry."""
+    body = await json_body(request)
+    created = platform_of(request).records.create(
+        caller,
+        resource_type,
+        body,
+        if_none_exist=request.headers.get("if-none-exist"),
+        base_url=_base(request),
+    )
+    response = _written(created.stored, request, 201 if created.created else 200)
+    if created.registration is not None:
+        # Which master person (主索引) the registration joined, and how it was decided.
+        response.headers["X-Master-Index-Id"] = created.registration.master_index_id
+        response.headers["X-Match-Outcome"] = created.registration.outcome.value
+    return response
+
+
+@router.put("/{resource_type}/{resource_id}")
+async def update(
+    resource_type: str, resource_id: str, request: Request, caller: Updater
+) -> Response:
+    """Update (If-Match for optimistic locking); creates the resource with this id if new."""
+    _check_id(resource_id, resource_type)
+    body = await json_body(request)
+    created = platform_of(request).records.update(
+        caller, resource_type, resource_id, body, if_match=request.headers.get("if-match")
+    )
+    return _written(created.stored, request, 201 if created.created else 200)
+
+
+@router.put("/{resource_type}")
+async def conditional_update(resource_type: str, request: Request, caller: Updater) -> Response:
+    body = await json_body(request)
+    created = platform_of(request).records.update(
+        caller,
+        resource_type,
+        None,
+        body,
+        if_match=request.headers.get("if-match"),
+        condition=request.url.query,
+        base_url=_base(request),
+    )
+    return _written(created.stored, request, 201 if created.created else 200)
+
+
+@router.patch("/{resource_type}/{resource_id}")
+async def patch(
+    resource_type: str, resource_id: str, request: Request, caller: Updater
+) -> Response:
+    """JSON Patch (application/json-patch+json)."""
+    _check_id(resource_id, resource_type)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if content_type != "application/json-patch+json":
+        raise InvalidInput("PATCH takes application/json-patch+json", expression="Content-Type")
+    try:
+        operations = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidInput("the body is not valid JSON", expression="$") from None
+    stored = platform_of(request).records.patch(
+        caller, resource_type, resource_id, operations, if_match=request.headers.get("if-match")
+    )
+    return _written(stored, request, 200)
+
+
+@router.delete("/{resource_type}/{resource_id}")
+def delete(resource_type: str, resource_id: str, request: Request, caller: Deleter) -> Response:
+    _check_id(resource_id, resource_type)
+    deleted = platform_of(request).records.delete(caller, resource_type, resource_id)
+    return fhir_response(
+        operation_outcome(
+            "information",
+            "informational",
+            "deleted" if deleted else "nothing to delete (unknown or already deleted)",
+        )
+    )
+
+
+@router.delete("/{resource_type}")
+def conditional_delete(resource_type: str, request: Request, caller: Deleter) -> Response:
+    deleted = platform_of(request).records.delete(
+        caller, resource_type, None, condition=request.url.query, base_url=_base(request)
+    )
+    return fhir_response(
+        operation_outcome(
+            "information", "informational", "deleted" if deleted else "no resource matched"
+        )
+    )

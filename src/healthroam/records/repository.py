@@ -1,19 +1,214 @@
-"""SQL storage of FHIR resources: the current row plus an append-only version table."""
+"""SQL storage of FHIR resources: the current row, an append-only version table and typed
+search-index tables (HAPI FHIR's layout), plus search compiled to SQL over those indexes.
+
+Search never loads candidate resources into Python: each clause becomes an ``EXISTS`` over one
+index table correlated with the resource row (chains and ``_has`` nest them), and only the
+page's rows are read.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Select,
+    Table,
+    and_,
+    delete,
+    false,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.sql.elements import KeyedColumnElement
 
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
-from healthroam.records.model import StoredResource
+from healthroam.db.tables_records import (
+    INDEX_TABLES,
+    fhir_idx_composite,
+    fhir_idx_date,
+    fhir_idx_number,
+    fhir_idx_quantity,
+    fhir_idx_reference,
+    fhir_idx_string,
+    fhir_idx_token,
+    fhir_idx_uri,
+    fhir_search_results,
+    fhir_search_totals,
+)
+from healthroam.errors import InvalidInput
+from healthroam.records.model import StoredResource, stored_body
+from healthroam.records.search import (
+    Chain,
+    Clause,
+    Has,
+    Include,
+    Match,
+    Missing,
+    SearchRequest,
+    SortKey,
+    parse_date,
+    parse_number,
+    split_prefix,
+)
+from healthroam.records.search_params import (
+    UCUM,
+    CompositeIndex,
+    DateIndex,
+    IndexValue,
+    NumberIndex,
+    QuantityIndex,
+    ReferenceIndex,
+    StringIndex,
+    TokenIndex,
+    UriIndex,
+    extract_index_values,
+    normalize,
+    parameters,
+    ucum_canonical,
+)
+
+FAR_PAST = datetime(1, 1, 1, tzinfo=UTC)
+FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
+_SKIPPED_PARAMS = frozenset({"_id", "_lastUpdated"})  # read from fhir_resources itself
+SNAPSHOT_LIMIT = 10_000  # sorted searches remember at most this many results for paging
+SNAPSHOT_TTL = timedelta(hours=1)
+Key = tuple[str, str]
+
+
+def _cut(value: str | None, length: int) -> str | None:
+    return value[:length] if value is not None and len(value) > length else value
+
+
+def _float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def index_rows(
+    resource_type: str, resource_id: str, resource: dict[str, Any]
+) -> dict[Table, list[dict[str, Any]]]:
+    """The index table rows of one resource, by table."""
+    out: dict[Table, list[dict[str, Any]]] = {}
+    owner = {"resource_type": resource_type, "resource_id": resource_id}
+    for value in extract_index_values(resource):
+        if value.param in _SKIPPED_PARAMS:
+            continue
+        row = _row(value)
+        if row is not None:
+            table, fields = row
+            out.setdefault(table, []).append({**owner, "param": value.param, **fields})
+    return out
+
+
+def _row(value: IndexValue) -> tuple[Table, dict[str, Any]] | None:
+    if isinstance(value, TokenIndex):
+        return fhir_idx_token, {
+            "system": _cut(value.system, 255),
+            "code": _cut(value.code, 255),
+            "text": _cut(value.text, 255),
+            "type_system": _cut(value.type_system, 255),
+            "type_code": _cut(value.type_code, 100),
+        }
+    if isinstance(value, StringIndex):
+        return fhir_idx_string, {
+            "value": _cut(value.value, 500),
+            "normalized": _cut(value.normalized, 255),
+        }
+    if isinstance(value, DateIndex):
+        return fhir_idx_date, {"low": value.low or FAR_PAST, "high": value.high or FAR_FUTURE}
+    if isinstance(value, ReferenceIndex):
+        return fhir_idx_reference, {
+            "target_type": _cut(value.target_type, 64),
+            "target_id": _cut(value.target_id, 64),
+            "url": _cut(value.url, 500),
+            "version": _cut(value.version, 64),
+            "identifier_system": _cut(value.identifier_system, 255),
+            "identifier_value": _cut(value.identifier_value, 255),
+        }
+    if isinstance(value, QuantityIndex):
+        return fhir_idx_quantity, {
+            "low": _float(value.low),
+            "high": _float(value.high),
+            "system": _cut(value.system, 255),
+            "code": _cut(value.code, 100),
+            "unit": _cut(value.unit, 100),
+            "canonical_low": _float(value.canonical_low),
+            "canonical_high": _float(value.canonical_high),
+            "canonical_code": value.canonical_code,
+        }
+    if isinstance(value, UriIndex):
+        return fhir_idx_uri, {"uri": _cut(value.uri, 500)}
+    if isinstance(value, NumberIndex):
+        return fhir_idx_number, {"value": float(value.value)}
+    if isinstance(value, CompositeIndex):
+        return fhir_idx_composite, _composite_row(value.components)
+    return None  # PositionIndex (Location.near) is not indexed
+
+
+def _composite_row(components: tuple[IndexValue, ...]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        k: None
+        for k in (
+            "c1_system",
+            "c1_code",
+            "c2_system",
+            "c2_code",
+            "c2_low",
+            "c2_high",
+            "c2_date_low",
+            "c2_date_high",
+            "c2_string",
+            "c3_low",
+            "c3_high",
+        )
+    }
+    first = components[0]
+    if isinstance(first, TokenIndex):
+        row["c1_system"], row["c1_code"] = _cut(first.system, 255), _cut(first.code, 255)
+    elif isinstance(first, ReferenceIndex):
+        row["c1_system"], row["c1_code"] = first.target_type, first.target_id
+    if len(components) > 1:
+        second = components[1]
+        if isinstance(second, TokenIndex):
+            row["c2_system"], row["c2_code"] = _cut(second.system, 255), _cut(second.code, 255)
+        elif isinstance(second, QuantityIndex):
+            row["c2_system"], row["c2_code"] = second.system, second.code or second.unit
+            row["c2_low"], row["c2_high"] = _float(second.low), _float(second.high)
+        elif isinstance(second, NumberIndex):
+            row["c2_low"] = row["c2_high"] = float(second.value)
+        elif isinstance(second, DateIndex):
+            row["c2_date_low"] = second.low or FAR_PAST
+            row["c2_date_high"] = second.high or FAR_FUTURE
+        elif isinstance(second, StringIndex):
+            row["c2_string"] = _cut(second.normalized, 255)
+    if len(components) > 2 and isinstance(components[2], NumberIndex):
+        row["c3_low"] = row["c3_high"] = float(components[2].value)
+    return row
+
+
+def _stored(row: Any) -> StoredResource:
+    return StoredResource(row.resource_type, row.id, row.version, row.last_updated, row.content)
 
 
 class ResourceRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+
+    # --- writes -------------------------------------------------------------------------------
 
     def create(
         self,
@@ -22,17 +217,10 @@ class ResourceRepository:
         content: dict[str, Any],
         now: datetime,
         institution_code: str | None,
+        method: str = "POST",
     ) -> StoredResource:
-        body = {k: v for k, v in content.items() if k not in ("resourceType", "id")}
-        meta = {
-            k: v
-            for k, v in (body.get("meta") or {}).items()
-            if k not in ("versionId", "lastUpdated")
-        }
-        if meta:
-            body["meta"] = meta
-        else:
-            body.pop("meta", None)
+        """Insert a resource that has never existed (version 1) with its index rows."""
+        body = stored_body(content)
         self.conn.execute(
             insert(fhir_resources).values(
                 resource_type=resource_type,
@@ -44,30 +232,601 @@ class ResourceRepository:
                 content=body,
             )
         )
+        self._version(resource_type, resource_id, 1, now, False, method, body)
+        self.index_many([(resource_type, resource_id, content)])
+        return StoredResource(resource_type, resource_id, 1, now, body)
+
+    def replace(
+        self,
+        current: Any,
+        content: dict[str, Any] | None,
+        now: datetime,
+        method: str,
+    ) -> StoredResource:
+        """A new version of an existing row (``content`` None: a deletion)."""
+        rtype, rid = current.resource_type, current.id
+        version = current.version + 1
+        body = None if content is None else stored_body(content)
+        now = max(now, _aware(current.last_updated) + timedelta(microseconds=1))
+        self.conn.execute(
+            update(fhir_resources)
+            .where(fhir_resources.c.resource_type == rtype, fhir_resources.c.id == rid)
+            .values(version=version, last_updated=now, deleted=content is None, content=body)
+        )
+        self._version(rtype, rid, version, now, content is None, method, body)
+        self.unindex(rtype, rid)
+        if content is not None:
+            self.index_many([(rtype, rid, content)])
+        return StoredResource(rtype, rid, version, now, body or {})
+
+    def _version(
+        self,
+        resource_type: str,
+        resource_id: str,
+        version: int,
+        now: datetime,
+        deleted: bool,
+        method: str,
+        body: dict[str, Any] | None,
+    ) -> None:
         self.conn.execute(
             insert(fhir_resource_versions).values(
                 resource_type=resource_type,
                 id=resource_id,
-                version=1,
+                version=version,
                 last_updated=now,
-                deleted=False,
-                method="POST",
+                deleted=deleted,
+                method=method,
                 content=body,
             )
         )
-        return StoredResource(resource_type, resource_id, 1, now, body)
+
+    def index_many(self, resources: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+        """Write the index rows of several resources, one multi-row insert per table."""
+        by_table: dict[Table, list[dict[str, Any]]] = {}
+        for rtype, rid, resource in resources:
+            full = {**resource, "resourceType": rtype, "id": rid}
+            for table, rows in index_rows(rtype, rid, full).items():
+                by_table.setdefault(table, []).extend(rows)
+        for table, rows in by_table.items():
+            self.conn.execute(insert(table), rows)
+
+    def unindex(self, resource_type: str, resource_id: str) -> None:
+        for table in INDEX_TABLES:
+            self.conn.execute(
+                delete(table).where(
+                    table.c.resource_type == resource_type, table.c.resource_id == resource_id
+                )
+            )
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Any:
+        """The current row (deleted or not), locked for update on PostgreSQL when asked."""
+        query = select(fhir_resources).where(
+            fhir_resources.c.resource_type == resource_type, fhir_resources.c.id == resource_id
+        )
+        if lock and self.postgres:
+            query = query.with_for_update()
+        return self.conn.execute(query).first()
 
     def read(self, resource_type: str, resource_id: str) -> tuple[StoredResource | None, bool]:
         """The current version, and whether the resource exists but is deleted."""
-        row = self.conn.execute(
-            select(fhir_resources).where(
-                fhir_resources.c.resource_type == resource_type, fhir_resources.c.id == resource_id
-            )
-        ).first()
+        row = self.current(resource_type, resource_id)
         if row is None:
             return None, False
         if row.deleted:
             return None, True
-        return StoredResource(
-            row.resource_type, row.id, row.version, row.last_updated, row.content
-        ), False
+        return _stored(row), False
+
+    def vread(self, resource_type: str, resource_id: str, version: int) -> Any:
+        v = fhir_resource_versions.c
+        return self.conn.execute(
+            select(fhir_resource_versions).where(
+                v.resource_type == resource_type, v.id == resource_id, v.version == version
+            )
+        ).first()
+
+    def load(self, keys: Sequence[Key]) -> list[StoredResource]:
+        """Current, not deleted resources by key, in the order asked."""
+        if not keys:
+            return []
+        found: dict[Key, StoredResource] = {}
+        c = fhir_resources.c
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self.conn.execute(
+                select(fhir_resources).where(
+                    tuple_(c.resource_type, c.id).in_(chunk), c.deleted == false()
+                )
+            )
+            for row in rows:
+                found[(row.resource_type, row.id)] = _stored(row)
+        return [found[k] for k in keys if k in found]
+
+    def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        since: datetime | None,
+        at: datetime | None,
+        before: tuple[datetime, str, str, int] | None,
+        count: int,
+    ) -> list[Row[Any]]:
+        """Versions newest first; ``at``: the version current at that instant per resource."""
+        v = fhir_resource_versions.c
+        query = select(fhir_resource_versions)
+        if resource_type is not None:
+            query = query.where(v.resource_type == resource_type)
+        if resource_id is not None:
+            query = query.where(v.id == resource_id)
+        if since is not None:
+            query = query.where(v.last_updated >= since)
+        if at is not None:
+            newer = fhir_resource_versions.alias("newer")
+            query = query.where(
+                v.last_updated <= at,
+                ~select(literal(1))
+                .where(
+                    newer.c.resource_type == v.resource_type,
+                    newer.c.id == v.id,
+                    newer.c.version > v.version,
+                    newer.c.last_updated <= at,
+                )
+                .exists(),
+            )
+        if before is not None:
+            moment, rtype, rid, version = before
+            query = query.where(
+                tuple_(v.last_updated, v.resource_type, v.id, v.version)
+                < tuple_(literal(moment), literal(rtype), literal(rid), literal(version))
+            )
+        query = query.order_by(
+            v.last_updated.desc(), v.resource_type.desc(), v.id.desc(), v.version.desc()
+        ).limit(count)
+        return list(self.conn.execute(query))
+
+    # --- search -------------------------------------------------------------------------------
+
+    def search_condition(self, request: SearchRequest, base_url: str) -> ColumnElement[bool]:
+        r = fhir_resources.c
+        conditions: list[ColumnElement[bool]] = [
+            r.resource_type == request.resource_type,
+            r.deleted == false(),
+        ]
+        compiler = _Compiler(base_url)
+        for clause in request.clauses:
+            conditions.append(compiler.clause(request.resource_type, r.id, clause, top=True))
+        return and_(*conditions)
+
+    def count(self, condition: ColumnElement[bool]) -> int:
+        return int(
+            self.conn.execute(
+                select(func.count()).select_from(fhir_resources).where(condition)
+            ).scalar_one()
+        )
+
+    def find(self, request: SearchRequest, condition: ColumnElement[bool], limit: int) -> list[Key]:
+        """Keys of matches in the request's order (default: lastUpdated, id ascending)."""
+        r = fhir_resources.c
+        query: Select[Any] = select(r.resource_type, r.id).where(condition)
+        if request.cursor is not None:
+            moment, rid = request.cursor
+            query = query.where(
+                or_(r.last_updated > moment, and_(r.last_updated == moment, r.id > rid))
+            )
+        order: list[Any] = []
+        for key in request.sort:
+            order.append(_sort_expression(request.resource_type, key))
+        order += [r.last_updated, r.id]
+        rows = self.conn.execute(query.order_by(*order).limit(limit))
+        return [(row[0], row[1]) for row in rows]
+
+    def cursor_of(self, key: Key) -> tuple[datetime, str] | None:
+        row = self.current(*key)
+        return None if row is None else (_aware(row.last_updated), row.id)
+
+    def save_snapshot(self, keys: Sequence[Key], total: int, now: datetime) -> str:
+        """Store a sorted search's result list; later pages read from it."""
+        search_id = str(uuid.uuid4())
+        self.conn.execute(
+            delete(fhir_search_results).where(fhir_search_results.c.created_at < now - SNAPSHOT_TTL)
+        )
+        self.conn.execute(
+            delete(fhir_search_totals).where(fhir_search_totals.c.created_at < now - SNAPSHOT_TTL)
+        )
+        self.conn.execute(
+            insert(fhir_search_results),
+            [
+                {
+                    "search_id": search_id,
+                    "position": i,
+                    "resource_type": k[0],
+                    "resource_id": k[1],
+                    "created_at": now,
+                }
+                for i, k in enumerate(keys)
+            ],
+        )
+        self.conn.execute(
+            insert(fhir_search_totals).values(search_id=search_id, total=total, created_at=now)
+        )
+        return search_id
+
+    def snapshot_page(self, search_id: str, offset: int, count: int) -> tuple[list[Key], int]:
+        s = fhir_search_results.c
+        total = self.conn.execute(
+            select(fhir_search_totals.c.total).where(fhir_search_totals.c.search_id == search_id)
+        ).scalar()
+        if total is None:
+            raise InvalidInput(
+                "this search's result list has expired; run the search again",
+                expression="_snapshot",
+            )
+        rows = self.conn.execute(
+            select(s.resource_type, s.resource_id)
+            .where(s.search_id == search_id, s.position >= offset)
+            .order_by(s.position)
+            .limit(count)
+        )
+        return [(row[0], row[1]) for row in rows], int(total)
+
+    def included(self, keys: Sequence[Key], includes: Sequence[Include]) -> list[Key]:
+        """Targets of the references named by ``_include`` from the given resources."""
+        if not keys or not includes:
+            return []
+        ref = fhir_idx_reference.c
+        out: list[Key] = []
+        for inc in includes:
+            query = select(ref.target_type, ref.target_id).where(
+                tuple_(ref.resource_type, ref.resource_id).in_(list(keys)),
+                ref.target_id.is_not(None),
+                ref.target_type.is_not(None),
+            )
+            if inc.source_type != "*":
+                query = query.where(ref.resource_type == inc.source_type)
+            if inc.code != "*":
+                query = query.where(ref.param == inc.code)
+            if inc.target_type is not None:
+                query = query.where(ref.target_type == inc.target_type)
+            out.extend((row[0], row[1]) for row in self.conn.execute(query.distinct()))
+        return out
+
+    def revincluded(self, keys: Sequence[Key], includes: Sequence[Include]) -> list[Key]:
+        """Resources whose named reference parameter points at one of the given resources."""
+        if not keys or not includes:
+            return []
+        ref = fhir_idx_reference.c
+        out: list[Key] = []
+        for inc in includes:
+            query = select(ref.resource_type, ref.resource_id).where(
+                tuple_(ref.target_type, ref.target_id).in_(list(keys))
+            )
+            if inc.source_type != "*":
+                query = query.where(ref.resource_type == inc.source_type)
+            if inc.code != "*":
+                query = query.where(ref.param == inc.code)
+            out.extend((row[0], row[1]) for row in self.conn.execute(query.distinct()))
+        return out
+
+    def pointing_at(self, targets: Sequence[Key]) -> list[Key]:
+        """Every resource with any reference to one of ``targets`` (compartments)."""
+        if not targets:
+            return []
+        ref = fhir_idx_reference.c
+        query = (
+            select(ref.resource_type, ref.resource_id)
+            .where(tuple_(ref.target_type, ref.target_id).in_(list(targets)))
+            .distinct()
+        )
+        return [(row[0], row[1]) for row in self.conn.execute(query)]
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+_SORT_COLUMNS = {
+    "string": (fhir_idx_string, "normalized", "normalized"),
+    "date": (fhir_idx_date, "low", "high"),
+    "token": (fhir_idx_token, "code", "code"),
+    "number": (fhir_idx_number, "value", "value"),
+    "quantity": (fhir_idx_quantity, "low", "high"),
+    "reference": (fhir_idx_reference, "target_id", "target_id"),
+    "uri": (fhir_idx_uri, "uri", "uri"),
+}
+
+
+def _sort_expression(resource_type: str, key: SortKey) -> Any:
+    r = fhir_resources.c
+    if key.kind == "_id":
+        return r.id.desc() if key.descending else r.id
+    if key.kind == "_lastUpdated":
+        return r.last_updated.desc() if key.descending else r.last_updated
+    table, low, high = _SORT_COLUMNS[key.kind]
+    idx = table.alias()
+    column = idx.c[high] if key.descending else idx.c[low]
+    value = (
+        select(func.max(column) if key.descending else func.min(column))
+        .where(
+            idx.c.resource_type == resource_type,
+            idx.c.resource_id == r.id,
+            idx.c.param == key.code,
+        )
+        .scalar_subquery()
+    )
+    return value.desc().nulls_last() if key.descending else value.asc().nulls_last()
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class _Compiler:
+    """Clauses -> correlated SQL conditions on (a literal resource type, an id column)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url.rstrip("/") + "/"
+
+    def clause(
+        self, rtype: str, rid: KeyedColumnElement[Any] | Any, clause: Clause, *, top: bool = False
+    ) -> ColumnElement[bool]:
+        if isinstance(clause, Missing):
+            if clause.kind in ("_id", "_lastUpdated"):
+                return false() if clause.missing else true()
+            idx = self._table(clause.kind).alias()
+            exists = self._owned(idx, rtype, rid, clause.code).exists()
+            return not_(exists) if clause.missing else exists
+        if isinstance(clause, Chain):
+            ref = fhir_idx_reference.alias()
+            branches = [
+                and_(ref.c.target_type == target, self.clause(target, ref.c.target_id, inner))
+                for target, inner in clause.targets
+            ]
+            return self._owned(ref, rtype, rid, clause.code).where(or_(*branches)).exists()
+        if isinstance(clause, Has):
+            ref = fhir_idx_reference.alias()
+            return (
+                select(literal(1))
+                .where(
+                    ref.c.resource_type == clause.source_type,
+                    ref.c.param == clause.code,
+                    ref.c.target_type == rtype,
+                    ref.c.target_id == rid,
+                    self.clause(clause.source_type, ref.c.resource_id, clause.clause),
+                )
+                .exists()
+            )
+        return self.match(rtype, rid, clause, top)
+
+    def _table(self, kind: str) -> Table:
+        return {
+            "token": fhir_idx_token,
+            "string": fhir_idx_string,
+            "date": fhir_idx_date,
+            "reference": fhir_idx_reference,
+            "quantity": fhir_idx_quantity,
+            "uri": fhir_idx_uri,
+            "number": fhir_idx_number,
+            "composite": fhir_idx_composite,
+        }[kind]
+
+    def _owned(self, idx: Any, rtype: str, rid: Any, code: str) -> Select[Any]:
+        return select(literal(1)).where(
+            idx.c.resource_type == rtype, idx.c.resource_id == rid, idx.c.param == code
+        )
+
+    def match(self, rtype: str, rid: Any, m: Match, top: bool) -> ColumnElement[bool]:
+        if m.kind in ("_id", "_lastUpdated"):
+            res = fhir_resources if top else fhir_resources.alias()
+            if m.kind == "_id":
+                cond: ColumnElement[bool] = res.c.id.in_(m.values)
+            else:
+                cond = or_(
+                    *(
+                        _interval(prefix, low, high, res.c.last_updated, res.c.last_updated)
+                        for prefix, low, high in (parse_date(v, m.code) for v in m.values)
+                    )
+                )
+            if top:
+                return cond
+            return (
+                select(literal(1))
+                .where(
+                    res.c.resource_type == rtype, res.c.id == rid, res.c.deleted == false(), cond
+                )
+                .exists()
+            )
+        idx = self._table(m.kind).alias()
+        negate = m.kind == "token" and m.modifier == "not"
+        conds = [self.value(idx, m, v) for v in m.values]
+        exists = self._owned(idx, rtype, rid, m.code).where(or_(*conds)).exists()
+        return not_(exists) if negate else exists
+
+    def value(self, idx: Any, m: Match, value: str) -> ColumnElement[bool]:
+        c = idx.c
+        if m.kind == "token":
+            return _token(c, m.modifier, value)
+        if m.kind == "string":
+            folded = normalize(value)
+            if m.modifier == "exact":
+                return c.value == value  # type: ignore[no-any-return]
+            if m.modifier == "contains":
+                return c.normalized.like(  # type: ignore[no-any-return]
+                    "%" + _like_prefix(folded[:255]) + "%", escape="\\"
+                )
+            return c.normalized.like(_like_prefix(folded[:255]) + "%", escape="\\")  # type: ignore[no-any-return]
+        if m.kind == "date":
+            prefix, low, high = parse_date(value, m.code)
+            return _interval(prefix, low, high, c.low, c.high)
+        if m.kind == "reference":
+            return self._reference(c, m.modifier, value)
+        if m.kind == "quantity":
+            return _quantity(c, value, m.code)
+        if m.kind == "number":
+            prefix, number, half = parse_number(value, m.code)
+            return _numeric(prefix, number, half, c.value, c.value)
+        if m.kind == "uri":
+            if m.modifier == "below":
+                return c.uri.like(_like_prefix(value) + "%", escape="\\")  # type: ignore[no-any-return]
+            if m.modifier == "above":
+                parts = value.split("/")
+                prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+                return c.uri.in_(prefixes)  # type: ignore[no-any-return]
+            return c.uri == value  # type: ignore[no-any-return]
+        if m.kind == "composite":
+            return self._composite(c, m, value)
+        raise InvalidInput(f"cannot search on {m.code}", expression=m.code)
+
+    def _reference(self, c: Any, modifier: str | None, value: str) -> ColumnElement[bool]:
+        if modifier == "identifier":
+            system, bar, code = value.partition("|")
+            if not bar:
+                return c.identifier_value == value  # type: ignore[no-any-return]
+            conds = [c.identifier_value == code]
+            conds.append(
+                c.identifier_system.is_(None) if not system else c.identifier_system == system
+            )
+            return and_(*conds)
+        if value.startswith(self.base):
+            value = value[len(self.base) :]
+        if "|" in value or value.startswith(("http://", "https://", "urn:")):
+            url, _, version = value.partition("|")
+            cond = c.url == url
+            return and_(cond, c.version == version) if version else cond  # type: ignore[no-any-return]
+        parts = value.split("/")
+        if len(parts) >= 4 and parts[-2] == "_history":
+            parts = parts[:-2]
+        if len(parts) == 2:
+            return and_(c.target_type == parts[0], c.target_id == parts[1])
+        if modifier is not None:
+            return and_(c.target_type == modifier, c.target_id == value)
+        return c.target_id == value  # type: ignore[no-any-return]
+
+    def _composite(self, c: Any, m: Match, value: str) -> ColumnElement[bool]:
+        parts = value.split("$")
+        first_kind = m.components[0]
+        conds: list[ColumnElement[bool]] = []
+        if first_kind == "reference":
+            ref = parts[0].split("/")
+            conds.append(c.c1_code == ref[-1])
+            if len(ref) >= 2:
+                conds.append(c.c1_system == ref[-2])
+        else:
+            conds.append(_token_columns(c.c1_system, c.c1_code, parts[0]))
+        second = m.components[1]
+        if second == "token":
+            conds.append(_token_columns(c.c2_system, c.c2_code, parts[1]))
+        elif second in ("quantity", "number"):
+            number_text, *rest = parts[1].split("|")
+            prefix, number, half = parse_number(number_text, m.code)
+            conds.append(_numeric(prefix, number, half, c.c2_low, c.c2_high))
+            if len(rest) == 2:
+                if rest[0]:
+                    conds.append(c.c2_system == rest[0])
+                if rest[1]:
+                    conds.append(c.c2_code == rest[1])
+        elif second == "date":
+            prefix, low, high = parse_date(parts[1], m.code)
+            conds.append(_interval(prefix, low, high, c.c2_date_low, c.c2_date_high))
+        elif second == "string":
+            conds.append(c.c2_string.like(_like_prefix(normalize(parts[1])) + "%", escape="\\"))
+        if len(parts) > 2:
+            prefix, number, half = parse_number(parts[2], m.code)
+            conds.append(_numeric(prefix, number, half, c.c3_low, c.c3_high))
+        return and_(*conds)
+
+
+def _token_columns(system_col: Any, code_col: Any, value: str) -> ColumnElement[bool]:
+    system, bar, code = value.partition("|")
+    if not bar:
+        return code_col == value  # type: ignore[no-any-return]
+    if not system:
+        return and_(system_col.is_(None), code_col == code)
+    if not code:
+        return system_col == system  # type: ignore[no-any-return]
+    return and_(system_col == system, code_col == code)
+
+
+def _token(c: Any, modifier: str | None, value: str) -> ColumnElement[bool]:
+    if modifier == "text":
+        return c.text.like(_like_prefix(normalize(value)[:255]) + "%", escape="\\")  # type: ignore[no-any-return]
+    if modifier == "of-type":
+        parts = value.split("|")
+        if len(parts) != 3 or not all(parts):
+            raise InvalidInput(":of-type takes system|code|value", expression="identifier:of-type")
+        return and_(c.type_system == parts[0], c.type_code == parts[1], c.code == parts[2])
+    return _token_columns(c.system, c.code, value)
+
+
+def _interval(
+    prefix: str, low: datetime, high: datetime, col_low: Any, col_high: Any
+) -> ColumnElement[bool]:
+    """Date search on intervals: the resource's [col_low, col_high] against [low, high]."""
+    if prefix == "eq":
+        return and_(col_low >= low, col_high <= high)
+    if prefix == "ne":
+        return not_(and_(col_low >= low, col_high <= high))
+    if prefix == "gt":
+        return col_high > high  # type: ignore[no-any-return]
+    if prefix == "lt":
+        return col_low < low  # type: ignore[no-any-return]
+    if prefix == "ge":
+        return col_high >= low  # type: ignore[no-any-return]
+    if prefix == "le":
+        return col_low <= high  # type: ignore[no-any-return]
+    if prefix == "sa":
+        return col_low > high  # type: ignore[no-any-return]
+    if prefix == "eb":
+        return col_high < low  # type: ignore[no-any-return]
+    # ap: within 10% of the distance from now (at least a day) on either side
+    now = datetime.now(UTC)
+    margin = max(abs(now - low) / 10, timedelta(days=1))
+    return and_(col_low <= high + margin, col_high >= low - margin)
+
+
+def _numeric(
+    prefix: str, number: Decimal, half: Decimal, col_low: Any, col_high: Any
+) -> ColumnElement[bool]:
+    """Number/quantity search; ``eq`` honours the value's implied precision."""
+    value = float(number)
+    lo, hi = float(number - half), float(number + half)
+    if prefix == "eq":
+        return and_(col_low >= lo, col_high < hi)
+    if prefix == "ne":
+        return not_(and_(col_low >= lo, col_high < hi))
+    if prefix in ("gt", "sa"):
+        return (col_low if prefix == "sa" else col_high) > value  # type: ignore[no-any-return]
+    if prefix in ("lt", "eb"):
+        return (col_high if prefix == "eb" else col_low) < value  # type: ignore[no-any-return]
+    if prefix == "ge":
+        return col_high >= value  # type: ignore[no-any-return]
+    if prefix == "le":
+        return col_low <= value  # type: ignore[no-any-return]
+    margin = abs(value) / 10
+    return and_(col_low <= value + margin, col_high >= value - margin)
+
+
+def _quantity(c: Any, value: str, name: str) -> ColumnElement[bool]:
+    number_text, *rest = value.split("|")
+    prefix, number, half = parse_number(number_text, name)
+    system = rest[0] if len(rest) >= 1 and rest[0] else None
+    code = rest[1] if len(rest) >= 2 and rest[1] else None
+    if code is not None and system in (None, UCUM):
+        canonical = ucum_canonical(code)
+        if canonical is not None:
+            factor, unit = canonical
+            return and_(
+                c.canonical_code == unit,
+                _numeric(prefix, number * factor, half * factor, c.canonical_low, c.canonical_high),
+            )
+    conds = [_numeric(prefix, number, half, c.low, c.high)]
+    if system is not None:
+        conds.append(c.system == system)
+    if code is not None:
+        conds.append(or_(c.code == code, c.unit == code))
+    return and_(*conds)
+
+
+__all__ = ["ResourceRepository", "index_rows", "parameters", "split_prefix"]

@@ -1,22 +1,52 @@
-"""FHIR interactions on the shared health record, each audited."""
+"""FHIR interactions on the shared health record, each audited.
+
+Every interaction checks the caller's SMART scopes, opens one transaction (``*_in`` variants
+run inside a caller's transaction, for Bundles), writes the resource, its version and its index
+rows together, and appends the audit entries in the same transaction.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
+
 from healthroam.db.engine import Database
-from healthroam.errors import Forbidden, Gone, InvalidInput, NotFound
-from healthroam.records.model import StoredResource, patient_reference
-from healthroam.records.repository import ResourceRepository
-from healthroam.records.validation import validate_resource
+from healthroam.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+)
+from healthroam.records.model import (
+    NotSupported,
+    StoredResource,
+    patient_reference,
+)
+from healthroam.records.patch import apply_patch
+from healthroam.records.repository import SNAPSHOT_LIMIT, Key, ResourceRepository
+from healthroam.records.search import (
+    Include,
+    SearchRequest,
+    check_type,
+    parse_search,
+)
+from healthroam.records.validation import ID_PATTERN, validate_resource
 from healthroam.registry.fhir import fhir_path, patient_to_source
 from healthroam.registry.normalize import normalize_record
 from healthroam.registry.service import Registration, RegistryService
-from healthroam.security.audit import Action, Outcome
+from healthroam.security.audit import Action, AuditRecord, Outcome
 from healthroam.security.model import Principal
 from healthroam.security.service import AuditTrail, Clock, utcnow
+
+# Served by the audit trail itself (api/fhir.py), never stored here.
+NOT_STORED = frozenset({"AuditEvent"})
+INCLUDE_ROUNDS = 3  # _include:iterate / _revinclude:iterate depth
 
 
 def require(principal: Principal, resource_type: str, interaction: str) -> None:
@@ -29,10 +59,54 @@ def require(principal: Principal, resource_type: str, interaction: str) -> None:
         )
 
 
+def check_store_type(resource_type: str) -> None:
+    """404 for anything that is not a resource type of this store."""
+    try:
+        check_type(resource_type)
+    except InvalidInput:
+        raise NotFound(f"{resource_type} is not a resource type", expression="type") from None
+    if resource_type in NOT_STORED:
+        raise NotSupported(f"{resource_type} is read-only here", expression=resource_type)
+
+
+def check_id(resource_id: str, resource_type: str) -> None:
+    if not ID_PATTERN.match(resource_id):
+        raise InvalidInput(
+            "a resource id is 1-64 of A-Z a-z 0-9 - .", expression=f"{resource_type}.id"
+        )
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """``W/"3"`` -> 3."""
+    if value is None:
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise InvalidInput('If-Match must be an ETag like W/"3"', expression="If-Match")
+    return int(text)
+
+
+def query_items(query: str) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl
+
+    return parse_qsl(query, keep_blank_values=True)
+
+
 @dataclass(frozen=True, slots=True)
 class Created:
     stored: StoredResource
     registration: Registration | None = None  # for a Patient: the master person it joined
+    created: bool = True  # False: a conditional create found the resource already there
+
+
+@dataclass(slots=True)
+class SearchResult:
+    request: SearchRequest
+    matches: list[StoredResource]
+    included: list[StoredResource]
+    total: int | None
+    next_params: list[tuple[str, str]] | None
+    unknown: list[str] = field(default_factory=list)
 
 
 class RecordService:
@@ -41,63 +115,163 @@ class RecordService:
     ) -> None:
         self.db, self.audit, self.registry, self.clock = db, audit, registry, clock
 
-    def create(self, principal: Principal, resource_type: str, body: Any) -> Created:
+    # --- audit --------------------------------------------------------------------------------
+
+    def _event(
+        self,
+        principal: Principal,
+        action: Action,
+        subtype: str,
+        resource_type: str,
+        resource_id: str | None,
+        content: dict[str, Any] | None,
+        *,
+        outcome: Outcome = Outcome.SUCCESS,
+        detail: str | None = None,
+    ) -> AuditRecord:
+        return self.audit.event(
+            principal,
+            action=action,
+            subtype=subtype,
+            outcome=outcome,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            patient_ref=patient_reference(resource_type, resource_id or "", content)
+            if content is not None and resource_id
+            else None,
+            detail=detail,
+        )
+
+    # --- create -------------------------------------------------------------------------------
+
+    def create(
+        self,
+        principal: Principal,
+        resource_type: str,
+        body: Any,
+        *,
+        if_none_exist: str | None = None,
+        base_url: str = "",
+    ) -> Created:
         """Store a new resource; a Patient is also registered (matched) in the registry, in
         the same transaction, so the answer can say which master person it joined."""
         require(principal, resource_type, "c")
         resource = validate_resource(body, resource_type)
-        resource_id = str(uuid.uuid4())
-        source = None
-        if resource_type == "Patient":
-            record, paths = patient_to_source(resource, principal.institution_code, resource_id)
-            try:
-                source = (record, normalize_record(record))
-            except InvalidInput as error:
-                raise fhir_path(error, paths) from None
-        registration = None
         with self.db.transaction() as conn:
-            stored = ResourceRepository(conn).create(
-                resource_type, resource_id, resource, self.clock(), principal.institution_code
-            )
-            if source is not None:
-                registration = self.registry.register_in(conn, principal, *source)
-            self.audit.append(
+            return self.create_in(
                 conn,
-                [
-                    self.audit.event(
-                        principal,
-                        action=Action.CREATE,
-                        subtype="create",
-                        resource_type=resource_type,
-                        resource_id=resource_id,
-                        patient_ref=patient_reference(resource_type, resource_id, resource),
-                    )
-                ],
+                principal,
+                resource_type,
+                resource,
+                if_none_exist=if_none_exist,
+                base_url=base_url,
             )
+
+    def create_in(
+        self,
+        conn: Connection,
+        principal: Principal,
+        resource_type: str,
+        resource: dict[str, Any],
+        *,
+        if_none_exist: str | None = None,
+        resource_id: str | None = None,
+        base_url: str = "",
+    ) -> Created:
+        require(principal, resource_type, "c")
+        if if_none_exist is not None:
+            require(principal, resource_type, "s")
+            found = self._conditional(conn, resource_type, if_none_exist, base_url)
+            if len(found) > 1:
+                raise PreconditionFailed(
+                    "If-None-Exist matched more than one resource", expression="If-None-Exist"
+                )
+            if found:
+                return Created(found[0], None, created=False)
+        resource_id = resource_id or str(uuid.uuid4())
+        registration = None
+        repo = ResourceRepository(conn)
+        stored = repo.create(
+            resource_type, resource_id, resource, self.clock(), principal.institution_code
+        )
+        if resource_type == "Patient":
+            registration = self._register(conn, principal, resource, resource_id, None)
+        self.audit.append(
+            conn,
+            [self._event(principal, Action.CREATE, "create", resource_type, resource_id, resource)],
+        )
         return Created(stored, registration)
+
+    def _register(
+        self,
+        conn: Connection,
+        principal: Principal,
+        resource: dict[str, Any],
+        resource_id: str,
+        institution: str | None,
+    ) -> Registration:
+        record, paths = patient_to_source(
+            resource, institution or principal.institution_code, resource_id
+        )
+        try:
+            normalized = normalize_record(record)
+        except InvalidInput as error:
+            raise fhir_path(error, paths) from None
+        return self.registry.register_in(conn, principal, record, normalized)
+
+    def _conditional(
+        self, conn: Connection, resource_type: str, query: str, base_url: str
+    ) -> list[StoredResource]:
+        """Matches of a conditional interaction's search (at most two are read)."""
+        query = query.split("?", 1)[1] if "?" in query else query
+        request = parse_search(resource_type, query_items(query), strict=True)
+        if not request.clauses:
+            raise InvalidInput("a conditional interaction needs search criteria")
+        repo = ResourceRepository(conn)
+        keys = repo.find(request, repo.search_condition(request, base_url), 2)
+        return repo.load(keys)
+
+    # --- read ---------------------------------------------------------------------------------
 
     def read(self, principal: Principal, resource_type: str, resource_id: str) -> StoredResource:
         require(principal, resource_type, "r")
         with self.db.transaction() as conn:
-            stored, deleted = ResourceRepository(conn).read(resource_type, resource_id)
-            outcome = Outcome.SUCCESS if stored else Outcome.MINOR_FAILURE
-            self.audit.append(
-                conn,
-                [
-                    self.audit.event(
-                        principal,
-                        action=Action.READ,
-                        subtype="read",
-                        outcome=outcome,
-                        resource_type=resource_type,
-                        resource_id=resource_id,
-                        patient_ref=patient_reference(resource_type, resource_id, stored.content)
-                        if stored
-                        else None,
-                        detail=None if stored else ("deleted" if deleted else "not found"),
-                    )
-                ],
-            )
+            stored, deleted = self._read_audited(conn, principal, resource_type, resource_id)
+        return self._found(stored, deleted, resource_type, resource_id)
+
+    def read_in(
+        self, conn: Connection, principal: Principal, resource_type: str, resource_id: str
+    ) -> StoredResource:
+        stored, deleted = self._read_audited(conn, principal, resource_type, resource_id)
+        return self._found(stored, deleted, resource_type, resource_id)
+
+    def _read_audited(
+        self, conn: Connection, principal: Principal, resource_type: str, resource_id: str
+    ) -> tuple[StoredResource | None, bool]:
+        """Read and audit (a failed read is audited too, so the caller raises afterwards)."""
+        require(principal, resource_type, "r")
+        stored, deleted = ResourceRepository(conn).read(resource_type, resource_id)
+        self.audit.append(
+            conn,
+            [
+                self._event(
+                    principal,
+                    Action.READ,
+                    "read",
+                    resource_type,
+                    resource_id,
+                    stored.content if stored else None,
+                    outcome=Outcome.SUCCESS if stored else Outcome.MINOR_FAILURE,
+                    detail=None if stored else ("deleted" if deleted else "not found"),
+                )
+            ],
+        )
+        return stored, deleted
+
+    @staticmethod
+    def _found(
+        stored: StoredResource | None, deleted: bool, resource_type: str, resource_id: str
+    ) -> StoredResource:
         if stored is None:
             if deleted:
                 raise Gone(
@@ -105,3 +279,448 @@ class RecordService:
                 )
             raise NotFound(f"{resource_type}/{resource_id} is not known", expression=resource_type)
         return stored
+
+    def vread(
+        self, principal: Principal, resource_type: str, resource_id: str, version: str
+    ) -> StoredResource:
+        require(principal, resource_type, "r")
+        if not version.isdigit():
+            raise InvalidInput("a version id is a positive integer", expression="versionId")
+        with self.db.transaction() as conn:
+            return self.vread_in(conn, principal, resource_type, resource_id, int(version))
+
+    def vread_in(
+        self,
+        conn: Connection,
+        principal: Principal,
+        resource_type: str,
+        resource_id: str,
+        version: int,
+    ) -> StoredResource:
+        require(principal, resource_type, "r")
+        row = ResourceRepository(conn).vread(resource_type, resource_id, version)
+        content = row.content if row is not None and not row.deleted else None
+        self.audit.append(
+            conn,
+            [
+                self._event(
+                    principal,
+                    Action.READ,
+                    "vread",
+                    resource_type,
+                    resource_id,
+                    content,
+                    outcome=Outcome.SUCCESS if content is not None else Outcome.MINOR_FAILURE,
+                )
+            ],
+        )
+        if row is None:
+            raise NotFound(
+                f"{resource_type}/{resource_id} has no version {version}", expression="versionId"
+            )
+        if row.deleted:
+            raise Gone(f"version {version} is a deletion", expression="versionId")
+        return StoredResource(resource_type, resource_id, row.version, row.last_updated, content)  # type: ignore[arg-type]
+
+    # --- update / patch -----------------------------------------------------------------------
+
+    def update(
+        self,
+        principal: Principal,
+        resource_type: str,
+        resource_id: str | None,
+        body: Any,
+        *,
+        if_match: str | None = None,
+        condition: str | None = None,
+        base_url: str = "",
+    ) -> Created:
+        """PUT: a new version, or a create with the client's id (``created`` says which)."""
+        require(principal, resource_type, "u")
+        resource = validate_resource(body, resource_type)
+        with self.db.transaction() as conn:
+            return self.update_in(
+                conn,
+                principal,
+                resource_type,
+                resource_id,
+                resource,
+                if_match=if_match,
+                condition=condition,
+                base_url=base_url,
+            )
+
+    def update_in(
+        self,
+        conn: Connection,
+        principal: Principal,
+        resource_type: str,
+        resource_id: str | None,
+        resource: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        condition: str | None = None,
+        base_url: str = "",
+        method: str = "PUT",
+    ) -> Created:
+        require(principal, resource_type, "u")
+        body_id = resource.get("id")
+        if condition is not None:
+            require(principal, resource_type, "s")
+            found = self._conditional(conn, resource_type, condition, base_url)
+            if len(found) > 1:
+                raise PreconditionFailed(
+                    "the conditional update matched more than one resource", expression="url"
+                )
+            if found:
+                if body_id is not None and body_id != found[0].id:
+                    raise InvalidInput(
+                        "the body's id differs from the matched resource's", expression="id"
+                    )
+                resource_id = found[0].id
+            else:
+                resource_id = body_id if isinstance(body_id, str) else str(uuid.uuid4())
+        assert resource_id is not None
+        check_id(resource_id, resource_type)
+        if body_id != resource_id:
+            raise InvalidInput(
+                "the resource's id must equal the id in the URL", expression=f"{resource_type}.id"
+            )
+        expected = parse_if_match(if_match)
+        repo = ResourceRepository(conn)
+        current = repo.current(resource_type, resource_id, lock=True)
+        if current is None:
+            if expected is not None:
+                raise PreconditionFailed(
+                    f"{resource_type}/{resource_id} does not exist", expression="If-Match"
+                )
+            return self.create_in(conn, principal, resource_type, resource, resource_id=resource_id)
+        if expected is not None and expected != current.version:
+            raise PreconditionFailed(
+                f"version {expected} is not the current version", expression="If-Match"
+            )
+        stored = repo.replace(current, resource, self.clock(), method)
+        registration = None
+        if resource_type == "Patient":
+            registration = self._register(
+                conn, principal, resource, resource_id, current.institution_code
+            )
+        self.audit.append(
+            conn,
+            [
+                self._event(
+                    principal,
+                    Action.UPDATE,
+                    "patch" if method == "PATCH" else "update",
+                    resource_type,
+                    resource_id,
+                    resource,
+                )
+            ],
+        )
+        return Created(stored, registration, created=bool(current.deleted))
+
+    def patch(
+        self,
+        principal: Principal,
+        resource_type: str,
+        resource_id: str,
+        operations: Any,
+        *,
+        if_match: str | None = None,
+    ) -> StoredResource:
+        require(principal, resource_type, "u")
+        with self.db.transaction() as conn:
+            return self.patch_in(
+                conn, principal, resource_type, resource_id, operations, if_match=if_match
+            )
+
+    def patch_in(
+        self,
+        conn: Connection,
+        principal: Principal,
+        resource_type: str,
+        resource_id: str,
+        operations: Any,
+        *,
+        if_match: str | None = None,
+    ) -> StoredResource:
+        require(principal, resource_type, "u")
+        stored, deleted = ResourceRepository(conn).read(resource_type, resource_id)
+        if stored is None:
+            if deleted:
+                raise Gone(f"{resource_type}/{resource_id} has been deleted")
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        current = {"resourceType": resource_type, "id": resource_id, **stored.content}
+        patched = apply_patch(current, operations)
+        resource = validate_resource(patched, resource_type)
+        if resource.get("id") != resource_id:
+            raise InvalidInput("a patch cannot change the id", expression=f"{resource_type}.id")
+        return self.update_in(
+            conn,
+            principal,
+            resource_type,
+            resource_id,
+            resource,
+            if_match=if_match,
+            method="PATCH",
+        ).stored
+
+    # --- delete -------------------------------------------------------------------------------
+
+    def delete(
+        self,
+        principal: Principal,
+        resource_type: str,
+        resource_id: str | None,
+        *,
+        condition: str | None = None,
+        base_url: str = "",
+    ) -> bool:
+        require(principal, resource_type, "d")
+        with self.db.transaction() as conn:
+            return self.delete_in(
+                conn,
+                principal,
+                resource_type,
+                resource_id,
+                condition=condition,
+                base_url=base_url,
+            )
+
+    def delete_in(
+        self,
+        conn: Connection,
+        principal: Principal,
+        resource_type: str,
+        resource_id: str | None,
+        *,
+        condition: str | None = None,
+        base_url: str = "",
+    ) -> bool:
+        """A deletion version; True when something was deleted (idempotent otherwise)."""
+        require(principal, resource_type, "d")
+        if resource_type == "Patient":
+            raise NotSupported(
+                "a Patient is a registry source record and cannot be deleted; "
+                "update it with active=false",
+                expression="Patient",
+            )
+        if condition is not None:
+            require(principal, resource_type, "s")
+            found = self._conditional(conn, resource_type, condition, base_url)
+            if len(found) > 1:
+                raise PreconditionFailed(
+                    "the conditional delete matched more than one resource", expression="url"
+                )
+            if not found:
+                return False
+            resource_id = found[0].id
+        assert resource_id is not None
+        repo = ResourceRepository(conn)
+        current = repo.current(resource_type, resource_id, lock=True)
+        if current is None or current.deleted:
+            return False
+        repo.replace(current, None, self.clock(), "DELETE")
+        self.audit.append(
+            conn,
+            [
+                self._event(
+                    principal, Action.DELETE, "delete", resource_type, resource_id, current.content
+                )
+            ],
+        )
+        return True
+
+    # --- search -------------------------------------------------------------------------------
+
+    def search(
+        self,
+        principal: Principal,
+        resource_type: str,
+        items: list[tuple[str, str]],
+        *,
+        strict: bool = False,
+        base_url: str = "",
+        query: str = "",
+    ) -> SearchResult:
+        require(principal, resource_type, "s")
+        request = parse_search(resource_type, items, strict=strict)
+        with self.db.transaction(readonly=True) as conn:
+            result = self.search_in(conn, principal, request, items, base_url)
+        self._audit_search(principal, result, query)
+        return result
+
+    def search_in(
+        self,
+        conn: Connection,
+        principal: Principal,
+        request: SearchRequest,
+        items: list[tuple[str, str]],
+        base_url: str,
+    ) -> SearchResult:
+        require(principal, request.resource_type, "s")
+        self._check_chain_scopes(principal, request)
+        repo = ResourceRepository(conn)
+        condition = repo.search_condition(request, base_url)
+        kept = [(k, v) for k, v in items if k not in ("_cursor", "_snapshot", "_offset")]
+        if request.summary == "count" or request.count == 0:
+            return SearchResult(request, [], [], repo.count(condition), None, request.unknown)
+        next_params: list[tuple[str, str]] | None = None
+        total: int | None = None
+        if request.snapshot is not None:
+            keys, total = repo.snapshot_page(request.snapshot, request.offset, request.count + 1)
+        elif request.sort:
+            all_keys = repo.find(request, condition, SNAPSHOT_LIMIT + 1)
+            total = len(all_keys) if len(all_keys) <= SNAPSHOT_LIMIT else None
+            keys = all_keys[: request.count + 1]
+            if len(all_keys) > request.count:
+                search_id = repo.save_snapshot(
+                    all_keys[:SNAPSHOT_LIMIT], total or repo.count(condition), self.clock()
+                )
+                request.snapshot = search_id
+        else:
+            keys = repo.find(request, condition, request.count + 1)
+        more = len(keys) > request.count
+        keys = keys[: request.count]
+        matches = repo.load(keys)
+        if more:
+            if request.snapshot is not None:
+                next_params = [
+                    *kept,
+                    ("_snapshot", request.snapshot),
+                    ("_offset", str(request.offset + request.count)),
+                ]
+            else:
+                cursor = repo.cursor_of(keys[-1])
+                if cursor is not None:
+                    next_params = [*kept, ("_cursor", f"{cursor[0].isoformat()}|{cursor[1]}")]
+        if total is None and request.total != "none":
+            if not more and request.cursor is None and request.snapshot is None:
+                total = len(matches)
+            elif request.total in ("accurate", "estimate") or request.cursor is None:
+                total = repo.count(condition)
+        included = self._includes(repo, principal, request, matches)
+        return SearchResult(request, matches, included, total, next_params, request.unknown)
+
+    def _check_chain_scopes(self, principal: Principal, request: SearchRequest) -> None:
+        from healthroam.records.search import Chain, Has
+
+        def walk(clause: Any) -> None:
+            if isinstance(clause, Chain):
+                for target, inner in clause.targets:
+                    require(principal, target, "s")
+                    walk(inner)
+            elif isinstance(clause, Has):
+                require(principal, clause.source_type, "s")
+                walk(clause.clause)
+
+        for clause in request.clauses:
+            walk(clause)
+
+    def _includes(
+        self,
+        repo: ResourceRepository,
+        principal: Principal,
+        request: SearchRequest,
+        matches: list[StoredResource],
+    ) -> list[StoredResource]:
+        if not (request.includes or request.revincludes) or not matches:
+            return []
+        seen: set[Key] = {(m.resource_type, m.id) for m in matches}
+        out: list[StoredResource] = []
+        frontier: list[Key] = list(seen)
+        for round_ in range(INCLUDE_ROUNDS):
+            incs: list[Include] = [i for i in request.includes if round_ == 0 or i.iterate]
+            revs: list[Include] = [i for i in request.revincludes if round_ == 0 or i.iterate]
+            if not incs and not revs:
+                break
+            found = repo.included(frontier, incs) + repo.revincluded(frontier, revs)
+            new = [
+                k
+                for k in dict.fromkeys(found)
+                if k not in seen and principal.scopes.allows(k[0], "r")
+            ]
+            if not new:
+                break
+            seen.update(new)
+            loaded = repo.load(new)
+            out.extend(loaded)
+            frontier = [(s.resource_type, s.id) for s in loaded]
+        return out
+
+    def _audit_search(self, principal: Principal, result: SearchResult, query: str) -> None:
+        """One audit entry per patient whose data the search returned (one if none)."""
+        patients: dict[str | None, None] = {}
+        for stored in [*result.matches, *result.included]:
+            patients[patient_reference(stored.resource_type, stored.id, stored.content)] = None
+        refs: list[str | None] = [p for p in patients if p is not None] or [None]
+        self.audit.record(
+            [
+                self.audit.event(
+                    principal,
+                    action=Action.EXECUTE,
+                    event_type="query",
+                    subtype="search-type",
+                    resource_type=result.request.resource_type,
+                    patient_ref=ref,
+                    query=query,
+                )
+                for ref in refs
+            ]
+        )
+
+    # --- history ------------------------------------------------------------------------------
+
+    def history(
+        self,
+        principal: Principal,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        since: datetime | None,
+        at: datetime | None,
+        before: tuple[datetime, str, str, int] | None,
+        count: int,
+    ) -> list[Any]:
+        """Versions newest first (``count + 1`` read so the caller knows whether more exist)."""
+        if resource_type is None:
+            require(principal, "*", "s")
+        elif resource_id is None:
+            require(principal, resource_type, "s")
+        else:
+            require(principal, resource_type, "r")
+        with self.db.transaction() as conn:
+            rows = ResourceRepository(conn).history(
+                resource_type, resource_id, since=since, at=at, before=before, count=count + 1
+            )
+            patients = dict.fromkeys(
+                patient_reference(r.resource_type, r.id, r.content) if r.content else None
+                for r in rows[:count]
+            )
+            refs: list[str | None] = [p for p in patients if p is not None] or [None]
+            self.audit.append(
+                conn,
+                [
+                    self.audit.event(
+                        principal,
+                        action=Action.READ,
+                        subtype="history-instance"
+                        if resource_id
+                        else ("history-type" if resource_type else "history-system"),
+                        resource_type=resource_type,
+                        resource_id=resource_id,
+                        patient_ref=ref,
+                    )
+                    for ref in refs
+                ],
+            )
+        if resource_id is not None and not rows and before is None and since is None and at is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        return rows
+
+    def load_in(self, conn: Connection, keys: list[Key]) -> list[StoredResource]:
+        return ResourceRepository(conn).load(keys)
+
+
+__all__ = ["Conflict", "Created", "RecordService", "SearchResult", "require"]
