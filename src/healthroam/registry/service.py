@@ -103,6 +103,27 @@ def _golden_values(source: SourceRow) -> dict[str, Any]:
     }
 
 
+ID_WARNINGS = frozenset(
+    {
+        "birth date differs from the one encoded in the ID number",
+        "sex differs from the one encoded in the ID number",
+    }
+)
+
+
+def different_trusted_ids(a: NormalizedRecord, b: NormalizedRecord) -> bool:
+    """Two valid national IDs that differ, each consistent with its own record, are two
+    people (namesakes born the same day are common in a province): never a match candidate.
+    An ID that disagrees with its own record's birth date or sex is not trusted this way."""
+    return (
+        a.national_id is not None
+        and b.national_id is not None
+        and a.national_id != b.national_id
+        and not ID_WARNINGS & set(a.warnings)
+        and not ID_WARNINGS & set(b.warnings)
+    )
+
+
 class RegistryService:
     def __init__(
         self,
@@ -355,7 +376,10 @@ class RegistryService:
         for row in rows:
             if row.master_id == exclude_master or row.master_id in blocked_masters:
                 continue
-            score = self.model.score(normalized, from_json(row.normalized), tf)
+            other = from_json(row.normalized)
+            if different_trusted_ids(normalized, other):
+                continue
+            score = self.model.score(normalized, other, tf)
             current = best.get(row.master_id)
             if current is None or score.weight > current.score.weight:
                 best[row.master_id] = Candidate(row.master_id, row, score)

@@ -188,3 +188,19 @@ def test_survivorship_prefers_trusted_then_recent() -> None:
         values={**hospital.values, "phone": "13811111111"},
     )
     assert golden_record([hospital, newer_hospital])["phone"] == "13811111111"
+
+
+def test_two_consistent_different_ids_are_two_people() -> None:
+    from healthroam.registry.service import different_trusted_ids
+
+    other_body = "46010619800203125"
+    namesake = norm(national_id=other_body + check_character(other_body))
+    assert different_trusted_ids(norm(national_id=NID), namesake)
+    assert not different_trusted_ids(norm(national_id=NID), norm(national_id=NID))
+    assert not different_trusted_ids(norm(national_id=NID), norm())
+    # An ID that contradicts its own record's birth date is not trusted to tell people apart.
+    suspicious = norm(
+        national_id=other_body + check_character(other_body), birth_date=date(1981, 1, 1)
+    )
+    assert suspicious.warnings
+    assert not different_trusted_ids(norm(national_id=NID), suspicious)
