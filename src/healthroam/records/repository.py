@@ -221,6 +221,7 @@ class ResourceRepository:
     ) -> StoredResource:
         """Insert a resource that has never existed (version 1) with its index rows."""
         body = stored_body(content)
+        now = _millis(now)
         self.conn.execute(
             insert(fhir_resources).values(
                 resource_type=resource_type,
@@ -247,7 +248,8 @@ class ResourceRepository:
         rtype, rid = current.resource_type, current.id
         version = current.version + 1
         body = None if content is None else stored_body(content)
-        now = max(now, _aware(current.last_updated) + timedelta(microseconds=1))
+        # Served with millisecond precision, so stored so too (and each version is later).
+        now = max(_millis(now), _aware(current.last_updated) + timedelta(milliseconds=1))
         self.conn.execute(
             update(fhir_resources)
             .where(fhir_resources.c.resource_type == rtype, fhir_resources.c.id == rid)
@@ -521,6 +523,10 @@ class ResourceRepository:
             .distinct()
         )
         return [(row[0], row[1]) for row in self.conn.execute(query)]
+
+
+def _millis(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _aware(moment: datetime) -> datetime:

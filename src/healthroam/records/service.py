@@ -380,6 +380,8 @@ class RecordService:
                 resource_id = found[0].id
             else:
                 resource_id = body_id if isinstance(body_id, str) else str(uuid.uuid4())
+            resource = {**resource, "id": resource_id}
+            body_id = resource_id
         assert resource_id is not None
         check_id(resource_id, resource_type)
         if body_id != resource_id:
