@@ -34,8 +34,9 @@ AGENCIES = (
 )
 DEMO_CLIENTS = {
     # name: (institution, scopes)
-    "hospital": (None, "system/Patient.cruds system/Observation.cruds"),
+    "hospital": (None, "system/Patient.cruds system/Observation.cruds system/Card.crus"),
     "auditor": ("HNWJW", "system/AuditEvent.rs"),
+    "steward": ("HNWJW", "system/MasterPerson.cruds"),
 }
 
 
@@ -159,6 +160,7 @@ def load_demo(
 ) -> DemoSummary:
     added, first_hospital = _add_institutions(platform)
     clients_file = _ensure_clients(platform, first_hospital)
+    platform.keys.init()  # card keys (root, issuing, trust list, EHC, QR): idempotent
     with platform.db.transaction(readonly=True) as conn:
         existing = conn.execute(
             select(func.count())
