@@ -72,5 +72,15 @@ def test_capability_statement_lists_what_is_supported(http: TestClient) -> None:
     statement = http.get("/fhir/metadata").json()
     assert statement["fhirVersion"] == "4.0.1"
     resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
-    assert {i["code"] for i in resources["Patient"]["interaction"]} == {"read", "create"}
+    patient_interactions = {i["code"] for i in resources["Patient"]["interaction"]}
+    assert {"read", "vread", "create", "update", "patch", "search-type"} <= patient_interactions
+    assert "delete" not in patient_interactions  # registry source records are not deleted
+    assert {i["code"] for i in resources["Observation"]["interaction"]} >= {"delete", "patch"}
+    names = {p["name"] for p in resources["Observation"]["searchParam"]}
+    assert {"code", "subject", "date", "value-quantity", "code-value-quantity"} <= names
+    assert {i["code"] for i in statement["rest"][0]["interaction"]} == {
+        "transaction",
+        "batch",
+        "history-system",
+    }
     assert {i["code"] for i in resources["AuditEvent"]["interaction"]} == {"read", "search-type"}

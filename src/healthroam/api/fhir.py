@@ -17,6 +17,7 @@ from healthroam.api.auth import current_principal, platform_of, scoped
 from healthroam.api.errors import FHIR_JSON
 from healthroam.errors import Forbidden, InvalidInput
 from healthroam.records.bundles import BundleProcessor
+from healthroam.records.capability import SYSTEM_INTERACTIONS, store_resources
 from healthroam.records.history import history_bundle, parse_history
 from healthroam.records.model import StoredResource, operation_outcome
 from healthroam.records.searchset import searchset
@@ -108,14 +109,9 @@ def metadata(request: Request) -> JSONResponse:
                         }
                     ],
                 },
+                "interaction": SYSTEM_INTERACTIONS,
                 "resource": [
-                    {
-                        "type": "Patient",
-                        "versioning": "versioned",
-                        "readHistory": False,
-                        "updateCreate": False,
-                        "interaction": [{"code": "read"}, {"code": "create"}],
-                    },
+                    *store_resources(),
                     {
                         "type": "AuditEvent",
                         "interaction": [{"code": "read"}, {"code": "search-type"}],

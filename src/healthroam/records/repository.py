@@ -700,7 +700,7 @@ class _Compiler:
         if "|" in value or value.startswith(("http://", "https://", "urn:")):
             url, _, version = value.partition("|")
             cond = c.url == url
-            return and_(cond, c.version == version) if version else cond  # type: ignore[no-any-return]
+            return and_(cond, c.version == version) if version else cond
         parts = value.split("/")
         if len(parts) >= 4 and parts[-2] == "_history":
             parts = parts[:-2]

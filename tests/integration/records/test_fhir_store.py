@@ -54,9 +54,7 @@ def post(http: TestClient, h: dict[str, str], resource: dict[str, Any]) -> dict[
 
 
 def ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
-    return [
-        e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == mode
-    ]
+    return [e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == mode]
 
 
 def search(http: TestClient, h: dict[str, str], url: str) -> dict[str, Any]:
@@ -76,11 +74,13 @@ def test_crud_versions_and_delete(http: TestClient, h: dict[str, str]) -> None:
     assert http.get(f"/fhir/Observation/{oid}", headers=h).json() == created
     changed = {**created, "status": "amended"}
     r = http.put(f"/fhir/Observation/{oid}", json=changed, headers=h)
-    assert r.status_code == 200 and r.headers["etag"] == 'W/"2"'
+    assert r.status_code == 200
+    assert r.headers["etag"] == 'W/"2"'
     assert http.get(f"/fhir/Observation/{oid}/_history/1", headers=h).json()["status"] == "final"
     assert http.delete(f"/fhir/Observation/{oid}", headers=h).status_code == 200
     gone = http.get(f"/fhir/Observation/{oid}", headers=h)
-    assert gone.status_code == 410 and gone.json()["issue"][0]["code"] == "deleted"
+    assert gone.status_code == 410
+    assert gone.json()["issue"][0]["code"] == "deleted"
     history = search(http, h, f"/fhir/Observation/{oid}/_history")
     assert [e["response"]["etag"] for e in history["entry"]] == ['W/"3"', 'W/"2"', 'W/"1"']
     assert "resource" not in history["entry"][0]
@@ -91,18 +91,17 @@ def test_update_as_create_and_if_match(http: TestClient, h: dict[str, str]) -> N
     body = obs("Patient/x", id="client-id-1")
     r = http.put("/fhir/Observation/client-id-1", json=body, headers=h)
     assert r.status_code == 201
-    stale = http.put(
-        "/fhir/Observation/client-id-1", json=body, headers={**h, "If-Match": 'W/"7"'}
-    )
+    stale = http.put("/fhir/Observation/client-id-1", json=body, headers={**h, "If-Match": 'W/"7"'})
     assert stale.status_code == 412
     ok = http.put("/fhir/Observation/client-id-1", json=body, headers={**h, "If-Match": 'W/"1"'})
-    assert ok.status_code == 200 and ok.json()["meta"]["versionId"] == "2"
+    assert ok.status_code == 200
+    assert ok.json()["meta"]["versionId"] == "2"
     wrong_id = http.put("/fhir/Observation/other", json=body, headers=h)
     assert wrong_id.status_code == 400
 
 
 def test_conditional_create_update_delete(http: TestClient, h: dict[str, str]) -> None:
-    ident = {"identifier": [{"system": "urn:lab", "value": "A1"}]}
+    ident: dict[str, Any] = {"identifier": [{"system": "urn:lab", "value": "A1"}]}
     first = http.post(
         "/fhir/Observation",
         json=obs("Patient/p", **ident),
@@ -113,14 +112,16 @@ def test_conditional_create_update_delete(http: TestClient, h: dict[str, str]) -
         json=obs("Patient/p", **ident),
         headers={**h, "If-None-Exist": "identifier=urn:lab|A1"},
     )
-    assert first.status_code == 201 and again.status_code == 200
+    assert first.status_code == 201
+    assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     upd = http.put(
         "/fhir/Observation?identifier=urn:lab|A1",
         json={**obs("Patient/p", **ident), "status": "amended"},
         headers=h,
     )
-    assert upd.status_code == 200 and upd.json()["id"] == first.json()["id"]
+    assert upd.status_code == 200
+    assert upd.json()["id"] == first.json()["id"]
     new = http.put("/fhir/Observation?identifier=urn:lab|B2", json=obs("Patient/p"), headers=h)
     assert new.status_code == 201
     post(http, h, obs("Patient/p", **ident))  # now two match
@@ -141,7 +142,8 @@ def test_json_patch(http: TestClient, h: dict[str, str]) -> None:
     hp = {**h, "Content-Type": "application/json-patch+json"}
     r = http.patch(f"/fhir/Observation/{oid}", content=json.dumps(ops), headers=hp)
     assert r.status_code == 200, r.text
-    assert r.json()["status"] == "amended" and r.json()["note"] == [{"text": "rechecked"}]
+    assert r.json()["status"] == "amended"
+    assert r.json()["note"] == [{"text": "rechecked"}]
     failed = http.patch(f"/fhir/Observation/{oid}", content=json.dumps(ops[:1]), headers=hp)
     assert failed.status_code == 422
     bad = [{"op": "replace", "path": "/status", "value": "nonsense"}]
@@ -203,8 +205,11 @@ def data(http: TestClient, h: dict[str, str]) -> dict[str, str]:
             "component": [
                 {
                     "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-                    "valueQuantity": {"value": 140, "system": "http://unitsofmeasure.org",
-                                      "code": "mm[Hg]"},
+                    "valueQuantity": {
+                        "value": 140,
+                        "system": "http://unitsofmeasure.org",
+                        "code": "mm[Hg]",
+                    },
                 }
             ],
         },
@@ -226,15 +231,15 @@ def test_token_search(http: TestClient, h: dict[str, str], data: dict[str, str])
 
 def test_identifier_of_type(http: TestClient, h: dict[str, str]) -> None:
     mr = {
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
-                             "code": "MR"}]},
+        "type": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]
+        },
         "system": "urn:mrn",
         "value": "M-1",
     }
     oid = post(http, h, obs("Patient/p", identifier=[mr]))["id"]
     url = (
-        "/fhir/Observation?identifier:of-type="
-        "http://terminology.hl7.org/CodeSystem/v2-0203|MR|M-1"
+        "/fhir/Observation?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|M-1"
     )
     assert ids(search(http, h, url)) == [oid]
 
@@ -307,7 +312,8 @@ def test_reference_chain_has_and_missing(
         content="_has:Observation:subject:code=85354-9",
         headers={**h, "Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert r.status_code == 200 and ids(r.json()) == [p2]
+    assert r.status_code == 200
+    assert ids(r.json()) == [p2]
     assert ids(search(http, h, "/fhir/Observation?encounter:missing=false")) == []
     assert len(ids(search(http, h, "/fhir/Observation?encounter:missing=true"))) == 3
     assert len(ids(search(http, h, "/fhir/Observation?value-quantity:missing=false"))) == 3
@@ -331,7 +337,8 @@ def test_include_revinclude_sort_and_summary(
     multi = ids(search(http, h, "/fhir/Observation?_sort=code,-value-quantity"))
     assert multi == [data["o3"], data["o2"], data["o1"]]
     count = search(http, h, "/fhir/Observation?_summary=count")
-    assert count["total"] == 3 and "entry" not in count
+    assert count["total"] == 3
+    assert "entry" not in count
     elements = search(http, h, "/fhir/Observation?_elements=status&_count=1")
     resource = elements["entry"][0]["resource"]
     assert set(resource) == {"resourceType", "id", "meta", "status"}
@@ -356,21 +363,42 @@ def test_meta_params(http: TestClient, h: dict[str, str]) -> None:
     }
     oid = post(http, h, obs("Patient/p", meta=meta))["id"]
     post(http, h, obs("Patient/p"))
-    for q in ("_tag=urn:t|x", "_profile=http://example.org/p", "_security=R", "_source=urn:src",
-              f"_id={oid}", "_lastUpdated=gt2000-01-01&_tag=x"):
+    for q in (
+        "_tag=urn:t|x",
+        "_profile=http://example.org/p",
+        "_security=R",
+        "_source=urn:src",
+        f"_id={oid}",
+        "_lastUpdated=gt2000-01-01&_tag=x",
+    ):
         assert ids(search(http, h, f"/fhir/Observation?{q}")) == [oid], q
 
 
 def test_uri_and_number(http: TestClient, h: dict[str, str]) -> None:
-    vs = post(http, h, {"resourceType": "ValueSet", "status": "draft",
-                        "url": "http://example.org/fhir/ValueSet/a"})["id"]
+    vs = post(
+        http,
+        h,
+        {
+            "resourceType": "ValueSet",
+            "status": "draft",
+            "url": "http://example.org/fhir/ValueSet/a",
+        },
+    )["id"]
     assert ids(search(http, h, "/fhir/ValueSet?url=http://example.org/fhir/ValueSet/a")) == [vs]
     assert ids(search(http, h, "/fhir/ValueSet?url:below=http://example.org/fhir")) == [vs]
-    assert ids(search(http, h, "/fhir/ValueSet?url:above=http://example.org/fhir/ValueSet/a/x"))\
-        == [vs]
-    risk = post(http, h, {"resourceType": "RiskAssessment", "status": "final",
-                          "subject": {"reference": "Patient/p"},
-                          "prediction": [{"probabilityDecimal": 0.25}]})["id"]
+    assert ids(
+        search(http, h, "/fhir/ValueSet?url:above=http://example.org/fhir/ValueSet/a/x")
+    ) == [vs]
+    risk = post(
+        http,
+        h,
+        {
+            "resourceType": "RiskAssessment",
+            "status": "final",
+            "subject": {"reference": "Patient/p"},
+            "prediction": [{"probabilityDecimal": 0.25}],
+        },
+    )["id"]
     assert ids(search(http, h, "/fhir/RiskAssessment?probability=gt0.2")) == [risk]
     assert ids(search(http, h, "/fhir/RiskAssessment?probability=0.25")) == [risk]
     assert ids(search(http, h, "/fhir/RiskAssessment?probability=lt0.2")) == []
@@ -402,7 +430,8 @@ def test_history_params(http: TestClient, h: dict[str, str]) -> None:
     http.put(f"/fhir/Observation/{a['id']}", json={**a, "status": "amended"}, headers=h)
     post(http, h, obs("Patient/q"))
     system = search(http, h, "/fhir/_history?_count=2")
-    assert len(system["entry"]) == 2 and any(l["relation"] == "next" for l in system["link"])
+    assert len(system["entry"]) == 2
+    assert any(link["relation"] == "next" for link in system["link"])
     typed = search(http, h, "/fhir/Observation/_history")
     assert len(typed["entry"]) == 3
     since = search(http, h, f"/fhir/Observation/{a['id']}/_history?_since={mid}")
@@ -416,11 +445,16 @@ def test_history_params(http: TestClient, h: dict[str, str]) -> None:
 # --- bundles -----------------------------------------------------------------------------------
 
 
-def test_transaction_with_references_and_conditional(
-    http: TestClient, h: dict[str, str]
-) -> None:
-    existing = post(http, h, {"resourceType": "Organization", "name": "Org",
-                              "identifier": [{"system": "urn:org", "value": "O1"}]})
+def test_transaction_with_references_and_conditional(http: TestClient, h: dict[str, str]) -> None:
+    existing = post(
+        http,
+        h,
+        {
+            "resourceType": "Organization",
+            "name": "Org",
+            "identifier": [{"system": "urn:org", "value": "O1"}],
+        },
+    )
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -431,14 +465,19 @@ def test_transaction_with_references_and_conditional(
                 "request": {"method": "POST", "url": "Practitioner"},
             },
             {
-                "resource": {**obs("urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"),
-                             "performer": [{"reference": "Organization?identifier=urn:org|O1"}]},
+                "resource": {
+                    **obs("urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"),
+                    "performer": [{"reference": "Organization?identifier=urn:org|O1"}],
+                },
                 "request": {"method": "POST", "url": "Observation"},
             },
             {
                 "resource": {"resourceType": "Organization", "name": "Org"},
-                "request": {"method": "POST", "url": "Organization",
-                            "ifNoneExist": "identifier=urn:org|O1"},
+                "request": {
+                    "method": "POST",
+                    "url": "Organization",
+                    "ifNoneExist": "identifier=urn:org|O1",
+                },
             },
             {"request": {"method": "GET", "url": "Organization?identifier=urn:org|O1"}},
         ],
@@ -461,10 +500,14 @@ def test_transaction_rolls_back_on_failure(http: TestClient, h: dict[str, str]) 
         "type": "transaction",
         "entry": [
             {"resource": obs("Patient/p"), "request": {"method": "POST", "url": "Observation"}},
-            {"request": {"method": "PUT", "url": "Observation?identifier=nope"},
-             "resource": obs("Patient/p")},
-            {"resource": obs("Patient/p", id="x1"),
-             "request": {"method": "PUT", "url": "Observation/x1", "ifMatch": 'W/"4"'}},
+            {
+                "request": {"method": "PUT", "url": "Observation?identifier=nope"},
+                "resource": obs("Patient/p"),
+            },
+            {
+                "resource": obs("Patient/p", id="x1"),
+                "request": {"method": "PUT", "url": "Observation/x1", "ifMatch": 'W/"4"'},
+            },
         ],
     }
     r = http.post("/fhir", json=bundle, headers=h)
@@ -484,16 +527,22 @@ def test_batch_reports_each_entry(http: TestClient, h: dict[str, str]) -> None:
         "entry": [
             {"resource": obs("Patient/p"), "request": {"method": "POST", "url": "Observation"}},
             {"request": {"method": "GET", "url": "Observation/missing"}},
-            {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
-                          "data": patch},
-             "request": {"method": "PATCH", "url": f"Observation/{oid}"}},
+            {
+                "resource": {
+                    "resourceType": "Binary",
+                    "contentType": "application/json-patch+json",
+                    "data": patch,
+                },
+                "request": {"method": "PATCH", "url": f"Observation/{oid}"},
+            },
             {"request": {"method": "DELETE", "url": f"Observation/{oid}"}},
         ],
     }
     r = http.post("/fhir", json=bundle, headers=h)
     assert r.status_code == 200
     statuses = [e["response"]["status"] for e in r.json()["entry"]]
-    assert statuses[0] == "201 Created" and statuses[1].startswith("404")
+    assert statuses[0] == "201 Created"
+    assert statuses[1].startswith("404")
     assert statuses[3] == "204 No Content"
     # DELETE runs before PATCH in a batch, so the patch finds the resource gone
     assert statuses[2].startswith("410")
