@@ -53,8 +53,9 @@ class Province:
         token: str = response.json()["access_token"]
         return token
 
-    def headers(self, scope: str = "system/Patient.cruds",
-                institution: str | None = None) -> dict[str, str]:
+    def headers(
+        self, scope: str = "system/Patient.cruds", institution: str | None = None
+    ) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(self.client(scope, institution))}"}
 
 
