@@ -108,7 +108,7 @@ def main() -> None:
     # Hospital records: the persons are (mostly) in the registry under other keys.
     hospital_files = sorted((province / "sources").glob("hospital-*.parquet"))
     mapping = Mapping.load("hospital")
-    candidates = []
+    candidates: list[tuple[str, dict[str, object]]] = []
     for path in hospital_files:
         candidates.extend(
             (path.stem.removeprefix("hospital-"), r) for r in pq.read_table(path).to_pylist()
