@@ -205,3 +205,41 @@ def test_bulk_load_agrees_with_streaming_load(
     assert events >= first.new
     assert keys >= 3 * first.new
     assert platform.audit.verify().ok
+
+
+def test_population_changes_update_the_golden_record(
+    platform: Platform, loader: FeedLoader, tmp_path: Path
+) -> None:
+    header = (
+        "record_key,name,sex,birth_date,id_number,region_code,address,phone,"
+        "ethnicity_code,death_date\n"
+    )
+    first = national_id(sequence=131, born="19500101")
+    second = national_id(sequence=142, born="19800101")
+    (tmp_path / "v1.csv").write_text(
+        header
+        + f"P1,王大山,1,1950-01-01,{first},460106,海口市龙华区滨海大道1号,,01,\n"
+        + f"P2,李小梅,2,1980-01-01,{second},460106,海口市龙华区滨海大道2号,,01,\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "v2.csv").write_text(
+        header
+        + f"P1,王大山,1,1950-01-01,{first},460106,海口市龙华区滨海大道1号,,01,2026-10-01\n"
+        + f"P2,李梅,2,1980-01-01,{second},469002,琼海市嘉积镇银海路8号,,01,\n",
+        encoding="utf-8",
+    )
+    mapping = Mapping.load("population")
+    loader.load(tmp_path / "v1.csv", source="POP", mapping=mapping, reject_file=tmp_path / "r")
+    changes = loader.load(
+        tmp_path / "v2.csv", source="POP", mapping=mapping, reject_file=tmp_path / "r2"
+    )
+    assert (changes.rows, changes.rejected, changes.new) == (2, 0, 0)
+    with platform.db.transaction(readonly=True) as conn:
+        goldens = {
+            g["national_id"]: g for g in conn.execute(select(master_persons.c.golden)).scalars()
+        }
+    assert goldens[first]["death_date"] == "2026-10-01"  # a death
+    assert goldens[second]["name"] == "李梅"  # a name change
+    assert goldens[second]["region"] == "469002"  # a move
+    assert goldens[second]["address"] == "琼海市嘉积镇银海路8号"
+    assert _counts(platform) == (2, 2)
