@@ -8,8 +8,9 @@ hex characters, so other Patient ids fall through to the FHIR store).
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -18,6 +19,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from healthroam.api.auth import platform_of, scoped
 from healthroam.api.fhir import fhir_response, json_body
 from healthroam.errors import Conflict, InvalidInput, NotFound
+from healthroam.records.everything import Everything, everything
 from healthroam.records.validation import validate_resource
 from healthroam.registry.fhir import (
     fhir_path,
@@ -193,3 +195,99 @@ def read_golden_patient(
     """The golden Patient of a master person (the resident across all sources)."""
     view = platform_of(request).registry.person(caller, master_index_id)
     return fhir_response(golden_patient(view))
+
+
+def _everything_params(request: Request) -> dict[str, Any]:
+    params = request.query_params
+    known = {"_since", "_type", "_count", "_offset"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise InvalidInput(f"unsupported parameter {unknown[0]}", expression=unknown[0])
+    since = None
+    if "_since" in params:
+        try:
+            since = datetime.fromisoformat(params["_since"].replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInput("_since must be a FHIR instant", expression="_since") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+    types = frozenset(t.strip() for t in params["_type"].split(",")) if "_type" in params else None
+    try:
+        count = int(params.get("_count", "1000"))
+        offset = int(params.get("_offset", "0"))
+    except ValueError:
+        raise InvalidInput("_count and _offset must be integers", expression="_count") from None
+    if not 1 <= count <= 5000 or offset < 0:
+        raise InvalidInput("_count is 1-5000 and _offset not negative", expression="_count")
+    return {"since": since, "types": types, "count": count, "offset": offset}
+
+
+def _everything_bundle(
+    request: Request, result: Everything, options: dict[str, Any]
+) -> JSONResponse:
+    base = str(request.base_url).rstrip("/") + "/fhir"
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": result.total,
+        "link": [{"relation": "self", "url": str(request.url)}],
+        "entry": [
+            {
+                "fullUrl": f"{base}/{r.resource_type}/{r.id}",
+                "resource": r.with_meta(),
+                "search": {"mode": "match"},
+            }
+            for r in result.resources
+        ],
+    }
+    following = options["offset"] + options["count"]
+    if following < result.total:
+        kept = [(k, v) for k, v in request.query_params.multi_items() if k != "_offset"]
+        kept.append(("_offset", str(following)))
+        bundle["link"].append({"relation": "next", "url": f"{request.url.path}?{urlencode(kept)}"})
+    return fhir_response(bundle)
+
+
+@router.get("/Patient/{master_index_id:mii}/$everything")
+def golden_everything(
+    master_index_id: str, request: Request, caller: PatientReader
+) -> JSONResponse:
+    """The resident's whole record: every resource of every source Patient linked to this
+    master person, from every institution (follows merges and splits at once)."""
+    options = _everything_params(request)
+    platform = platform_of(request)
+    view = platform.registry.resolve(master_index_id)
+    person = view.survivor or view.master
+    sources = (
+        view.sources
+        if view.survivor is None
+        else platform.registry.resolve(person.master_index_id).sources
+    )
+    patient_ids = [s.fhir_patient_id for s in sources if s.fhir_patient_id]
+    if not patient_ids:
+        raise NotFound("no FHIR Patient is linked to this person yet", expression="Patient.id")
+    result = everything(
+        platform.db,
+        platform.audit,
+        caller,
+        patient_ids,
+        audit_refs=[f"Patient/{person.master_index_id}", *(f"Patient/{p}" for p in patient_ids)],
+        **options,
+    )
+    return _everything_bundle(request, result, options)
+
+
+@router.get("/Patient/{patient_id}/$everything")
+def patient_everything(patient_id: str, request: Request, caller: PatientReader) -> JSONResponse:
+    """One stored Patient's compartment and what it refers to."""
+    options = _everything_params(request)
+    platform = platform_of(request)
+    result = everything(
+        platform.db,
+        platform.audit,
+        caller,
+        [patient_id],
+        audit_refs=[f"Patient/{patient_id}"],
+        **options,
+    )
+    return _everything_bundle(request, result, options)
