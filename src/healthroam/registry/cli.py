@@ -13,6 +13,7 @@ from rich.table import Table
 
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
+from healthroam.registry import linkage_cli
 from healthroam.registry.bulk import BulkLoader
 from healthroam.registry.loader import FeedLoader, Mapping
 from healthroam.registry.model import Decision
@@ -20,6 +21,9 @@ from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
 
 app = typer.Typer(help="Population registry and master patient index.", no_args_is_help=True)
+# `healthroam registry train` and `healthroam registry link`: Splink model training and batch
+# linkage (registry/linkage_cli.py).
+app.registered_commands.extend(linkage_cli.app.registered_commands)
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
