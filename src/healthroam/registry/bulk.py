@@ -163,7 +163,21 @@ class BulkLoader:
                 .where(registry_loads.c.file_hash == digest, registry_loads.c.source == source)
                 .values(finished=1, summary=summary.as_dict(), updated_at=datetime.now(UTC))
             )
+        self.refresh_statistics()
         return summary
+
+    def refresh_statistics(self) -> None:
+        """VACUUM and ANALYZE the registry's tables after a bulk load: without fresh statistics
+        PostgreSQL may plan the real-time candidate lookup as a scan, and without the vacuum
+        autovacuum's catch-up on millions of new rows competes with matching for minutes."""
+        tables = ("master_persons", "source_records", "mpi_blocking_keys", "mpi_name_counts")
+        with self.db.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+                auto.exec_driver_sql("VACUUM (ANALYZE) " + ", ".join(tables))
+            else:
+                conn.exec_driver_sql("ANALYZE")
+                conn.commit()
 
     def _start(self, digest: str, source: str) -> LoadSummary:
         fields = LoadSummary.__dataclass_fields__
