@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -70,14 +70,21 @@ class Candidate:
 
 
 def record_data(record: SourceRecord) -> dict[str, Any]:
-    data = asdict(record)
-    data.pop("key")
-    for name in ("birth_date", "death_date"):
-        if data[name] is not None:
-            data[name] = data[name].isoformat()
-    data["identifiers"] = [f"{i.system}|{i.value}" for i in record.identifiers]
-    data["phones"] = list(record.phones)
-    return data
+    """The record as stored (JSON-ready), without its key."""
+    return {
+        "name": record.name,
+        "family": record.family,
+        "sex": record.sex,
+        "birth_date": record.birth_date.isoformat() if record.birth_date else None,
+        "national_id": record.national_id,
+        "identifiers": [f"{i.system}|{i.value}" for i in record.identifiers],
+        "phones": list(record.phones),
+        "address": record.address,
+        "region": record.region,
+        "ethnicity": record.ethnicity,
+        "death_date": record.death_date.isoformat() if record.death_date else None,
+        "fhir_patient_id": record.fhir_patient_id,
+    }
 
 
 def _hash(data: dict[str, Any]) -> str:
