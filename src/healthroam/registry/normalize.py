@@ -107,7 +107,9 @@ def normalize_record(record: SourceRecord, *, today: date | None = None) -> Norm
     address_key: str | None = None
     tokens: frozenset[str] = frozenset()
     if record.address and record.address.strip():
-        address = normalize_address(record.address, region_code=record.region)
+        # Without a region of its own (hospital registers rarely carry one), strip the
+        # platform's own province, so 海南省海口市... and 海口市... give the same key everywhere.
+        address = normalize_address(record.address, region_code=record.region or HAINAN + "0000")
         address_key, tokens = address.key or None, address.tokens
 
     region = record.region if record.region and len(record.region) == 6 else None

@@ -135,3 +135,13 @@ def test_phones_addresses_and_regions() -> None:
     assert "海南省" not in normalized.address
     assert "龙华区" in normalized.address
     assert normalized.prefecture == "4601"
+
+
+def test_address_key_is_the_same_with_or_without_a_region() -> None:
+    # Hospital registers rarely carry a region code; the province prefix still goes.
+    without = normalize_record(record(address="海南省三亚市天涯区港门村2号"))
+    with_region = normalize_record(record(address="三亚市天涯区港门村2号", region="460204"))
+    assert without.address == with_region.address
+    elsewhere = normalize_record(record(address="广东省广州市越秀区1号"))
+    assert elsewhere.address is not None
+    assert elsewhere.address.startswith("广东省")
