@@ -37,7 +37,13 @@ from healthroam.db.tables_registry import (
 from healthroam.errors import HealthroamError
 from healthroam.registry.blocking import blocking_keys
 from healthroam.registry.codec import from_json, to_json
-from healthroam.registry.loader import LoadSummary, Mapping, file_hash, read_rows
+from healthroam.registry.loader import (
+    LoadSummary,
+    Mapping,
+    file_hash,
+    finish_chunk,
+    read_rows,
+)
 from healthroam.registry.model import (
     Identifier,
     LinkType,
@@ -50,7 +56,6 @@ from healthroam.registry.normalize import normalize_record
 from healthroam.registry.repository import TOTAL
 from healthroam.registry.service import RegistryService, _golden_values, _hash, record_data
 from healthroam.registry.survivorship import LinkedRecord, golden_record
-from healthroam.security.audit import Action
 from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
 
@@ -291,30 +296,18 @@ class BulkLoader:
                             p.number, p.local_id, reject=(error.expression or "", error.detail)
                         )
                     )
-            summary.rows += len(prepared)
-            summary.new += counts[MatchOutcome.NEW]
-            summary.linked += counts[MatchOutcome.LINKED]
-            summary.review += counts[MatchOutcome.REVIEW]
-            summary.unchanged += counts[MatchOutcome.UNCHANGED]
-            summary.rejected += len(rejected)
-            first = min(p.number for p in prepared)
-            last = max(p.number for p in prepared)
-            self.registry.audit.append(
+            finish_chunk(
                 conn,
-                [
-                    self.registry.audit.event(
-                        loader,
-                        action=Action.CREATE,
-                        subtype="bulk-register",
-                        resource_type="Patient",
-                        detail=f"rows {first}-{last} of {digest[:12]}",
-                    )
-                ],
-            )
-            conn.execute(
-                update(registry_loads)
-                .where(registry_loads.c.file_hash == digest, registry_loads.c.source == source)
-                .values(rows_done=last, summary=summary.as_dict(), updated_at=now)
+                self.registry,
+                loader,
+                summary,
+                counts,
+                rows=len(prepared),
+                rejected=len(rejected),
+                first_row=min(p.number for p in prepared),
+                last_row=max(p.number for p in prepared),
+                digest=digest,
+                source=source,
             )
         for p in sorted(rejected, key=lambda p: p.number):
             assert p.reject is not None

@@ -244,6 +244,47 @@ class LoadSummary:
         }
 
 
+def finish_chunk(
+    conn: Any,
+    registry: RegistryService,
+    loader: Principal,
+    summary: LoadSummary,
+    outcomes: dict[MatchOutcome, int],
+    *,
+    rows: int,
+    rejected: int,
+    first_row: int,
+    last_row: int,
+    digest: str,
+    source: str,
+) -> None:
+    """Count a committed chunk, audit it (one entry per chunk: the operator's write) and
+    record how far the load got, all in the chunk's own transaction."""
+    summary.rows += rows
+    summary.new += outcomes.get(MatchOutcome.NEW, 0)
+    summary.linked += outcomes.get(MatchOutcome.LINKED, 0)
+    summary.review += outcomes.get(MatchOutcome.REVIEW, 0)
+    summary.unchanged += outcomes.get(MatchOutcome.UNCHANGED, 0)
+    summary.rejected += rejected
+    registry.audit.append(
+        conn,
+        [
+            registry.audit.event(
+                loader,
+                action=Action.CREATE,
+                subtype="bulk-register",
+                resource_type="Patient",
+                detail=f"rows {first_row}-{last_row} of {digest[:12]}",
+            )
+        ],
+    )
+    conn.execute(
+        update(registry_loads)
+        .where(registry_loads.c.file_hash == digest, registry_loads.c.source == source)
+        .values(rows_done=last_row, summary=summary.as_dict(), updated_at=datetime.now(UTC))
+    )
+
+
 class FeedLoader:
     def __init__(self, db: Database, registry: RegistryService) -> None:
         self.db, self.registry = db, registry
@@ -389,33 +430,18 @@ class FeedLoader:
                     rejected.append([number, local_id, column, error.detail])
                     continue
                 outcome_counts[result.outcome] += 1
-            summary.rows += len(rows)
-            summary.new += outcome_counts[MatchOutcome.NEW]
-            summary.linked += outcome_counts[MatchOutcome.LINKED]
-            summary.review += outcome_counts[MatchOutcome.REVIEW]
-            summary.unchanged += outcome_counts[MatchOutcome.UNCHANGED]
-            summary.rejected += len(rejected)
-            # One audit entry per committed chunk of a bulk load (the operator's write).
-            self.registry.audit.append(
+            finish_chunk(
                 conn,
-                [
-                    self.registry.audit.event(
-                        loader,
-                        action=Action.CREATE,
-                        subtype="bulk-register",
-                        resource_type="Patient",
-                        detail=f"rows {first_row + 1}-{first_row + len(rows)} of {digest[:12]}",
-                    )
-                ],
-            )
-            conn.execute(
-                update(registry_loads)
-                .where(registry_loads.c.file_hash == digest, registry_loads.c.source == source)
-                .values(
-                    rows_done=first_row + len(rows),
-                    summary=summary.as_dict(),
-                    updated_at=datetime.now(UTC),
-                )
+                self.registry,
+                loader,
+                summary,
+                outcome_counts,
+                rows=len(rows),
+                rejected=len(rejected),
+                first_row=first_row + 1,
+                last_row=first_row + len(rows),
+                digest=digest,
+                source=source,
             )
         for line in rejected:
             rejects.writerow(line)
