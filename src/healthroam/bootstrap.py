@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from healthroam.cards.service import CardPolicy, CardService
 from healthroam.config import Settings
 from healthroam.db.engine import Database, create_database_engine
+from healthroam.exchange.recognition.model import load_table
+from healthroam.exchange.recognition.service import RecognitionService
 from healthroam.keys.backends import Pkcs11Config
 from healthroam.keys.sealing import KeySealer, load_or_create_kek
 from healthroam.keys.service import KeyService
@@ -36,6 +38,7 @@ class Platform:
     registry: RegistryService
     keys: KeyService
     cards: CardService
+    recognition: RecognitionService
 
     def close(self) -> None:
         self.cards.close()
@@ -120,6 +123,15 @@ def build(settings: Settings) -> Platform:
         candidate_limit=settings.registry_candidate_limit,
     )
     keys = build_keys(settings, db)
+    records = RecordService(db, audit, registry)
+    recognition = RecognitionService(
+        db,
+        audit,
+        registry,
+        load_table(settings.recognition_table_file),
+        avoided_window_hours=settings.recognition_avoided_window_hours,
+    )
+    records.listen("ServiceRequest", recognition.on_service_request)
     return Platform(
         settings=settings,
         db=db,
@@ -132,8 +144,9 @@ def build(settings: Settings) -> Platform:
             max_assertion_seconds=settings.client_assertion_max_lifetime_seconds,
         ),
         audit=audit,
-        records=RecordService(db, audit, registry),
+        records=records,
         registry=registry,
         keys=keys,
         cards=build_cards(settings, db, audit, keys),
+        recognition=recognition,
     )

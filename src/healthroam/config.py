@@ -206,6 +206,22 @@ class Settings(BaseSettings):
         "verification answers only after its use is committed.",
     )
 
+    # --- result recognition (exchange/recognition) ------------------------------------------
+    recognition_table_file: Path | None = Field(
+        default=None,
+        description="TOML file merged over the shipped result-recognition table "
+        "(`exchange/recognition/data/recognition.toml`): validity windows, recognition rules "
+        "and local code mappings. Tests replace by `id`; see docs/result-recognition.md.",
+    )
+    recognition_avoided_window_hours: int = Field(
+        default=72,
+        ge=1,
+        le=24 * 90,
+        description="An alerted order counts as an avoided duplicate when, within this many "
+        "hours of the alert, it is revoked, completed citing the existing result, or "
+        "acknowledged with `use-existing`.",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from healthroam import __version__
-from healthroam.api import cards, fhir, fhir_registry, health, registry, token
+from healthroam.api import cards, fhir, fhir_registry, health, recognition, registry, token
 from healthroam.api.errors import install_error_handlers
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
@@ -25,9 +25,11 @@ ROUTERS = (
     token.router,
     fhir.public_router,
     fhir_registry.router,
+    recognition.fhir_router,
     fhir.router,
     registry.router,
     cards.router,
+    recognition.router,
 )
 
 

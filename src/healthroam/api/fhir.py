@@ -21,7 +21,7 @@ from healthroam.records.capability import SYSTEM_INTERACTIONS, store_resources
 from healthroam.records.history import history_bundle, parse_history
 from healthroam.records.model import StoredResource, operation_outcome
 from healthroam.records.searchset import searchset
-from healthroam.records.service import check_store_type, query_items, require
+from healthroam.records.service import Notice, check_store_type, query_items, require
 from healthroam.records.validation import ID_PATTERN
 from healthroam.security.audit import Action
 from healthroam.security.audit_fhir import to_audit_event
@@ -303,10 +303,34 @@ def _prefer(request: Request, name: str) -> str | None:
 
 
 def _written(stored: StoredResource, request: Request, status: int) -> Response:
+    if _prefer(request, "return") == "OperationOutcome":
+        # RFC 7240 / FHIR http.html#return: an OperationOutcome instead of the resource,
+        # carrying what listeners had to say (e.g. duplicate-test alerts on an order).
+        response = resource_response(stored, request, status)
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        outcome = operation_outcome(
+            "information", "informational", f"{stored.reference} version {stored.version}"
+        )
+        return fhir_response(outcome, status, headers)
     if _prefer(request, "return") == "minimal":
         response = resource_response(stored, request, status)
         return Response(status_code=status, headers=dict(response.headers))
     return resource_response(stored, request, status)
+
+
+def _notify(response: Response, request: Request, notice: Notice) -> None:
+    """Listener notices: issues go into a ``Prefer: return=OperationOutcome`` body, links into
+    a ``Link`` header (e.g. to the order's ``$recent-results``)."""
+    if notice.issues and _prefer(request, "return") == "OperationOutcome":
+        body = json.loads(bytes(response.body))
+        body["issue"].extend(notice.issues)
+        fresh = fhir_response(body, response.status_code)
+        response.body = fresh.body
+        response.headers["content-length"] = str(len(fresh.body))
+    if notice.links:
+        response.headers["Link"] = ", ".join(
+            f'<{_base(request)}/{path}>; rel="{rel}"' for path, rel in notice.links
+        )
 
 
 @router.post("")
@@ -419,6 +443,7 @@ async def create(resource_type: str, request: Request, caller: Creator) -> Respo
         base_url=_base(request),
     )
     response = _written(created.stored, request, 201 if created.created else 200)
+    _notify(response, request, created.notice)
     if created.registration is not None:
         # Which master person (主索引) the registration joined, and how it was decided.
         response.headers["X-Master-Index-Id"] = created.registration.master_index_id

@@ -256,14 +256,7 @@ def golden_everything(
     master person, from every institution (follows merges and splits at once)."""
     options = _everything_params(request)
     platform = platform_of(request)
-    view = platform.registry.resolve(master_index_id)
-    person = view.survivor or view.master
-    sources = (
-        view.sources
-        if view.survivor is None
-        else platform.registry.resolve(person.master_index_id).sources
-    )
-    patient_ids = [s.fhir_patient_id for s in sources if s.fhir_patient_id]
+    person_id, patient_ids = platform.registry.fhir_patients(master_index_id)
     if not patient_ids:
         raise NotFound("no FHIR Patient is linked to this person yet", expression="Patient.id")
     result = everything(
@@ -271,7 +264,7 @@ def golden_everything(
         platform.audit,
         caller,
         patient_ids,
-        audit_refs=[f"Patient/{person.master_index_id}", *(f"Patient/{p}" for p in patient_ids)],
+        audit_refs=[f"Patient/{person_id}", *(f"Patient/{p}" for p in patient_ids)],
         **options,
     )
     return _everything_bundle(request, result, options)

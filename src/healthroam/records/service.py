@@ -8,6 +8,7 @@ rows together, and appends the audit entries in the same transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -93,10 +94,28 @@ def query_items(query: str) -> list[tuple[str, str]]:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """What a write listener tells the caller: OperationOutcome issues (FHIR JSON) and links
+    (a path under /fhir, a relation) - for example the duplicate-test alerts of a new order."""
+
+    issues: tuple[dict[str, Any], ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
+
+    def __add__(self, other: Notice) -> Notice:
+        return Notice(self.issues + other.issues, self.links + other.links)
+
+
+# Called inside the write's transaction after a resource of its type is created (True) or
+# updated (False); it may write its own rows, and raising rolls the write back.
+WriteListener = Callable[[Connection, Principal, StoredResource, bool], Notice]
+
+
+@dataclass(frozen=True, slots=True)
 class Created:
     stored: StoredResource
     registration: Registration | None = None  # for a Patient: the master person it joined
     created: bool = True  # False: a conditional create found the resource already there
+    notice: Notice = field(default_factory=Notice)
 
 
 @dataclass(slots=True)
@@ -114,6 +133,20 @@ class RecordService:
         self, db: Database, audit: AuditTrail, registry: RegistryService, clock: Clock = utcnow
     ) -> None:
         self.db, self.audit, self.registry, self.clock = db, audit, registry, clock
+        self.listeners: dict[str, list[WriteListener]] = {}
+
+    def listen(self, resource_type: str, listener: WriteListener) -> None:
+        """Call ``listener`` after every create and update of ``resource_type`` (wired in
+        bootstrap.py, e.g. duplicate-test alerts on ServiceRequest)."""
+        self.listeners.setdefault(resource_type, []).append(listener)
+
+    def _notify(
+        self, conn: Connection, principal: Principal, stored: StoredResource, created: bool
+    ) -> Notice:
+        notice = Notice()
+        for listener in self.listeners.get(stored.resource_type, ()):
+            notice = notice + listener(conn, principal, stored, created)
+        return notice
 
     # --- audit --------------------------------------------------------------------------------
 
@@ -200,7 +233,8 @@ class RecordService:
             conn,
             [self._event(principal, Action.CREATE, "create", resource_type, resource_id, resource)],
         )
-        return Created(stored, registration)
+        notice = self._notify(conn, principal, stored, True)
+        return Created(stored, registration, notice=notice)
 
     def _register(
         self,
@@ -420,7 +454,8 @@ class RecordService:
                 )
             ],
         )
-        return Created(stored, registration, created=bool(current.deleted))
+        notice = self._notify(conn, principal, stored, bool(current.deleted))
+        return Created(stored, registration, created=bool(current.deleted), notice=notice)
 
     def patch(
         self,
@@ -725,4 +760,12 @@ class RecordService:
         return ResourceRepository(conn).load(keys)
 
 
-__all__ = ["Conflict", "Created", "RecordService", "SearchResult", "require"]
+__all__ = [
+    "Conflict",
+    "Created",
+    "Notice",
+    "RecordService",
+    "SearchResult",
+    "WriteListener",
+    "require",
+]

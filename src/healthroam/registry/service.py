@@ -705,6 +705,31 @@ class RegistryService:
         with self.db.transaction(readonly=True) as conn:
             return self._view(RegistryRepository(conn), mii)
 
+    def fhir_patients(self, mii: str) -> tuple[str, list[str]]:
+        """Without auditing: see :meth:`fhir_patients_in`."""
+        with self.db.transaction(readonly=True) as conn:
+            return self.fhir_patients_in(conn, mii)
+
+    def fhir_patients_in(self, conn: Connection, mii: str) -> tuple[str, list[str]]:
+        """The person's current master index id (merges followed) and the FHIR Patient ids of
+        every source record linked to it: the person across institutions ($everything,
+        $recent-results). Callers audit what they read."""
+        repo = RegistryRepository(conn)
+        view = self._view(repo, mii)
+        person = view.survivor or view.master
+        sources = (
+            view.sources
+            if view.survivor is None
+            else self._view(repo, person.master_index_id).sources
+        )
+        return person.master_index_id, [s.fhir_patient_id for s in sources if s.fhir_patient_id]
+
+    def master_of_patient_in(self, conn: Connection, patient_id: str) -> str | None:
+        """The master index id of the person a stored FHIR Patient was registered as."""
+        repo = RegistryRepository(conn)
+        source = repo.source_by_fhir_id(patient_id)
+        return None if source is None else self._master(repo, source.master_id).master_index_id
+
     def source_patient(self, patient_id: str) -> tuple[SourceRow, MasterRow] | None:
         with self.db.transaction(readonly=True) as conn:
             repo = RegistryRepository(conn)

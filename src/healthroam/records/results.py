@@ -1,0 +1,95 @@
+"""Results (Observation, DiagnosticReport) of a set of Patients, with the institution that
+wrote each one: the store-side query behind duplicate-test alerts (exchange/recognition).
+
+One SQL query over the resource table and its reference, token and date indexes; the caller
+applies its own rules (equivalence, validity, recognition) to the rows it gets back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, false, literal, not_, or_, select
+
+from healthroam.db.schema import fhir_resources
+from healthroam.db.tables_records import fhir_idx_date, fhir_idx_reference, fhir_idx_token
+from healthroam.records.model import StoredResource
+
+SUBJECT_PARAMS = ("subject", "patient")
+MAX_RESULTS = 5_000  # per query: a person's results within the longest validity window
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    stored: StoredResource
+    institution_code: str | None  # the institution whose client wrote the resource
+
+
+def patient_results(
+    conn: Connection,
+    patient_ids: Sequence[str],
+    types: Collection[str],
+    *,
+    codes: Collection[tuple[str, str]] | None = None,
+    since: datetime | None = None,
+) -> list[ResultRow]:
+    """Current resources of ``types`` whose subject is one of ``patient_ids``; only those
+    with a ``code`` coding among ``codes`` (system, code) when given, and only those whose
+    ``date`` ends at or after ``since`` (or that have no date) when given."""
+    if not patient_ids or not types or (codes is not None and not codes):
+        return []
+    r = fhir_resources.c
+    ref = fhir_idx_reference.alias("subject_ref")
+    conditions = [
+        r.resource_type.in_(list(types)),
+        r.deleted == false(),
+        select(literal(1))
+        .where(
+            ref.c.resource_type == r.resource_type,
+            ref.c.resource_id == r.id,
+            ref.c.param.in_(SUBJECT_PARAMS),
+            ref.c.target_type == "Patient",
+            ref.c.target_id.in_(list(patient_ids)),
+        )
+        .exists(),
+    ]
+    if codes is not None:
+        token = fhir_idx_token.alias("code_token")
+        conditions.append(
+            select(literal(1))
+            .where(
+                token.c.resource_type == r.resource_type,
+                token.c.resource_id == r.id,
+                token.c.param == "code",
+                or_(*(and_(token.c.system == s, token.c.code == c) for s, c in sorted(codes))),
+            )
+            .exists()
+        )
+    if since is not None:
+        dated = fhir_idx_date.alias("result_date")
+        owned = and_(
+            dated.c.resource_type == r.resource_type,
+            dated.c.resource_id == r.id,
+            dated.c.param == "date",
+        )
+        conditions.append(
+            or_(
+                select(literal(1)).where(owned, dated.c.high >= since).exists(),
+                not_(select(literal(1)).where(owned).exists()),
+            )
+        )
+    rows = conn.execute(
+        select(r.resource_type, r.id, r.version, r.last_updated, r.content, r.institution_code)
+        .where(and_(*conditions))
+        .order_by(r.last_updated.desc(), r.resource_type, r.id)
+        .limit(MAX_RESULTS)
+    )
+    return [
+        ResultRow(
+            StoredResource(row.resource_type, row.id, row.version, row.last_updated, row.content),
+            row.institution_code,
+        )
+        for row in rows
+    ]
