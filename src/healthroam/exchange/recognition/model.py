@@ -1,10 +1,10 @@
 """Result recognition (检查检验结果互认) rules: plain data and pure functions.
 
-- The table says which LOINC codes are the same test for this purpose (one ``Test`` groups the
+- The table says which LOINC codes are the same test for this purpose (one ``TableTest`` groups the
   interchangeable codes: the same test by another method, or the same panel), how many days a
   result stays valid, and which conditions make it recognised; LOINC classes give defaults.
 - Local codes map an institution's own (system, code) to LOINC.
-- A result is *equivalent* to an order when both map to the same ``Test``; it is *valid* while
+- A result is *equivalent* to an order when both map to the same ``TableTest``; it is *valid* while
   its age in calendar days (China Standard Time) is at most the test's window; it is
   *recognised* when every condition of the test holds between the ordering and the performing
   institution.
@@ -46,7 +46,7 @@ class Condition(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Test:
+class TableTest:
     """A test for recognition purposes: the LOINC codes that stand in for each other."""
 
     id: str
@@ -91,11 +91,11 @@ REASONS = {
 
 @dataclass(frozen=True, slots=True)
 class RecognitionTable:
-    tests: tuple[Test, ...]
+    tests: tuple[TableTest, ...]
     local_codes: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
     region_digits: int = 4
     non_hospital_level: int = 0
-    _by_loinc: dict[str, Test] = field(default_factory=dict, compare=False, repr=False)
+    _by_loinc: dict[str, TableTest] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for test in self.tests:
@@ -106,7 +106,7 @@ class RecognitionTable:
     def longest_window(self) -> int:
         return max((t.validity_days for t in self.tests), default=0)
 
-    def test(self, test_id: str) -> Test | None:
+    def test(self, test_id: str) -> TableTest | None:
         return next((t for t in self.tests if t.id == test_id), None)
 
     def loinc_of(self, institution: str | None, system: str | None, code: str | None) -> str | None:
@@ -121,7 +121,7 @@ class RecognitionTable:
 
     def match(
         self, institution: str | None, codings: Iterable[tuple[str | None, str | None]]
-    ) -> tuple[Test, str] | None:
+    ) -> tuple[TableTest, str] | None:
         """The first coding that maps to a tabled test: (test, its LOINC code)."""
         for system, code in codings:
             loinc = self.loinc_of(institution, system, code)
@@ -129,7 +129,7 @@ class RecognitionTable:
                 return self._by_loinc[loinc], loinc
         return None
 
-    def codings_of(self, tests: Iterable[Test]) -> set[tuple[str, str]]:
+    def codings_of(self, tests: Iterable[TableTest]) -> set[tuple[str, str]]:
         """Every (system, code) that may name one of ``tests`` in a stored result: the LOINC
         codes and every institution's local codes for them (for the store's token index)."""
         loincs = {code for t in tests for code in t.loinc}
@@ -146,7 +146,7 @@ def effective_level(site: Site, table: RecognitionTable) -> int:
 
 
 def recognise(
-    test: Test, ordering: Site, performing: Site | None, table: RecognitionTable
+    test: TableTest, ordering: Site, performing: Site | None, table: RecognitionTable
 ) -> Decision:
     """Whether a valid, equivalent result from ``performing`` is recognised at ``ordering``."""
 
@@ -209,12 +209,12 @@ def result_moment(content: Mapping[str, Any]) -> datetime | None:
     return None
 
 
-def valid_until(test: Test, taken: date) -> date:
+def valid_until(test: TableTest, taken: date) -> date:
     """The last calendar day on which a result taken on ``taken`` is valid (inclusive)."""
     return taken + timedelta(days=test.validity_days)
 
 
-def is_valid(test: Test, taken: date, today: date) -> bool:
+def is_valid(test: TableTest, taken: date, today: date) -> bool:
     """Valid from the day it was taken through ``valid_until``; never when dated later than
     today (a result from the future is a data error, not a result to rely on)."""
     return taken <= today <= valid_until(test, taken)
@@ -238,7 +238,7 @@ class Finding:
 
     resource_type: str
     resource_id: str
-    test: Test
+    test: TableTest
     loinc: str
     institution: str | None
     taken: datetime
@@ -260,7 +260,7 @@ def assess(
     ordering: Site,
     performing: Site | None,
     today: date,
-    wanted: Sequence[Test] | None,
+    wanted: Sequence[TableTest] | None,
     served: Mapping[str, Any] | None = None,
 ) -> Finding | None:
     """The finding for one stored result, or None when it is not an equivalent valid result
@@ -351,7 +351,7 @@ def parse_table(data: Mapping[str, Any]) -> RecognitionTable:
     if not isinstance(non_hospital, int) or not 0 <= non_hospital <= 3:
         raise _fail("non_hospital_level must be 0-3", "rules.non_hospital_level")
     classes = data.get("classes", {})
-    tests: list[Test] = []
+    tests: list[TableTest] = []
     seen_ids: set[str] = set()
     seen_codes: dict[str, str] = {}
     for index, raw in enumerate(data.get("tests", [])):
@@ -372,7 +372,7 @@ def parse_table(data: Mapping[str, Any]) -> RecognitionTable:
         if "validity_days" not in raw and "validity_days" not in defaults:
             raise _fail("no validity_days for the test or its class", f"{where}.validity_days")
         tests.append(
-            Test(
+            TableTest(
                 id=test_id,
                 name=str(raw.get("name", test_id)),
                 name_en=str(raw.get("name_en", raw.get("name", test_id))),

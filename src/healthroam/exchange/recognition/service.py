@@ -27,7 +27,7 @@ from healthroam.exchange.recognition.model import (
     Finding,
     RecognitionTable,
     Site,
-    Test,
+    TableTest,
     assess,
     codings,
     local_day,
@@ -66,7 +66,7 @@ class Person:
 class RecentResults:
     findings: list[Finding]
     ordering: Site
-    tests: list[Test]  # the tests asked about (every tabled test when no code was given)
+    tests: list[TableTest]  # the tests asked about (every tabled test when no code was given)
     unmatched: list[str]  # asked-for codes the table does not know
 
 
@@ -155,7 +155,7 @@ class RecognitionService:
         conn: Connection,
         principal: Principal,
         person: Person,
-        tests: Sequence[Test] | None,
+        tests: Sequence[TableTest] | None,
         ordering: Site,
         now: datetime,
     ) -> list[Finding]:
@@ -212,10 +212,12 @@ class RecognitionService:
 
     # --- $recent-results -----------------------------------------------------------------
 
-    def tests_for(self, institution: str, tokens: Sequence[str]) -> tuple[list[Test], list[str]]:
+    def tests_for(
+        self, institution: str, tokens: Sequence[str]
+    ) -> tuple[list[TableTest], list[str]]:
         """The tabled tests that ``system|code`` tokens name (LOINC, or the institution's
         local codes; a bare code is tried as LOINC, then as any of the institution's codes)."""
-        tests: list[Test] = []
+        tests: list[TableTest] = []
         unmatched: list[str] = []
         for token in tokens:
             system, bar, code = token.partition("|")
