@@ -165,7 +165,7 @@ class RecognitionService:
             return []
         today = local_day(now)
         window = max(t.validity_days for t in chosen)
-        since = datetime.combine(today - timedelta(days=window), time(), CHINA_TIME)
+        since = datetime.combine(today - timedelta(days=window), time(), CHINA_TIME).astimezone(UTC)
         rows = patient_results(
             conn, person.patient_ids, types, codes=self.table.codings_of(chosen), since=since
         )
@@ -213,10 +213,11 @@ class RecognitionService:
     # --- $recent-results -----------------------------------------------------------------
 
     def tests_for(
-        self, institution: str, tokens: Sequence[str]
+        self, institutions: Sequence[str], tokens: Sequence[str]
     ) -> tuple[list[TableTest], list[str]]:
-        """The tabled tests that ``system|code`` tokens name (LOINC, or the institution's
-        local codes; a bare code is tried as LOINC, then as any of the institution's codes)."""
+        """The tabled tests that ``system|code`` tokens name: LOINC, or a local code of one of
+        ``institutions`` (the ordering institution, then the caller's); a bare code is tried
+        as LOINC, then as any of those institutions' local codes."""
         tests: list[TableTest] = []
         unmatched: list[str] = []
         for token in tokens:
@@ -225,19 +226,23 @@ class RecognitionService:
                 system, code = "", token
             if not code.strip():
                 raise InvalidInput("code must be system|code or a code", expression="code")
-            candidates: list[tuple[str | None, str | None]] = (
-                [(system, code)]
-                if system
-                else [
-                    (LOINC, code),
-                    *(
-                        (s, c)
-                        for (i, s, c) in self.table.local_codes
-                        if i == institution and c == code
-                    ),
-                ]
-            )
-            matched = self.table.match(institution, candidates)
+            matched = None
+            for institution in dict.fromkeys(institutions):
+                candidates: list[tuple[str | None, str | None]] = (
+                    [(system, code)]
+                    if system
+                    else [
+                        (LOINC, code),
+                        *(
+                            (s, c)
+                            for (i, s, c) in self.table.local_codes
+                            if i == institution and c == code
+                        ),
+                    ]
+                )
+                matched = self.table.match(institution, candidates)
+                if matched is not None:
+                    break
             if matched is None:
                 unmatched.append(token)
             elif matched[0] not in tests:
@@ -258,7 +263,7 @@ class RecognitionService:
             ordering = _site(conn, institution or principal.institution_code)
             if ordering is None:
                 raise InvalidInput("unknown institution", expression="institution")
-            tests, unmatched = self.tests_for(ordering.code, tokens)
+            tests, unmatched = self.tests_for([ordering.code, principal.institution_code], tokens)
             person = self._person(conn, patient_id)
             if person is None:
                 self.audit.append(
@@ -458,7 +463,10 @@ class RecognitionService:
         if end is not None and end <= start:
             raise InvalidInput("until must not be before since", expression="until")
         with self.db.transaction(readonly=True) as conn:
-            return RecognitionRepository(conn).counts(start, end, by)
+            # In UTC: SQLite keeps instants as UTC text without their offset.
+            return RecognitionRepository(conn).counts(
+                start.astimezone(UTC), end.astimezone(UTC) if end else None, by
+            )
 
 
 def _aware(moment: datetime) -> datetime:
