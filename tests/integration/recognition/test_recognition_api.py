@@ -371,3 +371,23 @@ def test_hl7_order_alerts_give_notes_and_count_once(world: World, platform: Plat
             == []
         )
         assert platform.recognition.order_alerts(conn, context, {**stored, "subject": {}}) == []
+
+
+def test_the_recognition_routes_are_in_the_enumerated_routers() -> None:
+    """tests/integration/test_route_protection.py checks every route of ROUTERS (401 without
+    a token, 403 with an unrelated scope, 401 when disabled): these must be among them."""
+    from fastapi.routing import APIRoute
+
+    from healthroam.api.app import ROUTERS
+
+    served = {
+        (method, route.path)
+        for router in ROUTERS
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods or ()
+    }
+    assert ("GET", "/fhir/Patient/{patient_id}/$recent-results") in served
+    assert ("POST", "/fhir/Patient/{patient_id}/$recent-results") in served
+    assert ("POST", "/recognition/acknowledgements") in served
+    assert ("GET", "/recognition/counts") in served
