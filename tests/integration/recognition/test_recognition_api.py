@@ -150,7 +150,7 @@ def test_recent_results_across_hospitals_with_recognition(world: World) -> None:
     # Recognised results come first; the outcome entry explains each one.
     matches = [e for e in bundle["entry"] if e["search"]["mode"] == "match"]
     assert matches[0]["resource"]["id"] == at_a
-    outcome = [e for e in bundle["entry"] if e["search"]["mode"] == "outcome"][0]["resource"]
+    outcome = next(e for e in bundle["entry"] if e["search"]["mode"] == "outcome")["resource"]
     assert len(outcome["issue"]) == 3
     assert found[f"Observation/{edge}"]["validUntil"]["valueDate"] == day(0)
     for gone in (expired, prelim, other_test):
@@ -360,7 +360,8 @@ def test_hl7_order_alerts_give_notes_and_count_once(world: World, platform: Plat
     assert len(notes) == 1
     assert notes[0].severity is Severity.INFORMATION
     assert "recognised (any-institution)" in notes[0].detail
-    assert "|" not in notes[0].detail and "^" not in notes[0].detail
+    assert "|" not in notes[0].detail
+    assert "^" not in notes[0].detail
     today = datetime.now(CHINA_TIME).date()
     (row,) = platform.recognition.counts(today, today)
     assert (row.test_id, row.alerts, row.orders) == ("hbsag", 1, 1)  # not counted twice
@@ -391,3 +392,44 @@ def test_the_recognition_routes_are_in_the_enumerated_routers() -> None:
     assert ("POST", "/fhir/Patient/{patient_id}/$recent-results") in served
     assert ("POST", "/recognition/acknowledgements") in served
     assert ("GET", "/recognition/counts") in served
+
+
+def test_counts_cli(
+    world: World, settings: Settings, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from healthroam.cli import app as cli_app
+    from healthroam.config import get_settings
+
+    http = world.http
+    at_a = post(http, world.a, observation(world.patient_a, "24725-4", day(5))).json()["id"]
+    made = post(http, world.b, order(world.patient_b, "24725-4")).json()
+    made["status"] = "revoked"
+    assert (
+        http.put(f"/fhir/ServiceRequest/{made['id']}", json=made, headers=world.b).status_code
+        == 200
+    )
+    monkeypatch.setenv("HEALTHROAM_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("HEALTHROAM_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("HEALTHROAM_TOKEN_SIGNING_KEY_FILE", str(settings.signing_key_path))
+    monkeypatch.setenv("HEALTHROAM_RECOGNITION_TABLE_FILE", str(settings.recognition_table_file))
+    get_settings.cache_clear()
+    try:
+        today = datetime.now(CHINA_TIME).date().isoformat()
+        result = CliRunner().invoke(cli_app, ["recognition", "counts", "--since", today, "--json"])
+        assert result.exit_code == 0, result.output
+        assert '"test": "head-ct"' in result.output
+        assert '"avoided": 1' in result.output
+        table = CliRunner().invoke(cli_app, ["recognition", "counts", "--since", today])
+        assert "head-ct" in table.output
+        bad = CliRunner().invoke(cli_app, ["recognition", "counts", "--since", "soon"])
+        assert bad.exit_code == 2
+        assert "since must be a date" in bad.output
+        shown = CliRunner().invoke(cli_app, ["recognition", "table"])
+        assert shown.exit_code == 0
+        assert "hba1c" in shown.output
+        assert "local codes: 1" in shown.output
+    finally:
+        get_settings.cache_clear()
+    assert at_a
