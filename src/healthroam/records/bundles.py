@@ -267,7 +267,13 @@ class BundleProcessor:
                 created = records.create_in(
                     conn, principal, rtype, resource, resource_id=entry.resource_id
                 )
-            return _response(created.stored, "201 Created" if created.created else "200 OK", base)
+            answer = _response(created.stored, "201 Created" if created.created else "200 OK", base)
+            if created.notice.issues:  # e.g. duplicate-test alerts on a new ServiceRequest
+                answer["response"]["outcome"] = {
+                    "resourceType": "OperationOutcome",
+                    "issue": list(created.notice.issues),
+                }
+            return answer
         if entry.method == "PUT":
             resource = validate_resource(entry.resource, rtype)
             if entry.resource_id is not None:

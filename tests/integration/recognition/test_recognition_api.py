@@ -433,3 +433,30 @@ def test_counts_cli(
     finally:
         get_settings.cache_clear()
     assert at_a
+
+
+def test_orders_in_a_transaction_bundle_get_alerts_in_the_entry_outcome(world: World) -> None:
+    http = world.http
+    at_a = post(http, world.a, observation(world.patient_a, "24590-2", day(60))).json()["id"]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": order(world.patient_b, "24590-2"),
+                "request": {"method": "POST", "url": "ServiceRequest"},
+            },
+            {
+                "resource": order(world.patient_b, "3255-7"),
+                "request": {"method": "POST", "url": "ServiceRequest"},
+            },
+        ],
+    }
+    r = http.post(
+        "/fhir", json=bundle, headers={**world.b, "Content-Type": "application/fhir+json"}
+    )
+    assert r.status_code == 200, r.text
+    first, second = r.json()["entry"]
+    (alert,) = first["response"]["outcome"]["issue"]
+    assert f"Observation/{at_a}" in alert["diagnostics"]
+    assert "outcome" not in second["response"]
