@@ -259,6 +259,7 @@ class RecognitionService:
         """Equivalent results of the person within their validity windows, each judged for
         ``institution`` (default: the caller's). Audited as a read of the person's data."""
         require(principal, "Patient", "r")
+        findings: list[Finding] = []
         with self.db.transaction() as conn:
             ordering = _site(conn, institution or principal.institution_code)
             if ordering is None:
@@ -283,11 +284,8 @@ class RecognitionService:
                 )
             else:
                 asked = tests if tokens else None
-                findings = (
-                    self._find(conn, principal, person, asked, ordering, self.clock())
-                    if asked is None or asked
-                    else []
-                )
+                if asked is None or asked:
+                    findings = self._find(conn, principal, person, asked, ordering, self.clock())
                 self._audit_read(
                     conn,
                     principal,
@@ -331,7 +329,8 @@ class RecognitionService:
         if findings:
             if order_id is not None:
                 RecognitionRepository(conn).record(order_id, ordering.code, findings, channel, now)
-            self._audit_read(conn, principal, person, "order-alerts", f"ServiceRequest/{order_id}")
+            order = f"ServiceRequest/{order_id}" if order_id else "ServiceRequest (not stored)"
+            self._audit_read(conn, principal, person, "order-alerts", order)
         return findings, patient_id
 
     def on_service_request(
