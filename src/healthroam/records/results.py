@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, false, literal, not_, or_, select
+from sqlalchemy import Connection, and_, false, literal, not_, or_, select, tuple_
 
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_records import fhir_idx_date, fhir_idx_reference, fhir_idx_token
@@ -42,20 +42,21 @@ def patient_results(
         return []
     r = fhir_resources.c
     ref = fhir_idx_reference.alias("subject_ref")
+    # Driven from the reference index (who points at these Patients), not from every result.
+    pointing = select(ref.c.resource_type, ref.c.resource_id).where(
+        ref.c.target_type == "Patient",
+        ref.c.target_id.in_(list(patient_ids)),
+        ref.c.param.in_(SUBJECT_PARAMS),
+        ref.c.resource_type.in_(list(types)),
+    )
     conditions = [
-        r.resource_type.in_(list(types)),
+        tuple_(r.resource_type, r.id).in_(pointing),
         r.deleted == false(),
-        select(literal(1))
-        .where(
-            ref.c.resource_type == r.resource_type,
-            ref.c.resource_id == r.id,
-            ref.c.param.in_(SUBJECT_PARAMS),
-            ref.c.target_type == "Patient",
-            ref.c.target_id.in_(list(patient_ids)),
-        )
-        .exists(),
     ]
     if codes is not None:
+        by_system: dict[str, set[str]] = {}
+        for system, code in codes:
+            by_system.setdefault(system, set()).add(code)
         token = fhir_idx_token.alias("code_token")
         conditions.append(
             select(literal(1))
@@ -63,7 +64,12 @@ def patient_results(
                 token.c.resource_type == r.resource_type,
                 token.c.resource_id == r.id,
                 token.c.param == "code",
-                or_(*(and_(token.c.system == s, token.c.code == c) for s, c in sorted(codes))),
+                or_(
+                    *(
+                        and_(token.c.system == system, token.c.code.in_(sorted(values)))
+                        for system, values in sorted(by_system.items())
+                    )
+                ),
             )
             .exists()
         )
