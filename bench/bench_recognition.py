@@ -123,6 +123,10 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
                     },
                 )
         load = time.perf_counter() - started
+        if platform.db.engine.dialect.name == "postgresql":
+            with platform.db.engine.connect() as conn:  # as autovacuum would have done
+                conn.execute(text("ANALYZE"))
+                conn.commit()
         b = principals["HB"]
 
         def order(pid: str, code: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Results (Observation, DiagnosticReport) of a set of Patients, with the institution that
 wrote each one: the store-side query behind duplicate-test alerts (exchange/recognition).
 
-One SQL query over the resource table and its reference, token and date indexes; the caller
+One SQL query over the resource table and its reference and token indexes; the caller
 applies its own rules (equivalence, validity, recognition) to the rows it gets back.
 """
 
@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import Connection, and_, false, literal, not_, or_, select, tuple_
+from sqlalchemy import Connection, and_, false, literal, or_, select, tuple_
 
 from healthroam.db.schema import fhir_resources
-from healthroam.db.tables_records import fhir_idx_date, fhir_idx_reference, fhir_idx_token
+from healthroam.db.tables_records import fhir_idx_reference, fhir_idx_token
 from healthroam.records.model import StoredResource
 
 SUBJECT_PARAMS = ("subject", "patient")
-MAX_RESULTS = 5_000  # per query: a person's results within the longest validity window
+MAX_RESULTS = 5_000  # per query: a person's results of the asked-for tests
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +32,9 @@ def patient_results(
     types: Collection[str],
     *,
     codes: Collection[tuple[str, str]] | None = None,
-    since: datetime | None = None,
 ) -> list[ResultRow]:
-    """Current resources of ``types`` whose subject is one of ``patient_ids``; only those
-    with a ``code`` coding among ``codes`` (system, code) when given, and only those whose
-    ``date`` ends at or after ``since`` (or that have no date) when given."""
+    """Current resources of ``types`` whose subject is one of ``patient_ids``, newest first;
+    only those with a ``code`` coding among ``codes`` (system, code) when given."""
     if not patient_ids or not types or (codes is not None and not codes):
         return []
     r = fhir_resources.c
@@ -72,19 +69,6 @@ def patient_results(
                 ),
             )
             .exists()
-        )
-    if since is not None:
-        dated = fhir_idx_date.alias("result_date")
-        owned = and_(
-            dated.c.resource_type == r.resource_type,
-            dated.c.resource_id == r.id,
-            dated.c.param == "date",
-        )
-        conditions.append(
-            or_(
-                select(literal(1)).where(owned, dated.c.high >= since).exists(),
-                not_(select(literal(1)).where(owned).exists()),
-            )
         )
     rows = conn.execute(
         select(r.resource_type, r.id, r.version, r.last_updated, r.content, r.institution_code)

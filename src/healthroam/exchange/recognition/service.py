@@ -164,11 +164,8 @@ class RecognitionService:
         if not types or not chosen:
             return []
         today = local_day(now)
-        window = max(t.validity_days for t in chosen)
-        since = datetime.combine(today - timedelta(days=window), time(), CHINA_TIME).astimezone(UTC)
-        rows = patient_results(
-            conn, person.patient_ids, types, codes=self.table.codings_of(chosen), since=since
-        )
+        # The windows are applied in Python (assess); the query narrows by person and code.
+        rows = patient_results(conn, person.patient_ids, types, codes=self.table.codings_of(chosen))
         sites: dict[str | None, Site | None] = {}
         findings = []
         for row in rows:
