@@ -12,6 +12,7 @@ from healthroam.keys.backends import Pkcs11Config
 from healthroam.keys.sealing import KeySealer, load_or_create_kek
 from healthroam.keys.service import KeyService
 from healthroam.records.bulk_export import BulkExportService
+from healthroam.records.bulk_import import BulkImporter
 from healthroam.records.service import RecordService
 from healthroam.registry.scoring import MatchModel
 from healthroam.registry.service import RegistryService
@@ -36,6 +37,7 @@ class Platform:
     audit: AuditTrail
     records: RecordService
     bulk_export: BulkExportService
+    bulk_import: BulkImporter
     registry: RegistryService
     keys: KeyService
     cards: CardService
@@ -123,6 +125,7 @@ def build(settings: Settings) -> Platform:
         candidate_limit=settings.registry_candidate_limit,
     )
     keys = build_keys(settings, db)
+    records = RecordService(db, audit, registry)
     return Platform(
         settings=settings,
         db=db,
@@ -135,7 +138,7 @@ def build(settings: Settings) -> Platform:
             max_assertion_seconds=settings.client_assertion_max_lifetime_seconds,
         ),
         audit=audit,
-        records=RecordService(db, audit, registry),
+        records=records,
         bulk_export=BulkExportService(
             db,
             audit,
@@ -144,6 +147,7 @@ def build(settings: Settings) -> Platform:
             file_max_resources=settings.bulk_export_file_max_resources,
             retention=timedelta(hours=settings.bulk_export_retention_hours),
         ),
+        bulk_import=BulkImporter(db, audit, records),
         registry=registry,
         keys=keys,
         cards=build_cards(settings, db, audit, keys),

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         description="Resources per NDJSON output file of an `$export` (larger types are split "
         "into several files).",
     )
+    bulk_import_max_mb: int = Field(
+        default=512,
+        ge=1,
+        description="Largest NDJSON body `POST /fhir/$import` accepts, in MiB (larger loads: "
+        "split them, or run `healthroam records import` on the server).",
+    )
     bulk_export_retention_hours: int = Field(
         default=24,
         ge=1,

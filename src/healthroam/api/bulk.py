@@ -1,10 +1,12 @@
-"""FHIR Bulk Data 2.0 `$export`: kick-off (system, Patient, Group), status, output files."""
+"""FHIR Bulk Data 2.0 `$export` (kick-off, status, output files) and NDJSON `$import`."""
 
 from __future__ import annotations
 
+import tempfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from healthroam.api.auth import current_principal, platform_of
@@ -28,6 +30,7 @@ def exporter(principal: Principal = Depends(current_principal)) -> Principal:  #
 
 Caller = Annotated[Principal, Depends(exporter)]
 NDJSON = "application/fhir+ndjson"
+NDJSON_TYPES = frozenset({NDJSON, "application/ndjson", "application/x-ndjson"})
 _ACCEPT = ("application/fhir+json", "application/json", "*/*")
 
 
@@ -89,6 +92,58 @@ def export_group(group_id: str, request: Request, caller: Caller) -> Response:
     if not ID_PATTERN.match(group_id):
         raise InvalidInput("a resource id is 1-64 of A-Z a-z 0-9 - .", expression="Group.id")
     return _kick_off(request, caller, "group", group_id)
+
+
+def importer(principal: Principal = Depends(current_principal)) -> Principal:  # noqa: B008
+    if not any("c" in s.interactions for s in principal.scopes.scopes):
+        raise Forbidden("an $import needs create scopes (system/<type>.c)")
+    return principal
+
+
+@router.post("/$import")
+async def bulk_import(
+    request: Request, caller: Annotated[Principal, Depends(importer)]
+) -> JSONResponse:
+    """NDJSON in the body, one resource per line; answers after every chunk is committed."""
+    media = request.headers.get("content-type", "").split(";")[0].strip()
+    if media not in NDJSON_TYPES:
+        raise InvalidInput(
+            "an $import body is NDJSON (Content-Type: application/fhir+ndjson)",
+            expression="Content-Type",
+        )
+    platform = platform_of(request)
+    limit = platform.settings.bulk_import_max_mb * 1024 * 1024
+    with tempfile.TemporaryFile() as spool:
+        size = 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise InvalidInput(
+                    f"an $import body is at most {platform.settings.bulk_import_max_mb} MB; "
+                    "split the file or use `healthroam records import`",
+                    expression="body",
+                )
+            spool.write(part)
+        spool.seek(0)
+        report = await run_in_threadpool(platform.bulk_import.import_lines, caller, spool)
+    issues: list[dict[str, Any]] = [
+        {
+            "severity": "information",
+            "code": "informational",
+            "diagnostics": f"created {report.created}, updated {report.updated}, "
+            f"unchanged {report.unchanged}, failed {report.failed}",
+        }
+    ]
+    for error in report.errors:
+        issue: dict[str, Any] = {
+            "severity": "error",
+            "code": "invalid",
+            "diagnostics": f"line {error.line}: {error.detail}",
+        }
+        if error.expression:
+            issue["expression"] = [error.expression]
+        issues.append(issue)
+    return fhir_response({"resourceType": "OperationOutcome", "issue": issues})
 
 
 @router.get("/$export-status/{job_id}")
