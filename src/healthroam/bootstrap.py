@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from healthroam.cards.service import CardPolicy, CardService
 from healthroam.config import Settings
@@ -12,6 +13,8 @@ from healthroam.exchange.recognition.service import RecognitionService
 from healthroam.keys.backends import Pkcs11Config
 from healthroam.keys.sealing import KeySealer, load_or_create_kek
 from healthroam.keys.service import KeyService
+from healthroam.records.bulk_export import BulkExportService
+from healthroam.records.bulk_import import BulkImporter
 from healthroam.records.service import RecordService
 from healthroam.registry.scoring import MatchModel
 from healthroam.registry.service import RegistryService
@@ -35,6 +38,8 @@ class Platform:
     auth: AuthService
     audit: AuditTrail
     records: RecordService
+    bulk_export: BulkExportService
+    bulk_import: BulkImporter
     registry: RegistryService
     keys: KeyService
     cards: CardService
@@ -145,6 +150,15 @@ def build(settings: Settings) -> Platform:
         ),
         audit=audit,
         records=records,
+        bulk_export=BulkExportService(
+            db,
+            audit,
+            registry,
+            settings.bulk_dir,
+            file_max_resources=settings.bulk_export_file_max_resources,
+            retention=timedelta(hours=settings.bulk_export_retention_hours),
+        ),
+        bulk_import=BulkImporter(db, audit, records),
         registry=registry,
         keys=keys,
         cards=build_cards(settings, db, audit, keys),

@@ -79,6 +79,31 @@ class Settings(BaseSettings):
         "(milliseconds; 0 turns the background sealer off: `audit verify` and audit searches "
         "still seal first).",
     )
+    # --- FHIR Bulk Data export
+    bulk_export_interval_ms: int = Field(
+        default=500,
+        ge=10,
+        description="How often the API server's export worker looks for accepted `$export` "
+        "jobs (milliseconds; a kick-off also wakes it at once).",
+    )
+    bulk_export_file_max_resources: int = Field(
+        default=100_000,
+        ge=1,
+        description="Resources per NDJSON output file of an `$export` (larger types are split "
+        "into several files).",
+    )
+    bulk_import_max_mb: int = Field(
+        default=512,
+        ge=1,
+        description="Largest NDJSON body `POST /fhir/$import` accepts, in MiB (larger loads: "
+        "split them, or run `healthroam records import` on the server).",
+    )
+    bulk_export_retention_hours: int = Field(
+        default=24,
+        ge=1,
+        description="How long the files of a finished `$export` stay downloadable before they "
+        "are deleted (its status URL then answers 410).",
+    )
     # --- registry
     registry_steward_agencies: str = Field(
         default="HNWJW,HNGXT",
@@ -248,6 +273,10 @@ class Settings(BaseSettings):
     @property
     def token_endpoint(self) -> str:
         return self.public_base_url.rstrip("/") + "/auth/token"
+
+    @property
+    def bulk_dir(self) -> Path:
+        return self.data_dir / "bulk"
 
     @property
     def is_sqlite(self) -> bool:

@@ -2,70 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from healthroam.bootstrap import Platform
 from healthroam.config import Settings
 from healthroam.db.schema import audit_events
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHROAM_")}
-    env.update(
-        HEALTHROAM_DATABASE_URL=settings.database_url,
-        HEALTHROAM_DATA_DIR=str(settings.data_dir),
-        HEALTHROAM_TOKEN_SIGNING_KEY_FILE=str(settings.signing_key_path),
-        **extra,
-    )
-    return env
-
-
-@pytest.fixture
-def server(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "healthroam", "serve", "--port", str(port)],
-        env=_env(settings, HEALTHROAM_PUBLIC_BASE_URL=base),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        raise AssertionError((tmp_path / "server.log").read_text())
-    yield base
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
-    server_log = (tmp_path / "server.log").read_text()
-    # Personal data never reaches the application log.
-    assert "460106" not in server_log
-    assert "黎" not in server_log
+from servers import server_env
 
 
 def test_hospital_creates_and_reads_a_patient_over_http(platform: Platform, server: str) -> None:
@@ -120,7 +67,7 @@ def test_hospital_creates_and_reads_a_patient_over_http(platform: Platform, serv
 def test_demo_load_then_serve(settings: Settings, server: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "healthroam", "demo", "load", "--people", "20"],
-        env=_env(settings),
+        env=server_env(settings),
         capture_output=True,
         text=True,
         timeout=120,
@@ -162,7 +109,7 @@ def test_cli_reports_bad_input_without_traceback(settings: Settings) -> None:
             "--region",
             "460106",
         ],
-        env=_env(settings),
+        env=server_env(settings),
         capture_output=True,
         text=True,
         timeout=60,

@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from healthroam import __version__
-from healthroam.api import cards, fhir, fhir_registry, health, recognition, registry, token
+from healthroam.api import bulk, cards, fhir, fhir_registry, health, recognition, registry, token
 from healthroam.api.errors import install_error_handlers
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
+from healthroam.records.bulk_export import ExportWorker
 from healthroam.security.sealer import AuditSealer
 
 access_log = logging.getLogger("healthroam.access")
@@ -24,6 +25,7 @@ ROUTERS = (
     health.router,
     token.router,
     fhir.public_router,
+    bulk.router,
     fhir_registry.router,
     recognition.fhir_router,
     fhir.router,
@@ -42,9 +44,15 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sealer = AuditSealer(the_platform.audit, the_platform.settings.audit_seal_interval_ms)
         sealer.start()
+        exports = ExportWorker(
+            the_platform.bulk_export, the_platform.settings.bulk_export_interval_ms
+        )
+        _app.state.export_worker = exports
+        exports.start()
         try:
             yield
         finally:
+            exports.stop()
             sealer.stop()
             if owned:
                 the_platform.close()

@@ -237,6 +237,48 @@ class ResourceRepository:
         self.index_many([(resource_type, resource_id, content)])
         return StoredResource(resource_type, resource_id, 1, now, body)
 
+    def create_many(
+        self,
+        resources: Sequence[tuple[str, str, dict[str, Any]]],
+        now: datetime,
+        institution_code: str | None,
+        method: str = "POST",
+    ) -> None:
+        """Insert many never-existing resources (version 1) with their index rows: one
+        multi-row insert per table (bulk import)."""
+        if not resources:
+            return
+        now = _millis(now)
+        current_rows: list[dict[str, Any]] = []
+        version_rows: list[dict[str, Any]] = []
+        for resource_type, resource_id, content in resources:
+            body = stored_body(content)
+            current_rows.append(
+                {
+                    "resource_type": resource_type,
+                    "id": resource_id,
+                    "version": 1,
+                    "last_updated": now,
+                    "deleted": False,
+                    "institution_code": institution_code,
+                    "content": body,
+                }
+            )
+            version_rows.append(
+                {
+                    "resource_type": resource_type,
+                    "id": resource_id,
+                    "version": 1,
+                    "last_updated": now,
+                    "deleted": False,
+                    "method": method,
+                    "content": body,
+                }
+            )
+        self.conn.execute(insert(fhir_resources), current_rows)
+        self.conn.execute(insert(fhir_resource_versions), version_rows)
+        self.index_many(resources)
+
     def replace(
         self,
         current: Any,
