@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, false, literal, or_, select, tuple_
+from sqlalchemy import Connection, and_, false, literal, select, tuple_
 
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_records import fhir_idx_reference, fhir_idx_token
@@ -51,22 +51,17 @@ def patient_results(
         r.deleted == false(),
     ]
     if codes is not None:
-        by_system: dict[str, set[str]] = {}
-        for system, code in codes:
-            by_system.setdefault(system, set()).add(code)
         token = fhir_idx_token.alias("code_token")
+        # One expression over param, system and code, so that no index on the code applies:
+        # the lookup goes through the owner index (this resource's few token rows) instead of
+        # every result in the province with that code (SQLite has no statistics to know).
+        keyed = token.c.param + "|" + token.c.system + "|" + token.c.code
         conditions.append(
             select(literal(1))
             .where(
                 token.c.resource_type == r.resource_type,
                 token.c.resource_id == r.id,
-                token.c.param == "code",
-                or_(
-                    *(
-                        and_(token.c.system == system, token.c.code.in_(sorted(values)))
-                        for system, values in sorted(by_system.items())
-                    )
-                ),
+                keyed.in_(sorted(f"code|{system}|{code}" for system, code in codes)),
             )
             .exists()
         )
