@@ -8,6 +8,7 @@ from typing import Any
 from healthroam.exchange.hl7.mapping_orders import UCUM, concept
 from healthroam.exchange.hl7.mapping_patient import Mapped, institution_reference
 from healthroam.exchange.hl7.segments import (
+    NULL,
     Segment,
     bad_type,
     ce,
@@ -237,7 +238,7 @@ def observation_value(
     """value[x] from OBX-2 (value type) and OBX-5 (value, repetitions for text)."""
     value_type = (obx.value(2) or "").upper()
     reps = obx.reps(5)
-    if not reps or (obx.value(5) is None and value_type not in ("CE", "CWE", "CNE")):
+    if not reps or obx.text(5).strip() in ("", NULL):
         return {}
     if not value_type:
         raise missing(obx.at(2), "value type")

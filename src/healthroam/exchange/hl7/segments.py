@@ -392,6 +392,9 @@ def fhir_datetime(text: str, location: Location, default_offset: str = "+08:00")
     if not match:
         raise bad_type(location, "is not an HL7 date/time (YYYYMMDDHHMMSS[+ZZZZ])")
     g = match.groupdict()
+    tz = g["tz"]
+    if tz is not None and (int(tz[1:3]) > 14 or int(tz[3:5]) > 59):
+        raise bad_type(location, "has an impossible time zone offset")
     if g["mo"] is None and g["d"] is None and g["h"] is None:
         return g["y"]
     try:
@@ -404,20 +407,14 @@ def fhir_datetime(text: str, location: Location, default_offset: str = "+08:00")
         return f"{g['y']}-{g['mo']}"
     day = f"{g['y']}-{g['mo']}-{g['d']}"
     if g["h"] is None:
-        if g["tz"] is not None:
-            return day  # an offset on a date alone carries nothing FHIR can hold
-        return day
+        return day  # an offset on a date alone carries nothing FHIR can hold
     hour, minute, second = int(g["h"]), int(g["mi"] or 0), int(g["s"] or 0)
     if hour > 23 or minute > 59 or second > 59:
         raise bad_type(location, "is not a real time of day")
     out = f"{day}T{hour:02d}:{minute:02d}:{second:02d}"
     if g["f"]:
         out += "." + g["f"]
-    tz = g["tz"]
     if tz is not None:
-        hours, minutes = int(tz[1:3]), int(tz[3:5])
-        if hours > 14 or minutes > 59:
-            raise bad_type(location, "has an impossible time zone offset")
         return out + f"{tz[0]}{tz[1:3]}:{tz[3:5]}"
     return out + default_offset
 
