@@ -45,6 +45,10 @@ class Gateway:
 
     def send(self, text: str) -> Handled:
         message = hl7.parse(text)
+        with self.platform.db.transaction() as conn:
+            return self.handler(conn, self.context(message), message)
+
+    def context(self, message: Any) -> MessageContext:
         msh = message.segment("MSH")
         kind = str(msh[9]).split("^")
         principal = Principal(
@@ -52,7 +56,7 @@ class Gateway:
             institution_code=self.institution,
             scopes=ScopeSet.parse("system/*.cruds"),
         )
-        context = MessageContext(
+        return MessageContext(
             sender=Sender(str(msh[3]), str(msh[4]), self.institution),
             principal=principal,
             control_id=str(msh[10]),
@@ -61,8 +65,6 @@ class Gateway:
             version=str(msh[12]),
             received_at=datetime.now(UTC),
         )
-        with self.platform.db.transaction() as conn:
-            return self.handler(conn, context, message)
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         with self.platform.db.transaction() as conn:

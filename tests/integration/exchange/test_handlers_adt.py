@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
+import hl7
 from fastapi.testclient import TestClient
+from sqlalchemy import text as text_sql
 
 from healthroam.bootstrap import Platform
 from healthroam.exchange.hl7.contract import Handled
@@ -210,3 +213,37 @@ def test_a40_merges_prior_record_into_survivor(
     [report_id] = gateway.ids(results, "DiagnosticReport")
     report = gateway.read("DiagnosticReport", report_id).content
     assert report["subject"] == {"reference": f"Patient/{survivor_id}"}
+
+
+def test_concurrent_first_registrations_of_one_mrn_give_one_patient(
+    platform: Platform, gateway: Gateway
+) -> None:
+    """Two transactions register the same new MRN at once: the second waits for the first
+    (PostgreSQL: on the primary key; SQLite: on the write lock) and becomes version 2."""
+    text = sample("adt_a28_person.hl7")
+    patient_id = patient_id_for(HOSPITAL, "00077001")
+    second: list[Handled] = []
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            second.append(gateway.send(text))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    message = hl7.parse(text)
+    with platform.db.transaction() as conn:
+        gateway.handler(conn, gateway.context(message), message)
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive()  # blocked behind the first transaction
+    thread.join(30)
+    assert errors == []
+    assert second[0].written == [("Patient", patient_id)]
+    assert gateway.read("Patient", patient_id).version == 2
+    with platform.db.transaction() as conn:
+        rows = conn.execute(
+            text_sql("select count(*) from fhir_resources where resource_type = 'Patient'")
+        ).scalar_one()
+    assert rows == 1

@@ -83,7 +83,8 @@ def test_names_prefer_the_chinese_legal_name_as_official() -> None:
         ("男", "male"),
         ("U", "unknown"),
         ("O", "other"),
-        ("9", "unknown"),
+        ("9", "other"),
+        ("N", "other"),
     ],
 )
 def test_sex(code: str, gender: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 
 from healthroam.errors import HealthroamError, InvalidInput, Unprocessable
 from healthroam.exchange.hl7.contract import (
@@ -53,7 +54,7 @@ from healthroam.exchange.hl7.mapping_results import observation_from_obx, report
 from healthroam.exchange.hl7.segments import Message, Segment, fhir_datetime, missing
 from healthroam.records.repository import ResourceRepository
 from healthroam.records.search import parse_search
-from healthroam.records.service import RecordService
+from healthroam.records.service import Created, RecordService
 from healthroam.records.validation import validate_resource
 from healthroam.registry.fhir import FHIR_PATIENT_SYSTEM
 from healthroam.registry.model import SourceKey
@@ -165,9 +166,7 @@ class Dispatcher:
         rtype = str(resource["resourceType"])
         try:
             validate_resource(resource, rtype)
-            created = self.records.update_in(
-                work.conn, work.context.principal, rtype, rid, resource
-            )
+            created = self._put(work, rtype, rid, resource)
         except Hl7Problem:
             raise
         except (InvalidInput, Unprocessable) as error:
@@ -180,6 +179,19 @@ class Dispatcher:
         work.handled.written.append((rtype, rid))
         mii = created.registration.master_index_id if created.registration else None
         return rid, mii
+
+    def _put(self, work: _Work, rtype: str, rid: str, resource: dict[str, Any]) -> Created:
+        """update_in; a first write runs in a savepoint, so when a concurrent message created
+        the same resource first (same deterministic id: a primary key conflict once that one
+        commits) this one becomes its next version instead of failing."""
+        principal = work.context.principal
+        if ResourceRepository(work.conn).current(rtype, rid) is not None:
+            return self.records.update_in(work.conn, principal, rtype, rid, resource)
+        try:
+            with work.conn.begin_nested():
+                return self.records.update_in(work.conn, principal, rtype, rid, resource)
+        except IntegrityError:
+            return self.records.update_in(work.conn, principal, rtype, rid, resource)
 
     def _current(self, work: _Work, rtype: str, rid: str) -> dict[str, Any] | None:
         """The stored content of one of this institution's resources, None when absent."""

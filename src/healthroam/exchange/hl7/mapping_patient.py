@@ -140,11 +140,11 @@ GENDER = {
     "O": "other",
     "A": "other",
     "U": "unknown",
-    "N": "unknown",
+    "N": "other",  # not applicable: as the registry reads it (docs/registry-normalisation.md)
     "1": "male",
     "2": "female",
     "0": "unknown",
-    "9": "unknown",
+    "9": "other",  # 未说明的性别
     "男": "male",
     "女": "female",
 }
