@@ -33,6 +33,7 @@ class Gateway:
     def __init__(self, platform: Platform, institution: str = HOSPITAL) -> None:
         self.platform, self.institution = platform, institution
         self.alerts: list[dict[str, Any]] = []
+        self.scopes = "system/*.cruds"
         self.handler = build_dispatcher(
             platform.records, platform.registry, order_alerts=self._alert
         )
@@ -54,7 +55,7 @@ class Gateway:
         principal = Principal(
             client_id=f"hl7-{self.institution}",
             institution_code=self.institution,
-            scopes=ScopeSet.parse("system/*.cruds"),
+            scopes=ScopeSet.parse(self.scopes),
         )
         return MessageContext(
             sender=Sender(str(msh[3]), str(msh[4]), self.institution),

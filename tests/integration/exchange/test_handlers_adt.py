@@ -247,3 +247,28 @@ def test_concurrent_first_registrations_of_one_mrn_give_one_patient(
             text_sql("select count(*) from fhir_resources where resource_type = 'Patient'")
         ).scalar_one()
     assert rows == 1
+
+
+def test_a40_with_a_new_survivor_and_the_golden_record(
+    platform: Platform, gateway: Gateway, send: Send, http: TestClient, province: Province
+) -> None:
+    """The survivor MRN is new: it is created from the PID, matched to the prior record's
+    person by the registry, and the A40 pins both records there."""
+    send("adt_a28_person.hl7")
+    text = (
+        sample("adt_a40_merge.hl7")
+        .replace("00099888", "00077001")
+        .replace("PID|1||00077001", "PID|1||00088000")
+    )
+    handled = gateway.send(text)
+    prior_id = patient_id_for(HOSPITAL, "00077001")
+    survivor_id = patient_id_for(HOSPITAL, "00088000")
+    assert master_of(platform, prior_id) == master_of(platform, survivor_id)
+    assert handled.master_index_id == master_of(platform, survivor_id)
+    golden = http.get(
+        f"/fhir/Patient/{handled.master_index_id}",
+        headers=province.headers("system/Patient.rs", institution=province.institution("H009")),
+    )
+    assert golden.status_code == 200, golden.text
+    links = {link["other"]["reference"] for link in golden.json()["link"]}
+    assert {f"Patient/{prior_id}", f"Patient/{survivor_id}"} <= links

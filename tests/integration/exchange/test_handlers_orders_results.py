@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
+from healthroam.bootstrap import Platform
+from healthroam.errors import Forbidden
 from healthroam.exchange.hl7.contract import Handled
 from healthroam.exchange.hl7.handlers import patient_id_for, resource_id
 from healthroam.exchange.hl7.mapping_encounter import visit_system
 from healthroam.exchange.hl7.mapping_orders import placer_system
+from healthroam.records.repository import ResourceRepository
 
 from hl7_helpers import HOSPITAL, Gateway, sample
 
@@ -123,3 +128,53 @@ def test_oru_for_unknown_patient_registers_them(gateway: Gateway, send: Send) ->
     report = gateway.read("DiagnosticReport", report_id).content
     assert "basedOn" not in report  # no such order
     assert "encounter" not in report  # no such visit
+
+
+def test_v23_oru_with_two_patients(gateway: Gateway, send: Send) -> None:
+    """A v2.3 ORU without ORC, untyped MRNs, GB sex codes and the results of two patients."""
+    send("adt_a04_register.hl7")
+    handled = send("oru_r01_v23_two_patients.hl7")
+    second = patient_id_for(HOSPITAL, "00055555")
+    assert [t for t, _ in handled.written] == [
+        "Observation",
+        "DiagnosticReport",
+        "Patient",
+        "Observation",
+        "Observation",
+        "DiagnosticReport",
+    ]
+    first_report, second_report = gateway.ids(handled, "DiagnosticReport")
+    assert gateway.read("DiagnosticReport", first_report).content["subject"] == {
+        "reference": f"Patient/{PATIENT}"
+    }
+    assert gateway.read("DiagnosticReport", second_report).content["subject"] == {
+        "reference": f"Patient/{second}"
+    }
+    glucose, micro, ph = (
+        gateway.read("Observation", o).content for o in gateway.ids(handled, "Observation")
+    )
+    assert glucose["code"]["coding"] == [
+        {
+            "system": f"urn:healthroam:local-code:{HOSPITAL}:99HNLAB",
+            "code": "GLU",
+            "display": "空腹血糖",
+        }
+    ]
+    assert glucose["interpretation"][0]["coding"][0]["code"] == "H"  # ↑
+    assert glucose["valueQuantity"]["code"] == "mmol/L"
+    assert micro["valueString"] == "白细胞 0-2/HPF\n红细胞 未见"
+    assert ph["valueQuantity"] == {"value": 6.0}
+    registered = gateway.read("Patient", second).content
+    assert registered["gender"] == "female"
+    assert registered["identifier"][0]["system"] == f"urn:healthroam:mrn:{HOSPITAL}"
+    assert registered["telecom"] == [{"system": "phone", "value": "13700001111", "use": "home"}]
+
+
+def test_a_sender_without_write_scopes_is_refused(platform: Platform, gateway: Gateway) -> None:
+    narrow = Gateway(platform)
+    narrow.scopes = "system/Patient.cru"
+    with pytest.raises(Forbidden):
+        narrow.send(sample("oru_r01_results.hl7"))
+    with platform.db.transaction() as conn:
+        stored, _ = ResourceRepository(conn).read("Patient", PATIENT)
+    assert stored is None

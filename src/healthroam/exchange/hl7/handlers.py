@@ -415,22 +415,42 @@ class Dispatcher:
                 return found
         return None
 
-    def _orders(self, work: _Work) -> None:
-        pid = work.message.require("PID")
-        patient_id = self._save_patient(work, pid, update=False)
-        encounter_id = self._encounter_id(work, work.message.first("PV1"))
-        groups: list[dict[str, Segment | None]] = []
+    def _patient_groups(self, work: _Work) -> list[tuple[Segment, list[Segment]]]:
+        """Each PID with the segments up to the next PID (ORU and ORM/OML may carry the
+        results or orders of several patients)."""
+        groups: list[tuple[Segment, list[Segment]]] = []
         for seg in work.message.segments:
-            if seg.id == "ORC":
-                groups.append({"ORC": seg, "OBR": None, "TQ1": None})
-            elif seg.id in ("OBR", "TQ1") and groups and groups[-1][seg.id] is None:
-                groups[-1][seg.id] = seg
+            if seg.id == "PID":
+                groups.append((seg, []))
+            elif groups:
+                groups[-1][1].append(seg)
         if not groups:
+            work.message.require("PID")
+        return groups
+
+    def _subject(self, work: _Work, pid: Segment, rest: list[Segment]) -> tuple[str, str | None]:
+        """The patient (looked up, or registered when unknown) and an existing visit."""
+        patient_id = self._save_patient(work, pid, update=False)
+        pv1 = next((s for s in rest if s.id == "PV1"), None)
+        return patient_id, self._encounter_id(work, pv1)
+
+    def _orders(self, work: _Work) -> None:
+        found = False
+        for pid, rest in self._patient_groups(work):
+            patient_id, encounter_id = self._subject(work, pid, rest)
+            groups: list[dict[str, Segment | None]] = []
+            for seg in rest:
+                if seg.id == "ORC":
+                    groups.append({"ORC": seg, "OBR": None, "TQ1": None})
+                elif seg.id in ("OBR", "TQ1") and groups and groups[-1][seg.id] is None:
+                    groups[-1][seg.id] = seg
+            for group in groups:
+                orc, obr, tq1 = group["ORC"], group["OBR"], group["TQ1"]
+                assert orc is not None
+                self._order(work, orc, obr, tq1, patient_id, encounter_id)
+                found = True
+        if not found:
             work.message.require("ORC")
-        for group in groups:
-            orc, obr, tq1 = group["ORC"], group["OBR"], group["TQ1"]
-            assert orc is not None
-            self._order(work, orc, obr, tq1, patient_id, encounter_id)
 
     def _order(
         self,
@@ -503,33 +523,35 @@ class Dispatcher:
     # --- results ------------------------------------------------------------------------------
 
     def _results(self, work: _Work) -> None:
-        pid = work.message.require("PID")
-        patient_id = self._save_patient(work, pid, update=False)
-        encounter_id = self._encounter_id(work, work.message.first("PV1"))
-        groups: list[tuple[Segment | None, Segment, list[tuple[Segment, list[str]]]]] = []
-        orc: Segment | None = None
-        for seg in work.message.segments:
-            if seg.id == "ORC":
-                orc = seg
-            elif seg.id == "OBR":
-                groups.append((orc, seg, []))
-                orc = None
-            elif seg.id == "OBX":
-                if not groups:
-                    raise Hl7Problem(
-                        "an OBX must follow its OBR",
-                        location=Location("OBX", seg.sequence),
-                        error_code=ErrorCode.SEGMENT_SEQUENCE,
-                    )
-                groups[-1][2].append((seg, []))
-            elif seg.id == "NTE" and groups and groups[-1][2]:
-                text = "\n".join(seg.value(3, 1, rep=i) or "" for i in range(len(seg.reps(3))))
-                if text.strip():
-                    groups[-1][2][-1][1].append(text.strip())
-        if not groups:
+        found = False
+        for pid, rest in self._patient_groups(work):
+            patient_id, encounter_id = self._subject(work, pid, rest)
+            groups: list[tuple[Segment | None, Segment, list[tuple[Segment, list[str]]]]] = []
+            orc: Segment | None = None
+            for seg in rest:
+                if seg.id == "ORC":
+                    orc = seg
+                elif seg.id == "OBR":
+                    groups.append((orc, seg, []))
+                    orc = None
+                elif seg.id == "OBX":
+                    if not groups:
+                        raise Hl7Problem(
+                            "an OBX must follow its OBR",
+                            location=Location("OBX", seg.sequence),
+                            error_code=ErrorCode.SEGMENT_SEQUENCE,
+                        )
+                    groups[-1][2].append((seg, []))
+                elif seg.id == "NTE" and groups and groups[-1][2]:
+                    lines = [seg.value(3, 1, rep=i) or "" for i in range(len(seg.reps(3)))]
+                    text = "\n".join(lines).strip()
+                    if text:
+                        groups[-1][2][-1][1].append(text)
+            for order, obr, observations in groups:
+                self._report(work, order, obr, observations, patient_id, encounter_id)
+                found = True
+        if not found:
             work.message.require("OBR")
-        for order, obr, observations in groups:
-            self._report(work, order, obr, observations, patient_id, encounter_id)
 
     def _report(
         self,
