@@ -158,7 +158,12 @@ class Dispatcher:
     # --- storage ------------------------------------------------------------------------------
 
     def _write(
-        self, work: _Work, mapped: Mapped, rid: str, default: Location
+        self,
+        work: _Work,
+        mapped: Mapped,
+        rid: str,
+        default: Location,
+        exists: bool | None = None,
     ) -> tuple[str, str | None]:
         """Validate and PUT (create or new version); FHIR errors come back as Hl7Problem
         naming the HL7 field that produced the element. Returns (id, master index id)."""
@@ -166,7 +171,7 @@ class Dispatcher:
         rtype = str(resource["resourceType"])
         try:
             validate_resource(resource, rtype)
-            created = self._put(work, rtype, rid, resource)
+            created = self._put(work, rtype, rid, resource, exists)
         except Hl7Problem:
             raise
         except (InvalidInput, Unprocessable) as error:
@@ -180,12 +185,17 @@ class Dispatcher:
         mii = created.registration.master_index_id if created.registration else None
         return rid, mii
 
-    def _put(self, work: _Work, rtype: str, rid: str, resource: dict[str, Any]) -> Created:
+    def _put(
+        self, work: _Work, rtype: str, rid: str, resource: dict[str, Any], exists: bool | None
+    ) -> Created:
         """update_in; a first write runs in a savepoint, so when a concurrent message created
         the same resource first (same deterministic id: a primary key conflict once that one
-        commits) this one becomes its next version instead of failing."""
+        commits) this one becomes its next version instead of failing. ``exists`` is what the
+        caller already knows (None: look)."""
         principal = work.context.principal
-        if ResourceRepository(work.conn).current(rtype, rid) is not None:
+        if exists is None:
+            exists = ResourceRepository(work.conn).current(rtype, rid) is not None
+        if exists:
             return self.records.update_in(work.conn, principal, rtype, rid, resource)
         try:
             with work.conn.begin_nested():
@@ -260,7 +270,7 @@ class Dispatcher:
         rid = found[0] if found else patient_id_for(work.institution, mrn)
         if found is not None:
             mapped.resource = merge_patient(found[1], mapped.resource)
-        _, mii = self._write(work, mapped, rid, pid.at(3))
+        _, mii = self._write(work, mapped, rid, pid.at(3), exists=found is not None)
         work.handled.master_index_id = mii or self._master_of(work, rid)
         return rid
 
@@ -326,7 +336,7 @@ class Dispatcher:
             if event == "A13" and "period" in mapped.resource:
                 keep.pop("period", None)
             mapped.resource = {**keep, **mapped.resource}
-        self._write(work, mapped, rid, pv1.at(19))
+        self._write(work, mapped, rid, pv1.at(19), exists=stored is not None)
 
     # --- merge --------------------------------------------------------------------------------
 
@@ -374,7 +384,7 @@ class Dispatcher:
         links.append({"other": {"reference": f"Patient/{survivor_id}"}, "type": "replaced-by"})
         updated = {**prior_content, "resourceType": "Patient", "active": False, "link": links}
         updated.pop("meta", None)
-        self._write(work, Mapped(updated), prior_id, mrg.at(1))
+        self._write(work, Mapped(updated), prior_id, mrg.at(1), exists=True)
         # The survivor: replaces the prior record.
         survivor = self._current(work, "Patient", survivor_id) or {}
         reference = f"Patient/{prior_id}"
@@ -385,7 +395,7 @@ class Dispatcher:
             survivor_links.append({"other": {"reference": reference}, "type": "replaces"})
         survivor_update = {**survivor, "resourceType": "Patient", "link": survivor_links}
         survivor_update.pop("meta", None)
-        self._write(work, Mapped(survivor_update), survivor_id, pid.at(3))
+        self._write(work, Mapped(survivor_update), survivor_id, pid.at(3), exists=True)
         work.handled.written = list(dict.fromkeys(work.handled.written))
         work.handled.master_index_id = self.registry.merge_sources_in(
             work.conn,
@@ -515,7 +525,7 @@ class Dispatcher:
                 )
                 key = placer.id if placer else filler.id  # type: ignore[union-attr]
                 rid = resource_id("ServiceRequest", work.institution, key_system, key)
-        self._write(work, mapped, rid, orc.at(2))
+        self._write(work, mapped, rid, orc.at(2), exists=existing is not None)
         if self.order_alerts is not None and mapped.resource.get("status") == "active":
             request = {**mapped.resource, "id": rid}
             work.handled.notes.extend(self.order_alerts(work.conn, work.context, request))
