@@ -133,6 +133,12 @@ def test_a01_a08_a03_a13_follow_one_admission(gateway: Gateway, send: Send) -> N
     assert updated.content["status"] == "in-progress"  # A08 keeps the status
     assert updated.content["location"][0]["location"]["display"] == "心内科病区 0315 01"
 
+    again = gateway.send(sample("adt_a08_update.hl7").replace("A08-0001", "A08-0002"))
+    assert again.written == []  # nothing changed: no new versions
+    assert again.master_index_id is not None
+    assert gateway.read("Patient", patient_id).version == 2
+    assert gateway.read("Encounter", ADMISSION).version == 2
+
     send("adt_a03_discharge.hl7")
     discharged = gateway.read("Encounter", ADMISSION).content
     assert discharged["status"] == "finished"
@@ -227,7 +233,8 @@ def test_concurrent_first_registrations_of_one_mrn_give_one_patient(
 
     def other() -> None:
         try:
-            second.append(gateway.send(text))
+            # the same person, a newer phone number: it must become version 2
+            second.append(gateway.send(text.replace("66554433", "66554434")))
         except BaseException as error:  # reported below
             errors.append(error)
 
@@ -241,7 +248,9 @@ def test_concurrent_first_registrations_of_one_mrn_give_one_patient(
     thread.join(30)
     assert errors == []
     assert second[0].written == [("Patient", patient_id)]
-    assert gateway.read("Patient", patient_id).version == 2
+    stored = gateway.read("Patient", patient_id)
+    assert stored.version == 2
+    assert stored.content["telecom"][0]["value"] == "089866554434"
     with platform.db.transaction() as conn:
         rows = conn.execute(
             text_sql("select count(*) from fhir_resources where resource_type = 'Patient'")
@@ -272,3 +281,13 @@ def test_a40_with_a_new_survivor_and_the_golden_record(
     assert golden.status_code == 200, golden.text
     links = {link["other"]["reference"] for link in golden.json()["link"]}
     assert {f"Patient/{prior_id}", f"Patient/{survivor_id}"} <= links
+
+
+def test_a13_without_admission_time_still_drops_the_end(gateway: Gateway, send: Send) -> None:
+    send("adt_a01_admit.hl7")
+    send("adt_a03_discharge.hl7")
+    text = sample("adt_a13_cancel_discharge.hl7").replace("|20261129145500", "|")
+    gateway.send(text)
+    reopened = gateway.read("Encounter", ADMISSION).content
+    assert reopened["status"] == "in-progress"
+    assert reopened["period"] == {"start": "2026-11-29T14:55:00+08:00"}

@@ -193,3 +193,15 @@ def test_datatypes() -> None:
     doctor = xcn([["0451"], ["李"], ["建华"]])
     assert (doctor.id, doctor.display) == ("0451", "李建华")
     assert xcn([["77"], ["Smith"], ["John"], ["Q"]]).display == "John Q Smith"
+
+
+def test_other_encoding_characters() -> None:
+    parsed = hl7.parse(
+        "MSH|*%$!|HIS|H001|HR|HR|20261129||ADT*A04|1|P|2.5.1\rPID|1||A1****MR%B2||张*三$F$x$S$y"
+    )
+    msg = Message(parsed)
+    assert msg.sep == Separators("|", "*", "%", "$", "!")
+    pid = msg.require("PID")
+    assert pid.value(3, 5) == "MR"
+    assert pid.value(3, rep=1) == "B2"
+    assert pid.value(5, 2) == "三|x*y"  # $F$ and $S$ with this message's escape character

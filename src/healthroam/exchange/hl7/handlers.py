@@ -52,6 +52,7 @@ from healthroam.exchange.hl7.mapping_patient import (
 )
 from healthroam.exchange.hl7.mapping_results import observation_from_obx, report_from_obr
 from healthroam.exchange.hl7.segments import Message, Segment, fhir_datetime, missing
+from healthroam.records.model import stored_body
 from healthroam.records.repository import ResourceRepository
 from healthroam.records.search import parse_search
 from healthroam.records.service import Created, RecordService
@@ -164,11 +165,16 @@ class Dispatcher:
         rid: str,
         default: Location,
         exists: bool | None = None,
+        stored: dict[str, Any] | None = None,
     ) -> tuple[str, str | None]:
         """Validate and PUT (create or new version); FHIR errors come back as Hl7Problem
-        naming the HL7 field that produced the element. Returns (id, master index id)."""
+        naming the HL7 field that produced the element. Returns (id, master index id).
+        When ``stored`` (the current content) already equals the result nothing is written:
+        a message that changes nothing adds no version."""
         resource = {**mapped.resource, "id": rid}
         rtype = str(resource["resourceType"])
+        if stored is not None and stored_body(resource) == stored:
+            return rid, None
         try:
             validate_resource(resource, rtype)
             created = self._put(work, rtype, rid, resource, exists)
@@ -270,7 +276,14 @@ class Dispatcher:
         rid = found[0] if found else patient_id_for(work.institution, mrn)
         if found is not None:
             mapped.resource = merge_patient(found[1], mapped.resource)
-        _, mii = self._write(work, mapped, rid, pid.at(3), exists=found is not None)
+        _, mii = self._write(
+            work,
+            mapped,
+            rid,
+            pid.at(3),
+            exists=found is not None,
+            stored=found[1] if found else None,
+        )
         work.handled.master_index_id = mii or self._master_of(work, rid)
         return rid
 
@@ -333,10 +346,13 @@ class Dispatcher:
         )
         if stored is not None:
             keep = {k: v for k, v in stored.items() if k not in mapped.resource and k != "meta"}
-            if event == "A13" and "period" in mapped.resource:
-                keep.pop("period", None)
             mapped.resource = {**keep, **mapped.resource}
-        self._write(work, mapped, rid, pv1.at(19), exists=stored is not None)
+        if event == "A13":  # the discharge is cancelled: no end
+            period = {k: v for k, v in (mapped.resource.get("period") or {}).items() if k != "end"}
+            mapped.resource.pop("period", None)
+            if period:
+                mapped.resource["period"] = period
+        self._write(work, mapped, rid, pv1.at(19), exists=stored is not None, stored=stored)
 
     # --- merge --------------------------------------------------------------------------------
 
@@ -384,7 +400,7 @@ class Dispatcher:
         links.append({"other": {"reference": f"Patient/{survivor_id}"}, "type": "replaced-by"})
         updated = {**prior_content, "resourceType": "Patient", "active": False, "link": links}
         updated.pop("meta", None)
-        self._write(work, Mapped(updated), prior_id, mrg.at(1), exists=True)
+        self._write(work, Mapped(updated), prior_id, mrg.at(1), exists=True, stored=prior_content)
         # The survivor: replaces the prior record.
         survivor = self._current(work, "Patient", survivor_id) or {}
         reference = f"Patient/{prior_id}"
@@ -395,7 +411,9 @@ class Dispatcher:
             survivor_links.append({"other": {"reference": reference}, "type": "replaces"})
         survivor_update = {**survivor, "resourceType": "Patient", "link": survivor_links}
         survivor_update.pop("meta", None)
-        self._write(work, Mapped(survivor_update), survivor_id, pid.at(3), exists=True)
+        self._write(
+            work, Mapped(survivor_update), survivor_id, pid.at(3), exists=True, stored=survivor
+        )
         work.handled.written = list(dict.fromkeys(work.handled.written))
         work.handled.master_index_id = self.registry.merge_sources_in(
             work.conn,
@@ -525,7 +543,14 @@ class Dispatcher:
                 )
                 key = placer.id if placer else filler.id  # type: ignore[union-attr]
                 rid = resource_id("ServiceRequest", work.institution, key_system, key)
-        self._write(work, mapped, rid, orc.at(2), exists=existing is not None)
+        self._write(
+            work,
+            mapped,
+            rid,
+            orc.at(2),
+            exists=existing is not None,
+            stored=existing[1] if existing else None,
+        )
         if self.order_alerts is not None and mapped.resource.get("status") == "active":
             request = {**mapped.resource, "id": rid}
             work.handled.notes.extend(self.order_alerts(work.conn, work.context, request))
