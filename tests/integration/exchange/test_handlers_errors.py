@@ -132,6 +132,17 @@ CASES = [
         ErrorCode.REQUIRED_FIELD_MISSING,
     ),
     (replace_segment(ORU, "PID", "PV1|1|I"), "PID", 1, 0, 0, ErrorCode.SEGMENT_SEQUENCE),
+    # refused by FHIR validation (a code with two spaces), reported at the HL7 field
+    (
+        set_field(ORU, "OBX", 3, "AB  CD^x^99HNLAB", nth=2),
+        "OBX",
+        2,
+        3,
+        0,
+        ErrorCode.DATA_TYPE_ERROR,
+    ),
+    (set_field(ORU, "OBX", 6, "g  L^^UCUM", nth=2), "OBX", 2, 6, 0, ErrorCode.DATA_TYPE_ERROR),
+    (set_field(ORM, "OBR", 4, "58410  2^x^LN"), "OBR", 1, 4, 0, ErrorCode.DATA_TYPE_ERROR),
 ]
 
 

@@ -328,6 +328,8 @@ def observation_from_obx(
     value = observation_value(obx, institution, default_offset)
     for key in value:
         mapped.paths[f"Observation.{key}"] = obx.at(5)
+        for unit_part in ("unit", "system", "code"):  # the quantity's unit came from OBX-6
+            mapped.paths[f"Observation.{key}.{unit_part}"] = obx.at(6)
     obs.update(value)
     if not value and status not in ("cancelled", "entered-in-error", "registered"):
         obs["dataAbsentReason"] = {
