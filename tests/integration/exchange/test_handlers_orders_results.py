@@ -178,3 +178,29 @@ def test_a_sender_without_write_scopes_is_refused(platform: Platform, gateway: G
     with platform.db.transaction() as conn:
         stored, _ = ResourceRepository(conn).read("Patient", PATIENT)
     assert stored is None
+
+
+def test_change_and_status_orders(gateway: Gateway, send: Send) -> None:
+    send("orm_o01_new.hl7")
+    changed = gateway.send(
+        sample("orm_o01_new.hl7")
+        .replace("ORC|NW|", "ORC|XO|")
+        .replace("|^^^^^S|", "|^^^^^R|")
+        .replace("ORM-0001", "ORM-0003")
+    )
+    assert changed.written == [("ServiceRequest", ORDER)]
+    assert len(changed.notes) == 1  # a changed active order is checked again
+    order = gateway.read("ServiceRequest", ORDER)
+    assert (order.version, order.content["priority"], order.content["status"]) == (
+        2,
+        "routine",
+        "active",
+    )
+    msh, pid = sample("orm_o01_cancel.hl7").split("\r")[:2]
+    done = gateway.send("\r".join([msh, pid, "ORC|SC|ORD-778899^HIS|||CM"]))
+    assert done.notes == []
+    assert gateway.read("ServiceRequest", ORDER).content["status"] == "completed"
+    # an unchanged resend writes nothing
+    again = gateway.send("\r".join([msh, pid, "ORC|SC|ORD-778899^HIS|||CM"]))
+    assert again.written == []
+    assert gateway.read("ServiceRequest", ORDER).version == 3
