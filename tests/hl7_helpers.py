@@ -45,7 +45,9 @@ class Gateway:
         return [Note(f"checked order {request['id']}")]
 
     def send(self, text: str) -> Handled:
-        message = hl7.parse(text)
+        return self.send_parsed(hl7.parse(text))
+
+    def send_parsed(self, message: Any) -> Handled:
         with self.platform.db.transaction() as conn:
             return self.handler(conn, self.context(message), message)
 
