@@ -205,3 +205,13 @@ def test_other_encoding_characters() -> None:
     assert pid.value(3, 5) == "MR"
     assert pid.value(3, rep=1) == "B2"
     assert pid.value(5, 2) == "三|x*y"  # $F$ and $S$ with this message's escape character
+
+
+@pytest.mark.parametrize("raw", ["A\x00B", "A\\X00\\B", "A\\X1B\\", "\x07"])
+def test_control_characters_are_refused(raw: str) -> None:
+    pid = message(f"PID|1||{raw}").require("PID")
+    with pytest.raises(Hl7Problem) as caught:
+        pid.reps(3)
+    assert caught.value.location == Location("PID", 1, 3)
+    assert caught.value.error_code is ErrorCode.DATA_TYPE_ERROR
+    assert message("PID|1||a\\.br\\b\tc").require("PID").value(3) == "a\nb\tc"

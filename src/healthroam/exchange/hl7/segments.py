@@ -40,6 +40,7 @@ class Separators:
 
 
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def unescape(text: str, sep: Separators) -> str:
@@ -112,13 +113,19 @@ class Segment:
         if self.id == "MSH" and field in (1, 2):
             return [[[raw]]]
         sep = self.sep
-        return [
+        out = [
             [
                 [unescape(s, sep) for s in comp.split(sep.subcomponent)]
                 for comp in rep.split(sep.component)
             ]
             for rep in raw.split(sep.repetition)
         ]
+        if (_CONTROL.search(raw) or sep.escape + "X" in raw) and any(
+            _CONTROL.search(text) for rep in out for comp in rep for text in comp
+        ):
+            # NUL and other C0 controls are not text (PostgreSQL cannot even store NUL)
+            raise bad_type(self.at(field), "contains a control character")
+        return out
 
     def value(self, field: int, component: int = 1, sub: int = 1, rep: int = 0) -> str | None:
         """One leaf as text, None when empty (the HL7 null ``""`` is None too)."""
