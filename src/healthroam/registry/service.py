@@ -25,6 +25,7 @@ from healthroam.registry.model import (
     LinkType,
     MatchOutcome,
     NormalizedRecord,
+    SourceKey,
     SourceRecord,
     check_master_index_id,
     new_master_index_id,
@@ -575,6 +576,33 @@ class RegistryService:
             recipients=recipients,
             detail={"moved": moved},
         )
+
+    def merge_sources_in(
+        self,
+        conn: Connection,
+        principal: Principal,
+        survivor: SourceKey,
+        merged: SourceKey,
+        reason: str,
+    ) -> str:
+        """A source merged two of its own records (HL7 v2 A40): put both on the survivor's
+        person, merging the persons when they differ (undone by :meth:`unmerge` like any
+        merge), and pin both records there (link type ``steward``) so a later update of
+        either does not split them again. Runs in the caller's transaction; the caller has
+        checked that ``principal`` holds both records. Returns the master index ID."""
+        repo = RegistryRepository(conn)
+        kept, gone = repo.source_by_key(survivor), repo.source_by_key(merged)
+        if kept is None or gone is None:
+            raise NotFound("no such source record", expression="source")
+        now = self.clock()
+        if kept.master_id != gone.master_id:
+            self._merge(repo, principal, kept.master_id, gone.master_id, reason, now)
+        repo.move_sources([kept.id, gone.id], kept.master_id, LinkType.STEWARD.value, now)
+        master = self._master(repo, kept.master_id)
+        self.audit.append(
+            conn, [self._audit(principal, Action.UPDATE, "source-merge", master.master_index_id)]
+        )
+        return master.master_index_id
 
     def unmerge(self, principal: Principal, merged_mii: str, reason: str | None) -> str:
         """Undo a merge: the merged-away person comes back with the records it brought."""
