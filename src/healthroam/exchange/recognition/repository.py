@@ -103,7 +103,21 @@ class RecognitionRepository:
         ]
         if rows:
             self.conn.execute(recognition_alerts.insert(), rows)
+        if known and channel == "hl7":
+            # The FHIR listener saw the order first (the HL7 handler writes through the record
+            # service): it arrived over HL7 all the same.
+            self.conn.execute(
+                update(recognition_alerts)
+                .where(ALERTS.order_id == order_id, ALERTS.outcome.is_(None))
+                .values(channel=channel)
+            )
         return len(rows)
+
+    def channels_of(self, order_id: str) -> set[str]:
+        rows = self.conn.execute(
+            select(ALERTS.channel).where(ALERTS.order_id == order_id).distinct()
+        )
+        return {row.channel for row in rows}
 
     def alerts_of(self, order_id: str) -> list[AlertRow]:
         rows = self.conn.execute(
