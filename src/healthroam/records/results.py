@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, false, literal, select, tuple_
+from sqlalchemy import Connection, and_, false, literal, select
 
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_records import fhir_idx_reference, fhir_idx_token
 from healthroam.records.model import StoredResource
 
-SUBJECT_PARAMS = ("subject", "patient")
+SUBJECT_PARAM = "subject"
 MAX_RESULTS = 5_000  # per query: a person's results of the asked-for tests
 
 
@@ -39,15 +39,17 @@ def patient_results(
         return []
     r = fhir_resources.c
     ref = fhir_idx_reference.alias("subject_ref")
-    # Driven from the reference index (who points at these Patients), not from every result.
-    pointing = select(ref.c.resource_type, ref.c.resource_id).where(
-        ref.c.target_type == "Patient",
-        ref.c.target_id.in_(list(patient_ids)),
-        ref.c.param.in_(SUBJECT_PARAMS),
-        ref.c.resource_type.in_(list(types)),
+    # Driven from the reference index (the rows pointing at these Patients), joined to each
+    # resource by its primary key: never a pass over every result. ``subject`` only: the
+    # ``patient`` parameter indexes the same reference again.
+    joined = ref.join(
+        fhir_resources, and_(r.resource_type == ref.c.resource_type, r.id == ref.c.resource_id)
     )
     conditions = [
-        tuple_(r.resource_type, r.id).in_(pointing),
+        ref.c.target_type == "Patient",
+        ref.c.target_id.in_(list(patient_ids)),
+        ref.c.param == SUBJECT_PARAM,
+        ref.c.resource_type.in_(list(types)),
         r.deleted == false(),
     ]
     if codes is not None:
@@ -67,6 +69,7 @@ def patient_results(
         )
     rows = conn.execute(
         select(r.resource_type, r.id, r.version, r.last_updated, r.content, r.institution_code)
+        .select_from(joined)
         .where(and_(*conditions))
         .order_by(r.last_updated.desc(), r.resource_type, r.id)
         .limit(MAX_RESULTS)
