@@ -318,11 +318,7 @@ class RecognitionService:
         if person is None:
             return [], patient_id
         now = self.clock()
-        findings = [
-            f
-            for f in self._find(conn, principal, person, [matched[0]], ordering, now)
-            if order_id is None or f.reference != f"ServiceRequest/{order_id}"
-        ]
+        findings = self._find(conn, principal, person, [matched[0]], ordering, now)
         if findings:
             if order_id is not None:
                 RecognitionRepository(conn).record(order_id, ordering.code, findings, channel, now)
