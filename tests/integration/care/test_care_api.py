@@ -4,13 +4,18 @@ break-the-glass (audited, listed, reviewed), consent refusals, and the grouped s
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from healthroam.bootstrap import Platform
+from healthroam.cli import app as cli_app
+from healthroam.config import Settings, get_settings
 
 from helpers import Province, patient
 
@@ -224,8 +229,24 @@ def test_check_in_by_card_then_summary_from_every_institution(
     assert any(r.subtype == "summary" and r.outcome == "4" for _, r in reads)  # the refusal
 
 
+def _cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    monkeypatch.setenv("HEALTHROAM_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("HEALTHROAM_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("HEALTHROAM_TOKEN_SIGNING_KEY_FILE", str(settings.signing_key_path))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli_app, ["access", *args])
+    finally:
+        get_settings.cache_clear()
+    return result.exit_code, result.output
+
+
 def test_break_glass_is_allowed_audited_listed_and_reviewed(
-    platform: Platform, province: Province, http: TestClient
+    platform: Platform,
+    settings: Settings,
+    province: Province,
+    http: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     world = _world(platform, province, http)
     clinician = {
@@ -301,6 +322,25 @@ def test_break_glass_is_allowed_audited_listed_and_reviewed(
         "/care/access-exceptions/99999/$close", json={"outcome": "justified"}, headers=officer
     )
     assert missing.status_code == 404
+    # The same review from the command line.
+    officer_cli = ("--institution", "HNWJW", "--user", "privacy-2")
+    code, output = _cli(settings, monkeypatch, "exceptions", *officer_cli, "--json")
+    assert code == 0, output
+    listed_cli = json.loads(output)
+    assert len(listed_cli) == 1
+    assert listed_cli[0]["status"] == "open"
+    other_id = str(listed_cli[0]["id"])
+    code, output = _cli(
+        settings, monkeypatch, "close", other_id, *officer_cli, "--outcome", "unjustified"
+    )
+    assert code == 0, output
+    assert "unjustified" in output
+    code, output = _cli(settings, monkeypatch, "close", other_id, *officer_cli, "--outcome", "x")
+    assert code == 2
+    code, output = _cli(settings, monkeypatch, "exceptions", *officer_cli, "--status", "any")
+    assert code == 0
+    assert "privacy" not in output  # the table lists who took the access, not the reviewer
+    assert "HC" in output
 
 
 def test_consent_refusal_is_honoured_and_break_glass_overrides_it(
