@@ -104,11 +104,10 @@ class CareRepository:
         keys += [("Patient", m.master_index_id) for m in goldens]
         return PersonRecord(current, sources, list(dict.fromkeys(keys)))
 
-    def record_keys(self, patient_keys: Sequence[Key]) -> list[RecordKey]:
-        """Every live resource that refers to one of ``patient_keys`` (and the stored source
-        Patients themselves), with the institution that wrote it."""
-        if not patient_keys:
-            return []
+    def record_keys(self, person: PersonRecord) -> list[RecordKey]:
+        """Every live resource that refers to the person's Patients, and the source Patients
+        themselves, with the institution that wrote each."""
+        patient_keys = person.patient_keys
         ref, res = fhir_idx_reference.c, fhir_resources.c
         pointing = (
             select(ref.resource_type, ref.resource_id)
@@ -123,12 +122,12 @@ class CareRepository:
             res.deleted == false(),
         )
         found = [RecordKey(r[0], r[1], r[2]) for r in self.conn.execute(query)]
-        patients = self.conn.execute(
-            select(res.resource_type, res.id, res.institution_code).where(
-                tuple_(res.resource_type, res.id).in_(list(patient_keys)), res.deleted == false()
-            )
+        # A source Patient is written by its source institution (the registry keeps which).
+        found.extend(
+            RecordKey("Patient", s.fhir_patient_id, s.institution)
+            for s in person.sources
+            if s.fhir_patient_id
         )
-        found.extend(RecordKey(r[0], r[1], r[2]) for r in patients)
         return found
 
     def active_encounters(

@@ -281,7 +281,7 @@ class CareService:
         now = self.clock()
         repo = CareRepository(conn)
         person = repo.person(master_index_id)
-        keys = repo.record_keys(person.patient_keys)
+        keys = repo.record_keys(person)
         own = principal.institution_code
         care_provider = self._care_provider(conn, own)
         relationship = None
