@@ -92,14 +92,22 @@ class CareRepository:
 
     # --- the person -----------------------------------------------------------------------
 
-    def person(self, master_index_id: str, field_name: str = "masterIndexId") -> PersonRecord:
+    def person(
+        self,
+        master_index_id: str,
+        field_name: str = "masterIndexId",
+        *,
+        predecessors: bool = True,
+    ) -> PersonRecord:
+        """``predecessors``: also the golden Patients of merged-away master persons (for reads
+        of the record; a check-in needs only the sources)."""
         registry = RegistryRepository(self.conn)
         asked = registry.master_by_index_id(check_master_index_id(master_index_id, field_name))
         if asked is None:
             raise NotFound("no person with this master index ID", expression=field_name)
         current = registry.merged_into_chain(asked)
         sources = registry.sources_of([current.id]) if current.status == "active" else []
-        goldens = [current, *registry.predecessors(current.id)]
+        goldens = [current, *(registry.predecessors(current.id) if predecessors else [])]
         keys: list[Key] = [("Patient", s.fhir_patient_id) for s in sources if s.fhir_patient_id]
         keys += [("Patient", m.master_index_id) for m in goldens]
         return PersonRecord(current, sources, list(dict.fromkeys(keys)))

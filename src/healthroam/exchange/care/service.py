@@ -141,7 +141,7 @@ class CareService:
         now = self.clock()
         with self.db.transaction() as conn:
             repo = CareRepository(conn)
-            person = repo.person(verification.card.master_index_id)
+            person = repo.person(verification.card.master_index_id, predecessors=False)
             own = [
                 s
                 for s in person.sources
