@@ -8,6 +8,7 @@ from datetime import timedelta
 from healthroam.cards.service import CardPolicy, CardService
 from healthroam.config import Settings
 from healthroam.db.engine import Database, create_database_engine
+from healthroam.exchange.care.service import CarePolicy, CareService
 from healthroam.keys.backends import Pkcs11Config
 from healthroam.keys.sealing import KeySealer, load_or_create_kek
 from healthroam.keys.service import KeyService
@@ -41,6 +42,7 @@ class Platform:
     registry: RegistryService
     keys: KeyService
     cards: CardService
+    care: CareService
 
     def close(self) -> None:
         self.cards.close()
@@ -126,6 +128,17 @@ def build(settings: Settings) -> Platform:
     )
     keys = build_keys(settings, db)
     records = RecordService(db, audit, registry)
+    cards = build_cards(settings, db, audit, keys)
+    care = CareService(
+        db,
+        audit,
+        records,
+        cards,
+        CarePolicy(
+            relationship_hours=settings.care_relationship_hours,
+            break_glass_overrides_consent=settings.care_break_glass_overrides_consent,
+        ),
+    )
     return Platform(
         settings=settings,
         db=db,
@@ -150,5 +163,6 @@ def build(settings: Settings) -> Platform:
         bulk_import=BulkImporter(db, audit, records),
         registry=registry,
         keys=keys,
-        cards=build_cards(settings, db, audit, keys),
+        cards=cards,
+        care=care,
     )
