@@ -1,0 +1,111 @@
+"""Group commit: many connections' messages, one transaction, one commit, then every ACK.
+
+Writer threads (the synchronous SQLAlchemy engine, off the event loop) take whatever messages
+are waiting, up to a maximum, and apply each in its own savepoint of one transaction. A message
+that fails rolls back only its savepoint and gets its AE/AR; the others are unaffected. After
+the commit returns, each message's ACK is handed back to its connection. While one group
+commits, the next one gathers, so batches grow with the load and a lone message is not held
+back by any timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from healthroam.exchange.hl7.service import (
+    Deliver,
+    GatewayService,
+    Outcome,
+    Prepared,
+    Race,
+    Refusal,
+)
+
+log = logging.getLogger("healthroam.exchange.hl7")
+
+_STOP = None
+
+
+class GroupCommitter:
+    def __init__(self, service: GatewayService, *, threads: int = 1, batch_max: int = 200) -> None:
+        self.service = service
+        self.threads = 1 if service.db.dialect == "sqlite" else max(1, threads)
+        self.batch_max = batch_max
+        self._queue: queue.Queue[tuple[Prepared, Deliver] | None] = queue.Queue()
+        self._workers: list[threading.Thread] = []
+        self.batches = 0
+        self.messages = 0
+
+    def start(self) -> None:
+        for n in range(self.threads):
+            worker = threading.Thread(target=self._run, name=f"hl7-writer-{n}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def submit(self, job: Prepared, deliver: Deliver) -> None:
+        """Queue one message; ``deliver`` is called (from a writer thread) with its outcome
+        once the transaction holding it has committed, or with None when nothing was stored."""
+        self._queue.put((job, deliver))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop the writers."""
+        for _ in self._workers:
+            self._queue.put(_STOP)
+        for worker in self._workers:
+            worker.join(timeout)
+        self._workers.clear()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self.batch_max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[Prepared, Deliver]]) -> None:
+        results: list[Outcome | Race | None] = []
+        try:
+            with self.service.db.transaction() as conn:
+                for job, _ in batch:
+                    results.append(self.service.apply(conn, job))
+        except Exception as exc:
+            log.error(
+                "hl7 group commit of %d messages failed (%s); none acknowledged",
+                len(batch),
+                type(exc).__name__,
+            )
+            for job, deliver in batch:
+                _safe(deliver, Outcome(job.ack, job.code) if isinstance(job, Refusal) else None)
+            return
+        self.batches += 1
+        self.messages += len(batch)
+        for (_, deliver), result in zip(batch, results, strict=True):
+            if isinstance(result, Race):
+                try:
+                    result = self.service.resolve_race(result)
+                except Exception as exc:
+                    log.error("hl7 stored ACK not readable (%s)", type(exc).__name__)
+                    result = None
+            _safe(deliver, result)
+
+
+def _safe(deliver: Deliver, outcome: Outcome | None) -> None:
+    try:
+        deliver(outcome)
+    except Exception as exc:  # a closed event loop must not kill the writer
+        log.debug("hl7 ACK not delivered (%s)", type(exc).__name__)
