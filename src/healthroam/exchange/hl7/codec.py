@@ -424,11 +424,9 @@ def build_ack(
     version = header.version if header and header.version else "2.5.1"
     f = d.field
     trigger = header.trigger_event if header else ""
-    message_type = (
-        d.component.join(["ACK", trigger])
-        if not uses_err_location(version)
-        else d.component.join(["ACK", trigger, "ACK"])
-    )
+    # MSH-9.3 (message structure) exists from v2.3.1 on.
+    with_structure = version not in ("2.1", "2.2", "2.3")
+    message_type = d.component.join(["ACK", trigger, "ACK"] if with_structure else ["ACK", trigger])
     msh = [
         "MSH",
         d.encoding_characters,
