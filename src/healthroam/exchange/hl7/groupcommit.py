@@ -81,8 +81,7 @@ class GroupCommitter:
         results: list[Outcome | Race | None] = []
         try:
             with self.service.db.transaction() as conn:
-                for job, _ in batch:
-                    results.append(self.service.apply(conn, job))
+                results = self.service.apply_batch(conn, [job for job, _ in batch])
         except Exception as exc:
             log.error(
                 "hl7 group commit of %d messages failed (%s); none acknowledged",

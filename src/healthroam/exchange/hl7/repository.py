@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from healthroam.db.schema import institutions
@@ -71,6 +71,21 @@ class SenderRepository:
         ).first()
         return (_binding(row), bool(row.institution_active)) if row else None
 
+    def find_active_many(
+        self, keys: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[SenderBinding, bool]]:
+        """:meth:`find_active` for several senders in one query."""
+        if not keys:
+            return {}
+        rows = self.conn.execute(
+            select(hl7_senders, institutions.c.active.label("institution_active"))
+            .join(institutions, institutions.c.code == hl7_senders.c.institution_code)
+            .where(tuple_(hl7_senders.c.application, hl7_senders.c.facility).in_(sorted(keys)))
+        )
+        return {
+            (r.application, r.facility): (_binding(r), bool(r.institution_active)) for r in rows
+        }
+
     def list(self, institution_code: str | None = None) -> list[SenderBinding]:
         query = select(hl7_senders).order_by(hl7_senders.c.application, hl7_senders.c.facility)
         if institution_code is not None:
@@ -107,6 +122,23 @@ class MessageLogRepository:
             )
         ).first()
         return StoredAck(bytes(row.ack), row.ack_code, bytes(row.digest)) if row else None
+
+    def find_acks(self, keys: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], StoredAck]:
+        """:meth:`find_ack` for several messages in one query."""
+        if not keys:
+            return {}
+        c = hl7_messages.c
+        rows = self.conn.execute(
+            select(c.application, c.facility, c.control_id, c.ack, c.ack_code, c.digest).where(
+                tuple_(c.application, c.facility, c.control_id).in_(sorted(keys))
+            )
+        )
+        return {
+            (r.application, r.facility, r.control_id): StoredAck(
+                bytes(r.ack), r.ack_code, bytes(r.digest)
+            )
+            for r in rows
+        }
 
     def record_accepted(self, **values: Any) -> None:
         """Insert the message's row; raises IntegrityError when its key is already taken."""

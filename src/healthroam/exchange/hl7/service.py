@@ -14,7 +14,7 @@ import hashlib
 import logging
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,7 +52,11 @@ from healthroam.exchange.hl7.contract import (
     MessageContext,
     MessageHandler,
 )
-from healthroam.exchange.hl7.repository import MessageLogRepository, SenderRepository
+from healthroam.exchange.hl7.repository import (
+    MessageLogRepository,
+    SenderRepository,
+    StoredAck,
+)
 from healthroam.exchange.hl7.senders import SenderBinding, check_namespace_id, principal_for
 from healthroam.security.service import Clock, utcnow
 
@@ -165,6 +169,25 @@ class _AlreadyRecorded(Exception):
     pass
 
 
+@dataclass(slots=True)
+class BatchView:
+    """What one transaction already knows: ACKs stored for the batch's control ids (and those
+    accepted earlier in this batch) and the batch's senders, each read with one query."""
+
+    acks: dict[tuple[str, str, str], StoredAck]
+    senders: dict[tuple[str, str], tuple[SenderBinding, bool]]
+
+    @classmethod
+    def load(cls, conn: Connection, jobs: Sequence[Prepared]) -> BatchView:
+        headers = [j.decoded.header for j in jobs if isinstance(j, Inbound)]
+        keys = {(h.sending_application, h.sending_facility, h.control_id) for h in headers}
+        senders = {(h.sending_application, h.sending_facility) for h in headers}
+        return cls(
+            MessageLogRepository(conn).find_acks(keys),
+            SenderRepository(conn).find_active_many(senders),
+        )
+
+
 def problem_from(exc: HealthroamError) -> Hl7Problem:
     """A platform error raised by a handler, as the AE/AR it becomes."""
     if isinstance(exc, Hl7Problem):
@@ -247,7 +270,16 @@ class GatewayService:
         )
         return self._nak(header, problem, label, codec)
 
-    def apply(self, conn: Connection, job: Prepared) -> Outcome | Race | None:
+    def apply_batch(
+        self, conn: Connection, jobs: Sequence[Prepared]
+    ) -> list[Outcome | Race | None]:
+        """Several messages in the caller's transaction, each in its own savepoint."""
+        view = BatchView.load(conn, jobs)
+        return [self.apply(conn, job, view) for job in jobs]
+
+    def apply(
+        self, conn: Connection, job: Prepared, view: BatchView | None = None
+    ) -> Outcome | Race | None:
         """One message inside the caller's transaction (in its own savepoint). None: the
         database failed, nothing of this message is stored and no ACK may be sent."""
         if isinstance(job, Refusal):
@@ -260,7 +292,10 @@ class GatewayService:
             with conn.begin_nested():
                 messages = MessageLogRepository(conn)
                 digest = hashlib.sha256(job.raw).digest()
-                stored = messages.find_ack(application, facility, header.control_id)
+                key = (application, facility, header.control_id)
+                if view is None:
+                    view = BatchView.load(conn, [job])
+                stored = view.acks.get(key)
                 if stored is not None:
                     if stored.digest != digest:
                         log.warning(
@@ -271,7 +306,7 @@ class GatewayService:
                             facility,
                         )
                     return Outcome(stored.ack, AckCode(stored.ack_code), duplicate=True)
-                binding = self._sender(conn, application, facility)
+                binding = self._sender(view.senders.get((application, facility)))
                 institution = binding.institution_code
                 context = MessageContext(
                     sender=binding.sender,
@@ -312,6 +347,7 @@ class GatewayService:
                     )
                 except IntegrityError:
                     raise _AlreadyRecorded from None
+            view.acks[key] = StoredAck(ack, AckCode.ACCEPT.value, digest)
             return Outcome(ack, AckCode.ACCEPT)
         except _AlreadyRecorded:
             return Race(application, facility, header.control_id)
@@ -344,8 +380,7 @@ class GatewayService:
             self._nak(header, problem, job.decoded.charset, job.decoded.codec), problem.ack
         )
 
-    def _sender(self, conn: Connection, application: str, facility: str) -> SenderBinding:
-        found = SenderRepository(conn).find_active(application, facility)
+    def _sender(self, found: tuple[SenderBinding, bool] | None) -> SenderBinding:
         if found is None:
             raise Hl7Problem(
                 "unknown sender: MSH-3/MSH-4 are not registered with this platform",
