@@ -38,7 +38,6 @@ from healthroam.config import Settings  # noqa: E402
 from healthroam.db.migrate import upgrade  # noqa: E402
 from healthroam.exchange.hl7.mllp import MllpClient  # noqa: E402
 from healthroam.exchange.hl7.service import SenderService  # noqa: E402
-
 from hl7_testkit import oru  # noqa: E402
 
 ADMIN = os.environ.get(
@@ -79,8 +78,10 @@ def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
 class GatewayProcess:
     """`python -m healthroam gateway` on a free port, with the test kit's handler."""
 
-    def __init__(self, url: str, workdir: Path, **settings: str) -> None:
-        self.url, self.workdir, self.settings = url, workdir, settings
+    def __init__(
+        self, url: str, workdir: Path, handler: str = "hl7_testkit:build", **settings: str
+    ) -> None:
+        self.url, self.workdir, self.settings, self.handler = url, workdir, settings, handler
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path = workdir / "gateway.log"
@@ -96,8 +97,16 @@ class GatewayProcess:
         log = self.log_path.open("a")
         offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "healthroam", "gateway", "--port", "0",
-             "--handler", "hl7_testkit:build"],
+            [
+                sys.executable,
+                "-m",
+                "healthroam",
+                "gateway",
+                "--port",
+                "0",
+                "--handler",
+                self.handler,
+            ],
             env=env | {"HEALTHROAM_LOG_LEVEL": "INFO"},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -184,6 +193,7 @@ def run(args: argparse.Namespace) -> None:
         gateway = GatewayProcess(
             url,
             Path(tmp),
+            handler="hl7_testkit:build_null" if args.null_handler else "hl7_testkit:build",
             gateway_writer_threads=str(args.writers),
             gateway_group_commit_max=str(args.group_max),
         )
@@ -193,8 +203,14 @@ def run(args: argparse.Namespace) -> None:
             drive(gateway.port, 2, time.monotonic() + 2, "warm", Tally(), threading.Event())
             tally = Tally()
             started = time.monotonic()
-            drive(gateway.port, args.connections, started + args.seconds, "run", tally,
-                  threading.Event())
+            drive(
+                gateway.port,
+                args.connections,
+                started + args.seconds,
+                "run",
+                tally,
+                threading.Event(),
+            )
             elapsed = time.monotonic() - started
         finally:
             gateway.stop()
@@ -202,8 +218,10 @@ def run(args: argparse.Namespace) -> None:
         total = len(lat)
         p50 = statistics.median(lat) * 1000 if lat else 0.0
         p95 = lat[int(0.95 * (total - 1))] * 1000 if lat else 0.0
+        handler = "none" if args.null_handler else "Observation"
         print(
-            f"| {args.backend} | {args.connections} | {args.writers} | {args.group_max} | "
+            f"| {args.backend} | {handler} | {args.connections} | {args.writers} | "
+            f"{args.group_max} | "
             f"{total} | {total / elapsed:.0f} | {p50:.1f} | {p95:.1f} | "
             f"{tally.codes} |"
         )
@@ -214,12 +232,20 @@ def main() -> None:
     parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--writers", type=int, default=2)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument(
+        "--null-handler",
+        action="store_true",
+        help="a handler that writes nothing: the transport's own cost (framing, parsing, "
+        "idempotency row, group commit)",
+    )
     parser.add_argument("--group-max", type=int, default=200)
     args = parser.parse_args()
-    print("| backend | connections | writer threads | group max | messages | msg/s | "
-          "p50 ms | p95 ms | ACK codes |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| backend | handler writes | connections | writer threads | group max | messages | "
+        "msg/s | p50 ms | p95 ms | ACK codes |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     run(args)
 
 

@@ -85,8 +85,17 @@ def observation_handler(records: RecordService) -> MessageHandler:
 
 
 def build(platform: Any) -> MessageHandler:
-    """The factory ``healthroam gateway --handler hl7_test_handler:build`` calls."""
+    """The factory ``healthroam gateway --handler hl7_testkit:build`` calls."""
     return observation_handler(platform.records)
+
+
+def build_null(platform: Any) -> MessageHandler:
+    """A handler that accepts every message and writes nothing (transport-only benchmarks)."""
+
+    def handle(conn: Any, context: MessageContext, message: Any) -> Handled:
+        return Handled()
+
+    return handle
 
 
 def oru(

@@ -246,11 +246,12 @@ class Settings(BaseSettings):
         "`ASCII`, `8859/1`, `UNICODE UTF-8`, `GB 18030-2000`).",
     )
     gateway_writer_threads: int = Field(
-        default=2,
+        default=4,
         ge=1,
         le=32,
         description="Threads that apply messages to the database, each committing a group of "
-        "messages per transaction (always 1 on SQLite, which has one writer).",
+        "messages per transaction; several overlap PostgreSQL round trips (always 1 on SQLite, "
+        "which has one writer).",
     )
     gateway_group_commit_max: int = Field(
         default=200,

@@ -32,7 +32,7 @@ class GatewayConfig:
     port: int = 2575
     max_message_bytes: int = 1_048_576
     idle_timeout_seconds: float = 300.0
-    writer_threads: int = 2
+    writer_threads: int = 4
     group_commit_max: int = 200
     ssl_context: ssl.SSLContext | None = None
 

@@ -142,10 +142,10 @@ class MessageLogRepository:
 
     def record_accepted(self, **values: Any) -> None:
         """Insert the message's row; raises IntegrityError when its key is already taken."""
-        self.conn.execute(insert(hl7_messages).values(**values))
+        self.conn.execute(insert(hl7_messages), values)  # parameters: a cached statement
 
     def record_rejected(self, **values: Any) -> None:
-        self.conn.execute(insert(hl7_rejections).values(**values))
+        self.conn.execute(insert(hl7_rejections), values)
 
     def count_accepted(self) -> int:
         from sqlalchemy import func
