@@ -65,6 +65,7 @@ class Gateway:
         )
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._busy = 0  # connections between receiving a message and sending its ACK
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -93,9 +94,13 @@ class Gateway:
         with suppress(asyncio.CancelledError):
             await self._server.serve_forever()
 
-    async def stop(self) -> None:
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop accepting, let messages being processed get their ACK, then close."""
         if self._server is not None:
             self._server.close()
+        deadline = asyncio.get_running_loop().time() + grace_seconds
+        while self._busy and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
         for task in list(self._connections):
             task.cancel()
         if self._connections:
@@ -140,12 +145,16 @@ class Gateway:
                 return
             for event in decoder.feed(data):
                 if isinstance(event, Frame):
-                    outcome = await self._handle(event.payload, peer)
-                    if outcome is None:
-                        log.warning("hl7 connection %s closed without ACK (not stored)", peer)
-                        return
-                    writer.write(frame(outcome.ack))
-                    await writer.drain()
+                    self._busy += 1
+                    try:
+                        outcome = await self._handle(event.payload, peer)
+                        if outcome is None:
+                            log.warning("hl7 connection %s closed without ACK (not stored)", peer)
+                            return
+                        writer.write(frame(outcome.ack))
+                        await writer.drain()
+                    finally:
+                        self._busy -= 1
                 elif isinstance(event, Oversized):
                     log.info(
                         "hl7 connection %s: message over %d bytes refused, closed",
