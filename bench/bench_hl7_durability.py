@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from bench_hl7_gateway import GatewayProcess, Tally, drive, fresh_database
 from sqlalchemy import func, select
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_hl7_gateway import GatewayProcess, Tally, drive, fresh_database
 
 from healthroam.db.engine import create_database_engine
 from healthroam.db.schema import fhir_resources

@@ -112,7 +112,7 @@ def oru(
     message_type: str = "ORU^R01^ORU_R01",
     delimiters: str = "|^~\\&",
 ) -> str:
-    f, c, r, e, s = delimiters
+    f, c, r, e, s = list(delimiters)
     enc = c + r + e + s
     msh = f.join(
         [

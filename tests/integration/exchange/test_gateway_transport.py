@@ -9,6 +9,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -167,5 +168,5 @@ def test_tls_connection(platform: Platform, tmp_path: Path) -> None:
     assert len(running_observations(platform)) == 1
 
 
-def running_observations(platform: Platform) -> list[object]:
+def running_observations(platform: Platform) -> list[dict[str, Any]]:
     return Running(platform, None).observations()  # type: ignore[arg-type]
