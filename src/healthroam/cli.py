@@ -18,6 +18,7 @@ from healthroam.cards import cli as cards_cli
 from healthroam.config import get_settings
 from healthroam.db.migrate import current_revision, upgrade
 from healthroam.errors import HealthroamError
+from healthroam.exchange import cli as simulate_cli
 from healthroam.exchange.hl7 import cli as gateway_cli
 from healthroam.registry import cli as registry_cli
 from healthroam.synth import cli as synth_cli
@@ -44,6 +45,7 @@ app.add_typer(synth_cli.app, name="synth")
 app.add_typer(cards_cli.app, name="cards")
 app.add_typer(registry_cli.app, name="registry")
 app.add_typer(gateway_cli.app, name="gateway")
+app.add_typer(simulate_cli.app, name="simulate")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
