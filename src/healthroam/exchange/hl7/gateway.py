@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from healthroam.exchange.hl7.groupcommit import GroupCommitter
+from healthroam.exchange.hl7.groupcommit import GroupCommitter, RawMessage
 from healthroam.exchange.hl7.mllp import BadFraming, Frame, FrameDecoder, Oversized, frame
 from healthroam.exchange.hl7.service import GatewayService, Outcome
 
@@ -181,8 +181,7 @@ class Gateway:
 
             loop.call_soon_threadsafe(settle)
 
-        job = self.service.prepare(payload, peer)
-        self.committer.submit(job, deliver)
+        self.committer.submit(RawMessage(payload, peer), deliver)
         return await done
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from dataclasses import dataclass
 
 from healthroam.exchange.hl7.service import (
     Deliver,
@@ -28,12 +29,24 @@ log = logging.getLogger("healthroam.exchange.hl7")
 _STOP = None
 
 
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """A received message not yet decoded: the writer thread prepares it, so that decoding and
+    parsing (CPU) stay off the event loop."""
+
+    payload: bytes
+    peer: str | None
+
+
+Job = Prepared | RawMessage
+
+
 class GroupCommitter:
     def __init__(self, service: GatewayService, *, threads: int = 1, batch_max: int = 200) -> None:
         self.service = service
         self.threads = 1 if service.db.dialect == "sqlite" else max(1, threads)
         self.batch_max = batch_max
-        self._queue: queue.Queue[tuple[Prepared, Deliver] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Job, Deliver] | None] = queue.Queue()
         self._workers: list[threading.Thread] = []
         self.batches = 0
         self.messages = 0
@@ -44,7 +57,7 @@ class GroupCommitter:
             worker.start()
             self._workers.append(worker)
 
-    def submit(self, job: Prepared, deliver: Deliver) -> None:
+    def submit(self, job: Job, deliver: Deliver) -> None:
         """Queue one message; ``deliver`` is called (from a writer thread) with its outcome
         once the transaction holding it has committed, or with None when nothing was stored."""
         self._queue.put((job, deliver))
@@ -73,27 +86,47 @@ class GroupCommitter:
                     stop = True
                     break
                 batch.append(nxt)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception as exc:  # never let the writer thread die
+                log.error("hl7 writer error (%s)", type(exc).__name__)
+                for _, deliver in batch:
+                    _safe(deliver, None)
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[Prepared, Deliver]]) -> None:
+    def _commit(self, batch: list[tuple[Job, Deliver]]) -> None:
+        prepared: list[tuple[Prepared, Deliver]] = []
+        for job, deliver in batch:
+            if isinstance(job, RawMessage):
+                try:
+                    job = self.service.prepare(job.payload, job.peer)
+                except Exception as exc:  # a decoding bug must not stop the writer
+                    log.error(
+                        "hl7 message not decodable (%s); connection closed", type(exc).__name__
+                    )
+                    _safe(deliver, None)
+                    continue
+            prepared.append((job, deliver))
+        if not prepared:
+            return
+        jobs = [job for job, _ in prepared]
         results: list[Outcome | Race | None] = []
         try:
             with self.service.db.transaction() as conn:
-                results = self.service.apply_batch(conn, [job for job, _ in batch])
+                results = self.service.apply_batch(conn, jobs)
         except Exception as exc:
             log.error(
                 "hl7 group commit of %d messages failed (%s); none acknowledged",
-                len(batch),
+                len(prepared),
                 type(exc).__name__,
             )
-            for job, deliver in batch:
+            for job, deliver in prepared:
                 _safe(deliver, Outcome(job.ack, job.code) if isinstance(job, Refusal) else None)
             return
         self.batches += 1
-        self.messages += len(batch)
-        for (_, deliver), result in zip(batch, results, strict=True):
+        self.messages += len(prepared)
+        for (_, deliver), result in zip(prepared, results, strict=True):
             if isinstance(result, Race):
                 try:
                     result = self.service.resolve_race(result)
