@@ -125,6 +125,12 @@ class GatewayProcess:
             time.sleep(0.05)
         raise RuntimeError("gateway did not start")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the gateway process has used so far (Linux /proc)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
@@ -202,6 +208,7 @@ def run(args: argparse.Namespace) -> None:
             # Warm-up (imports, connection pool, first plans), not counted.
             drive(gateway.port, 2, time.monotonic() + 2, "warm", Tally(), threading.Event())
             tally = Tally()
+            cpu_before = gateway.cpu_seconds()
             started = time.monotonic()
             drive(
                 gateway.port,
@@ -212,6 +219,7 @@ def run(args: argparse.Namespace) -> None:
                 threading.Event(),
             )
             elapsed = time.monotonic() - started
+            cpu = gateway.cpu_seconds() - cpu_before
         finally:
             gateway.stop()
         lat = sorted(tally.latencies)
@@ -223,7 +231,7 @@ def run(args: argparse.Namespace) -> None:
             f"| {args.backend} | {handler} | {args.connections} | {args.writers} | "
             f"{args.group_max} | "
             f"{total} | {total / elapsed:.0f} | {p50:.1f} | {p95:.1f} | "
-            f"{tally.codes} |"
+            f"{cpu / max(total, 1) * 1000:.2f} | {tally.codes} |"
         )
 
 
@@ -243,9 +251,9 @@ def main() -> None:
     args = parser.parse_args()
     print(
         "| backend | handler writes | connections | writer threads | group max | messages | "
-        "msg/s | p50 ms | p95 ms | ACK codes |"
+        "msg/s | p50 ms | p95 ms | gateway CPU ms/msg | ACK codes |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     run(args)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from healthroam.exchange.hl7.service import (
     Deliver,
     GatewayService,
+    NeedsSavepoints,
     Outcome,
     Prepared,
     Race,
@@ -50,6 +51,7 @@ class GroupCommitter:
         self._workers: list[threading.Thread] = []
         self.batches = 0
         self.messages = 0
+        self.retries = 0  # batches applied again with savepoints
 
     def start(self) -> None:
         for n in range(self.threads):
@@ -111,10 +113,14 @@ class GroupCommitter:
         if not prepared:
             return
         jobs = [job for job, _ in prepared]
-        results: list[Outcome | Race | None] = []
         try:
-            with self.service.db.transaction() as conn:
-                results = self.service.apply_batch(conn, jobs)
+            try:  # optimistic: no savepoints (two statements less per message)
+                with self.service.db.transaction() as conn:
+                    results, view = self.service.apply_batch(conn, jobs, savepoints=False)
+            except NeedsSavepoints:  # one failed after writing: again, one savepoint each
+                self.retries += 1
+                with self.service.db.transaction() as conn:
+                    results, view = self.service.apply_batch(conn, jobs, savepoints=True)
         except Exception as exc:
             log.error(
                 "hl7 group commit of %d messages failed (%s); none acknowledged",
@@ -124,6 +130,7 @@ class GroupCommitter:
             for job, deliver in prepared:
                 _safe(deliver, Outcome(job.ack, job.code) if isinstance(job, Refusal) else None)
             return
+        view.log_refusals()
         self.batches += 1
         self.messages += len(prepared)
         for (_, deliver), result in zip(prepared, results, strict=True):

@@ -15,7 +15,8 @@ import logging
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -169,6 +170,11 @@ class _AlreadyRecorded(Exception):
     pass
 
 
+class NeedsSavepoints(Exception):
+    """A message failed after writing in a batch applied without savepoints: roll the batch
+    back and apply it again with one savepoint per message."""
+
+
 @dataclass(slots=True)
 class BatchView:
     """What one transaction already knows: ACKs stored for the batch's control ids (and those
@@ -176,6 +182,14 @@ class BatchView:
 
     acks: dict[tuple[str, str, str], StoredAck]
     senders: dict[tuple[str, str], tuple[SenderBinding, bool]]
+    refusals: list[tuple[Any, ...]] = field(default_factory=list)  # log lines, after commit
+
+    def log_refusals(self) -> None:
+        for args in self.refusals:
+            log.info(
+                "hl7 message refused: sender=%s@%s control_id=%s ack=%s error=%s location=%s",
+                *args,
+            )
 
     @classmethod
     def load(cls, conn: Connection, jobs: Sequence[Prepared]) -> BatchView:
@@ -271,30 +285,40 @@ class GatewayService:
         return self._nak(header, problem, label, codec)
 
     def apply_batch(
-        self, conn: Connection, jobs: Sequence[Prepared]
-    ) -> list[Outcome | Race | None]:
-        """Several messages in the caller's transaction, each in its own savepoint."""
+        self, conn: Connection, jobs: Sequence[Prepared], *, savepoints: bool = True
+    ) -> tuple[list[Outcome | Race | None], BatchView]:
+        """Several messages in the caller's transaction. With ``savepoints`` each runs in its
+        own; without, a message failing after it started writing raises
+        :class:`NeedsSavepoints` (the caller rolls back and applies the batch again with them).
+        The view's refusal log lines are for the caller to emit once it committed."""
         view = BatchView.load(conn, jobs)
-        return [self.apply(conn, job, view) for job in jobs]
+        return [self.apply(conn, job, view, savepoint=savepoints) for job in jobs], view
 
     def apply(
-        self, conn: Connection, job: Prepared, view: BatchView | None = None
+        self,
+        conn: Connection,
+        job: Prepared,
+        view: BatchView | None = None,
+        *,
+        savepoint: bool = True,
     ) -> Outcome | Race | None:
         """One message inside the caller's transaction (in its own savepoint). None: the
         database failed, nothing of this message is stored and no ACK may be sent."""
+        if view is None:
+            view = BatchView.load(conn, [job])
         if isinstance(job, Refusal):
-            self._log_refusal(conn, job.header, job.problem, job.received_at, job.peer, None)
+            self._log_refusal(conn, view, job.header, job.problem, job.received_at, job.peer, None)
             return Outcome(job.ack, job.code)
         header = job.decoded.header
         application, facility = header.sending_application, header.sending_facility
         institution: str | None = None
+        writing = False
+        scope: AbstractContextManager[Any] = conn.begin_nested() if savepoint else nullcontext()
         try:
-            with conn.begin_nested():
+            with scope:
                 messages = MessageLogRepository(conn)
                 digest = hashlib.sha256(job.raw).digest()
                 key = (application, facility, header.control_id)
-                if view is None:
-                    view = BatchView.load(conn, [job])
                 stored = view.acks.get(key)
                 if stored is not None:
                     if stored.digest != digest:
@@ -317,6 +341,7 @@ class GatewayService:
                     version=header.version,
                     received_at=job.received_at,
                 )
+                writing = True
                 handled = self.handler(conn, context, job.message)
                 ack = encode(
                     build_ack(
@@ -349,10 +374,27 @@ class GatewayService:
                     raise _AlreadyRecorded from None
             view.acks[key] = StoredAck(ack, AckCode.ACCEPT.value, digest)
             return Outcome(ack, AckCode.ACCEPT)
+        except Exception:
+            if writing and not savepoint:
+                raise NeedsSavepoints from None
+            outcome, problem = self._failure(header)
+        if outcome is not None or problem is None:
+            return outcome
+        self._log_refusal(conn, view, header, problem, job.received_at, job.peer, institution)
+        return Outcome(
+            self._nak(header, problem, job.decoded.charset, job.decoded.codec), problem.ack
+        )
+
+    def _failure(self, header: Header) -> tuple[Outcome | Race | None, Hl7Problem | None]:
+        """The outcome of the exception being handled: (result, None) to return as is, or
+        (None, problem) to answer with a NAK."""
+        application, facility = header.sending_application, header.sending_facility
+        try:
+            raise
         except _AlreadyRecorded:
-            return Race(application, facility, header.control_id)
+            return Race(application, facility, header.control_id), None
         except HealthroamError as exc:
-            problem = problem_from(exc)
+            return None, problem_from(exc)
         except SQLAlchemyError as exc:
             log.error(
                 "hl7 control id %s from %s@%s not applied: database error %s",
@@ -361,7 +403,7 @@ class GatewayService:
                 facility,
                 type(exc).__name__,
             )
-            return None
+            return None, None
         except Exception as exc:
             log.error(
                 "hl7 control id %s from %s@%s: handler failed with %s at %s",
@@ -371,14 +413,10 @@ class GatewayService:
                 type(exc).__name__,
                 _where(exc),
             )
-            problem = Hl7Problem(
+            return None, Hl7Problem(
                 "the message could not be applied (internal error); it was logged",
                 error_code=ErrorCode.INTERNAL_ERROR,
             )
-        self._log_refusal(conn, header, problem, job.received_at, job.peer, institution)
-        return Outcome(
-            self._nak(header, problem, job.decoded.charset, job.decoded.codec), problem.ack
-        )
 
     def _sender(self, found: tuple[SenderBinding, bool] | None) -> SenderBinding:
         if found is None:
@@ -401,20 +439,22 @@ class GatewayService:
     def _log_refusal(
         self,
         conn: Connection,
+        view: BatchView,
         header: Header | None,
         problem: Hl7Problem,
         received_at: datetime,
         peer: str | None,
         institution: str | None,
     ) -> None:
-        log.info(
-            "hl7 message refused: sender=%s@%s control_id=%s ack=%s error=%s location=%s",
-            header.sending_application if header else "?",
-            header.sending_facility if header else "?",
-            header.control_id if header else "?",
-            problem.ack.value,
-            problem.error_code.value,
-            problem.location or "-",
+        view.refusals.append(
+            (
+                header.sending_application if header else "?",
+                header.sending_facility if header else "?",
+                header.control_id if header else "?",
+                problem.ack.value,
+                problem.error_code.value,
+                problem.location or "-",
+            )
         )
         try:
             with conn.begin_nested():
@@ -450,7 +490,8 @@ class GatewayService:
         """One message in a transaction of its own (no group commit)."""
         job = self.prepare(raw, peer)
         with self.db.transaction() as conn:
-            result = self.apply(conn, job)
+            [result], view = self.apply_batch(conn, [job])
+        view.log_refusals()
         return self.resolve_race(result) if isinstance(result, Race) else result
 
 
