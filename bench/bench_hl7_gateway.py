@@ -15,6 +15,7 @@ import argparse
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -79,9 +80,15 @@ class GatewayProcess:
     """`python -m healthroam gateway` on a free port, with the test kit's handler."""
 
     def __init__(
-        self, url: str, workdir: Path, handler: str = "hl7_testkit:build", **settings: str
+        self,
+        url: str,
+        workdir: Path,
+        handler: str = "hl7_testkit:build",
+        processes: int = 1,
+        **settings: str,
     ) -> None:
         self.url, self.workdir, self.settings, self.handler = url, workdir, settings, handler
+        self.processes = processes
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path = workdir / "gateway.log"
@@ -96,17 +103,15 @@ class GatewayProcess:
         )
         log = self.log_path.open("a")
         offset = self.log_path.stat().st_size
+        port = 0
+        if self.processes > 1:  # a fixed port, shared with SO_REUSEPORT
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+        command = [sys.executable, "-m", "healthroam", "gateway", "--port", str(port)]
+        command += ["--handler", self.handler, "--processes", str(self.processes)]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "healthroam",
-                "gateway",
-                "--port",
-                "0",
-                "--handler",
-                self.handler,
-            ],
+            command,
             env=env | {"HEALTHROAM_LOG_LEVEL": "INFO"},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -116,9 +121,9 @@ class GatewayProcess:
         while time.monotonic() < deadline:
             with self.log_path.open() as f:
                 f.seek(offset)
-                found = re.search(r"listening on [\d.]+:(\d+)", f.read())
-            if found:
-                self.port = int(found.group(1))
+                found = re.findall(r"listening on [\d.]+:(\d+)", f.read())
+            if len(found) >= self.processes:
+                self.port = int(found[0])
                 return
             if self.process.poll() is not None:
                 raise RuntimeError(self.log_path.read_text()[-2000:])
@@ -126,10 +131,17 @@ class GatewayProcess:
         raise RuntimeError("gateway did not start")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the gateway process has used so far (Linux /proc)."""
+        """User + system CPU time the gateway processes have used so far (Linux /proc)."""
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        pids = [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        if children.exists():
+            pids += [int(p) for p in children.read_text().split()]
+        total = 0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def kill(self) -> None:
         assert self.process is not None
@@ -200,6 +212,7 @@ def run(args: argparse.Namespace) -> None:
             url,
             Path(tmp),
             handler="hl7_testkit:build_null" if args.null_handler else "hl7_testkit:build",
+            processes=args.processes,
             gateway_writer_threads=str(args.writers),
             gateway_group_commit_max=str(args.group_max),
         )
@@ -228,7 +241,8 @@ def run(args: argparse.Namespace) -> None:
         p95 = lat[int(0.95 * (total - 1))] * 1000 if lat else 0.0
         handler = "none" if args.null_handler else "Observation"
         print(
-            f"| {args.backend} | {handler} | {args.connections} | {args.writers} | "
+            f"| {args.backend} | {handler} | {args.processes} | {args.connections} | "
+            f"{args.writers} | "
             f"{args.group_max} | "
             f"{total} | {total / elapsed:.0f} | {p50:.1f} | {p95:.1f} | "
             f"{cpu / max(total, 1) * 1000:.2f} | {tally.codes} |"
@@ -241,6 +255,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--processes", type=int, default=1, help="gateway processes")
     parser.add_argument(
         "--null-handler",
         action="store_true",
@@ -250,10 +265,10 @@ def main() -> None:
     parser.add_argument("--group-max", type=int, default=200)
     args = parser.parse_args()
     print(
-        "| backend | handler writes | connections | writer threads | group max | messages | "
-        "msg/s | p50 ms | p95 ms | gateway CPU ms/msg | ACK codes |"
+        "| backend | handler writes | processes | connections | writer threads | group max | "
+        "messages | msg/s | p50 ms | p95 ms | gateway CPU ms/msg | ACK codes |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     run(args)
 
 

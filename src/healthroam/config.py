@@ -253,6 +253,14 @@ class Settings(BaseSettings):
         "messages per transaction; several overlap PostgreSQL round trips (always 1 on SQLite, "
         "which has one writer).",
     )
+    gateway_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes of `healthroam gateway` sharing the port (SO_REUSEPORT; the "
+        "kernel spreads connections): one Python process uses about one core. Needs a fixed "
+        "port.",
+    )
     gateway_group_commit_max: int = Field(
         default=200,
         ge=1,

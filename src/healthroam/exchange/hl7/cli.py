@@ -86,18 +86,50 @@ def gateway(
     handler: Annotated[
         str, typer.Option(help="Message handler factory, module:function(platform).")
     ] = DEFAULT_HANDLER,
+    processes: Annotated[
+        int | None,
+        typer.Option(help="Processes sharing the port (HEALTHROAM_GATEWAY_PROCESSES).", min=1),
+    ] = None,
+    reuse_port: Annotated[bool, typer.Option("--reuse-port", hidden=True)] = False,
 ) -> None:
     """Run the MLLP listener until SIGINT/SIGTERM."""
     if ctx.invoked_subcommand is not None:
         return
+    import signal
+    import subprocess
+    import sys
+
+    from healthroam.config import get_settings
+
+    settings = get_settings()
+    count = processes or settings.gateway_processes
+    port = settings.gateway_port if port is None else port
+    children: list[subprocess.Popen[bytes]] = []
+    if count > 1:
+        if port == 0:
+            raise InvalidInput("several processes need a fixed port", expression="port")
+        command = [sys.executable, "-m", "healthroam", "gateway", "--port", str(port)]
+        command += ["--handler", handler, "--processes", "1", "--reuse-port"]
+        command += ["--host", host] if host else []
+        children = [subprocess.Popen(command) for _ in range(count - 1)]  # noqa: S603
+    try:
+        _serve(settings, host, port, handler, reuse_port or count > 1)
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            child.wait(60)
+
+
+def _serve(settings: Any, host: str | None, port: int, handler: str, reuse: bool) -> None:
     import asyncio
 
+    from healthroam.bootstrap import build
     from healthroam.exchange.hl7.gateway import GatewayConfig, serve, server_ssl_context
     from healthroam.exchange.hl7.service import GatewayService
     from healthroam.logs import configure_logging
 
-    with _platform() as platform:
-        settings = platform.settings
+    with build(settings) as platform:
         configure_logging(settings.log_level)
         context = None
         if settings.gateway_tls_cert_file or settings.gateway_tls_key_file:
@@ -118,12 +150,13 @@ def gateway(
         )
         config = GatewayConfig(
             host=host or settings.gateway_host,
-            port=settings.gateway_port if port is None else port,
+            port=port,
             max_message_bytes=settings.gateway_max_message_bytes,
             idle_timeout_seconds=settings.gateway_idle_timeout_seconds,
             writer_threads=settings.gateway_writer_threads,
             group_commit_max=settings.gateway_group_commit_max,
             ssl_context=context,
+            reuse_port=reuse,
         )
         asyncio.run(serve(service, config))
 

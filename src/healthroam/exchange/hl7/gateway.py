@@ -35,6 +35,7 @@ class GatewayConfig:
     writer_threads: int = 4
     group_commit_max: int = 200
     ssl_context: ssl.SSLContext | None = None
+    reuse_port: bool = False  # several processes share the port (SO_REUSEPORT)
 
 
 def server_ssl_context(
@@ -78,6 +79,7 @@ class Gateway:
             ssl_handshake_timeout=self.config.idle_timeout_seconds
             if self.config.ssl_context
             else None,
+            reuse_port=self.config.reuse_port or None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info(
