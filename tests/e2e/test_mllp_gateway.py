@@ -134,3 +134,55 @@ def test_senders_cli_and_gateway_process(
     removed = _cli(settings, "senders", "remove", "--application", "HIS", "--facility", "H001")
     assert removed.returncode == 0, removed.stderr
     assert SenderService(platform.db).list() == []
+
+
+def test_two_gateway_processes_share_one_port(
+    platform: Platform, settings: Settings, tmp_path: Path
+) -> None:
+    import socket
+    import threading
+
+    from hl7_testkit import bind
+
+    bind(platform)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "healthroam", "gateway", "--port", str(port),
+             "--handler", "hl7_testkit:build", "--processes", "2"],
+            env=_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while len(re.findall(r"listening on", log_path.read_text())) < 2:
+                assert process.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+            answers: list[tuple[str, str]] = []
+
+            def send(n: int) -> None:
+                with MllpClient("127.0.0.1", port, timeout=30) as client:
+                    for m in range(5):
+                        answers.append(msa(client.send(oru(f"MP-{n}-{m}").encode())))
+                    # A repeat lands on whichever process: the stored ACK either way.
+                    answers.append(msa(client.send(oru(f"MP-{n}-0").encode())))
+
+            threads = [threading.Thread(target=send, args=(n,)) for n in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+    assert len(answers) == 36
+    assert {code for code, _ in answers} == {"AA"}
+    assert log_path.read_text().count("hl7 gateway stopped") == 2
+    from hl7_testkit import Running
+
+    assert Running(platform, None).accepted == 30  # type: ignore[arg-type]
