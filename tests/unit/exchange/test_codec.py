@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import hl7
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from healthroam.exchange.hl7.codec import (
     AckContent,
@@ -175,3 +177,38 @@ def test_ack_to_an_unreadable_message_still_has_msh_and_msa() -> None:
 def test_escape_text_uses_the_message_delimiters() -> None:
     d = Delimiters("#", "$", "*", "%", "@")
     assert d.escape_text("a#b$c*d%e@f\rg") == "a%F%b%S%c%R%d%E%e%T%f g"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        oru("P1"),
+        oru("P2", delimiters="#$*%@", values=("a%F%b", "c$d@e")),
+        oru("P3", values=("x~y^z&w", "")),
+        "MSH|^~\\&|A|B|||||ADT^A04|1|P|2.5\rPID|||1~2~3||a^b&c^d~e\r\rZZZ\r",
+        "MSH|^~\\&\rPID",
+        "MSH|^~|X|Y\rEVN||",
+    ],
+)
+def test_fast_parse_gives_python_hl7s_message(text: str) -> None:
+    from healthroam.exchange.hl7.codec import parse_er7
+
+    fast, reference = parse_er7(text), hl7.parse(text)
+    assert fast == reference
+    assert str(fast) == str(reference)
+    assert type(fast) is type(reference)
+    assert [type(s) for s in fast] == [type(s) for s in reference]
+
+
+@given(st.text(alphabet="AB|^~\\&\r12", max_size=80))
+def test_fast_parse_matches_python_hl7_on_random_text(tail: str) -> None:
+    from healthroam.exchange.hl7.codec import parse_er7
+
+    text = "MSH|^~\\&|" + tail
+    try:
+        reference = hl7.parse(text)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            parse_er7(text)
+        return
+    assert parse_er7(text) == reference
