@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
@@ -57,7 +58,9 @@ def _platform() -> Platform:
 
 
 def load_handler(spec: str, platform: Platform) -> MessageHandler:
-    """``module:factory``; the factory is called with the Platform and returns the handler."""
+    """``module:factory``. The factory's required positional parameters are filled by name:
+    ``platform`` gets the Platform, any other name the Platform's service of that name
+    (``build_dispatcher(records, registry)`` gets ``platform.records``, ``platform.registry``)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise InvalidInput("--handler must look like package.module:factory", expression="handler")
@@ -71,7 +74,22 @@ def load_handler(spec: str, platform: Platform) -> MessageHandler:
     factory: Any = getattr(module, attribute, None)
     if factory is None:
         raise InvalidInput(f"{module_name} has no {attribute}", expression="handler")
-    handler: MessageHandler = factory(platform)
+    arguments = []
+    for name, parameter in inspect.signature(factory).parameters.items():
+        if parameter.default is not inspect.Parameter.empty or parameter.kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            continue
+        if name == "platform":
+            arguments.append(platform)
+        elif hasattr(platform, name):
+            arguments.append(getattr(platform, name))
+        else:
+            raise InvalidInput(
+                f"{spec} needs '{name}', which the platform does not provide", expression="handler"
+            )
+    handler: MessageHandler = factory(*arguments)
     return handler
 
 
