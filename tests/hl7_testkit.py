@@ -7,6 +7,7 @@ Also builds messages: ``oru(...)`` returns ER7 text with the given delimiters an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -219,3 +220,12 @@ def msa(payload: bytes, encoding: str = "utf-8") -> tuple[str, str]:
     message = ack_of(payload, encoding)
     segment = message.segment("MSA")
     return str(segment(1)), str(segment(2))
+
+
+def running_gateway_fixture(platform: Platform) -> Iterator[Running]:
+    """A gateway on an ephemeral port with sender HIS@H001 bound. A test module makes it its
+    ``running`` fixture: ``_running = pytest.fixture(name="running")(running_gateway_fixture)``
+    (not in a conftest.py, which the mapping tests' folder has)."""
+    bind(platform)
+    with start(platform, idle_timeout_seconds=30) as gateway:
+        yield Running(platform, gateway)

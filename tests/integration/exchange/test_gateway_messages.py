@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from sqlalchemy import select
 
 from healthroam.db.schema import audit_inbox
 from healthroam.db.tables_exchange import hl7_rejections
 from healthroam.exchange.hl7.service import SenderService
-from hl7_testkit import Running, ack_of, msa, oru
+from hl7_testkit import (
+    Running,
+    ack_of,
+    msa,
+    oru,
+    running_gateway_fixture,
+)
+
+_running = pytest.fixture(name="running")(running_gateway_fixture)
 
 
 def test_aa_only_after_the_data_and_the_log_row_are_committed(running: Running) -> None:

@@ -20,7 +20,17 @@ from cryptography.x509.oid import NameOID
 from healthroam.bootstrap import Platform
 from healthroam.exchange.hl7.gateway import server_ssl_context
 from healthroam.exchange.hl7.mllp import MllpClient, frame
-from hl7_testkit import Running, ack_of, bind, msa, oru, start
+from hl7_testkit import (
+    Running,
+    ack_of,
+    bind,
+    msa,
+    oru,
+    running_gateway_fixture,
+    start,
+)
+
+_running = pytest.fixture(name="running")(running_gateway_fixture)
 
 
 def test_many_connections_at_once_all_acknowledged(running: Running) -> None:
