@@ -8,6 +8,7 @@ from datetime import timedelta
 from healthroam.cards.service import CardPolicy, CardService
 from healthroam.config import Settings
 from healthroam.db.engine import Database, create_database_engine
+from healthroam.exchange.care.service import CarePolicy, CareService
 from healthroam.exchange.recognition.model import load_table
 from healthroam.exchange.recognition.service import RecognitionService
 from healthroam.keys.backends import Pkcs11Config
@@ -44,6 +45,7 @@ class Platform:
     keys: KeyService
     cards: CardService
     recognition: RecognitionService
+    care: CareService
 
     def close(self) -> None:
         self.cards.close()
@@ -137,6 +139,17 @@ def build(settings: Settings) -> Platform:
         avoided_window_hours=settings.recognition_avoided_window_hours,
     )
     records.listen("ServiceRequest", recognition.on_service_request)
+    cards = build_cards(settings, db, audit, keys)
+    care = CareService(
+        db,
+        audit,
+        records,
+        cards,
+        CarePolicy(
+            relationship_hours=settings.care_relationship_hours,
+            break_glass_overrides_consent=settings.care_break_glass_overrides_consent,
+        ),
+    )
     return Platform(
         settings=settings,
         db=db,
@@ -161,6 +174,7 @@ def build(settings: Settings) -> Platform:
         bulk_import=BulkImporter(db, audit, records),
         registry=registry,
         keys=keys,
-        cards=build_cards(settings, db, audit, keys),
+        cards=cards,
+        care=care,
         recognition=recognition,
     )

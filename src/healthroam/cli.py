@@ -18,6 +18,9 @@ from healthroam.cards import cli as cards_cli
 from healthroam.config import get_settings
 from healthroam.db.migrate import current_revision, upgrade
 from healthroam.errors import HealthroamError
+from healthroam.exchange import cli as simulate_cli
+from healthroam.exchange.care import cli as care_cli
+from healthroam.exchange.hl7 import cli as gateway_cli
 from healthroam.exchange.recognition import cli as recognition_cli
 from healthroam.records import cli as records_cli
 from healthroam.registry import cli as registry_cli
@@ -46,6 +49,9 @@ app.add_typer(cards_cli.app, name="cards")
 app.add_typer(registry_cli.app, name="registry")
 app.add_typer(recognition_cli.app, name="recognition")
 app.add_typer(records_cli.app, name="records")
+app.add_typer(care_cli.app, name="access")
+app.add_typer(gateway_cli.app, name="gateway")
+app.add_typer(simulate_cli.app, name="simulate")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()

@@ -246,6 +246,82 @@ class Settings(BaseSettings):
         "hours of the alert, it is revoked, completed citing the existing result, or "
         "acknowledged with `use-existing`.",
     )
+    # --- cross-institution care (exchange/care/) ---------------------------------------------
+    care_relationship_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 365,
+        description="How long a card check-in (or an active encounter seen at a read) gives "
+        "the institution a care relationship with the resident, in hours.",
+    )
+    care_break_glass_overrides_consent: bool = Field(
+        default=True,
+        description="Whether break-the-glass shows other institutions' data even when the "
+        "resident's consent refuses sharing with the caller (always audited and flagged for "
+        "review as a consent override).",
+    )
+    # --- HL7 v2 gateway (exchange/hl7/) -------------------------------------------------------
+    gateway_host: str = Field(
+        default="127.0.0.1",
+        description="Address `healthroam gateway` (the HL7 v2 MLLP listener) binds to; "
+        "`0.0.0.0` for every interface.",
+    )
+    gateway_port: int = Field(
+        default=2575, ge=0, le=65535, description="TCP port of the MLLP listener (0: any free)."
+    )
+    gateway_tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) of the MLLP listener; with `gateway_tls_key_file` "
+        "the listener speaks MLLP over TLS only.",
+    )
+    gateway_tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of `gateway_tls_cert_file`."
+    )
+    gateway_tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM bundle of CAs whose client certificates the TLS listener requires "
+        "(mutual TLS). Unset: no client certificate is asked for.",
+    )
+    gateway_max_message_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        description="Largest HL7 message accepted, in bytes between the MLLP start and end "
+        "blocks; a larger one is refused (AR when its MSH can be read) and the connection "
+        "closed.",
+    )
+    gateway_idle_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A connection that sends nothing for this long is closed.",
+    )
+    gateway_default_charset: str = Field(
+        default="UNICODE UTF-8",
+        description="Character set of messages whose MSH-18 is empty (an HL7 table 0211 value: "
+        "`ASCII`, `8859/1`, `UNICODE UTF-8`, `GB 18030-2000`).",
+    )
+    gateway_writer_threads: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="Threads that apply messages to the database, each committing a group of "
+        "messages per transaction; several overlap PostgreSQL round trips (always 1 on SQLite, "
+        "which has one writer).",
+    )
+    gateway_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes of `healthroam gateway` sharing the port (SO_REUSEPORT; the "
+        "kernel spreads connections): one Python process uses about one core. Needs a fixed "
+        "port.",
+    )
+    gateway_group_commit_max: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Most messages applied in one transaction (group commit). Each message runs "
+        "in its own savepoint; every ACK is sent after that transaction commits.",
+    )
 
     @classmethod
     def settings_customise_sources(

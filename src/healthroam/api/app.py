@@ -11,7 +11,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from healthroam import __version__
-from healthroam.api import bulk, cards, fhir, fhir_registry, health, recognition, registry, token
+from healthroam.api import (
+    bulk,
+    cards,
+    care,
+    fhir,
+    fhir_registry,
+    health,
+    recognition,
+    registry,
+    token,
+)
 from healthroam.api.errors import install_error_handlers
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
@@ -31,6 +41,7 @@ ROUTERS = (
     fhir.router,
     registry.router,
     cards.router,
+    care.router,
     recognition.router,
 )
 

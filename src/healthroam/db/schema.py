@@ -159,6 +159,8 @@ fhir_resource_versions = Table(
 # Areas in their own modules (import for the side effect of registering their tables).
 from healthroam.db import tables_bulk as tables_bulk  # noqa: E402
 from healthroam.db import tables_cards as tables_cards  # noqa: E402
+from healthroam.db import tables_care as tables_care  # noqa: E402
+from healthroam.db import tables_exchange as tables_exchange  # noqa: E402
 from healthroam.db import tables_recognition as tables_recognition  # noqa: E402
 from healthroam.db import tables_records as tables_records  # noqa: E402
 from healthroam.db import tables_registry as tables_registry  # noqa: E402

@@ -733,11 +733,6 @@ class RegistryService:
         with self.db.transaction(readonly=True) as conn:
             return self._view(RegistryRepository(conn), mii)
 
-    def fhir_patients(self, mii: str) -> tuple[str, list[str]]:
-        """Without auditing: see :meth:`fhir_patients_in`."""
-        with self.db.transaction(readonly=True) as conn:
-            return self.fhir_patients_in(conn, mii)
-
     def fhir_patients_in(self, conn: Connection, mii: str) -> tuple[str, list[str]]:
         """The person's current master index id (merges followed) and the FHIR Patient ids of
         every source record linked to it: the person across institutions ($everything,

@@ -1,0 +1,167 @@
+"""SQL of the HL7 gateway: the sender table, accepted messages (with their ACKs), rejections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+
+from healthroam.db.schema import institutions
+from healthroam.db.tables_exchange import hl7_messages, hl7_rejections, hl7_senders
+from healthroam.exchange.hl7.senders import SenderBinding
+
+
+def _binding(row: Any) -> SenderBinding:
+    return SenderBinding(
+        application=row.application,
+        facility=row.facility,
+        institution_code=row.institution_code,
+        active=row.active,
+        created_at=row.created_at,
+        description=row.description,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAck:
+    ack: bytes
+    ack_code: str
+    digest: bytes
+
+
+class SenderRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, binding: SenderBinding) -> bool:
+        """Insert; False when the (application, facility) pair is already bound."""
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(
+                    insert(hl7_senders).values(
+                        application=binding.application,
+                        facility=binding.facility,
+                        institution_code=binding.institution_code,
+                        active=binding.active,
+                        description=binding.description,
+                        created_at=binding.created_at,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def get(self, application: str, facility: str) -> SenderBinding | None:
+        row = self.conn.execute(
+            select(hl7_senders).where(
+                hl7_senders.c.application == application, hl7_senders.c.facility == facility
+            )
+        ).first()
+        return _binding(row) if row else None
+
+    def find_active(self, application: str, facility: str) -> tuple[SenderBinding, bool] | None:
+        """The binding and whether its institution is active, or None when unbound."""
+        row = self.conn.execute(
+            select(hl7_senders, institutions.c.active.label("institution_active"))
+            .join(institutions, institutions.c.code == hl7_senders.c.institution_code)
+            .where(hl7_senders.c.application == application, hl7_senders.c.facility == facility)
+        ).first()
+        return (_binding(row), bool(row.institution_active)) if row else None
+
+    def find_active_many(
+        self, keys: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[SenderBinding, bool]]:
+        """:meth:`find_active` for several senders in one query."""
+        if not keys:
+            return {}
+        rows = self.conn.execute(
+            select(hl7_senders, institutions.c.active.label("institution_active"))
+            .join(institutions, institutions.c.code == hl7_senders.c.institution_code)
+            .where(tuple_(hl7_senders.c.application, hl7_senders.c.facility).in_(sorted(keys)))
+        )
+        return {
+            (r.application, r.facility): (_binding(r), bool(r.institution_active)) for r in rows
+        }
+
+    def list(self, institution_code: str | None = None) -> list[SenderBinding]:
+        query = select(hl7_senders).order_by(hl7_senders.c.application, hl7_senders.c.facility)
+        if institution_code is not None:
+            query = query.where(hl7_senders.c.institution_code == institution_code)
+        return [_binding(r) for r in self.conn.execute(query)]
+
+    def set_active(self, application: str, facility: str, active: bool) -> bool:
+        result = self.conn.execute(
+            update(hl7_senders)
+            .where(hl7_senders.c.application == application, hl7_senders.c.facility == facility)
+            .values(active=active)
+        )
+        return result.rowcount > 0
+
+    def remove(self, application: str, facility: str) -> bool:
+        result = self.conn.execute(
+            delete(hl7_senders).where(
+                hl7_senders.c.application == application, hl7_senders.c.facility == facility
+            )
+        )
+        return result.rowcount > 0
+
+
+class MessageLogRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def find_ack(self, application: str, facility: str, control_id: str) -> StoredAck | None:
+        row = self.conn.execute(
+            select(hl7_messages.c.ack, hl7_messages.c.ack_code, hl7_messages.c.digest).where(
+                hl7_messages.c.application == application,
+                hl7_messages.c.facility == facility,
+                hl7_messages.c.control_id == control_id,
+            )
+        ).first()
+        return StoredAck(bytes(row.ack), row.ack_code, bytes(row.digest)) if row else None
+
+    def find_acks(self, keys: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], StoredAck]:
+        """:meth:`find_ack` for several messages in one query."""
+        if not keys:
+            return {}
+        c = hl7_messages.c
+        rows = self.conn.execute(
+            select(c.application, c.facility, c.control_id, c.ack, c.ack_code, c.digest).where(
+                tuple_(c.application, c.facility, c.control_id).in_(sorted(keys))
+            )
+        )
+        return {
+            (r.application, r.facility, r.control_id): StoredAck(
+                bytes(r.ack), r.ack_code, bytes(r.digest)
+            )
+            for r in rows
+        }
+
+    def record_accepted(self, **values: Any) -> None:
+        """Insert the message's row; raises IntegrityError when its key is already taken."""
+        self.conn.execute(insert(hl7_messages), values)  # parameters: a cached statement
+
+    def record_rejected(self, **values: Any) -> None:
+        self.conn.execute(insert(hl7_rejections), values)
+
+    def count_accepted(self) -> int:
+        from sqlalchemy import func
+
+        return int(self.conn.execute(select(func.count()).select_from(hl7_messages)).scalar_one())
+
+    def accepted_control_ids(self, application: str, facility: str) -> set[str]:
+        rows = self.conn.execute(
+            select(hl7_messages.c.control_id).where(
+                hl7_messages.c.application == application, hl7_messages.c.facility == facility
+            )
+        )
+        return {r.control_id for r in rows}
+
+    def rejections(self, since: datetime | None = None) -> list[Any]:
+        query = select(hl7_rejections).order_by(hl7_rejections.c.id)
+        if since is not None:
+            query = query.where(hl7_rejections.c.received_at >= since)
+        return list(self.conn.execute(query))
