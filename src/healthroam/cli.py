@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from healthroam.bootstrap import Platform, build, build_database
 from healthroam.cards import cli as cards_cli
+from healthroam.clinicians import cli as clinicians_cli
 from healthroam.config import get_settings
 from healthroam.db.migrate import current_revision, upgrade
 from healthroam.errors import HealthroamError
@@ -42,6 +43,7 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(synth_cli.app, name="synth")
 app.add_typer(cards_cli.app, name="cards")
 app.add_typer(registry_cli.app, name="registry")
+app.add_typer(clinicians_cli.app, name="clinicians")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
