@@ -101,8 +101,8 @@ def test_sessions_are_stored_hashed_and_end(hospital: Platform) -> None:
         service.session("forged-token")
     # Idle timeout.
     now = service.clock()
-    service.clock = lambda: now + timedelta(
-        minutes=hospital.settings.clinician_session_idle_minutes + 1
+    service.clock = lambda: (
+        now + timedelta(minutes=hospital.settings.clinician_session_idle_minutes + 1)
     )
     with pytest.raises(NotAuthenticated):
         service.session(signed_in.token)

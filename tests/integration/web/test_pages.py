@@ -53,7 +53,8 @@ def test_pages_need_a_session(http: TestClient) -> None:
 def test_login_page_headers_and_labels(http: TestClient) -> None:
     page = http.get("/clinician/login")
     assert page.status_code == 200
-    assert "用户名" in page.text and "English" in page.text
+    assert "用户名" in page.text
+    assert "English" in page.text
     headers = page.headers
     assert "script-src 'self'" in headers["content-security-policy"]
     assert "unsafe-inline" not in headers["content-security-policy"]
@@ -80,7 +81,8 @@ def test_wrong_password_is_refused_and_right_one_opens_a_session(
     assert "Secure" not in session_cookie  # plain http here; https sets Secure
     home = http.get("/clinician/")
     assert home.status_code == 200
-    assert "李医生" in home.text and "海南省人民医院" in home.text
+    assert "李医生" in home.text
+    assert "海南省人民医院" in home.text
     assert home.headers["cache-control"] == "no-store"
 
 
@@ -94,8 +96,11 @@ def test_login_form_needs_its_csrf_token(http: TestClient, clinician: str) -> No
     assert response.status_code == 403
     foreign = http.post(
         "/clinician/login",
-        data={"csrf": _csrf(http.get("/clinician/login").text), "username": "dr.li",
-              "password": PASSWORD},
+        data={
+            "csrf": _csrf(http.get("/clinician/login").text),
+            "username": "dr.li",
+            "password": PASSWORD,
+        },
         headers={"Origin": "https://evil.example"},
         follow_redirects=False,
     )
