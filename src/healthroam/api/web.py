@@ -46,7 +46,7 @@ SECURITY_HEADERS = {
     "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make Origin "null"
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
@@ -63,8 +63,8 @@ class CarePort(Protocol):
     """What the page needs from the care service (exchange/care)."""
 
     def check_in(
-        self, principal: Principal, *, text: str, purpose: str, terminal: str
-    ) -> CheckInLike: ...
+        self, principal: Principal, *, text: str, terminal: str, purpose: str
+    ) -> tuple[object, CheckInLike]: ...  # (the card verification, the check-in)
 
     def summary(
         self, principal: Principal, master_index_id: str, *, break_glass_reason: str | None = None
@@ -311,7 +311,7 @@ async def scan(request: Request) -> Response:
         purpose = form.get("purpose", "outpatient")
         if purpose not in PURPOSES:
             raise InvalidInput("unknown visit type", expression="purpose")
-        checked_in = care_of(platform_of(request)).check_in(
+        _verification, checked_in = care_of(platform_of(request)).check_in(
             _principal(request, session),
             text=form.get("code", "").strip(),
             purpose=purpose,
