@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Protocol
+
+# Times are shown in Beijing time (the province's clinics), whatever zone a source wrote.
+BEIJING = timezone(timedelta(hours=8), "CST")
 
 SECTIONS = (
     "problems",
@@ -110,12 +113,23 @@ class SummaryView:
 
 
 def short_date(value: str | None) -> str:
-    """``2026-11-02T08:30:00+08:00`` -> ``2026-11-02 08:30``; a bare date stays a date."""
+    """``2026-11-02T00:30:00Z`` -> ``2026-11-02 08:30`` (Beijing time); a date stays a date."""
     if not value:
         return ""
     if len(value) > 10 and value[10] == "T":
-        return f"{value[:10]} {value[11:16]}"
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return f"{value[:10]} {value[11:16]}"
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(BEIJING)
+        return moment.strftime("%Y-%m-%d %H:%M")
     return value[:10]
+
+
+def local_time(moment: datetime) -> str:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def item_view(item: ItemLike) -> ItemView:
@@ -147,7 +161,7 @@ def summary_view(summary: SummaryLike) -> SummaryView:
             sex=sex_code(person.sex),
             birth_date=short_date(person.birth_date),
         ),
-        generated_at=summary.generated_at.strftime("%Y-%m-%d %H:%M:%S"),
+        generated_at=local_time(summary.generated_at),
         access=str(summary.access),
         consent_restricted=summary.consent_restricted,
         consent_overridden=bool(getattr(summary, "consent_overridden", False)),

@@ -38,6 +38,9 @@ def test_language_choice() -> None:
 def test_dates_and_sexes() -> None:
     assert short_date("2026-11-02T08:30:00+08:00") == "2026-11-02 08:30"
     assert short_date("2026-11-02") == "2026-11-02"
+    assert short_date("2026-11-02T00:30:00Z") == "2026-11-02 08:30"  # Beijing time
+    assert short_date("2026-11-02T23:30:00+00:00") == "2026-11-03 07:30"
+    assert short_date("2026-11-02T08:30") == "2026-11-02 08:30"  # no zone: as written
     assert short_date(None) == ""
     assert sex_code("female") == "2"
     assert sex_code("1") == "1"
