@@ -28,7 +28,7 @@ from healthroam.errors import (
     NotFound,
 )
 from healthroam.security.model import Principal
-from healthroam.web.messages import language
+from healthroam.web.messages import language, translator
 from healthroam.web.render import render, static_file
 from healthroam.web.views import SummaryLike, summary_view
 
@@ -323,13 +323,19 @@ async def scan(request: Request) -> Response:
         if session is None or exc.status == 503:
             return _error(request, exc, session)
         reason = getattr(exc, "reason", None)
+        if reason is None:
+            detail = exc.detail
+        else:
+            texts = translator(_lang(request)[0])
+            detail = f"{texts.get(f'scan.reason.{reason}', texts['scan.reason.invalid'])} "
+            detail += f"({reason})"
         return _page(
             request,
             "lookup.html",
             status=exc.status,
             session=session,
             message="scan.refused",
-            detail=reason or exc.detail,
+            detail=detail,
             purposes=PURPOSES,
         )
     return _redirect(request, f"/patients/{checked_in.master_index_id}")
@@ -376,7 +382,7 @@ async def break_glass(mid: str, request: Request) -> Response:
         if not _MID.match(mid):
             raise NotFound("no such patient", expression="mid")
         reason = " ".join(form.get("reason", "").split())
-        if len(reason) < 5:
+        if not 5 <= len(reason) <= 500:
             return _page(
                 request,
                 "break_glass.html",
