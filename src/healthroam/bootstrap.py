@@ -10,6 +10,7 @@ from healthroam.clinicians.model import AddressThrottle, LockoutPolicy, SessionP
 from healthroam.clinicians.service import ClinicianService
 from healthroam.config import Settings
 from healthroam.db.engine import Database, create_database_engine
+from healthroam.exchange.care.service import CarePolicy, CareService
 from healthroam.keys.backends import Pkcs11Config
 from healthroam.keys.sealing import KeySealer, load_or_create_kek
 from healthroam.keys.service import KeyService
@@ -39,6 +40,7 @@ class Platform:
     registry: RegistryService
     keys: KeyService
     cards: CardService
+    care: CareService
     clinicians: ClinicianService
 
     def close(self) -> None:
@@ -141,6 +143,18 @@ def build(settings: Settings) -> Platform:
         candidate_limit=settings.registry_candidate_limit,
     )
     keys = build_keys(settings, db)
+    records = RecordService(db, audit, registry)
+    cards = build_cards(settings, db, audit, keys)
+    care = CareService(
+        db,
+        audit,
+        records,
+        cards,
+        CarePolicy(
+            relationship_hours=settings.care_relationship_hours,
+            break_glass_overrides_consent=settings.care_break_glass_overrides_consent,
+        ),
+    )
     return Platform(
         settings=settings,
         db=db,
@@ -153,9 +167,10 @@ def build(settings: Settings) -> Platform:
             max_assertion_seconds=settings.client_assertion_max_lifetime_seconds,
         ),
         audit=audit,
-        records=RecordService(db, audit, registry),
+        records=records,
         registry=registry,
         keys=keys,
-        cards=build_cards(settings, db, audit, keys),
+        cards=cards,
+        care=care,
         clinicians=build_clinicians(settings, db, audit),
     )

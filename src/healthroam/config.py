@@ -242,6 +242,21 @@ class Settings(BaseSettings):
         "which that address may not try again until the oldest failure ages out.",
     )
 
+    # --- cross-institution care (exchange/care/) ---------------------------------------------
+    care_relationship_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 365,
+        description="How long a card check-in (or an active encounter seen at a read) gives "
+        "the institution a care relationship with the resident, in hours.",
+    )
+    care_break_glass_overrides_consent: bool = Field(
+        default=True,
+        description="Whether break-the-glass shows other institutions' data even when the "
+        "resident's consent refuses sharing with the caller (always audited and flagged for "
+        "review as a consent override).",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from healthroam import __version__
-from healthroam.api import cards, fhir, fhir_registry, health, registry, token, web
+from healthroam.api import cards, care, fhir, fhir_registry, health, registry, token, web
 from healthroam.api.errors import install_error_handlers
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
@@ -28,6 +28,7 @@ ROUTERS = (
     fhir.router,
     registry.router,
     cards.router,
+    care.router,
 )
 # Pages for people (the clinician page): authenticated by a session cookie, not a bearer token,
 # and left out of the OpenAPI document. tests/browser and tests/integration/web cover them.

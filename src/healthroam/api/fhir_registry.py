@@ -19,6 +19,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from healthroam.api.auth import platform_of, scoped
 from healthroam.api.fhir import fhir_response, json_body
 from healthroam.errors import Conflict, InvalidInput, NotFound
+from healthroam.exchange.care.service import Grant
 from healthroam.records.everything import Everything, everything
 from healthroam.records.validation import validate_resource
 from healthroam.registry.fhir import (
@@ -223,7 +224,7 @@ def _everything_params(request: Request) -> dict[str, Any]:
 
 
 def _everything_bundle(
-    request: Request, result: Everything, options: dict[str, Any]
+    request: Request, result: Everything, options: dict[str, Any], grant: Grant | None = None
 ) -> JSONResponse:
     base = str(request.base_url).rstrip("/") + "/fhir"
     bundle: dict[str, Any] = {
@@ -245,7 +246,34 @@ def _everything_bundle(
         kept = [(k, v) for k, v in request.query_params.multi_items() if k != "_offset"]
         kept.append(("_offset", str(following)))
         bundle["link"].append({"relation": "next", "url": f"{request.url.path}?{urlencode(kept)}"})
+    if grant is not None:
+        _consent_note(bundle, grant)
     return fhir_response(bundle)
+
+
+BREAK_GLASS_HEADER = "x-break-glass-reason"
+
+
+def _consent_note(bundle: dict[str, Any], grant: Grant) -> None:
+    """Say in the Bundle that the resident's consent hid other institutions' data."""
+    if grant.decision.consent_refused and not grant.decision.consent_overridden:
+        bundle["entry"].append(
+            {
+                "resource": {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {
+                            "severity": "information",
+                            "code": "suppressed",
+                            "diagnostics": "the resident's consent refuses sharing other "
+                            "institutions' data with yours; only your institution's data is "
+                            "shown",
+                        }
+                    ],
+                },
+                "search": {"mode": "outcome"},
+            }
+        )
 
 
 @router.get("/Patient/{master_index_id:mii}/$everything")
@@ -253,41 +281,62 @@ def golden_everything(
     master_index_id: str, request: Request, caller: PatientReader
 ) -> JSONResponse:
     """The resident's whole record: every resource of every source Patient linked to this
-    master person, from every institution (follows merges and splits at once)."""
+    master person, from every institution (follows merges and splits at once).
+
+    A hospital needs a care relationship with the resident (card check-in, active encounter)
+    to see other institutions' data, or breaks the glass with ``X-Break-Glass-Reason``;
+    see docs/cross-institution-care.md."""
     options = _everything_params(request)
     platform = platform_of(request)
-    view = platform.registry.resolve(master_index_id)
-    person = view.survivor or view.master
-    sources = (
-        view.sources
-        if view.survivor is None
-        else platform.registry.resolve(person.master_index_id).sources
+    grant = platform.care.authorize(
+        caller,
+        master_index_id,
+        access="everything",
+        break_glass_reason=request.headers.get(BREAK_GLASS_HEADER),
     )
-    patient_ids = [s.fhir_patient_id for s in sources if s.fhir_patient_id]
+    person = grant.person
+    patient_ids = [s.fhir_patient_id for s in person.sources if s.fhir_patient_id]
     if not patient_ids:
         raise NotFound("no FHIR Patient is linked to this person yet", expression="Patient.id")
+    goldens = [pid for _, pid in person.patient_keys if pid not in patient_ids]
     result = everything(
         platform.db,
         platform.audit,
-        caller,
-        patient_ids,
+        grant.principal,
+        [*patient_ids, *goldens],
         audit_refs=[f"Patient/{person.master_index_id}", *(f"Patient/{p}" for p in patient_ids)],
+        keep=lambda r: grant.visible(r.institution_code),
+        detail=platform.care.detail(grant),
         **options,
     )
-    return _everything_bundle(request, result, options)
+    return _everything_bundle(request, result, options, grant)
 
 
 @router.get("/Patient/{patient_id}/$everything")
 def patient_everything(patient_id: str, request: Request, caller: PatientReader) -> JSONResponse:
-    """One stored Patient's compartment and what it refers to."""
+    """One stored Patient's compartment and what it refers to. Other institutions' data in
+    it follows the same access rules as the golden record; a hospital always sees its own."""
     options = _everything_params(request)
     platform = platform_of(request)
+    found = platform.registry.source_patient(patient_id)
+    grant = None
+    if found is not None:
+        source, master = found
+        grant = platform.care.authorize(
+            caller,
+            master.master_index_id,
+            access="everything-patient",
+            break_glass_reason=request.headers.get(BREAK_GLASS_HEADER),
+            own_only_fallback=source.institution == caller.institution_code,
+        )
     result = everything(
         platform.db,
         platform.audit,
-        caller,
+        grant.principal if grant else caller,
         [patient_id],
         audit_refs=[f"Patient/{patient_id}"],
+        keep=(lambda r: grant.visible(r.institution_code)) if grant else None,
+        detail=platform.care.detail(grant) if grant else None,
         **options,
     )
-    return _everything_bundle(request, result, options)
+    return _everything_bundle(request, result, options, grant)

@@ -158,6 +158,7 @@ fhir_resource_versions = Table(
 
 # Areas in their own modules (import for the side effect of registering their tables).
 from healthroam.db import tables_cards as tables_cards  # noqa: E402
+from healthroam.db import tables_care as tables_care  # noqa: E402
 from healthroam.db import tables_clinicians as tables_clinicians  # noqa: E402
 from healthroam.db import tables_records as tables_records  # noqa: E402
 from healthroam.db import tables_registry as tables_registry  # noqa: E402

@@ -9,7 +9,7 @@ splits at once (the registry's links are read at request time).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -66,8 +66,12 @@ def everything(
     types: frozenset[str] | None = None,
     count: int = 1000,
     offset: int = 0,
+    keep: Callable[[StoredResource], bool] | None = None,
+    detail: str | None = None,
 ) -> Everything:
-    """The compartment of ``patient_ids`` (readable types only), newest first, paged."""
+    """The compartment of ``patient_ids`` (readable types only), newest first, paged.
+    ``keep`` filters what the caller may see (the cross-institution access gate); ``detail``
+    goes into the audit entries (how access was granted)."""
     with db.transaction() as conn:
         repo = ResourceRepository(conn)
         patients: list[Key] = [("Patient", pid) for pid in patient_ids]
@@ -83,6 +87,8 @@ def everything(
             if principal.scopes.allows(k[0], "r") and (types is None or k[0] in types)
         ]
         resources = repo.load(keys)
+        if keep is not None:
+            resources = [r for r in resources if keep(r)]
         if since is not None:
             resources = [r for r in resources if _aware(r.last_updated) >= since]
         resources.sort(
@@ -105,6 +111,7 @@ def everything(
                     resource_type="Patient",
                     resource_id=ref.split("/", 1)[1],
                     patient_ref=ref,
+                    detail=detail,
                 )
                 for ref in audit_refs
             ],

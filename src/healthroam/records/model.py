@@ -16,6 +16,7 @@ class StoredResource:
     version: int
     last_updated: datetime
     content: dict[str, Any]
+    institution_code: str | None = None  # the institution that wrote it (None: unknown)
 
     @property
     def etag(self) -> str:

@@ -200,7 +200,14 @@ def _composite_row(components: tuple[IndexValue, ...]) -> dict[str, Any]:
 
 
 def _stored(row: Any) -> StoredResource:
-    return StoredResource(row.resource_type, row.id, row.version, row.last_updated, row.content)
+    return StoredResource(
+        row.resource_type,
+        row.id,
+        row.version,
+        row.last_updated,
+        row.content,
+        row.institution_code,
+    )
 
 
 class ResourceRepository:
@@ -235,7 +242,7 @@ class ResourceRepository:
         )
         self._version(resource_type, resource_id, 1, now, False, method, body)
         self.index_many([(resource_type, resource_id, content)])
-        return StoredResource(resource_type, resource_id, 1, now, body)
+        return StoredResource(resource_type, resource_id, 1, now, body, institution_code)
 
     def replace(
         self,

@@ -27,8 +27,11 @@ def _observation(patient_id: str, code: str) -> dict[str, Any]:
 
 
 def _setup(province: Province, http: TestClient) -> tuple[dict[str, str], str, str, str]:
+    """Two hospitals register the same person; the first has them in an active encounter
+    (a care relationship, so it sees the second's data: docs/cross-institution-care.md)."""
     scope = "system/Patient.cruds system/Observation.cruds system/Encounter.cruds"
-    h1, h2 = province.headers(scope), province.headers(scope)
+    h1 = province.headers(scope, institution=province.institution("H901"))
+    h2 = province.headers(scope)
     p1 = http.post("/fhir/Patient", json=patient("陈海", gender="male", sequence=171), headers=h1)
     p2 = http.post("/fhir/Patient", json=patient("陈海", gender="male", sequence=171), headers=h2)
     assert p1.headers["x-master-index-id"] == p2.headers["x-master-index-id"]
@@ -42,7 +45,7 @@ def _setup(province: Province, http: TestClient) -> tuple[dict[str, str], str, s
         )
     encounter = {
         "resourceType": "Encounter",
-        "status": "finished",
+        "status": "in-progress",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
         "subject": {"reference": f"Patient/{id1}"},
     }
@@ -74,7 +77,7 @@ def test_golden_everything_spans_institutions_and_pages(
     seen = {e["fullUrl"] for e in page["entry"]} | {e["fullUrl"] for e in rest["entry"]}
     assert len(seen) == 6
     # Without Observation read scope, observations are left out.
-    narrow = province.headers("system/Patient.r system/Encounter.r")
+    narrow = province.headers("system/Patient.r system/Encounter.r", institution="H901")
     limited = http.get(f"/fhir/Patient/{mii}/$everything", headers=narrow).json()
     assert {e["resource"]["resourceType"] for e in limited["entry"]} == {"Patient", "Encounter"}
     # The read is audited for the person and each source Patient.
@@ -99,4 +102,7 @@ def test_golden_everything_follows_a_split(province: Province, http: TestClient)
     assert split.status_code == 200, split.text
     assert http.get(f"/fhir/Patient/{mii}/$everything", headers=h1).json()["total"] == 3
     new_person = split.json()["new_person"]
-    assert http.get(f"/fhir/Patient/{new_person}/$everything", headers=h1).json()["total"] == 3
+    # The first hospital's care relationship was with the person it saw, not the split-off one.
+    assert http.get(f"/fhir/Patient/{new_person}/$everything", headers=h1).status_code == 403
+    glass = {**h1, "X-Break-Glass-Reason": "checking the record after a split"}
+    assert http.get(f"/fhir/Patient/{new_person}/$everything", headers=glass).json()["total"] == 3

@@ -1,0 +1,269 @@
+"""SQL of cross-institution care: relationships, access exceptions, and the resident's record
+keys with the institution that wrote each resource."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, false, insert, select, tuple_, update
+
+from healthroam.db.schema import fhir_resources
+from healthroam.db.tables_care import access_exceptions, care_relationships
+from healthroam.db.tables_records import fhir_idx_reference
+from healthroam.errors import NotFound
+from healthroam.exchange.care.model import (
+    AccessException,
+    CareRelationship,
+    RelationshipReason,
+    ReviewOutcome,
+    ReviewStatus,
+)
+from healthroam.records.repository import Key
+from healthroam.registry.model import check_master_index_id
+from healthroam.registry.repository import MasterRow, RegistryRepository, SourceRow
+
+ACTIVE_ENCOUNTER = frozenset({"arrived", "in-progress"})
+
+
+def aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRecord:
+    """A master person (the survivor when the asked id was merged away) and the FHIR Patients
+    that stand for them: every linked source Patient and the golden ``Patient/<mii>``."""
+
+    master: MasterRow
+    sources: list[SourceRow]
+    patient_keys: list[Key]
+
+    @property
+    def master_index_id(self) -> str:
+        return self.master.master_index_id
+
+
+@dataclass(frozen=True, slots=True)
+class RecordKey:
+    resource_type: str
+    id: str
+    institution_code: str | None
+
+
+def _relationship(row: Any) -> CareRelationship:
+    return CareRelationship(
+        row.id,
+        row.master_index_id,
+        row.institution_code,
+        aware(row.since),
+        aware(row.until),
+        RelationshipReason(row.reason),
+        row.encounter_ref,
+        row.card_id,
+    )
+
+
+def _exception(row: Any) -> AccessException:
+    return AccessException(
+        id=row.id,
+        occurred_at=aware(row.occurred_at),
+        institution_code=row.institution_code,
+        client_id=row.client_id,
+        end_user=row.end_user,
+        master_index_id=row.master_index_id,
+        access=row.access,
+        reason=row.reason,
+        had_relationship=row.had_relationship,
+        consent_overridden=row.consent_overridden,
+        status=ReviewStatus(row.status),
+        review_outcome=ReviewOutcome(row.review_outcome) if row.review_outcome else None,
+        review_note=row.review_note,
+        reviewed_by=row.reviewed_by,
+        reviewed_at=aware(row.reviewed_at) if row.reviewed_at else None,
+    )
+
+
+class CareRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # --- the person -----------------------------------------------------------------------
+
+    def person(self, master_index_id: str, field_name: str = "masterIndexId") -> PersonRecord:
+        registry = RegistryRepository(self.conn)
+        asked = registry.master_by_index_id(check_master_index_id(master_index_id, field_name))
+        if asked is None:
+            raise NotFound("no person with this master index ID", expression=field_name)
+        current = registry.merged_into_chain(asked)
+        sources = registry.sources_of([current.id]) if current.status == "active" else []
+        goldens = [current, *registry.predecessors(current.id)]
+        keys: list[Key] = [("Patient", s.fhir_patient_id) for s in sources if s.fhir_patient_id]
+        keys += [("Patient", m.master_index_id) for m in goldens]
+        return PersonRecord(current, sources, list(dict.fromkeys(keys)))
+
+    def record_keys(self, patient_keys: Sequence[Key]) -> list[RecordKey]:
+        """Every live resource that refers to one of ``patient_keys`` (and the stored source
+        Patients themselves), with the institution that wrote it."""
+        if not patient_keys:
+            return []
+        ref, res = fhir_idx_reference.c, fhir_resources.c
+        pointing = (
+            select(ref.resource_type, ref.resource_id)
+            .where(tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)))
+            .distinct()
+            .subquery()
+        )
+        query = select(res.resource_type, res.id, res.institution_code).where(
+            tuple_(res.resource_type, res.id).in_(
+                select(pointing.c.resource_type, pointing.c.resource_id)
+            ),
+            res.deleted == false(),
+        )
+        found = [RecordKey(r[0], r[1], r[2]) for r in self.conn.execute(query)]
+        patients = self.conn.execute(
+            select(res.resource_type, res.id, res.institution_code).where(
+                tuple_(res.resource_type, res.id).in_(list(patient_keys)), res.deleted == false()
+            )
+        )
+        found.extend(RecordKey(r[0], r[1], r[2]) for r in patients)
+        return found
+
+    def active_encounters(
+        self, institution: str, patient_keys: Sequence[Key]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Encounters the institution wrote about these Patients that are arrived/in progress."""
+        if not patient_keys:
+            return []
+        ref, res = fhir_idx_reference.c, fhir_resources.c
+        ids = (
+            select(ref.resource_id)
+            .where(
+                ref.resource_type == "Encounter",
+                tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)),
+            )
+            .distinct()
+        )
+        rows = self.conn.execute(
+            select(res.id, res.content).where(
+                res.resource_type == "Encounter",
+                res.id.in_(ids),
+                res.institution_code == institution,
+                res.deleted == false(),
+            )
+        )
+        return [
+            (r.id, r.content) for r in rows if (r.content or {}).get("status") in ACTIVE_ENCOUNTER
+        ]
+
+    # --- relationships --------------------------------------------------------------------
+
+    def current_relationship(
+        self, institution: str, master_index_id: str, now: datetime
+    ) -> CareRelationship | None:
+        c = care_relationships.c
+        row = self.conn.execute(
+            select(care_relationships)
+            .where(
+                c.institution_code == institution,
+                c.master_index_id == master_index_id,
+                c.until > now,
+                c.since <= now,
+            )
+            .order_by(c.until.desc())
+            .limit(1)
+        ).first()
+        return _relationship(row) if row is not None else None
+
+    def add_relationship(
+        self,
+        *,
+        master_index_id: str,
+        institution_code: str,
+        since: datetime,
+        until: datetime,
+        reason: RelationshipReason,
+        encounter_ref: str | None = None,
+        card_id: str | None = None,
+        terminal_code: str | None = None,
+        client_id: str | None = None,
+    ) -> CareRelationship:
+        values = {
+            "master_index_id": master_index_id,
+            "institution_code": institution_code,
+            "since": since,
+            "until": until,
+            "reason": reason.value,
+            "encounter_ref": encounter_ref,
+            "card_id": card_id,
+            "terminal_code": terminal_code,
+            "client_id": client_id,
+        }
+        new_id = self.conn.execute(
+            insert(care_relationships).values(values).returning(care_relationships.c.id)
+        ).scalar_one()
+        return CareRelationship(
+            new_id, master_index_id, institution_code, since, until, reason, encounter_ref, card_id
+        )
+
+    def relationships_of(self, master_index_id: str) -> list[CareRelationship]:
+        c = care_relationships.c
+        rows = self.conn.execute(
+            select(care_relationships)
+            .where(c.master_index_id == master_index_id)
+            .order_by(c.since.desc(), c.id.desc())
+        )
+        return [_relationship(r) for r in rows]
+
+    # --- access exceptions ----------------------------------------------------------------
+
+    def add_exception(self, values: dict[str, Any]) -> int:
+        new_id: int = self.conn.execute(
+            insert(access_exceptions)
+            .values({**values, "status": ReviewStatus.OPEN.value})
+            .returning(access_exceptions.c.id)
+        ).scalar_one()
+        return new_id
+
+    def exceptions(
+        self, status: ReviewStatus | None, institution: str | None, limit: int, after: int | None
+    ) -> list[AccessException]:
+        c = access_exceptions.c
+        query = select(access_exceptions).order_by(c.id).limit(limit)
+        if status is not None:
+            query = query.where(c.status == status.value)
+        if institution is not None:
+            query = query.where(c.institution_code == institution)
+        if after is not None:
+            query = query.where(c.id > after)
+        return [_exception(r) for r in self.conn.execute(query)]
+
+    def exception(self, exception_id: int) -> AccessException | None:
+        row = self.conn.execute(
+            select(access_exceptions).where(access_exceptions.c.id == exception_id)
+        ).first()
+        return _exception(row) if row is not None else None
+
+    def close_exception(
+        self,
+        exception_id: int,
+        outcome: ReviewOutcome,
+        note: str | None,
+        reviewer: str,
+        now: datetime,
+    ) -> bool:
+        c = access_exceptions.c
+        result = self.conn.execute(
+            update(access_exceptions)
+            .where(c.id == exception_id, c.status == ReviewStatus.OPEN.value)
+            .values(
+                status=ReviewStatus.CLOSED.value,
+                review_outcome=outcome.value,
+                review_note=note,
+                reviewed_by=reviewer,
+                reviewed_at=now,
+            )
+        )
+        return result.rowcount == 1

@@ -1,0 +1,95 @@
+"""The cross-institution access policy as pure rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from healthroam.errors import InvalidInput
+from healthroam.security.access import (
+    AccessBasis,
+    AccessRequest,
+    check_break_glass_reason,
+    decide,
+)
+from healthroam.security.consent import ConsentDecision, ConsentOutcome
+
+SHARE = ConsentOutcome(ConsentDecision.SHARE)
+REFUSE = ConsentOutcome(ConsentDecision.REFUSE, "c1")
+
+
+def request(
+    *,
+    foreign: tuple[str, ...] = ("H002",),
+    relationship: bool = False,
+    consent: ConsentOutcome = SHARE,
+    reason: str | None = None,
+    care_provider: bool = True,
+) -> AccessRequest:
+    return AccessRequest(
+        institution="H001",
+        care_provider=care_provider,
+        foreign_institutions=frozenset(("H001", *foreign)),
+        relationship=relationship,
+        consent=consent,
+        break_glass_reason=reason,
+    )
+
+
+def test_own_data_only_needs_nothing() -> None:
+    decision = decide(request(foreign=()))
+    assert decision.basis is AccessBasis.OWN_DATA and decision.allowed
+    assert decision.visible("H001", "H001")
+
+
+def test_relationship_shows_other_institutions() -> None:
+    decision = decide(request(relationship=True))
+    assert decision.basis is AccessBasis.RELATIONSHIP
+    assert decision.visible("H001", "H002") and decision.visible("H001", "H001")
+
+
+def test_no_relationship_is_refused_with_guidance() -> None:
+    decision = decide(request())
+    assert not decision.allowed
+    assert decision.guidance and "X-Break-Glass-Reason" in decision.guidance
+    assert "check-in" in decision.guidance
+
+
+def test_break_glass_without_relationship_is_allowed_and_flagged() -> None:
+    decision = decide(request(reason="unconscious patient in ED"))
+    assert decision.basis is AccessBasis.BREAK_GLASS and decision.break_glass
+    assert decision.visible("H001", "H002")
+    assert not decision.consent_overridden
+
+
+def test_consent_refusal_hides_other_institutions_but_not_own_data() -> None:
+    decision = decide(request(relationship=True, consent=REFUSE))
+    assert decision.allowed and decision.consent_refused
+    assert decision.visible("H001", "H001")
+    assert not decision.visible("H001", "H002")
+
+
+@pytest.mark.parametrize("relationship", [True, False])
+def test_break_glass_overrides_a_refusal_when_the_policy_says_so(relationship: bool) -> None:
+    decision = decide(request(relationship=relationship, consent=REFUSE, reason="emergency"))
+    assert decision.break_glass and decision.consent_overridden
+    assert decision.visible("H001", "H002")
+    strict = decide(
+        request(relationship=relationship, consent=REFUSE, reason="emergency"),
+        overrides_consent=False,
+    )
+    assert strict.break_glass and not strict.consent_overridden
+    assert not strict.visible("H001", "H002")
+
+
+def test_agencies_keep_their_scope_based_access() -> None:
+    decision = decide(request(care_provider=False, consent=REFUSE))
+    assert decision.basis is AccessBasis.CUSTODIAN
+    assert decision.visible("HNWJW", "H002")
+
+
+def test_break_glass_reason_must_be_stated() -> None:
+    assert check_break_glass_reason(None) is None
+    assert check_break_glass_reason("  chest   pain, unconscious ") == "chest pain, unconscious"
+    for bad in ("", "   ", "ok", "x" * 501):
+        with pytest.raises(InvalidInput):
+            check_break_glass_reason(bad)
