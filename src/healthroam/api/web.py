@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from healthroam.api.auth import platform_of
-from healthroam.bootstrap import Platform
 from healthroam.clinicians.model import ClinicianSession
 from healthroam.clinicians.service import LoginRefused
 from healthroam.errors import (
@@ -52,34 +51,6 @@ SECURITY_HEADERS = {
 }
 
 router = APIRouter(prefix=ROOT, include_in_schema=False)
-
-
-class CheckInLike(Protocol):
-    @property
-    def master_index_id(self) -> str: ...
-
-
-class CarePort(Protocol):
-    """What the page needs from the care service (exchange/care)."""
-
-    def check_in(
-        self, principal: Principal, *, text: str, terminal: str, purpose: str
-    ) -> tuple[object, CheckInLike]: ...  # (the card verification, the check-in)
-
-    def summary(
-        self, principal: Principal, master_index_id: str, *, break_glass_reason: str | None = None
-    ) -> SummaryLike: ...
-
-
-class CareUnavailable(HealthroamError):
-    status, code, title = 503, "transient", "Service unavailable"
-
-
-def care_of(platform: Platform) -> CarePort:
-    care: CarePort | None = getattr(platform, "care", None)
-    if care is None:
-        raise CareUnavailable("the care service is not part of this build")
-    return care
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -178,7 +149,6 @@ def _error(request: Request, exc: HealthroamError, session: ClinicianSession | N
     message = {
         404: "error.not_found",
         403: "error.forbidden",
-        503: "error.unavailable",
     }.get(exc.status, "error.invalid")
     detail = exc.detail if message == "error.invalid" else ""
     status = exc.status if 400 <= exc.status < 600 else 400
@@ -311,7 +281,7 @@ async def scan(request: Request) -> Response:
         purpose = form.get("purpose", "outpatient")
         if purpose not in PURPOSES:
             raise InvalidInput("unknown visit type", expression="purpose")
-        _verification, checked_in = care_of(platform_of(request)).check_in(
+        _verification, checked_in = platform_of(request).care.check_in(
             _principal(request, session),
             text=form.get("code", "").strip(),
             purpose=purpose,
@@ -320,7 +290,7 @@ async def scan(request: Request) -> Response:
     except NotAuthenticated:
         return _to_login(request, expired=True)
     except HealthroamError as exc:
-        if session is None or exc.status == 503:
+        if session is None:
             return _error(request, exc, session)
         reason = getattr(exc, "reason", None)
         if reason is None:
@@ -364,7 +334,7 @@ def patient(mid: str, request: Request) -> Response:
     try:
         if not _MID.match(mid):
             raise NotFound("no such patient", expression="mid")
-        summary = care_of(platform_of(request)).summary(_principal(request, session), mid)
+        summary = platform_of(request).care.summary(_principal(request, session), mid)
     except Forbidden:
         return _page(
             request, "break_glass.html", status=403, session=session, mid=mid, message=None
@@ -391,7 +361,7 @@ async def break_glass(mid: str, request: Request) -> Response:
                 mid=mid,
                 message="btg.reason_required",
             )
-        summary = care_of(platform_of(request)).summary(
+        summary = platform_of(request).care.summary(
             _principal(request, session), mid, break_glass_reason=reason
         )
     except NotAuthenticated:

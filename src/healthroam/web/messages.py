@@ -95,7 +95,6 @@ MESSAGES: Mapping[str, Mapping[str, str]] = {
         "error.not_found": "未找到该患者。",
         "error.forbidden": "无权访问。",
         "error.invalid": "输入有误：",
-        "error.unavailable": "功能暂不可用。",
     },
     "en": {
         "app.title": "Resident health record · Clinician workstation",
@@ -187,7 +186,6 @@ MESSAGES: Mapping[str, Mapping[str, str]] = {
         "error.not_found": "No such patient.",
         "error.forbidden": "Access refused.",
         "error.invalid": "Invalid input: ",
-        "error.unavailable": "Not available yet.",
     },
 }
 
