@@ -175,6 +175,10 @@ def test_break_the_glass_needs_a_reason_and_is_recorded(hospitals: Platform, pag
     expect(page.locator("#section-problems td").first).to_have_text("高血压")
     expect(page.locator("#section-problems td.source")).to_have_text("三亚市人民医院")
     exception_id = int(page.locator("#exception").inner_text())
+    # Switching language asks again: each break-the-glass view is its own audited access.
+    page.click("#lang-switch")
+    expect(page.locator("h1")).to_have_text("Break the glass")
+    expect(page.locator("#break-glass")).to_have_text("Open the record")
 
     exceptions = hospitals.care.exceptions(
         Principal("privacy", "H001", ScopeSet.parse("system/*.cruds"), end_user="officer")
@@ -215,3 +219,5 @@ def test_a_refused_card_says_why(
     page.press("#code", "Enter")
     expect(page.locator("#message")).to_contain_text("不是有效的居民健康卡二维码。")
     expect(page.locator("h1")).to_have_text("查找患者")
+    page.click("#lang-switch")
+    expect(page.locator("h1")).to_have_text("Find a patient")

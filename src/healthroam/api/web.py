@@ -95,10 +95,14 @@ def _page(
     *,
     status: int = 200,
     session: ClinicianSession | None = None,
+    switch_path: str | None = None,
     **context: Any,
 ) -> Response:
+    """Render a page. The language switch links to this page again, or, for an answer to a
+    POST, to ``switch_path`` (a page that can be fetched again)."""
     lang, _ = _lang(request)
-    html = render(template, lang, root=ROOT, session=session, **context)
+    here = request.url.path if request.method == "GET" else (switch_path or ROOT + "/")
+    html = render(template, lang, root=ROOT, session=session, here=here, **context)
     return _finish(request, HTMLResponse(html, status_code=status))
 
 
@@ -157,8 +161,19 @@ def _error(request: Request, exc: HealthroamError, session: ClinicianSession | N
     )
 
 
-def _render_summary(request: Request, session: ClinicianSession, summary: SummaryLike) -> Response:
-    return _page(request, "summary.html", session=session, view=summary_view(summary))
+def _render_summary(
+    request: Request,
+    session: ClinicianSession,
+    summary: SummaryLike,
+    switch_path: str | None = None,
+) -> Response:
+    return _page(
+        request,
+        "summary.html",
+        session=session,
+        switch_path=switch_path,
+        view=summary_view(summary),
+    )
 
 
 # --- routes ------------------------------------------------------------------------------------
@@ -194,7 +209,14 @@ def login_form(request: Request) -> Response:
 
 def _login_page(request: Request, message: str | None, status: int) -> Response:
     token = secrets.token_urlsafe(32)
-    response = _page(request, "login.html", status=status, message=message, login_csrf=token)
+    response = _page(
+        request,
+        "login.html",
+        status=status,
+        switch_path=ROOT + "/login",
+        message=message,
+        login_csrf=token,
+    )
     response.set_cookie(
         LOGIN_COOKIE,
         token,
@@ -358,6 +380,7 @@ async def break_glass(mid: str, request: Request) -> Response:
                 "break_glass.html",
                 status=400,
                 session=session,
+                switch_path=f"{ROOT}/patients/{mid}",
                 mid=mid,
                 message="btg.reason_required",
             )
@@ -368,4 +391,4 @@ async def break_glass(mid: str, request: Request) -> Response:
         return _to_login(request, expired=True)
     except HealthroamError as exc:
         return _error(request, exc, session)
-    return _render_summary(request, session, summary)
+    return _render_summary(request, session, summary, switch_path=f"{ROOT}/patients/{mid}")
