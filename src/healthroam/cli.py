@@ -19,6 +19,7 @@ from healthroam.clinicians import cli as clinicians_cli
 from healthroam.config import get_settings
 from healthroam.db.migrate import current_revision, upgrade
 from healthroam.errors import HealthroamError
+from healthroam.exchange.care import cli as care_cli
 from healthroam.registry import cli as registry_cli
 from healthroam.synth import cli as synth_cli
 
@@ -43,6 +44,7 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(synth_cli.app, name="synth")
 app.add_typer(cards_cli.app, name="cards")
 app.add_typer(registry_cli.app, name="registry")
+app.add_typer(care_cli.app, name="access")
 app.add_typer(clinicians_cli.app, name="clinicians")
 
 err = Console(stderr=True, soft_wrap=True)

@@ -36,11 +36,17 @@ AGENCIES = (
     ("HNGXT", "海南省工业和信息化厅"),
     ("HNYBJ", "海南省医疗保障局"),
 )
+SECOND_HOSPITAL = "second"  # DEMO_CLIENTS institution placeholder: the check-in hospital
 DEMO_CLIENTS = {
-    # name: (institution, scopes)
+    # name: (institution, scopes); None is the first hospital
     "hospital": (None, "system/Patient.cruds system/Observation.cruds system/Card.crus"),
     "auditor": ("HNWJW", "system/AuditEvent.rs"),
     "steward": ("HNWJW", "system/MasterPerson.cruds"),
+    # cross-institution care (docs/cross-institution-care.md): a terminal and a clinician at a
+    # second hospital, where the demo resident was checked in, and a privacy officer.
+    "terminal": (SECOND_HOSPITAL, "system/Card.r system/Encounter.c system/Patient.r"),
+    "clinician": (SECOND_HOSPITAL, "system/*.rs"),
+    "privacy": ("HNWJW", "system/AccessException.rus"),
 }
 
 
@@ -75,11 +81,11 @@ def _add_institutions(platform: Platform) -> tuple[int, str, str]:
             added += 1
         except Conflict:
             pass
-    second = next(h.code for h in hospitals[1:] if h.kind != "township")
+    second = next((h.code for h in hospitals[1:] if h.kind != "township"), hospitals[-1].code)
     return added, hospitals[0].code, second
 
 
-def _ensure_clients(platform: Platform, first_hospital: str) -> Path:
+def _ensure_clients(platform: Platform, first_hospital: str, second_hospital: str) -> Path:
     path = platform.settings.data_dir / "demo-clients.json"
     known = {c.client_id for c in platform.clients.list()}
     saved: dict[str, Any] = {}
@@ -90,11 +96,12 @@ def _ensure_clients(platform: Platform, first_hospital: str) -> Path:
             for label in DEMO_CLIENTS
         ):
             return path
-    # Keep the clinician and resident entries: their accounts and records still exist.
+    # Keep the clinician_page and resident entries: their accounts and records still exist.
     clients: dict[str, Any] = {k: v for k, v in saved.items() if k not in DEMO_CLIENTS}
     for label, (institution, scopes) in DEMO_CLIENTS.items():
+        code = second_hospital if institution == SECOND_HOSPITAL else institution
         created = platform.clients.add(
-            institution_code=institution or first_hospital, scopes=scopes, name=f"demo {label}"
+            institution_code=code or first_hospital, scopes=scopes, name=f"demo {label}"
         )
         clients[label] = {
             "client_id": created.client.client_id,
@@ -122,7 +129,7 @@ def _ensure_clinician(platform: Platform, path: Path, hospital: str) -> None:
     the file lacks one)."""
     saved: dict[str, Any] = json.loads(path.read_text())
     username, display_name = DEMO_CLINICIAN
-    entry = saved.get("clinician")
+    entry = saved.get("clinician_page")
     try:
         platform.clinicians.get(username)
         exists = True
@@ -140,7 +147,7 @@ def _ensure_clinician(platform: Platform, path: Path, hospital: str) -> None:
             institution_code=hospital,
             password=password,
         )
-    saved["clinician"] = {
+    saved["clinician_page"] = {
         "url": platform.settings.public_base_url.rstrip("/") + "/clinician/",
         "username": username,
         "password": password,
@@ -326,7 +333,7 @@ def load_demo(
     progress: Callable[[int], None] | None = None,
 ) -> DemoSummary:
     added, first_hospital, second_hospital = _add_institutions(platform)
-    clients_file = _ensure_clients(platform, first_hospital)
+    clients_file = _ensure_clients(platform, first_hospital, second_hospital)
     platform.keys.init()  # card keys (root, issuing, trust list, EHC, QR): idempotent
     _ensure_clinician(platform, clients_file, first_hospital)
     with platform.db.transaction(readonly=True) as conn:
@@ -344,11 +351,95 @@ def load_demo(
             purpose_of_use="HOPERAT",
             end_user="healthroam-demo",
         )
+        first_resident: str | None = None
         for chunk in generate_population(people, seed, as_of=date(2026, 11, 1)):
             for patient in patient_resources(chunk):
-                platform.records.create(loader, "Patient", patient)
+                created = platform.records.create(loader, "Patient", patient)
+                if first_resident is None and created.registration and _has_national_id(patient):
+                    first_resident = created.stored.id
+                    _record_and_check_in(
+                        platform,
+                        first_hospital,
+                        second_hospital,
+                        created.stored.id,
+                        created.registration.master_index_id,
+                    )
                 loaded += 1
                 if progress:
                     progress(1)
     _ensure_resident(platform, clients_file, (first_hospital, second_hospital))
     return DemoSummary(added, clients_file, loaded)
+
+
+def _has_national_id(patient: dict[str, Any]) -> bool:
+    return any(i.get("system") == NATIONAL_ID_SYSTEM for i in patient.get("identifier", []))
+
+
+def _record_and_check_in(
+    platform: Platform, first: str, second: str, patient_id: str, master_index_id: str
+) -> None:
+    """One demo resident with a record at the first hospital, a card, and a card check-in at
+    the second: its clinician (demo client "clinician") then sees the first's record."""
+    writer = Principal(
+        client_id="demo-loader",
+        institution_code=first,
+        scopes=ScopeSet.parse("system/*.c"),
+        end_user="healthroam-demo",
+    )
+    subject = {"reference": f"Patient/{patient_id}"}
+    snomed = "http://snomed.info/sct"
+    for resource in (
+        {
+            "resourceType": "Condition",
+            "subject": subject,
+            "code": {"coding": [{"system": snomed, "code": "38341003"}], "text": "高血压"},
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "active",
+                    }
+                ]
+            },
+            "onsetDateTime": "2021-04-02",
+        },
+        {
+            "resourceType": "AllergyIntolerance",
+            "patient": subject,
+            "code": {"coding": [{"system": snomed, "code": "91936005"}], "text": "青霉素过敏"},
+            "criticality": "high",
+        },
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "subject": subject,
+            "code": {
+                "coding": [{"system": "http://loinc.org", "code": "4548-4"}],
+                "text": "糖化血红蛋白",
+            },
+            "effectiveDateTime": "2026-10-20",
+            "valueQuantity": {"value": 6.8, "unit": "%"},
+        },
+    ):
+        platform.records.create(writer, str(resource["resourceType"]), resource)
+    clerk = Principal(
+        client_id="demo-loader",
+        institution_code=AGENCIES[0][0],
+        scopes=ScopeSet.parse("system/Card.cruds"),
+        end_user="healthroam-demo",
+    )
+    card = platform.cards.apply(clerk, master_index_id=master_index_id, kind="electronic")
+    platform.cards.act(clerk, card.id, CardAction.ISSUE)
+    platform.cards.act(clerk, card.id, CardAction.ACTIVATE, "demo")
+    terminal = Principal(
+        client_id="demo-loader",
+        institution_code=second,
+        scopes=ScopeSet.parse("system/Card.r system/Encounter.c"),
+        end_user="healthroam-demo",
+    )
+    platform.care.check_in(
+        terminal,
+        text=platform.cards.dynamic_code(clerk, card.id),
+        terminal="DEMO-REG-1",
+        purpose="outpatient",
+    )

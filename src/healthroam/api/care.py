@@ -112,6 +112,8 @@ def summary_json(summary: Summary, lang: str) -> dict[str, Any]:
             "basis": summary.access.value,
             "consentRestricted": summary.consent_restricted,
             "breakGlassException": summary.break_glass_exception,
+            "othersHidden": summary.others_hidden,
+            "guidance": summary.guidance,
         },
         "institutions": [_source_json(s) for s in summary.institutions],
         "sections": [

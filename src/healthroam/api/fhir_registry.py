@@ -255,7 +255,24 @@ BREAK_GLASS_HEADER = "x-break-glass-reason"
 
 
 def _consent_note(bundle: dict[str, Any], grant: Grant) -> None:
-    """Say in the Bundle that the resident's consent hid other institutions' data."""
+    """Say in the Bundle that other institutions' data was left out, and why."""
+    if grant.decision.others_hidden:
+        bundle["entry"].append(
+            {
+                "resource": {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {
+                            "severity": "information",
+                            "code": "suppressed",
+                            "diagnostics": "only your institution's data is shown: "
+                            + (grant.decision.guidance or ""),
+                        }
+                    ],
+                },
+                "search": {"mode": "outcome"},
+            }
+        )
     if grant.decision.consent_refused and not grant.decision.consent_overridden:
         bundle["entry"].append(
             {
@@ -321,13 +338,11 @@ def patient_everything(patient_id: str, request: Request, caller: PatientReader)
     found = platform.registry.source_patient(patient_id)
     grant = None
     if found is not None:
-        source, master = found
         grant = platform.care.authorize(
             caller,
-            master.master_index_id,
+            found[1].master_index_id,
             access="everything-patient",
             break_glass_reason=request.headers.get(BREAK_GLASS_HEADER),
-            own_only_fallback=source.institution == caller.institution_code,
         )
     result = everything(
         platform.db,

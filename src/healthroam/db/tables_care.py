@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Boolean, Column, DateTime, Index, String, Table, Text
 
 from healthroam.db.metadata import BigId, metadata
+from healthroam.db.tables_registry import master_persons
 
 # Who is caring for whom: a card check-in or an active encounter at an institution opens a
 # relationship with the master person until ``until``; a relationship gives that institution
@@ -48,3 +49,8 @@ access_exceptions = Table(
     Index("ix_access_exceptions_status", "status", "occurred_at"),
     Index("ix_access_exceptions_person", "master_index_id"),
 )
+
+# Whole-record reads look up a person's merged-away predecessors (their golden Patient ids may
+# be the subject of check-in Encounters) on every read: without this index that is a scan of
+# the whole master person table.
+Index("ix_master_persons_merged_into", master_persons.c.merged_into)

@@ -9,7 +9,8 @@
 - Without a relationship, or against a refusal, a care provider may break the glass by stating
   a reason: access is allowed, audited with purpose of use ``BTG`` and flagged for review.
   Whether break-the-glass overrides a consent refusal is the ``overrides_consent`` policy.
-- Otherwise the answer is a refusal that says how to proceed.
+- Otherwise a caller that wrote data about the resident itself sees that data only (and is
+  told that more exists and how to get it); any other caller is refused with the same advice.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class AccessBasis(StrEnum):
 class AccessRequest:
     institution: str
     care_provider: bool  # hospital, clinic or township health centre
-    foreign_institutions: frozenset[str]  # others that wrote data about the resident
+    institutions: frozenset[str]  # every institution that wrote data about the resident
     relationship: bool
     consent: ConsentOutcome
     break_glass_reason: str | None = None
@@ -48,7 +49,8 @@ class AccessDecision:
     show_foreign: bool = False
     consent_refused: bool = False  # the resident refused sharing with this institution
     consent_overridden: bool = False  # ... and break-the-glass showed the data anyway
-    guidance: str | None = None  # for a refusal: what the caller can do
+    others_hidden: bool = False  # other institutions' data exists but is not shown (no access)
+    guidance: str | None = None  # for a refusal or hidden data: what the caller can do
 
     @property
     def allowed(self) -> bool:
@@ -87,7 +89,7 @@ def check_break_glass_reason(reason: str | None) -> str | None:
 def decide(request: AccessRequest, *, overrides_consent: bool = True) -> AccessDecision:
     if not request.care_provider:
         return AccessDecision(AccessBasis.CUSTODIAN, show_foreign=True)
-    foreign = request.foreign_institutions - {request.institution}
+    foreign = request.institutions - {request.institution}
     if not foreign:
         return AccessDecision(AccessBasis.OWN_DATA)
     refused = request.consent.refused
@@ -103,5 +105,9 @@ def decide(request: AccessRequest, *, overrides_consent: bool = True) -> AccessD
             show_foreign=show,
             consent_refused=refused,
             consent_overridden=refused and show,
+        )
+    if request.institution in request.institutions:
+        return AccessDecision(
+            AccessBasis.OWN_DATA, others_hidden=True, guidance=NO_RELATIONSHIP_GUIDANCE
         )
     return AccessDecision(AccessBasis.DENIED, guidance=NO_RELATIONSHIP_GUIDANCE)

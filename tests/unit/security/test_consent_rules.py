@@ -95,9 +95,7 @@ def test_newest_directive_wins() -> None:
     old_deny = consent("deny", when="2025-01-01")
     new_permit = consent("permit", when="2026-06-01")
     assert decide(old_deny, new_permit) is ConsentDecision.SHARE
-    assert decide(consent("permit", when="2025-01-01"), consent("deny")) is (
-        ConsentDecision.REFUSE
-    )
+    assert decide(consent("permit", when="2025-01-01"), consent("deny")) is (ConsentDecision.REFUSE)
 
 
 def test_inactive_other_scope_and_expired_directives_do_not_count() -> None:
@@ -120,4 +118,5 @@ def test_a_consent_without_provision_type_is_no_directive() -> None:
 def test_outcome_names_the_deciding_directive() -> None:
     directives = [parse_consent("deny-1", consent())]
     outcome = evaluate([d for d in directives if d], "H002", NOW)
-    assert outcome.refused and outcome.directive_id == "deny-1"
+    assert outcome.refused
+    assert outcome.directive_id == "deny-1"

@@ -140,6 +140,8 @@ class Summary:
     access: AccessBasis
     consent_restricted: bool = False  # other institutions' data hidden by the resident's consent
     break_glass_exception: int | None = None  # the access exception to be reviewed
+    others_hidden: bool = False  # other institutions' data exists; no relationship to see it
+    guidance: str | None = None  # how to see it (check in, or break the glass)
     problems: list[SummaryItem] = field(default_factory=list)
     allergies: list[SummaryItem] = field(default_factory=list)
     medications: list[SummaryItem] = field(default_factory=list)

@@ -92,23 +92,30 @@ class CareRepository:
 
     # --- the person -----------------------------------------------------------------------
 
-    def person(self, master_index_id: str, field_name: str = "masterIndexId") -> PersonRecord:
+    def person(
+        self,
+        master_index_id: str,
+        field_name: str = "masterIndexId",
+        *,
+        predecessors: bool = True,
+    ) -> PersonRecord:
+        """``predecessors``: also the golden Patients of merged-away master persons (for reads
+        of the record; a check-in needs only the sources)."""
         registry = RegistryRepository(self.conn)
         asked = registry.master_by_index_id(check_master_index_id(master_index_id, field_name))
         if asked is None:
             raise NotFound("no person with this master index ID", expression=field_name)
         current = registry.merged_into_chain(asked)
         sources = registry.sources_of([current.id]) if current.status == "active" else []
-        goldens = [current, *registry.predecessors(current.id)]
+        goldens = [current, *(registry.predecessors(current.id) if predecessors else [])]
         keys: list[Key] = [("Patient", s.fhir_patient_id) for s in sources if s.fhir_patient_id]
         keys += [("Patient", m.master_index_id) for m in goldens]
         return PersonRecord(current, sources, list(dict.fromkeys(keys)))
 
-    def record_keys(self, patient_keys: Sequence[Key]) -> list[RecordKey]:
-        """Every live resource that refers to one of ``patient_keys`` (and the stored source
-        Patients themselves), with the institution that wrote it."""
-        if not patient_keys:
-            return []
+    def record_keys(self, person: PersonRecord) -> list[RecordKey]:
+        """Every live resource that refers to the person's Patients, and the source Patients
+        themselves, with the institution that wrote each."""
+        patient_keys = person.patient_keys
         ref, res = fhir_idx_reference.c, fhir_resources.c
         pointing = (
             select(ref.resource_type, ref.resource_id)
@@ -123,12 +130,12 @@ class CareRepository:
             res.deleted == false(),
         )
         found = [RecordKey(r[0], r[1], r[2]) for r in self.conn.execute(query)]
-        patients = self.conn.execute(
-            select(res.resource_type, res.id, res.institution_code).where(
-                tuple_(res.resource_type, res.id).in_(list(patient_keys)), res.deleted == false()
-            )
+        # A source Patient is written by its source institution (the registry keeps which).
+        found.extend(
+            RecordKey("Patient", s.fhir_patient_id, s.institution)
+            for s in person.sources
+            if s.fhir_patient_id
         )
-        found.extend(RecordKey(r[0], r[1], r[2]) for r in patients)
         return found
 
     def active_encounters(

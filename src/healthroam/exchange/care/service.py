@@ -141,7 +141,7 @@ class CareService:
         now = self.clock()
         with self.db.transaction() as conn:
             repo = CareRepository(conn)
-            person = repo.person(verification.card.master_index_id)
+            person = repo.person(verification.card.master_index_id, predecessors=False)
             own = [
                 s
                 for s in person.sources
@@ -274,7 +274,6 @@ class CareService:
         *,
         access: str,
         break_glass_reason: str | None,
-        own_only_fallback: bool = False,
     ) -> tuple[Grant, list[RecordKey]]:
         """Decide a read of the person's record; refuse with Forbidden (audited by the
         caller) or return the grant and the record's keys."""
@@ -282,7 +281,7 @@ class CareService:
         now = self.clock()
         repo = CareRepository(conn)
         person = repo.person(master_index_id)
-        keys = repo.record_keys(person.patient_keys)
+        keys = repo.record_keys(person)
         own = principal.institution_code
         care_provider = self._care_provider(conn, own)
         relationship = None
@@ -299,15 +298,13 @@ class CareService:
             AccessRequest(
                 institution=own,
                 care_provider=care_provider,
-                foreign_institutions=frozenset(k.institution_code or "" for k in keys),
+                institutions=frozenset(k.institution_code or "" for k in keys),
                 relationship=relationship is not None,
                 consent=consent,
                 break_glass_reason=reason,
             ),
             overrides_consent=self.policy.break_glass_overrides_consent,
         )
-        if not decision.allowed and own_only_fallback:
-            decision = AccessDecision(AccessBasis.OWN_DATA)
         if not decision.allowed:
             raise Forbidden(
                 decision.guidance or "access refused", expression="X-Break-Glass-Reason"
@@ -359,11 +356,8 @@ class CareService:
         *,
         access: str,
         break_glass_reason: str | None = None,
-        own_only_fallback: bool = False,
     ) -> Grant:
-        """The gate on its own transaction (for ``$everything``, which reads afterwards).
-        ``own_only_fallback``: instead of refusing, let the caller see only its own data (a
-        hospital reading its own stored Patient)."""
+        """The gate on its own transaction (for ``$everything``, which reads afterwards)."""
         try:
             with self.db.transaction() as conn:
                 grant, _ = self.gate_in(
@@ -372,7 +366,6 @@ class CareService:
                     master_index_id,
                     access=access,
                     break_glass_reason=break_glass_reason,
-                    own_only_fallback=own_only_fallback,
                 )
         except Forbidden as error:
             self.audit_refusal(principal, master_index_id, access, error)
@@ -385,6 +378,8 @@ class CareService:
             parts.append("consent=refused")
         if grant.decision.consent_overridden:
             parts.append("consent-overridden")
+        if grant.decision.others_hidden:
+            parts.append("others-hidden")
         if grant.exception_id is not None:
             parts.append(f"exception={grant.exception_id}")
         return " ".join(parts)
@@ -432,6 +427,8 @@ class CareService:
                     consent_restricted=grant.decision.consent_refused
                     and not grant.decision.consent_overridden,
                     break_glass_exception=grant.exception_id,
+                    others_hidden=grant.decision.others_hidden,
+                    guidance=grant.decision.guidance if grant.decision.others_hidden else None,
                 )
                 build_summary(summary, resources, self._source(conn))
                 self.audit.append(
@@ -472,6 +469,14 @@ class CareService:
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit is 1-1000", expression="limit")
         with self.db.transaction() as conn:
+            if self._care_provider(conn, principal.institution_code):
+                # A hospital's privacy officer reviews its own staff only; agencies see all.
+                if institution not in (None, principal.institution_code):
+                    raise Forbidden(
+                        "a care provider sees only its own access exceptions",
+                        expression="institution",
+                    )
+                institution = principal.institution_code
             found = CareRepository(conn).exceptions(wanted, institution, limit, after)
             self.audit.append(
                 conn,
@@ -506,7 +511,10 @@ class CareService:
         with self.db.transaction() as conn:
             repo = CareRepository(conn)
             current = repo.exception(exception_id)
-            if current is None:
+            if current is None or (
+                self._care_provider(conn, principal.institution_code)
+                and current.institution_code != principal.institution_code
+            ):
                 raise NotFound(f"no access exception {exception_id}", expression="id")
             if not repo.close_exception(exception_id, result, note, principal.end_user, now):
                 raise Conflict("this access exception is already closed", expression="id")

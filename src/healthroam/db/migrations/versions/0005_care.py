@@ -67,8 +67,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_access_exceptions_status", "access_exceptions", ["status", "occurred_at"])
     op.create_index("ix_access_exceptions_person", "access_exceptions", ["master_index_id"])
+    op.create_index("ix_master_persons_merged_into", "master_persons", ["merged_into"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_master_persons_merged_into", table_name="master_persons")
     op.drop_table("access_exceptions")
     op.drop_table("care_relationships")
