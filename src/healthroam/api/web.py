@@ -4,6 +4,8 @@ read the record summary from every hospital, break the glass with a stated reaso
 Server-rendered HTML (``web/``), a session cookie whose token is stored only as a hash, a CSRF
 token in every POST form, strict security headers and ``no-store`` on every page. The routes
 authenticate by that session, not by a bearer token, so they are not in ``app.ROUTERS``.
+Handlers that read a form are async; their database and Argon2 work runs in the thread pool so
+it never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from healthroam.api.auth import platform_of
 from healthroam.clinicians.model import ClinicianSession
@@ -130,9 +133,9 @@ def _principal(request: Request, session: ClinicianSession) -> Principal:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
-        raise InvalidInput("form too large", expression="form")
+    length = request.headers.get("content-length")  # browsers always send it for a form
+    if length is None or not length.isdigit() or int(length) > MAX_FORM_BYTES:
+        raise InvalidInput("a form of at most 16 KiB with a Content-Length", expression="form")
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("application/x-www-form-urlencoded"):
         raise InvalidInput("expected a form", expression="form")
@@ -245,7 +248,8 @@ async def login(request: Request) -> Response:
         return _login_page(request, "login.bad_form", 403)
     clinicians = platform_of(request).clinicians
     try:
-        signed_in = clinicians.login(
+        signed_in = await run_in_threadpool(
+            clinicians.login,
             form.get("username", "")[:200],
             form.get("password", "")[:1024],
             source_address=_address(request),
@@ -270,7 +274,7 @@ async def login(request: Request) -> Response:
 
 async def _checked_post(request: Request) -> tuple[ClinicianSession, dict[str, str]]:
     """The session and form of a POST whose CSRF token and origin are right."""
-    session = _session(request)
+    session = await run_in_threadpool(_session, request)
     form = await _form(request)
     if not _same_origin(request) or not platform_of(request).clinicians.csrf_ok(
         session, form.get("csrf")
@@ -287,8 +291,10 @@ async def logout(request: Request) -> Response:
         return _to_login(request, expired=False)
     except HealthroamError as exc:
         return _error(request, exc, None)
-    platform_of(request).clinicians.logout(
-        request.cookies.get(SESSION_COOKIE), source_address=_address(request)
+    await run_in_threadpool(
+        platform_of(request).clinicians.logout,
+        request.cookies.get(SESSION_COOKIE),
+        source_address=_address(request),
     )
     response = _redirect(request, "/login")
     response.delete_cookie(SESSION_COOKIE, path=ROOT)
@@ -303,7 +309,8 @@ async def scan(request: Request) -> Response:
         purpose = form.get("purpose", "outpatient")
         if purpose not in PURPOSES:
             raise InvalidInput("unknown visit type", expression="purpose")
-        _verification, checked_in = platform_of(request).care.check_in(
+        _verification, checked_in = await run_in_threadpool(
+            platform_of(request).care.check_in,
             _principal(request, session),
             text=form.get("code", "").strip(),
             purpose=purpose,
@@ -384,8 +391,11 @@ async def break_glass(mid: str, request: Request) -> Response:
                 mid=mid,
                 message="btg.reason_required",
             )
-        summary = platform_of(request).care.summary(
-            _principal(request, session), mid, break_glass_reason=reason
+        summary = await run_in_threadpool(
+            platform_of(request).care.summary,
+            _principal(request, session),
+            mid,
+            break_glass_reason=reason,
         )
     except NotAuthenticated:
         return _to_login(request, expired=True)

@@ -138,3 +138,14 @@ def test_static_files(http: TestClient) -> None:
     assert http.get("/clinician/static/app.js").status_code == 200
     for name in ("..%2Fmessages.py", "missing.css", "messages.py"):
         assert http.get(f"/clinician/static/{name}").status_code == 404
+
+
+def test_oversized_forms_are_refused(http: TestClient, clinician: str) -> None:
+    page = http.get("/clinician/login")
+    response = http.post(
+        "/clinician/login",
+        data={"csrf": _csrf(page.text), "username": "dr.li", "password": "x" * 20_000},
+        follow_redirects=False,
+    )
+    assert response.status_code == 400
+    assert "hr_session" not in response.headers.get("set-cookie", "")
