@@ -156,6 +156,12 @@ def test_check_in_by_card_then_summary_from_every_institution(
     assert issue["code"] == "forbidden"
     assert "X-Break-Glass-Reason" in issue["diagnostics"]
 
+    stored_url = f"/fhir/Patient/{world.patient_id}/$everything"
+    assert http.get(stored_url, headers=clinician).status_code == 403  # HA's own Patient
+    own = http.get(stored_url, headers=province.headers(CLINICIAN, institution="HA"))
+    assert own.status_code == 200  # HA always reads its own record
+    assert own.json()["total"] == 8
+
     # The terminal scans a real dynamic code from the issued card.
     terminal = province.headers(TERMINAL, institution=hb)
     checked = http.post(
@@ -216,6 +222,9 @@ def test_check_in_by_card_then_summary_from_every_institution(
     assert {e["source"]["code"] for e in encounters} == {"HA", "HB"}
     assert encounters[0]["source"]["code"] == "HB"  # newest first: today's check-in
     assert {i["code"] for i in data["institutions"]} == {"HA", "HB"}
+    stored = http.get(stored_url, headers=clinician)
+    assert stored.status_code == 200
+    assert stored.json()["total"] == 8
     everything = http.get(f"/fhir/Patient/{world.mii}/$everything", headers=clinician).json()
     types = {e["resource"]["resourceType"] for e in everything["entry"]}
     assert {"Condition", "AllergyIntolerance", "Encounter", "Patient"} <= types

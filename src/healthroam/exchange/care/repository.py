@@ -117,17 +117,19 @@ class CareRepository:
         themselves, with the institution that wrote each."""
         patient_keys = person.patient_keys
         ref, res = fhir_idx_reference.c, fhir_resources.c
-        pointing = (
-            select(ref.resource_type, ref.resource_id)
-            .where(tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)))
+        query = (
+            select(res.resource_type, res.id, res.institution_code)
+            .select_from(
+                fhir_idx_reference.join(
+                    fhir_resources,
+                    (res.resource_type == ref.resource_type) & (res.id == ref.resource_id),
+                )
+            )
+            .where(
+                tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)),
+                res.deleted == false(),
+            )
             .distinct()
-            .subquery()
-        )
-        query = select(res.resource_type, res.id, res.institution_code).where(
-            tuple_(res.resource_type, res.id).in_(
-                select(pointing.c.resource_type, pointing.c.resource_id)
-            ),
-            res.deleted == false(),
         )
         found = [RecordKey(r[0], r[1], r[2]) for r in self.conn.execute(query)]
         # A source Patient is written by its source institution (the registry keeps which).
