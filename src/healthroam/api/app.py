@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from healthroam import __version__
-from healthroam.api import bulk, cards, care, fhir, fhir_registry, health, registry, token
+from healthroam.api import bulk, cards, care, fhir, fhir_registry, health, registry, token, web
 from healthroam.api.errors import install_error_handlers
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
@@ -32,6 +32,9 @@ ROUTERS = (
     cards.router,
     care.router,
 )
+# Pages for people (the clinician page): authenticated by a session cookie, not a bearer token,
+# and left out of the OpenAPI document. tests/browser and tests/integration/web cover them.
+PAGE_ROUTERS = (web.router,)
 
 
 def create_app(platform: Platform | None = None) -> FastAPI:
@@ -64,7 +67,7 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     )
     app.state.platform = the_platform
     install_error_handlers(app)
-    for router in ROUTERS:
+    for router in (*ROUTERS, *PAGE_ROUTERS):
         app.include_router(router)
 
     @app.middleware("http")
