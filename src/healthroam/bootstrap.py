@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from healthroam.cards.service import CardPolicy, CardService
+from healthroam.clinicians.model import AddressThrottle, LockoutPolicy, SessionPolicy
+from healthroam.clinicians.service import ClinicianService
 from healthroam.config import Settings
 from healthroam.db.engine import Database, create_database_engine
 from healthroam.exchange.care.service import CarePolicy, CareService
@@ -46,6 +48,7 @@ class Platform:
     cards: CardService
     recognition: RecognitionService
     care: CareService
+    clinicians: ClinicianService
 
     def close(self) -> None:
         self.cards.close()
@@ -114,6 +117,23 @@ def build_cards(
     return CardService(db, audit, keys, policy, use_log_flush_ms=settings.card_use_log_flush_ms)
 
 
+def build_clinicians(settings: Settings, db: Database, audit: AuditTrail) -> ClinicianService:
+    lockout = timedelta(minutes=settings.clinician_lockout_minutes)
+    return ClinicianService(
+        db,
+        audit,
+        scopes=settings.clinician_scopes,
+        lockout=LockoutPolicy(settings.clinician_login_max_failures, lockout),
+        sessions=SessionPolicy(
+            idle=timedelta(minutes=settings.clinician_session_idle_minutes),
+            absolute=timedelta(hours=settings.clinician_session_max_hours),
+        ),
+        throttle=AddressThrottle(
+            settings.clinician_login_max_failures_per_address, lockout.total_seconds()
+        ),
+    )
+
+
 def build(settings: Settings) -> Platform:
     db = build_database(settings)
     tokens = TokenService(
@@ -176,5 +196,6 @@ def build(settings: Settings) -> Platform:
         keys=keys,
         cards=cards,
         care=care,
+        clinicians=build_clinicians(settings, db, audit),
         recognition=recognition,
     )

@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from healthroam.bootstrap import Platform, build, build_database
 from healthroam.cards import cli as cards_cli
+from healthroam.clinicians import cli as clinicians_cli
 from healthroam.config import get_settings
 from healthroam.db.migrate import current_revision, upgrade
 from healthroam.errors import HealthroamError
@@ -52,6 +53,7 @@ app.add_typer(records_cli.app, name="records")
 app.add_typer(care_cli.app, name="access")
 app.add_typer(gateway_cli.app, name="gateway")
 app.add_typer(simulate_cli.app, name="simulate")
+app.add_typer(clinicians_cli.app, name="clinicians")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()

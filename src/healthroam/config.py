@@ -246,6 +246,42 @@ class Settings(BaseSettings):
         "hours of the alert, it is revoked, completed citing the existing result, or "
         "acknowledged with `use-existing`.",
     )
+    # --- clinician page (clinicians/, api/web.py) -------------------------------------------
+    clinician_scopes: str = Field(
+        default="user/*.rs user/Encounter.cu user/Card.r",
+        description="SMART scopes a signed-in clinician acts with (their institution's "
+        "principal, the clinician named as end user). Access to a patient still needs a care "
+        "relationship or break-the-glass.",
+    )
+    clinician_session_idle_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=24 * 60,
+        description="A clinician-page session ends after this many minutes without a request.",
+    )
+    clinician_session_max_hours: int = Field(
+        default=12,
+        ge=1,
+        le=72,
+        description="A clinician-page session ends this many hours after sign-in, however "
+        "active (one shift).",
+    )
+    clinician_login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Wrong passwords in a row that lock a clinician account.",
+    )
+    clinician_lockout_minutes: int = Field(
+        default=15, ge=1, description="How long a locked clinician account stays locked."
+    )
+    clinician_login_max_failures_per_address: int = Field(
+        default=30,
+        ge=1,
+        description="Failed sign-ins from one source address, within the lockout time, after "
+        "which that address may not try again until the oldest failure ages out.",
+    )
+
     # --- cross-institution care (exchange/care/) ---------------------------------------------
     care_relationship_hours: float = Field(
         default=72.0,

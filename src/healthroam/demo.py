@@ -1,13 +1,15 @@
 """Demo data for `scripts/up`: the synthetic province's institutions, clients and patients.
 
 Idempotent: running it again keeps what exists (institutions, the demo clients in
-``<data_dir>/demo-clients.json``, patients already loaded).
+``<data_dir>/demo-clients.json``, patients already loaded). The same file holds the demo
+clinician's sign-in for the clinician page and a demo resident's card code to scan there.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -19,7 +21,8 @@ from sqlalchemy import func, select
 from healthroam.bootstrap import Platform
 from healthroam.cards.model import CardAction
 from healthroam.db.schema import fhir_resources
-from healthroam.errors import Conflict, InvalidInput
+from healthroam.errors import Conflict, InvalidInput, NotFound
+from healthroam.registry.idnumber import check_character
 from healthroam.registry.names import split_chinese_name
 from healthroam.security.model import InstitutionKind, Principal
 from healthroam.security.scopes import ScopeSet
@@ -85,13 +88,16 @@ def _add_institutions(platform: Platform) -> tuple[int, str, str]:
 def _ensure_clients(platform: Platform, first_hospital: str, second_hospital: str) -> Path:
     path = platform.settings.data_dir / "demo-clients.json"
     known = {c.client_id for c in platform.clients.list()}
+    saved: dict[str, Any] = {}
     if path.exists():
         saved = json.loads(path.read_text())
-        if set(saved) == set(DEMO_CLIENTS) and all(
-            entry["client_id"] in known for entry in saved.values()
+        if all(
+            isinstance(saved.get(label), dict) and saved[label].get("client_id") in known
+            for label in DEMO_CLIENTS
         ):
             return path
-    clients: dict[str, Any] = {}
+    # Keep the clinician_page and resident entries: their accounts and records still exist.
+    clients: dict[str, Any] = {k: v for k, v in saved.items() if k not in DEMO_CLIENTS}
     for label, (institution, scopes) in DEMO_CLIENTS.items():
         code = second_hospital if institution == SECOND_HOSPITAL else institution
         created = platform.clients.add(
@@ -103,11 +109,168 @@ def _ensure_clients(platform: Platform, first_hospital: str, second_hospital: st
             "institution": created.client.institution_code,
             "scope": str(created.client.scopes),
         }
+    _write_private(path, clients)
+    return path
+
+
+DEMO_CLINICIAN = ("demo.doctor", "演示医生")
+DEMO_RESIDENT_ID = "460106198503150000"[:17]  # completed with its check character below
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump(clients, handle, indent=2)
-    return path
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+
+
+def _ensure_clinician(platform: Platform, path: Path, hospital: str) -> None:
+    """A clinician of the first hospital for the clinician page (a new password each time
+    the file lacks one)."""
+    saved: dict[str, Any] = json.loads(path.read_text())
+    username, display_name = DEMO_CLINICIAN
+    entry = saved.get("clinician_page")
+    try:
+        platform.clinicians.get(username)
+        exists = True
+    except NotFound:
+        exists = False
+    if exists and isinstance(entry, dict) and entry.get("password"):
+        return
+    password = secrets.token_urlsafe(12)
+    if exists:
+        platform.clinicians.set_password(username, password)
+    else:
+        platform.clinicians.add(
+            username=username,
+            display_name=display_name,
+            institution_code=hospital,
+            password=password,
+        )
+    saved["clinician_page"] = {
+        "url": platform.settings.public_base_url.rstrip("/") + "/clinician/",
+        "username": username,
+        "password": password,
+        "institution": hospital,
+    }
+    _write_private(path, saved)
+
+
+def _coded(system: str, code: str, text: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}], "text": text}
+
+
+def _ensure_resident(platform: Platform, path: Path, hospitals: tuple[str, str]) -> None:
+    """One resident with records at two hospitals and an active card whose static QR code
+    the demo clinician can type (or scan) into the clinician page."""
+    saved: dict[str, Any] = json.loads(path.read_text())
+    if isinstance(saved.get("resident"), dict):
+        return
+    id_number = DEMO_RESIDENT_ID + check_character(DEMO_RESIDENT_ID)
+    patient_ids: list[str] = []
+    master_index_id = ""
+    for hospital in hospitals:
+        his = Principal(
+            client_id="demo-loader",
+            institution_code=hospital,
+            scopes=ScopeSet.parse("system/*.cruds system/Card.cruds"),
+            purpose_of_use="HOPERAT",
+            end_user="healthroam-demo",
+        )
+        created = platform.records.create(
+            his,
+            "Patient",
+            {
+                "resourceType": "Patient",
+                "name": [{"use": "official", "text": "陈海", "family": "陈", "given": ["海"]}],
+                "identifier": [{"system": NATIONAL_ID_SYSTEM, "value": id_number}],
+                "gender": "male",
+                "birthDate": "1985-03-15",
+            },
+        )
+        assert created.registration is not None
+        master_index_id = created.registration.master_index_id
+        patient_ids.append(created.stored.id)
+    first, second = (
+        Principal(
+            client_id="demo-loader",
+            institution_code=h,
+            scopes=ScopeSet.parse("system/*.cruds system/Card.cruds"),
+            purpose_of_use="HOPERAT",
+            end_user="healthroam-demo",
+        )
+        for h in hospitals
+    )
+    p1, p2 = (f"Patient/{pid}" for pid in patient_ids)
+    snomed, loinc = "http://snomed.info/sct", "http://loinc.org"
+    for who, resource in (
+        (
+            first,
+            {
+                "resourceType": "AllergyIntolerance",
+                "patient": {"reference": p1},
+                "code": _coded(snomed, "764146007", "青霉素"),
+                "criticality": "high",
+                "recordedDate": "2019-06-02",
+            },
+        ),
+        (
+            second,
+            {
+                "resourceType": "Condition",
+                "subject": {"reference": p2},
+                "code": _coded(snomed, "44054006", "2型糖尿病"),
+                "onsetDateTime": "2021-09-10",
+            },
+        ),
+        (
+            second,
+            {
+                "resourceType": "MedicationStatement",
+                "status": "active",
+                "subject": {"reference": p2},
+                "medicationCodeableConcept": {"text": "二甲双胍缓释片 0.5g"},
+                "effectiveDateTime": "2021-09-10",
+                "dosage": [{"text": "每日两次，每次1片"}],
+            },
+        ),
+        (
+            second,
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "subject": {"reference": p2},
+                "code": _coded(loinc, "4548-4", "糖化血红蛋白"),
+                "effectiveDateTime": "2026-10-28T09:15:00+08:00",
+                "valueQuantity": {
+                    "value": 7.1,
+                    "unit": "%",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "%",
+                },
+            },
+        ),
+        (
+            first,
+            {
+                "resourceType": "Immunization",
+                "status": "completed",
+                "patient": {"reference": p1},
+                "vaccineCode": {"text": "乙型肝炎疫苗"},
+                "occurrenceDateTime": "2020-04-01",
+            },
+        ),
+    ):
+        platform.records.create(who, str(resource["resourceType"]), resource)
+    card = platform.cards.apply(first, master_index_id=master_index_id, kind="electronic")
+    platform.cards.act(first, card.id, CardAction.ISSUE)
+    card = platform.cards.act(first, card.id, CardAction.ACTIVATE)
+    saved["resident"] = {
+        "master_index_id": master_index_id,
+        "card_id": card.id,
+        "static_code": card.static_code,
+    }
+    _write_private(path, saved)
 
 
 def _iso(value: Any) -> str | None:
@@ -172,6 +335,7 @@ def load_demo(
     added, first_hospital, second_hospital = _add_institutions(platform)
     clients_file = _ensure_clients(platform, first_hospital, second_hospital)
     platform.keys.init()  # card keys (root, issuing, trust list, EHC, QR): idempotent
+    _ensure_clinician(platform, clients_file, first_hospital)
     with platform.db.transaction(readonly=True) as conn:
         existing = conn.execute(
             select(func.count())
@@ -203,6 +367,7 @@ def load_demo(
                 loaded += 1
                 if progress:
                     progress(1)
+    _ensure_resident(platform, clients_file, (first_hospital, second_hospital))
     return DemoSummary(added, clients_file, loaded)
 
 

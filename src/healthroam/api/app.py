@@ -21,6 +21,7 @@ from healthroam.api import (
     recognition,
     registry,
     token,
+    web,
 )
 from healthroam.api.errors import install_error_handlers
 from healthroam.bootstrap import Platform, build
@@ -44,6 +45,9 @@ ROUTERS = (
     care.router,
     recognition.router,
 )
+# Pages for people (the clinician page): authenticated by a session cookie, not a bearer token,
+# and left out of the OpenAPI document. tests/browser and tests/integration/web cover them.
+PAGE_ROUTERS = (web.router,)
 
 
 def create_app(platform: Platform | None = None) -> FastAPI:
@@ -76,7 +80,7 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     )
     app.state.platform = the_platform
     install_error_handlers(app)
-    for router in ROUTERS:
+    for router in (*ROUTERS, *PAGE_ROUTERS):
         app.include_router(router)
 
     @app.middleware("http")

@@ -160,6 +160,7 @@ fhir_resource_versions = Table(
 from healthroam.db import tables_bulk as tables_bulk  # noqa: E402
 from healthroam.db import tables_cards as tables_cards  # noqa: E402
 from healthroam.db import tables_care as tables_care  # noqa: E402
+from healthroam.db import tables_clinicians as tables_clinicians  # noqa: E402
 from healthroam.db import tables_exchange as tables_exchange  # noqa: E402
 from healthroam.db import tables_recognition as tables_recognition  # noqa: E402
 from healthroam.db import tables_records as tables_records  # noqa: E402

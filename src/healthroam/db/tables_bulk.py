@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Index, String, Table, Text
+from sqlalchemy import Boolean, Column, DateTime, Index, String, Table, Text
 
 from healthroam.db.metadata import Document, metadata
 
@@ -16,6 +16,8 @@ bulk_export_jobs = Table(
     Column("scopes", Text, nullable=False),
     Column("purpose_of_use", String(20), nullable=False),
     Column("end_user", String(200), nullable=True),
+    # A care provider exports only what it wrote itself; an agency all its scopes allow.
+    Column("own_only", Boolean, nullable=False),
     Column("level", String(16), nullable=False),  # system | patient | group
     Column("group_id", String(64), nullable=True),
     Column("types", Text, nullable=True),  # comma-separated _type, or NULL for all readable

@@ -6,6 +6,11 @@ NDJSON files under ``<bulk_dir>/<job>/`` and writes the manifest. The job never 
 than the caller's scopes allow, and every person whose data it exports is audited (one entry
 per person per job, appended as the files are written).
 
+A care provider (hospital, clinic, health centre) exports only the resources it wrote itself:
+the care-relationship rules of the whole record (exchange/care) do not stretch to bulk reads
+of other institutions' data. An agency (health commission, insurer) exports every resource its
+scopes allow.
+
 Levels: system (``/$export``), every Patient compartment (``/Patient/$export``) and one Group's
 members (``/Group/[id]/$export``; members may be stored Patients or golden master persons, whose
 source Patients are all exported).
@@ -27,7 +32,7 @@ from typing import Any, TextIO
 from sqlalchemy import and_, exists, false, select, update
 
 from healthroam.db.engine import Database
-from healthroam.db.schema import fhir_resources
+from healthroam.db.schema import fhir_resources, institutions
 from healthroam.db.tables_bulk import bulk_export_jobs
 from healthroam.db.tables_records import fhir_idx_reference
 from healthroam.errors import Forbidden, Gone, InvalidInput, NotFound
@@ -35,7 +40,7 @@ from healthroam.records.model import StoredResource, patient_reference
 from healthroam.records.search import check_type
 from healthroam.registry.service import RegistryService
 from healthroam.security.audit import Action
-from healthroam.security.model import Principal
+from healthroam.security.model import InstitutionKind, Principal
 from healthroam.security.scopes import ScopeSet
 from healthroam.security.service import AuditTrail, Clock, utcnow
 
@@ -50,7 +55,10 @@ UNSUPPORTED = frozenset(
 )
 KNOWN = frozenset({"_outputFormat", "_type", "_since"})
 CHUNK = 1000
-STALE_AFTER = timedelta(minutes=2)  # a running job without a heartbeat this long is re-run
+STALE_AFTER = timedelta(minutes=2)
+COMMIT_LAG = timedelta(
+    seconds=5
+)  # longest expected write transaction  # a running job without a heartbeat this long is re-run
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,9 +203,13 @@ class BulkExportService:
         job_id = str(uuid.uuid4())
         now = self.clock()
         with self.db.transaction() as conn:
+            kind = conn.execute(
+                select(institutions.c.kind).where(institutions.c.code == principal.institution_code)
+            ).scalar()
             conn.execute(
                 bulk_export_jobs.insert().values(
                     id=job_id,
+                    own_only=kind != InstitutionKind.AGENCY.value,
                     client_id=principal.client_id,
                     institution_code=principal.institution_code,
                     scopes=str(principal.scopes),
@@ -316,8 +328,8 @@ class BulkExportService:
 
     def _claim(self) -> Any:
         c = bulk_export_jobs.c
-        now = self.clock()
         with self.db.transaction() as conn:
+            now = self.clock()  # after the write lock is held, not before waiting for it
             # A job whose worker died (no heartbeat) is taken up again from the start.
             conn.execute(
                 update(bulk_export_jobs)
@@ -415,7 +427,10 @@ class BulkExportService:
             finally:
                 output.close()
         return {
-            "transactionTime": _instant_text(until),
+            # Writes that stamped their time before `until` but committed after these reads
+            # are not in the files; reporting a time COMMIT_LAG earlier makes the next export
+            # with `_since=transactionTime` include them (some resources twice, none lost).
+            "transactionTime": _instant_text(_aware(until) - COMMIT_LAG),
             "request": job.request_url,
             "requiresAccessToken": True,
             "output": [
@@ -484,6 +499,8 @@ class BulkExportService:
             conditions.append(r.last_updated > job.since)
         if job.level != "system":
             conditions.append(self._in_compartment(resource_type, patients))
+        if job.own_only:
+            conditions.append(r.institution_code == job.institution_code)
         after = ""
         while True:
             with self.db.transaction(readonly=True) as conn:
@@ -556,11 +573,13 @@ def _exportable(principal: Principal, resource_type: str) -> bool:
     )
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they are stored as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _instant_text(moment: datetime) -> str:
-    """UTC instant text (SQLite hands back naive datetimes, stored as UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return _aware(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class ExportWorker:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -80,13 +80,14 @@ def test_system_export_writes_every_readable_resource_as_ndjson(
     for subject, value in ((one, 120), (one, 125), (two, 140)):
         _post(http, h, _observation(f"Patient/{subject['id']}", value))
     _post(http, h, {"resourceType": "Practitioner", "name": [{"text": "陈医生"}]})
-    before = datetime.now(UTC)
 
     manifest = _manifest(http, h, _export(http, h, "/fhir/$export"))
 
     assert manifest["requiresAccessToken"] is True
     assert manifest["request"].endswith("/fhir/$export")
-    assert datetime.fromisoformat(manifest["transactionTime"].replace("Z", "+00:00")) >= before
+    # Reported a few seconds early, so that a `_since` export from it misses no late commit.
+    reported = datetime.fromisoformat(manifest["transactionTime"].replace("Z", "+00:00"))
+    assert reported <= datetime.now(UTC) - timedelta(seconds=5)
     files = _lines(http, h, manifest)
     assert sorted(p["id"] for p in files["Patient"]) == sorted([one["id"], two["id"]])
     assert manifest["output"][0]["type"] == "Patient"  # first, so references resolve
@@ -132,10 +133,11 @@ def test_type_since_and_file_splitting(
 
 
 def test_exports_only_what_the_scopes_allow(province: Province, http: TestClient) -> None:
-    writer = province.headers(ALL)
+    hospital = province.institution()
+    writer = province.headers(ALL, hospital)
     person = _post(http, writer, patient(sequence=124))
     _post(http, writer, _observation(f"Patient/{person['id']}", 1))
-    reader = province.headers("system/Observation.rs")
+    reader = province.headers("system/Observation.rs", hospital)
 
     manifest = _manifest(http, reader, _export(http, reader, "/fhir/$export"))
     assert [o["type"] for o in manifest["output"]] == ["Observation"]
@@ -150,22 +152,28 @@ def test_patient_and_group_levels_follow_compartments_and_golden_members(
 ) -> None:
     a = province.headers(ALL, province.institution("HA"))
     b = province.headers(ALL, province.institution("HB"))
+    commission = province.headers(ALL, province.institution("WJW", kind="agency"))
     at_a = _post(http, a, patient("黎阿妹", sequence=124))
     at_b = _post(http, b, patient("黎阿妹", sequence=124))
     assert at_a["_mii"] == at_b["_mii"]  # the same resident, registered at two hospitals
     other = _post(http, a, patient("王大明", gender="male", sequence=131, born="1985-02-03"))
-    for subject in (at_a, at_b, other):
+    for subject in (at_a, other):
         _post(http, a, _observation(f"Patient/{subject['id']}", 100))
+    _post(http, b, _observation(f"Patient/{at_b['id']}", 100))
     _post(http, a, {"resourceType": "Practitioner", "name": [{"text": "陈医生"}]})
 
-    everyone = _lines(http, a, _manifest(http, a, _export(http, a, "/fhir/Patient/$export")))
+    everyone = _lines(
+        http,
+        commission,
+        _manifest(http, commission, _export(http, commission, "/fhir/Patient/$export")),
+    )
     assert "Practitioner" not in everyone
     assert len(everyone["Patient"]) == 3
     assert len(everyone["Observation"]) == 3
 
     group = _post(
         http,
-        a,
+        commission,
         {
             "resourceType": "Group",
             "type": "person",
@@ -173,16 +181,20 @@ def test_patient_and_group_levels_follow_compartments_and_golden_members(
             "member": [{"entity": {"reference": f"Patient/{at_a['_mii']}"}}],
         },
     )
-    members = _lines(
-        http, a, _manifest(http, a, _export(http, a, f"/fhir/Group/{group['id']}/$export"))
-    )
+    path = f"/fhir/Group/{group['id']}/$export"
+    members = _lines(http, commission, _manifest(http, commission, _export(http, commission, path)))
     assert sorted(p["id"] for p in members["Patient"]) == sorted([at_a["id"], at_b["id"]])
     assert {o["subject"]["reference"] for o in members["Observation"]} == {
         f"Patient/{at_a['id']}",
         f"Patient/{at_b['id']}",
     }
-    missing = http.get("/fhir/Group/nope/$export", headers=a | ASYNC)
+    missing = http.get("/fhir/Group/nope/$export", headers=commission | ASYNC)
     assert missing.status_code == 404
+
+    # A hospital exports only what it wrote itself, whatever its scopes.
+    own = _lines(http, b, _manifest(http, b, _export(http, b, "/fhir/Patient/$export")))
+    assert [p["id"] for p in own["Patient"]] == [at_b["id"]]
+    assert [o["subject"]["reference"] for o in own["Observation"]] == [f"Patient/{at_b['id']}"]
 
 
 def test_kick_off_errors_other_clients_and_cancel(province: Province, http: TestClient) -> None:

@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("scopes", sa.Text(), nullable=False),
         sa.Column("purpose_of_use", sa.String(length=20), nullable=False),
         sa.Column("end_user", sa.String(length=200), nullable=True),
+        sa.Column("own_only", sa.Boolean(), nullable=False),
         sa.Column("level", sa.String(length=16), nullable=False),
         sa.Column("group_id", sa.String(length=64), nullable=True),
         sa.Column("types", sa.Text(), nullable=True),

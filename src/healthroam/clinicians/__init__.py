@@ -1,0 +1,1 @@
+"""Clinician accounts of institutions, their sign-in sessions and login lockout."""
