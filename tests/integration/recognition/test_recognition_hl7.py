@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from healthroam.bootstrap import Platform
 from healthroam.db.engine import Database
+from healthroam.exchange.hl7.cli import DEFAULT_HANDLER, load_handler
 from healthroam.exchange.hl7.contract import Severity
-from healthroam.exchange.hl7.handlers import build_dispatcher
 from healthroam.exchange.recognition.model import CHINA_TIME, LOINC
 from healthroam.exchange.recognition.repository import RecognitionRepository
 from healthroam.security.service import utcnow
@@ -50,9 +50,8 @@ def test_orm_o01_gets_an_alert_note_for_a_result_at_another_hospital(
     assert result.status_code == 201, result.text
 
     gateway = Gateway(platform)
-    gateway.handler = build_dispatcher(
-        platform.records, platform.registry, order_alerts=platform.recognition.order_alerts
-    )
+    # The handler `healthroam gateway` runs by default: the mapping with recognition's alerts.
+    gateway.handler = load_handler(DEFAULT_HANDLER, platform)
     handled = gateway.send(sample("orm_o01_new.hl7"))
     (order_id,) = gateway.ids(handled, "ServiceRequest")
     (note,) = handled.notes

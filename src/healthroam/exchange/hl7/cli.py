@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_HANDLER = "healthroam.exchange.hl7.handlers:build_dispatcher"
+DEFAULT_HANDLER = "healthroam.exchange.hl7.handlers:platform_dispatcher"
 
 app = typer.Typer(
     help="HL7 v2 gateway (MLLP). Without a subcommand: run the listener.",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
@@ -61,6 +61,9 @@ from healthroam.registry.fhir import FHIR_PATIENT_SYSTEM
 from healthroam.registry.model import SourceKey
 from healthroam.registry.repository import RegistryRepository
 from healthroam.registry.service import RegistryService
+
+if TYPE_CHECKING:
+    from healthroam.exchange.recognition.service import RecognitionService
 
 # Resource ids are UUIDv5 of (type, institution, business key) in this namespace: the same
 # MRN / visit number / order number always gives the same resource, on every node.
@@ -663,11 +666,21 @@ def build_dispatcher(
     return Dispatcher(records, registry, order_alerts=order_alerts, default_offset=default_offset)
 
 
+def platform_dispatcher(
+    records: RecordService, registry: RegistryService, recognition: RecognitionService
+) -> MessageHandler:
+    """The gateway's default handler: :func:`build_dispatcher` with the duplicate-test alerts
+    of result recognition on every order (``healthroam gateway`` fills the parameters from the
+    platform's services of the same names)."""
+    return build_dispatcher(records, registry, order_alerts=recognition.order_alerts)
+
+
 __all__ = [
     "Dispatcher",
     "HealthroamError",
     "OrderAlerts",
     "build_dispatcher",
     "patient_id_for",
+    "platform_dispatcher",
     "resource_id",
 ]
