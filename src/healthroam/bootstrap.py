@@ -151,14 +151,6 @@ def build(settings: Settings) -> Platform:
     )
     keys = build_keys(settings, db)
     records = RecordService(db, audit, registry)
-    recognition = RecognitionService(
-        db,
-        audit,
-        registry,
-        load_table(settings.recognition_table_file),
-        avoided_window_hours=settings.recognition_avoided_window_hours,
-    )
-    records.listen("ServiceRequest", recognition.on_service_request)
     cards = build_cards(settings, db, audit, keys)
     care = CareService(
         db,
@@ -170,6 +162,15 @@ def build(settings: Settings) -> Platform:
             break_glass_overrides_consent=settings.care_break_glass_overrides_consent,
         ),
     )
+    recognition = RecognitionService(
+        db,
+        audit,
+        registry,
+        load_table(settings.recognition_table_file),
+        avoided_window_hours=settings.recognition_avoided_window_hours,
+        visibility=care.visibility_in,
+    )
+    records.listen("ServiceRequest", recognition.on_service_request)
     return Platform(
         settings=settings,
         db=db,

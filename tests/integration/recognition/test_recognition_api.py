@@ -3,6 +3,7 @@ different levels, results at one, orders at the other."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,7 +99,43 @@ def world(http: TestClient, province: Province) -> World:
         ids.append(r.json()["id"])
         miis.add(r.headers["X-Master-Index-Id"])
     assert len(miis) == 1, "the three registrations are one person"
+    # Each hospital is treating the person (an open visit): a care relationship, so other
+    # hospitals' results may be shown to it (exchange/care).
+    for h, pid in zip((a, b, c), ids, strict=True):
+        post(http, h, visit(pid))
     return World(http, a, b, c, ids[0], ids[1], ids[2], miis.pop())
+
+
+def visit(subject: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Encounter",
+        "status": "in-progress",
+        "class": {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            "code": "AMB",
+        },
+        "subject": {"reference": f"Patient/{subject}"},
+    }
+
+
+def test_without_a_care_relationship_only_the_callers_own_results_are_shown(
+    world: World, province: Province
+) -> None:
+    http = world.http
+    at_a = post(http, world.a, observation(world.patient_a, "58410-2", day(2))).json()["id"]
+    province.institution("HD", level=3)
+    d = province.headers(ALL, "HD")
+    at_d = post(http, d, patient(sequence=124)).json()["id"]  # registered, never treated
+    own = post(http, d, observation(at_d, "58410-2", day(1))).json()["id"]
+
+    seen = entries(http.get(f"/fhir/Patient/{at_d}/$recent-results?code=58410-2", headers=d).json())
+    assert set(seen) == {f"Observation/{own}"}
+    alerts = post(http, d, order(at_d, "58410-2"), Prefer="return=OperationOutcome").json()
+    assert f"Observation/{at_a}" not in json.dumps(alerts)
+    # Once it treats the person, the other hospital's result is shown too.
+    post(http, d, visit(at_d))
+    seen = entries(http.get(f"/fhir/Patient/{at_d}/$recent-results?code=58410-2", headers=d).json())
+    assert set(seen) == {f"Observation/{own}", f"Observation/{at_a}"}
 
 
 def entries(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -52,6 +52,9 @@ def test_orm_o01_gets_an_alert_note_for_a_result_at_another_hospital(
     gateway = Gateway(platform)
     # The handler `healthroam gateway` runs by default: the mapping with recognition's alerts.
     gateway.handler = load_handler(DEFAULT_HANDLER, platform)
+    # The patient is admitted first (ADT^A01): an open visit, the hospital's care relationship
+    # under which other hospitals' results may be shown to it.
+    gateway.send(sample("adt_a01_admit.hl7"))
     handled = gateway.send(sample("orm_o01_new.hl7"))
     (order_id,) = gateway.ids(handled, "ServiceRequest")
     (note,) = handled.notes

@@ -330,6 +330,21 @@ class CareService:
         grant = Grant(person, decision, reader, own, exception_id)
         return grant, keys
 
+    def visibility_in(
+        self, conn: Connection, principal: Principal, master_index_id: str
+    ) -> Callable[[str | None], bool]:
+        """Whose data about the person the caller may see now without breaking the glass
+        (result recognition's look-ups and order alerts): every institution's with a care
+        relationship (and consent), otherwise only its own."""
+        try:
+            grant, _ = self.gate_in(
+                conn, principal, master_index_id, access="recent-results", break_glass_reason=None
+            )
+        except Forbidden:
+            own = principal.institution_code
+            return lambda code: code == own
+        return grant.visible
+
     def audit_refusal(
         self, principal: Principal, master_index_id: str, access: str, error: Exception
     ) -> None:

@@ -9,7 +9,7 @@ result written by hospital A is found for an order placed at hospital B.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -60,6 +60,10 @@ COUNT_SCOPE_TYPE = "ResultRecognition"  # system/ResultRecognition.s reads the c
 class Person:
     patient_ids: list[str]  # every source Patient of the person
     audit_refs: list[str]  # Patient/<master index id> and Patient/<each source id>
+
+
+# (connection, caller, master index id) -> may the caller see this institution's data?
+Visibility = Callable[[Connection, Principal, str], Callable[[str | None], bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +127,13 @@ class RecognitionService:
         table: RecognitionTable,
         *,
         avoided_window_hours: int = 72,
+        visibility: Visibility | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self.db, self.audit, self.registry, self.table = db, audit, registry, table
+        # Care relationships and consent decide whose results a hospital may be shown
+        # (exchange/care); None: every result the scopes allow (agencies, tests of the rules).
+        self.visibility = visibility
         self.avoided_window = timedelta(hours=avoided_window_hours)
         self.clock = clock
 
@@ -166,6 +174,10 @@ class RecognitionService:
         today = local_day(now)
         # The windows are applied in Python (assess); the query narrows by person and code.
         rows = patient_results(conn, person.patient_ids, types, codes=self.table.codings_of(chosen))
+        master = person.audit_refs[0].removeprefix("Patient/")
+        if self.visibility is not None and MASTER_INDEX_ID.match(master):
+            visible = self.visibility(conn, principal, master)
+            rows = [row for row in rows if visible(row.institution_code)]
         sites: dict[str | None, Site | None] = {}
         findings = []
         for row in rows:
