@@ -147,10 +147,13 @@ def token_for(settings: Settings) -> str:
         return grant.access_token
 
 
-def serve(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
+def serve(settings_env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings_env}
+    command = [sys.executable, "-m", "healthroam", "serve", "--port", str(PORT)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     server = subprocess.Popen(
-        [sys.executable, "-m", "healthroam", "serve", "--port", str(PORT)],
+        command,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -163,6 +166,30 @@ def serve(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
             time.sleep(0.2)
     server.kill()
     raise SystemExit("server did not start")
+
+
+def profile(server: subprocess.Popen[bytes], seconds: int, out: Path) -> subprocess.Popen[bytes]:
+    """Sample the server (and its worker processes) with py-spy while wrk runs."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(server.pid),
+            "--subprocesses",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--duration",
+            str(seconds),
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def run_wrk(codes: Path, token: str, seconds: int, threads: int, connections: int) -> str:
@@ -192,15 +219,21 @@ def run_wrk(codes: Path, token: str, seconds: int, threads: int, connections: in
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--people", type=int, default=100_000)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="signing processes (issuance)")
+    parser.add_argument("--http-workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--verify-seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--profile", type=Path, help="py-spy raw (collapsed) stacks to here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
-    name, url = create_database()
     tmp = Path(tempfile.mkdtemp(prefix="hr-bench-"))
+    if args.database == "postgresql":
+        name, url = create_database()
+    else:
+        name, url = "", f"sqlite:///{tmp / 'bench.db'}"
     env = {
         "HEALTHROAM_DATABASE_URL": url,
         "HEALTHROAM_DATA_DIR": str(tmp),
@@ -225,26 +258,32 @@ def main() -> None:
         codes = tmp / "codes.txt"
         count = make_codes(settings, 5000, 120, codes)
         print(f"{count:,} dynamic codes ready")
-        server = serve(env)
+        server = serve(env, args.http_workers)
+        spy = profile(server, args.verify_seconds, args.profile) if args.profile else None
         output = run_wrk(codes, token, args.verify_seconds, 2, args.connections)
+        if spy is not None:
+            spy.wait(timeout=60)
         print(output)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
         bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+        db = "PostgreSQL" if args.database == "postgresql" else "SQLite"
         print("| measurement | result | target |\n|---|---:|---|")
         print(
-            f"| bulk issuance into PostgreSQL, {issued:,} cards, {args.workers} workers "
+            f"| bulk issuance into {db}, {issued:,} cards, {args.workers} workers "
             f"| {rate:,.0f}/s ({seconds:.1f} s) | 1,667/s |"
         )
         print(f"| 1,000,000 cards, extrapolated | {1_000_000 / rate / 60:.1f} min | <= 10 min |")
         print(
-            f"| dynamic-code verification over HTTP, {args.connections} connections "
+            f"| dynamic-code verification over HTTP ({db}), {args.http_workers} server "
+            f"process(es), {args.connections} connections "
             f"| {rps:,.0f}/s (non-2xx: {bad.group(1) if bad else 0}) | >= 2,000/s |"
         )
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=10)
-        drop_database(name)
+        if name:
+            drop_database(name)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

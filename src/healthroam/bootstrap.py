@@ -120,17 +120,20 @@ def build(settings: Settings) -> Platform:
         candidate_limit=settings.registry_candidate_limit,
     )
     keys = build_keys(settings, db)
+    clients = ClientService(db)
+    auth = AuthService(
+        db,
+        tokens,
+        token_endpoint=settings.token_endpoint,
+        max_assertion_seconds=settings.client_assertion_max_lifetime_seconds,
+    )
+    clients.on_change.append(auth.forget_client)
     return Platform(
         settings=settings,
         db=db,
         institutions=InstitutionService(db),
-        clients=ClientService(db),
-        auth=AuthService(
-            db,
-            tokens,
-            token_endpoint=settings.token_endpoint,
-            max_assertion_seconds=settings.client_assertion_max_lifetime_seconds,
-        ),
+        clients=clients,
+        auth=auth,
         audit=audit,
         records=RecordService(db, audit, registry),
         registry=registry,
