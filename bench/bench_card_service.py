@@ -178,6 +178,7 @@ def profile(server: subprocess.Popen[bytes], seconds: int, out: Path) -> subproc
             str(server.pid),
             "--subprocesses",
             "--nonblocking",
+            "--gil",
             "--format",
             "raw",
             "--rate",
@@ -190,6 +191,51 @@ def profile(server: subprocess.Popen[bytes], seconds: int, out: Path) -> subproc
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (Linux /proc), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def server_pids(server: subprocess.Popen[bytes]) -> list[int]:
+    """The server and its worker processes (uvicorn --workers forks them)."""
+    return [server.pid, *_children(server.pid)]
+
+
+def backend_pids(database: str) -> list[int]:
+    """PostgreSQL backend processes connected to the benchmark's database."""
+    if not database:
+        return []
+    admin = create_engine(ADMIN)
+    with admin.connect() as conn:
+        pids = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}
+        ).scalars()
+        found = [int(p) for p in pids]
+    admin.dispose()
+    return found
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    return {pid: _cpu_seconds(pid) for pid in pids}
 
 
 def run_wrk(codes: Path, token: str, seconds: int, threads: int, connections: int) -> str:
@@ -260,11 +306,24 @@ def main() -> None:
         print(f"{count:,} dynamic codes ready")
         server = serve(env, args.http_workers)
         spy = profile(server, args.verify_seconds, args.profile) if args.profile else None
+        app_before = cpu_of(server_pids(server))
+        db_before = cpu_of(backend_pids(name))
         output = run_wrk(codes, token, args.verify_seconds, 2, args.connections)
+        app_after = cpu_of(server_pids(server))
+        db_after = cpu_of(backend_pids(name))
         if spy is not None:
             spy.wait(timeout=60)
         print(output)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+        done = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+        app_cpu = sum(app_after.values()) - sum(app_before.values())
+        db_cpu = sum(v - db_before.get(p, 0.0) for p, v in db_after.items())
+        per = (app_cpu + db_cpu) / max(done, 1) * 1000
+        print(
+            f"CPU per verification: server {app_cpu / max(done, 1) * 1000:.2f} ms, "
+            f"database backends {db_cpu / max(done, 1) * 1000:.2f} ms, total {per:.2f} ms "
+            f"-> ceiling on 2 idle cores about {2000 / per:,.0f}/s (load generator excluded)"
+        )
         bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
         db = "PostgreSQL" if args.database == "postgresql" else "SQLite"
         print("| measurement | result | target |\n|---|---:|---|")
