@@ -272,12 +272,10 @@ class VerificationBatcher:
                     refusals[i] = _replayed()
             # 3. the cards, one query per kind of key.
             checking = [i for i in live if refusals[i] is None]
-            by_ehc = repo.latest_by_ehc_ids(
-                sorted({batch[i].ehc_id for i in checking if batch[i].ehc_id})  # type: ignore[type-var]
-            )
-            by_ref = repo.latest_by_card_refs(
-                sorted({batch[i].card_ref for i in checking if batch[i].card_ref})  # type: ignore[type-var]
-            )
+            ehc_ids = {e for e in (batch[i].ehc_id for i in checking) if e}
+            refs = {r for r in (batch[i].card_ref for i in checking) if r}
+            by_ehc = repo.latest_by_ehc_ids(sorted(ehc_ids))
+            by_ref = repo.latest_by_card_refs(sorted(refs))
             cards: dict[int, Card | None] = {}
             for i in live:
                 use = batch[i]
