@@ -91,6 +91,35 @@ def setup(url: str, tmp: Path, people: int) -> tuple[Settings, list[str], str]:
     return settings, codes, token
 
 
+async def drive_service(platform: Any, codes: list[str], concurrency: int, db: bool) -> int:
+    """The service alone (no HTTP): ``verify_async``, or only its no-database half."""
+    principal = platform.auth.principal(platform.auth.token(TOKEN[0]))
+    queue = iter(codes)
+    ok = 0
+
+    async def worker() -> None:
+        nonlocal ok
+        for text in queue:
+            if db:
+                await platform.cards.verify_async(
+                    principal,
+                    text=text,
+                    step="01",
+                    channel="02",
+                    terminal="PROF",
+                    check_client=True,
+                )
+            else:
+                platform.cards.prepare(principal, text, "01", "02", "PROF", True)
+            ok += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ok
+
+
+TOKEN: list[str] = []
+
+
 async def drive(app: Any, codes: list[str], token: str, concurrency: int) -> int:
     headers = [
         (b"host", b"bench"),
@@ -159,6 +188,13 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=200)
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--layer",
+        choices=("http", "service", "service-unsealed", "prepare"),
+        default="http",
+        help="http: the ASGI app; service: CardService.verify_async; service-unsealed: the same "
+        "without the audit sealer; prepare: only the half without the database",
+    )
     parser.add_argument("--sort", default="tottime", help="cProfile order (tottime, cumulative)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hr-prof-"))
@@ -172,23 +208,34 @@ def main() -> None:
     try:
         settings, codes, token = setup(url, tmp, args.people)
         codes = codes[: args.requests + 200]
+        TOKEN.append(token)
         with build(settings) as platform:
             app = create_app(platform)
             sealer = AuditSealer(platform.audit, settings.audit_seal_interval_ms)
-            sealer.start()
-            asyncio.run(drive(app, codes[:200], token, args.concurrency))  # warm up
+            if args.layer in ("http", "service"):
+                sealer.start()
+
+            def run(batch: list[str]) -> int:
+                if args.layer == "http":
+                    return asyncio.run(drive(app, batch, token, args.concurrency))
+                return asyncio.run(
+                    drive_service(platform, batch, args.concurrency, args.layer != "prepare")
+                )
+
+            run(codes[:200])  # warm up
             profiler = cProfile.Profile() if args.profile else None
             cpu, wall = time.process_time(), time.perf_counter()
             if profiler:
                 profiler.enable()
-            ok = asyncio.run(drive(app, codes[200:], token, args.concurrency))
+            ok = run(codes[200:])
             sealer.stop()
             if profiler:
                 profiler.disable()
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             n = len(codes) - 200
             print(
-                f"{'PostgreSQL' if args.postgres else 'SQLite'}: {n} verifications ({ok} "
+                f"{'PostgreSQL' if args.postgres else 'SQLite'}, {args.layer}: {n} verifications "
+                f"({ok} "
                 f"accepted), concurrency {args.concurrency}: {n / wall:,.0f}/s wall, "
                 f"{cpu / n * 1000:.3f} ms CPU each (this process, sealing included), "
                 f"{platform.cards.uses.batches} batches"
