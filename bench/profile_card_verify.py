@@ -196,6 +196,8 @@ def main() -> None:
         "without the audit sealer; prepare: only the half without the database",
     )
     parser.add_argument("--sort", default="tottime", help="cProfile order (tottime, cumulative)")
+    parser.add_argument("--writers", type=int, default=2, help="verification batch writers")
+    parser.add_argument("--flush-ms", type=int, default=2, help="batch gathering wait")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hr-prof-"))
     name = ""
@@ -209,7 +211,9 @@ def main() -> None:
         settings, codes, token = setup(url, tmp, args.people)
         codes = codes[: args.requests + 200]
         TOKEN.append(token)
+        settings = settings.model_copy(update={"card_use_log_flush_ms": args.flush_ms})
         with build(settings) as platform:
+            platform.cards.uses.writers = args.writers
             app = create_app(platform)
             sealer = AuditSealer(platform.audit, settings.audit_seal_interval_ms)
             if args.layer in ("http", "service"):
@@ -238,7 +242,8 @@ def main() -> None:
                 f"({ok} "
                 f"accepted), concurrency {args.concurrency}: {n / wall:,.0f}/s wall, "
                 f"{cpu / n * 1000:.3f} ms CPU each (this process, sealing included), "
-                f"{platform.cards.uses.batches} batches"
+                f"{platform.cards.uses.batches} batches ({args.writers} writers, "
+                f"{args.flush_ms} ms wait)"
             )
             if profiler:
                 out = io.StringIO()
