@@ -33,11 +33,12 @@ def active_card(platform: Platform) -> str:
     return platform.cards.act(who, card.id, CardAction.ACTIVATE).id
 
 
-def code_made(platform: Platform, card_id: str, seconds_ago: int) -> str:
-    """A dynamic code of the card made ``seconds_ago`` (codes of one second are identical)."""
+def code_made(platform: Platform, card_id: str, at: int) -> str:
+    """The card's dynamic code made at ``at`` (codes of one card made in the same second are
+    identical, so tests that need several give distinct seconds)."""
     key_id, key = platform.keys.symmetric(KeyPurpose.QR)
     ehc_id = platform.cards.get(principal(), card_id).ehc_id or ""
-    return make_dynamic_code(ehc_id, key_id, key, time.time() - seconds_ago)
+    return make_dynamic_code(ehc_id, key_id, key, at)
 
 
 def uses(platform: Platform) -> list[tuple[bool, str | None]]:
@@ -54,14 +55,15 @@ def test_a_code_spent_by_one_service_instance_is_refused_by_another(
     # A second platform on the same database stands for a second server process: its own
     # engine, caches and writer threads; only the database is shared.
     card_id = active_card(keyed)
-    code = keyed.cards.dynamic_code(principal(), card_id)
+    now = int(time.time())
+    code = code_made(keyed, card_id, now)
     with build(settings) as other:
         accepted = other.cards.verify(principal(), text=code, step="01", channel="02", terminal="A")
         assert accepted.card.id == card_id
         with pytest.raises(CardRefused) as caught:
             keyed.cards.verify(principal(), text=code, step="01", channel="02", terminal="B")
         assert caught.value.reason == "replayed"
-        fresh = code_made(keyed, card_id, 1)
+        fresh = code_made(keyed, card_id, now - 1)
         keyed.cards.verify(principal(), text=fresh, step="01", channel="02", terminal="B")
         with pytest.raises(CardRefused, match="already used"):
             other.cards.verify(principal(), text=fresh, step="01", channel="02", terminal="A")
@@ -134,11 +136,12 @@ def test_disabling_a_client_refuses_its_next_verification_despite_the_cache(
     card_id = active_card(keyed)
     client = province.client("system/Card.r")
     headers = {"Authorization": f"Bearer {province.token(client)}"}
-    code = keyed.cards.dynamic_code(principal(), card_id)
+    now = int(time.time())
+    code = code_made(keyed, card_id, now)
     assert http.post("/cards/verify", json=_body(code), headers=headers).status_code == 200
     # Same process: ClientService.set_active drops the cached state at once.
     keyed.clients.set_active(client.client_id, False)
-    code = code_made(keyed, card_id, 1)
+    code = code_made(keyed, card_id, now - 1)
     refused = http.post("/cards/verify", json=_body(code), headers=headers)
     assert refused.status_code == 401
     keyed.clients.set_active(client.client_id, True)
@@ -149,7 +152,7 @@ def test_disabling_a_client_refuses_its_next_verification_despite_the_cache(
     with build(settings) as other:
         other.clients.set_active(client.client_id, False)
     assert keyed.auth.cached_client_active(client.client_id) is True
-    code = code_made(keyed, card_id, 2)
+    code = code_made(keyed, card_id, now - 2)
     late = http.post("/cards/verify", json=_body(code), headers=headers)
     assert late.status_code == 401
     assert "disabled" in late.text
