@@ -553,7 +553,9 @@ class CardService:
             )
         else:
             use = self.prepare(principal, text, step, channel, terminal, check_client)
-        return await asyncio.wrap_future(self.uses.submit(use))
+        use.waiter = asyncio.get_running_loop().create_future()
+        self.uses.submit(use)
+        return await use.waiter
 
     def prepare(
         self,

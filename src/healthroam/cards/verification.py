@@ -20,6 +20,8 @@ nothing of it is kept (the terminal may retry the same code).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -98,6 +100,7 @@ class PendingUse:
     ``refused`` is set when the code itself was refused (the use is still logged); else the
     card is found by ``ehc_id`` or ``card_ref``. ``code_hash``/``expires_at`` mark a dynamic
     code to be spent. ``check_client`` asks the batch to confirm the client is active.
+    The outcome goes to ``waiter`` (an event loop's future) if set, else to ``future``.
     """
 
     principal: Principal
@@ -115,6 +118,7 @@ class PendingUse:
     refused: CardRefused | None = None
     check_client: bool = False
     future: Future[Verification] = field(default_factory=Future)
+    waiter: asyncio.Future[Verification] | None = None
 
     @property
     def with_holder(self) -> bool:
@@ -175,7 +179,8 @@ class VerificationBatcher:
     # --- callers ------------------------------------------------------------------------------
 
     def submit(self, use: PendingUse) -> Future[Verification]:
-        """Queue ``use``; its future resolves once the batch holding it has committed."""
+        """Queue ``use``; its ``waiter`` or ``future`` resolves once the batch holding it has
+        committed."""
         with self._cond:
             if self._closed:
                 inline = True
@@ -225,20 +230,28 @@ class VerificationBatcher:
                 self._process(batch)
 
     def _process(self, batch: Sequence[PendingUse]) -> None:
+        outcomes: list[Verification | BaseException]
         try:
-            results = self._write(batch)
+            outcomes = list(self._write(batch))
         except BaseException as exc:  # handed to every caller of the batch
-            for use in batch:
-                if not use.future.done():
-                    use.future.set_exception(exc)
-            return
-        self.batches += 1
-        self.uses += len(batch)
-        for use, result in zip(batch, results, strict=True):
-            if isinstance(result, BaseException):
-                use.future.set_exception(result)
+            outcomes = [exc] * len(batch)
+        else:
+            self.batches += 1
+            self.uses += len(batch)
+        # Event-loop callers are woken once per loop and batch, not once each: every wake-up
+        # from this thread is a system call and a GIL hand-off.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[PendingUse, Any]]] = {}
+        for use, outcome in zip(batch, outcomes, strict=True):
+            if use.waiter is not None:
+                by_loop.setdefault(use.waiter.get_loop(), []).append((use, outcome))
+            elif isinstance(outcome, BaseException):
+                use.future.set_exception(outcome)
             else:
-                use.future.set_result(result)
+                use.future.set_result(outcome)
+        for loop, resolved in by_loop.items():
+            # RuntimeError: the loop has closed, nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, resolved)
 
     def _write(self, batch: Sequence[PendingUse]) -> list[Verification | BaseException]:
         results: list[Verification | BaseException | None] = [None] * len(batch)
@@ -332,6 +345,17 @@ class VerificationBatcher:
             patient_ref=f"MasterPerson/{card.master_index_id}" if card else None,
             detail=detail + (f" refused={refusal.reason}" if refusal else ""),
         )
+
+
+def _resolve(resolved: list[tuple[PendingUse, Any]]) -> None:
+    for use, outcome in resolved:
+        waiter = use.waiter
+        if waiter is None or waiter.done():  # cancelled meanwhile (client went away)
+            continue
+        if isinstance(outcome, BaseException):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
 
 
 def _replayed() -> CardRefused:
