@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from healthroam.bootstrap import Platform, build
 from healthroam.cards.model import CardAction
 from healthroam.cards.qr import make_dynamic_code
+from healthroam.cards.repository import CardRepository
 from healthroam.cards.service import CardRefused
 from healthroam.config import Settings
 from healthroam.db.tables_cards import card_replays, card_uses
@@ -169,3 +170,16 @@ def test_tokens_are_checked_once_but_expiry_every_time(keyed: Platform, province
     object.__setattr__(first, "expires_at", first.expires_at.replace(year=2000))
     with pytest.raises(NotAuthenticated, match="expired"):
         keyed.auth.token(token)
+
+
+def test_spent_codes_are_claimed_once_and_forgotten_after_expiry(keyed: Platform) -> None:
+    now = int(time.time())
+    with keyed.db.transaction() as conn:
+        repo = CardRepository(conn)
+        assert repo.claim_codes([(b"a" * 16, now - 100), (b"b" * 16, now + 100)]) == {
+            b"a" * 16,
+            b"b" * 16,
+        }
+        assert repo.claim_codes([(b"b" * 16, now + 100), (b"c" * 16, now + 100)]) == {b"c" * 16}
+        assert repo.forget_codes(now) == 1
+        assert repo.claim_codes([(b"a" * 16, now + 100)]) == {b"a" * 16}
