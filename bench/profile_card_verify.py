@@ -181,6 +181,13 @@ async def drive(app: Any, codes: list[str], token: str, concurrency: int) -> int
     return ok
 
 
+def _service_bench() -> Any:
+    """bench_card_service.py (beside this file), for its PostgreSQL database helpers."""
+    import bench_card_service  # type: ignore[import-not-found,unused-ignore]
+
+    return bench_card_service
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
@@ -202,9 +209,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="hr-prof-"))
     name = ""
     if args.postgres:
-        from bench_card_service import create_database  # type: ignore[import-not-found]
-
-        name, url = create_database()
+        name, url = _service_bench().create_database()
     else:
         url = f"sqlite:///{tmp / 'prof.db'}"
     try:
@@ -251,9 +256,7 @@ def main() -> None:
                 print(out.getvalue())
     finally:
         if name:
-            from bench_card_service import drop_database  # type: ignore[import-not-found]
-
-            drop_database(name)
+            _service_bench().drop_database(name)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
