@@ -147,10 +147,13 @@ def token_for(settings: Settings) -> str:
         return grant.access_token
 
 
-def serve(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
+def serve(settings_env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings_env}
+    command = [sys.executable, "-m", "healthroam", "serve", "--port", str(PORT)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     server = subprocess.Popen(
-        [sys.executable, "-m", "healthroam", "serve", "--port", str(PORT)],
+        command,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -163,6 +166,76 @@ def serve(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
             time.sleep(0.2)
     server.kill()
     raise SystemExit("server did not start")
+
+
+def profile(server: subprocess.Popen[bytes], seconds: int, out: Path) -> subprocess.Popen[bytes]:
+    """Sample the server (and its worker processes) with py-spy while wrk runs."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(server.pid),
+            "--subprocesses",
+            "--nonblocking",
+            "--gil",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--duration",
+            str(seconds),
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (Linux /proc), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def server_pids(server: subprocess.Popen[bytes]) -> list[int]:
+    """The server and its worker processes (uvicorn --workers forks them)."""
+    return [server.pid, *_children(server.pid)]
+
+
+def backend_pids(database: str) -> list[int]:
+    """PostgreSQL backend processes connected to the benchmark's database."""
+    if not database:
+        return []
+    admin = create_engine(ADMIN)
+    with admin.connect() as conn:
+        pids = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}
+        ).scalars()
+        found = [int(p) for p in pids]
+    admin.dispose()
+    return found
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    return {pid: _cpu_seconds(pid) for pid in pids}
 
 
 def run_wrk(codes: Path, token: str, seconds: int, threads: int, connections: int) -> str:
@@ -192,15 +265,21 @@ def run_wrk(codes: Path, token: str, seconds: int, threads: int, connections: in
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--people", type=int, default=100_000)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="signing processes (issuance)")
+    parser.add_argument("--http-workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--verify-seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--profile", type=Path, help="py-spy raw (collapsed) stacks to here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
-    name, url = create_database()
     tmp = Path(tempfile.mkdtemp(prefix="hr-bench-"))
+    if args.database == "postgresql":
+        name, url = create_database()
+    else:
+        name, url = "", f"sqlite:///{tmp / 'bench.db'}"
     env = {
         "HEALTHROAM_DATABASE_URL": url,
         "HEALTHROAM_DATA_DIR": str(tmp),
@@ -225,26 +304,45 @@ def main() -> None:
         codes = tmp / "codes.txt"
         count = make_codes(settings, 5000, 120, codes)
         print(f"{count:,} dynamic codes ready")
-        server = serve(env)
+        server = serve(env, args.http_workers)
+        spy = profile(server, args.verify_seconds, args.profile) if args.profile else None
+        app_before = cpu_of(server_pids(server))
+        db_before = cpu_of(backend_pids(name))
         output = run_wrk(codes, token, args.verify_seconds, 2, args.connections)
+        app_after = cpu_of(server_pids(server))
+        db_after = cpu_of(backend_pids(name))
+        if spy is not None:
+            spy.wait(timeout=60)
         print(output)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+        done = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+        app_cpu = sum(app_after.values()) - sum(app_before.values())
+        db_cpu = sum(v - db_before.get(p, 0.0) for p, v in db_after.items())
+        per = (app_cpu + db_cpu) / max(done, 1) * 1000
+        print(
+            f"CPU per verification: server {app_cpu / max(done, 1) * 1000:.2f} ms, "
+            f"database backends {db_cpu / max(done, 1) * 1000:.2f} ms, total {per:.2f} ms "
+            f"-> ceiling on 2 idle cores about {2000 / per:,.0f}/s (load generator excluded)"
+        )
         bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+        db = "PostgreSQL" if args.database == "postgresql" else "SQLite"
         print("| measurement | result | target |\n|---|---:|---|")
         print(
-            f"| bulk issuance into PostgreSQL, {issued:,} cards, {args.workers} workers "
+            f"| bulk issuance into {db}, {issued:,} cards, {args.workers} workers "
             f"| {rate:,.0f}/s ({seconds:.1f} s) | 1,667/s |"
         )
         print(f"| 1,000,000 cards, extrapolated | {1_000_000 / rate / 60:.1f} min | <= 10 min |")
         print(
-            f"| dynamic-code verification over HTTP, {args.connections} connections "
+            f"| dynamic-code verification over HTTP ({db}), {args.http_workers} server "
+            f"process(es), {args.connections} connections "
             f"| {rps:,.0f}/s (non-2xx: {bad.group(1) if bad else 0}) | >= 2,000/s |"
         )
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=10)
-        drop_database(name)
+        if name:
+            drop_database(name)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -171,17 +171,20 @@ def build(settings: Settings) -> Platform:
         visibility=care.visibility_in,
     )
     records.listen("ServiceRequest", recognition.on_service_request)
+    clients = ClientService(db)
+    auth = AuthService(
+        db,
+        tokens,
+        token_endpoint=settings.token_endpoint,
+        max_assertion_seconds=settings.client_assertion_max_lifetime_seconds,
+    )
+    clients.on_change.append(auth.forget_client)
     return Platform(
         settings=settings,
         db=db,
         institutions=InstitutionService(db),
-        clients=ClientService(db),
-        auth=AuthService(
-            db,
-            tokens,
-            token_endpoint=settings.token_endpoint,
-            max_assertion_seconds=settings.client_assertion_max_lifetime_seconds,
-        ),
+        clients=clients,
+        auth=auth,
         audit=audit,
         records=records,
         bulk_export=BulkExportService(

@@ -283,6 +283,14 @@ def demo_load(
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (HEALTHROAM_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (HEALTHROAM_PORT).")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes. Each builds its own services; they share the database "
+            "(dynamic codes are spent there, so a code is accepted once across processes).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (FastAPI on Uvicorn)."""
     import uvicorn
@@ -298,6 +306,7 @@ def serve(
         port=port or settings.port,
         access_log=False,  # our middleware logs paths without query strings
         log_config=None,
+        workers=workers,
     )
 
 

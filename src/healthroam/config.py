@@ -223,12 +223,14 @@ class Settings(BaseSettings):
         description="Cards per bulk-issuance batch (one transaction and one resume point each).",
     )
     card_use_log_flush_ms: int = Field(
-        default=5,
+        default=2,
         ge=0,
         le=1_000,
-        description="Group-commit window of the card-use log and its audit records: uses "
-        "arriving within this many milliseconds share one transaction (0: one each). A "
-        "verification answers only after its use is committed.",
+        description="Group-commit window of card verifications: after the first waiting use, "
+        "wait this many milliseconds before writing the batch (spent codes, use-log rows and "
+        "audit records in one transaction). 0: no wait, a batch is whatever arrived while the "
+        "previous one was being written. A verification answers only after its batch is "
+        "committed.",
     )
 
     # --- result recognition (exchange/recognition) ------------------------------------------

@@ -42,13 +42,22 @@ def platform_of(request: Request) -> Platform:
     return platform
 
 
-def current_principal(request: Request) -> Principal:
-    """FastAPI dependency: every protected route takes the caller from here."""
+def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthenticated("a bearer access token is required (POST /auth/token)")
-    principal = platform_of(request).auth.authenticate(token.strip())
+    return token.strip()
+
+
+def current_principal(request: Request) -> Principal:
+    """FastAPI dependency: every protected route takes the caller from here."""
+    principal = platform_of(request).auth.authenticate(bearer_token(request))
+    return in_context(request, principal)
+
+
+def in_context(request: Request, principal: Principal) -> Principal:
+    """The principal with the request's purpose of use, end user and source address."""
     purpose = request.headers.get("x-purpose-of-use")
     if purpose is not None and purpose not in PURPOSES:
         raise InvalidInput(

@@ -12,19 +12,42 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from healthroam.api.auth import platform_of, scoped
+from healthroam.api.auth import bearer_token, in_context, platform_of, scoped
 from healthroam.api.errors import error_response
 from healthroam.cards.model import STEP_CODES, Card, CardAction, CardEvent
 from healthroam.cards.service import CardRefused, Verification
+from healthroam.errors import NotAuthenticated
+from healthroam.records.service import require
 from healthroam.security.model import Principal
 
 router = APIRouter(prefix="/cards", tags=["cards"])
 
 CardReader = Annotated[Principal, Depends(scoped("Card", "r"))]
+
+
+async def verifying_terminal(request: Request) -> Principal:
+    """The caller of ``/cards/verify``, checked on the event loop: the token's signature is
+    checked once per token and the client's active state is cached briefly; the verification's
+    own transaction re-checks the client (``check_client``), so nothing is served to a client
+    disabled meanwhile, in this process or another."""
+    auth = platform_of(request).auth
+    token = auth.token(bearer_token(request))
+    active = auth.cached_client_active(token.client_id)
+    if active is None:
+        active = await anyio.to_thread.run_sync(auth.client_active, token.client_id)
+    if not active:
+        raise NotAuthenticated("the client that holds this token is disabled")
+    principal = in_context(request, auth.principal(token))
+    require(principal, "Card", "r")
+    return principal
+
+
+Terminal = Annotated[Principal, Depends(verifying_terminal)]
 CardCreator = Annotated[Principal, Depends(scoped("Card", "c"))]
 CardUpdater = Annotated[Principal, Depends(scoped("Card", "u"))]
 CardSearcher = Annotated[Principal, Depends(scoped("Card", "s"))]
@@ -126,10 +149,15 @@ def verification_json(result: Verification, step: str) -> dict[str, Any]:
 
 
 @router.post("/verify", summary="Verify a scanned card code at a terminal (用卡验证)")
-def verify(body: VerifyBody, request: Request, principal: CardReader) -> JSONResponse:
+async def verify(body: VerifyBody, request: Request, principal: Terminal) -> JSONResponse:
     try:
-        result = platform_of(request).cards.verify(
-            principal, text=body.text, step=body.step, channel=body.channel, terminal=body.terminal
+        result = await platform_of(request).cards.verify_async(
+            principal,
+            text=body.text,
+            step=body.step,
+            channel=body.channel,
+            terminal=body.terminal,
+            check_client=True,
         )
     except CardRefused as exc:
         return error_response(

@@ -296,6 +296,19 @@ class DynamicCodeVerifier:
 
     def verify(self, text: str) -> DynamicCode:
         """The checked code, or :class:`QrCodeRejected` with a precise ``reason``."""
+        code = self.check(text)
+        now = self.clock()
+        if not self.replay_store.add_if_absent(text, self.expires_at(code), now):
+            raise _reject("replayed", "dynamic code was already used")
+        return code
+
+    def expires_at(self, code: DynamicCode) -> int:
+        """Epoch seconds after which ``code`` is refused as expired."""
+        return code.generated_at + self.window_seconds
+
+    def check(self, text: str) -> DynamicCode:
+        """Everything :meth:`verify` checks except replay: for callers that record the code
+        as used themselves (the card service does it in the transaction that logs the use)."""
         m = _DYNAMIC.fullmatch(text) if type(text) is str else None
         if m is None:
             _diagnose(text, DYNAMIC_VERSION, _DYNAMIC_SHAPES)
@@ -311,11 +324,8 @@ class DynamicCodeVerifier:
         now = self.clock()
         if generated_at > now + self.clock_skew_seconds:
             raise _reject("from-future", "dynamic code is dated in the future")
-        expires_at = generated_at + self.window_seconds
-        if now > expires_at:
+        if now > generated_at + self.window_seconds:
             raise _reject("expired", "dynamic code has expired")
-        if not self.replay_store.add_if_absent(text, expires_at, now):
-            raise _reject("replayed", "dynamic code was already used")
         return DynamicCode(ehc_id, key_id, generated_at, text)
 
     @staticmethod

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from healthroam.cards.model import Card, CardEvent, CardKind, CardStatus
 from healthroam.db.tables_cards import (
     card_events,
     card_issue_runs,
+    card_replays,
     card_trust_lists,
     card_uses,
     cards,
@@ -20,6 +22,24 @@ from healthroam.db.tables_cards import (
 from healthroam.db.tables_registry import master_persons
 
 _REVOKED = [s.value for s in CardStatus if s.revoked]
+
+
+def _latest(rows: Any, key: str) -> dict[Any, Card]:
+    """Per key, the live card if there is one, else the most recently updated cancelled one
+    (the order of :meth:`CardRepository.latest_by_ehc_id`)."""
+    found: dict[Any, Card] = {}
+    for row in rows:
+        card = card_from_row(row)
+        k = getattr(row, key)
+        k = bytes(k) if isinstance(k, memoryview) else k
+        held = found.get(k)
+        if held is None or _rank(card) < _rank(held):
+            found[k] = card
+    return found
+
+
+def _rank(card: Card) -> tuple[bool, float]:
+    return card.status is CardStatus.CANCELLED, -card.updated_at.timestamp()
 
 
 def card_from_row(row: Any) -> Card:
@@ -157,6 +177,32 @@ class CardRepository:
         ).first()
         return card_from_row(row) if row else None
 
+    def latest_by_ehc_ids(self, ehc_ids: Sequence[str]) -> dict[str, Card]:
+        """:meth:`latest_by_ehc_id` for many EHC IDs in one query."""
+        if not ehc_ids:
+            return {}
+        return _latest(
+            self.conn.execute(select(cards).where(cards.c.ehc_id.in_(ehc_ids))), "ehc_id"
+        )
+
+    def latest_by_card_refs(self, refs: Sequence[bytes]) -> dict[bytes, Card]:
+        """:meth:`latest_by_card_ref` for many card references in one query."""
+        if not refs:
+            return {}
+        return _latest(
+            self.conn.execute(select(cards).where(cards.c.card_ref.in_(refs))), "card_ref"
+        )
+
+    def goldens(self, master_person_ids: Sequence[int]) -> dict[int, Any]:
+        if not master_person_ids:
+            return {}
+        rows = self.conn.execute(
+            select(master_persons.c.id, master_persons.c.golden).where(
+                master_persons.c.id.in_(master_person_ids)
+            )
+        )
+        return {int(r.id): r.golden for r in rows}
+
     def by_card_no(self, card_no: str) -> Card | None:
         row = self.conn.execute(select(cards).where(cards.c.card_no == card_no)).first()
         return card_from_row(row) if row else None
@@ -245,6 +291,28 @@ class CardRepository:
     def add_uses(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self.conn.execute(insert(card_uses), list(rows))
+
+    def claim_codes(self, codes: Sequence[tuple[bytes, int]]) -> set[bytes]:
+        """Record (code hash, expires at) pairs as used; return the hashes that were not
+        recorded before (the others are replays). Concurrent transactions inserting the same
+        hash wait on the primary key, so exactly one of them claims it."""
+        if not codes:
+            return set()
+        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
+        statement = (
+            dialect.insert(card_replays)
+            .values([{"code_hash": h, "expires_at": e} for h, e in codes])
+            .on_conflict_do_nothing(index_elements=[card_replays.c.code_hash])
+            .returning(card_replays.c.code_hash)
+        )
+        return {bytes(r[0]) for r in self.conn.execute(statement)}
+
+    def forget_codes(self, expired_before: int) -> int:
+        """Delete used codes that expired before ``expired_before`` (epoch seconds)."""
+        result = self.conn.execute(
+            delete(card_replays).where(card_replays.c.expires_at < expired_before)
+        )
+        return int(result.rowcount or 0)
 
     def usage(self, day: str, institution: str | None) -> list[tuple[str, str, bool, int]]:
         """(institution, step, accepted, count) for one day."""

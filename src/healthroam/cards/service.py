@@ -4,6 +4,8 @@ history and audited in the same transaction; every verification is logged (ç”¨å
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import secrets
 import threading
 import time
@@ -31,22 +33,24 @@ from healthroam.cards.model import (
     check_use_codes,
     holder_from_golden,
     luhn_digit,
-    masked_document,
 )
 from healthroam.cards.qr import (
-    BEIJING,
     DynamicCodeVerifier,
-    InMemoryReplayStore,
     QrCodeRejected,
-    ReplayStore,
     make_dynamic_code,
     parse_static_code,
 )
 from healthroam.cards.repository import CardRepository
 from healthroam.cards.trustlist import RevokedCard, TrustList, sign_trust_list, verify_offline
-from healthroam.cards.uselog import UseLog
+from healthroam.cards.verification import (
+    STATE_REASONS,
+    CardRefused,
+    PendingUse,
+    Verification,
+    VerificationBatcher,
+)
 from healthroam.db.engine import Database
-from healthroam.errors import Conflict, HealthroamError, InvalidInput, NotFound
+from healthroam.errors import Conflict, InvalidInput, NotFound
 from healthroam.keys.model import KeyPurpose
 from healthroam.keys.service import KeyService
 from healthroam.records.service import require
@@ -57,28 +61,6 @@ from healthroam.security.service import AuditTrail
 
 CARD = "Card"
 CARD_USAGE = "CardUsage"
-# Refusal reasons about the card itself (the code was fine), with their HTTP status.
-STATE_REASONS = {
-    "unknown-card": 404,
-    "card-not-active": 409,
-    "card-lost": 409,
-    "card-frozen": 409,
-    "card-cancelled": 409,
-    "card-expired": 409,
-    "superseded": 409,
-}
-
-
-class CardRefused(HealthroamError):
-    """A terminal's verification was refused; ``reason`` is machine-readable (see
-    docs/health-card.md: QR reasons, credential reasons and :data:`STATE_REASONS`)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail, expression="text")
-        self.reason = reason
-        self.status = STATE_REASONS.get(reason, 400)
-        self.code = {404: "not-found", 409: "conflict"}.get(self.status, "invalid")
-        self.title = "Card refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +73,6 @@ class CardPolicy:
     dynamic_window_seconds: int = 60
     trust_list_max_age_seconds: int = 7 * 86_400
     trust_list_refresh_seconds: int = 300
-
-
-@dataclass(frozen=True, slots=True)
-class Verification:
-    """An accepted card use. ``holder`` is set only for callers allowed to read demographics."""
-
-    card: Card
-    code_kind: str
-    step: str
-    holder: Holder | None
-    masked_id_number: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +109,16 @@ class CardService:
         keys: KeyService,
         policy: CardPolicy | None = None,
         *,
-        use_log_flush_ms: int = 5,
-        replay_store: ReplayStore | None = None,
+        use_log_flush_ms: int = 0,
+        use_log_writers: int = 2,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db, self.audit, self.keys = db, audit, keys
         self.policy = policy or CardPolicy()
         self.clock = clock
-        self.uses = UseLog(db, audit, use_log_flush_ms)
-        self.replay_store: ReplayStore = replay_store or InMemoryReplayStore()
+        self.uses = VerificationBatcher(
+            db, audit, flush_ms=use_log_flush_ms, writers=use_log_writers, clock=clock
+        )
         self._local = threading.local()
         self._trust_lock = threading.Lock()
         self._trust_cache: tuple[int, bytes] | None = None
@@ -529,7 +501,6 @@ class CardService:
                 keys,
                 self.policy.dynamic_window_seconds,
                 lambda: self.clock(),
-                replay_store=self.replay_store,
             )
             state = self._local.verifier = (keys, verifier)
         found: DynamicCodeVerifier = state[1]
@@ -553,107 +524,76 @@ class CardService:
         step: str,
         channel: str,
         terminal: str,
+        check_client: bool = False,
     ) -> Verification:
-        """Check a scanned code at a terminal; log the use; refuse with :class:`CardRefused`."""
+        """Check a scanned code at a terminal; log the use; refuse with :class:`CardRefused`.
+
+        Returns once the use is committed (with others waiting at the same moment: see
+        :mod:`healthroam.cards.verification`). ``check_client`` re-checks in that transaction
+        that the principal's API client is still active (HTTP callers)."""
+        use = self.prepare(principal, text, step, channel, terminal, check_client)
+        return self.uses.submit(use).result()
+
+    async def verify_async(
+        self,
+        principal: Principal,
+        *,
+        text: str,
+        step: str,
+        channel: str,
+        terminal: str,
+        check_client: bool = False,
+    ) -> Verification:
+        """:meth:`verify` for an event loop: the code check runs inline (offline credentials,
+        with their signature check, in a worker thread) and the loop is free while the batch
+        commits."""
+        if isinstance(text, str) and code_kind_of(text) == "credential":
+            use = await asyncio.to_thread(
+                self.prepare, principal, text, step, channel, terminal, check_client
+            )
+        else:
+            use = self.prepare(principal, text, step, channel, terminal, check_client)
+        use.waiter = asyncio.get_running_loop().create_future()
+        self.uses.submit(use)
+        return await use.waiter
+
+    def prepare(
+        self,
+        principal: Principal,
+        text: str,
+        step: str,
+        channel: str,
+        terminal: str,
+        check_client: bool = False,
+    ) -> PendingUse:
+        """The half of a verification that needs no database: scope, use codes, and the code
+        itself (format, key, check value, signature, time)."""
         require(principal, CARD, "r")
         check_use_codes(step, channel, terminal)
         now = self.clock()
         kind = code_kind_of(text) if isinstance(text, str) else "unknown"
-        card: Card | None = None
-        try:
-            card, masked = self._check(text, kind, now)
-        except CardRefused as exc:
-            self._log_use(principal, now, step, channel, terminal, kind, card, exc.reason, None)
-            raise
-        holder = None
-        if principal.scopes.allows("Patient", "r"):
-            with self.db.transaction(readonly=True) as conn:
-                holder = self._holder(CardRepository(conn), card)
-            if holder.id_number:
-                masked = masked_document(holder.id_number)
-        self._log_use(principal, now, step, channel, terminal, kind, card, None, holder)
-        return Verification(card, kind, STEP_CODES[step][0], holder, masked if holder else None)
-
-    def _check(self, text: str, kind: str, now: float) -> tuple[Card, str | None]:
-        masked: str | None = None
-        cred_version: int | None = None
+        use = PendingUse(principal, now, step, channel, terminal, kind, check_client=check_client)
         try:
             if kind == "dynamic":
-                ehc_id = self._dynamic_verifier().verify(text).ehc_id
-                ref = None
+                verifier = self._dynamic_verifier()
+                code = verifier.check(text)
+                use.ehc_id = code.ehc_id
+                use.code_hash = hashlib.blake2b(text.encode("ascii"), digest_size=16).digest()
+                use.expires_at = verifier.expires_at(code)
             elif kind == "static":
-                ehc_id, ref = parse_static_code(text).ehc_id, None
+                use.ehc_id = parse_static_code(text).ehc_id
             elif kind == "credential":
                 verified = verify_offline(text, self._issuer_trust(), now)
-                ehc_id, ref = None, verified.credential.card_ref
-                cred_version = verified.credential.status_version
-                masked = verified.credential.masked_id_number
+                use.card_ref = verified.credential.card_ref
+                use.credential_version = verified.credential.status_version
+                use.masked = verified.credential.masked_id_number
             else:
                 raise CardRefused("bad-prefix", "text is not an EHC QR code or credential")
         except (QrCodeRejected, CredentialRejected) as exc:
-            raise CardRefused(exc.reason, exc.detail) from None
-        with self.db.transaction(readonly=True) as conn:
-            repo = CardRepository(conn)
-            card = repo.latest_by_ehc_id(ehc_id) if ehc_id else repo.latest_by_card_ref(ref or b"")
-        if card is None:
-            raise CardRefused("unknown-card", "no card has this code")
-        reason = {
-            CardStatus.LOST: "card-lost",
-            CardStatus.FROZEN: "card-frozen",
-            CardStatus.CANCELLED: "card-cancelled",
-            CardStatus.APPLIED: "card-not-active",
-            CardStatus.PENDING_ACTIVATION: "card-not-active",
-        }.get(card.status)
-        if reason:
-            raise CardRefused(reason, f"card is {card.status.value}")
-        if _aware(card.valid_until).timestamp() <= now:
-            raise CardRefused("card-expired", "card is past its validity")
-        if (
-            cred_version is not None
-            and card.credential_version is not None
-            and cred_version < card.credential_version
-        ):
-            raise CardRefused("superseded", "credential belongs to a card since re-issued")
-        return card, masked
-
-    def _log_use(
-        self,
-        principal: Principal,
-        now: float,
-        step: str,
-        channel: str,
-        terminal: str,
-        kind: str,
-        card: Card | None,
-        reason: str | None,
-        holder: Holder | None,
-    ) -> None:
-        row = {
-            "used_at": _utc(now),
-            "day": datetime.fromtimestamp(now, BEIJING).date().isoformat(),
-            "institution_code": principal.institution_code,
-            "client_id": principal.client_id,
-            "terminal_code": terminal,
-            "channel_code": channel,
-            "step_code": step,
-            "code_kind": kind,
-            "card_id": card.id if card else None,
-            "master_index_id": card.master_index_id if card else None,
-            "accepted": reason is None,
-            "reason": reason,
-        }
-        record = self.audit.event(
-            principal,
-            action=Action.READ if holder is not None else Action.EXECUTE,
-            subtype="card-verify",
-            outcome=Outcome.SUCCESS if reason is None else Outcome.MINOR_FAILURE,
-            resource_type=CARD,
-            resource_id=card.id if card else None,
-            patient_ref=f"MasterPerson/{card.master_index_id}" if card else None,
-            detail=f"step={step} channel={channel} terminal={terminal}"
-            + (f" refused={reason}" if reason else ""),
-        )
-        self.uses.write(row, [record])
+            use.refused = CardRefused(exc.reason, exc.detail)
+        except CardRefused as exc:
+            use.refused = exc
+        return use
 
     # --- trust list ---------------------------------------------------------------------------
 
@@ -722,4 +662,11 @@ class CardService:
         return [UsageRow(i, s, a, r) for (i, s), (a, r) in sorted(summary.items())]
 
 
-__all__ = ["CHANNEL_CODES", "STEP_CODES", "CardRefused", "CardService"]
+__all__ = [
+    "CHANNEL_CODES",
+    "STATE_REASONS",
+    "STEP_CODES",
+    "CardRefused",
+    "CardService",
+    "Verification",
+]

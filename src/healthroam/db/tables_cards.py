@@ -123,6 +123,17 @@ card_uses = Table(
     Index("ix_card_uses_day_institution", "day", "institution_code"),
 )
 
+# Dynamic codes already accepted (anti-replay), shared by every server process: the primary
+# key makes a second use of the same code fail whichever process sees it. ``code_hash`` is
+# BLAKE2b-128 of the QR text; rows are deleted once the code has expired (``expires_at``,
+# epoch seconds).
+card_replays = Table(
+    "card_replays",
+    metadata,
+    Column("code_hash", LargeBinary(16), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+)
+
 # Bulk issuance runs: the resume point of each scope.
 card_issue_runs = Table(
     "card_issue_runs",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,7 @@ from healthroam.security.model import ApiClient, Institution, InstitutionKind, P
 from healthroam.security.passwords import hash_secret, new_secret, verify_secret
 from healthroam.security.repository import ClientRepository, InstitutionRepository
 from healthroam.security.scopes import ScopeSet
-from healthroam.security.tokens import TokenService
+from healthroam.security.tokens import AccessToken, TokenService
 
 Clock = Callable[[], datetime]
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -70,6 +72,8 @@ class NewClient:
 class ClientService:
     def __init__(self, db: Database, clock: Clock = utcnow) -> None:
         self.db, self.clock = db, clock
+        # Called with a client id after its active state changed (AuthService.forget_client).
+        self.on_change: list[Callable[[str], None]] = []
 
     def add(
         self,
@@ -111,6 +115,8 @@ class ClientService:
         with self.db.transaction() as conn:
             if not ClientRepository(conn).set_active(client_id, active, self.clock()):
                 raise NotFound(f"no client {client_id}", expression="client_id")
+        for listener in self.on_change:
+            listener(client_id)
 
     def list(self, institution_code: str | None = None) -> list[ApiClient]:
         with self.db.transaction(readonly=True) as conn:
@@ -142,7 +148,17 @@ class TokenGrant:
 
 
 class AuthService:
-    """OAuth 2.0 client-credentials grants (SMART Backend Services) and token checks."""
+    """OAuth 2.0 client-credentials grants (SMART Backend Services) and token checks.
+
+    Hot paths (card verification) use :meth:`token` and :meth:`cached_client_active`: a token
+    whose signature was checked once is remembered until it expires, and a client's active
+    state for ``client_state_ttl`` seconds. Those callers re-check the client in the
+    transaction that does their work, so a client disabled by another process is still refused
+    on its next request; in this process :meth:`forget_client` (wired to
+    ``ClientService.set_active``) drops the cached state at once.
+    """
+
+    TOKEN_CACHE_SIZE = 10_000
 
     def __init__(
         self,
@@ -151,10 +167,16 @@ class AuthService:
         token_endpoint: str,
         max_assertion_seconds: int,
         clock: Clock = utcnow,
+        *,
+        client_state_ttl: float = 1.0,
     ) -> None:
         self.db, self.tokens, self.clock = db, tokens, clock
         self.token_endpoint = token_endpoint
         self.max_assertion_seconds = max_assertion_seconds
+        self.client_state_ttl = client_state_ttl
+        self._lock = threading.Lock()
+        self._verified: dict[str, AccessToken] = {}
+        self._client_state: dict[str, tuple[bool, float]] = {}
 
     def grant(
         self,
@@ -252,14 +274,49 @@ class AuthService:
 
     def authenticate(self, bearer: str) -> Principal:
         """Turn a bearer token into a Principal; the client must still be active right now."""
-        token = self.tokens.verify(bearer)
-        with self.db.transaction(readonly=True) as conn:
-            active = ClientRepository(conn).is_active(token.client_id)
-        if not active:
+        token = self.token(bearer)
+        if not self.client_active(token.client_id):
             raise NotAuthenticated("the client that holds this token is disabled")
+        return self.principal(token)
+
+    def token(self, bearer: str) -> AccessToken:
+        """The checked access token (signature checked on first sight, expiry every time)."""
+        token = self._verified.get(bearer)
+        if token is None:
+            token = self.tokens.verify(bearer)
+            with self._lock:
+                if len(self._verified) >= self.TOKEN_CACHE_SIZE:
+                    self._verified.clear()
+                self._verified[bearer] = token
+        if token.expires_at <= datetime.now(UTC):
+            self._verified.pop(bearer, None)
+            raise NotAuthenticated("access token has expired")
+        return token
+
+    @staticmethod
+    def principal(token: AccessToken) -> Principal:
         return Principal(
             client_id=token.client_id, institution_code=token.institution_code, scopes=token.scopes
         )
+
+    def client_active(self, client_id: str) -> bool:
+        """Whether the client is active, read from the database (and remembered)."""
+        with self.db.transaction(readonly=True) as conn:
+            active = ClientRepository(conn).is_active(client_id)
+        with self._lock:
+            self._client_state[client_id] = (active, time.monotonic())
+        return active
+
+    def cached_client_active(self, client_id: str) -> bool | None:
+        """The client's active state if read less than ``client_state_ttl`` seconds ago."""
+        state = self._client_state.get(client_id)
+        if state is None or time.monotonic() - state[1] >= self.client_state_ttl:
+            return None
+        return state[0]
+
+    def forget_client(self, client_id: str) -> None:
+        with self._lock:
+            self._client_state.pop(client_id, None)
 
 
 def _select_key(jwks: dict[str, Any], kid: Any, alg: Any) -> Any:
