@@ -8,6 +8,7 @@ page's rows are read.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Connection,
     Row,
@@ -33,6 +35,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
@@ -87,6 +90,7 @@ _SKIPPED_PARAMS = frozenset({"_id", "_lastUpdated"})  # read from fhir_resources
 SNAPSHOT_LIMIT = 10_000  # sorted searches remember at most this many results for paging
 SNAPSHOT_TTL = timedelta(hours=1)
 Key = tuple[str, str]
+COPY_THRESHOLD = 50  # rows from which PostgreSQL inserts use COPY
 
 
 def _cut(value: str | None, length: int) -> str | None:
@@ -275,8 +279,8 @@ class ResourceRepository:
                     "content": body,
                 }
             )
-        self.conn.execute(insert(fhir_resources), current_rows)
-        self.conn.execute(insert(fhir_resource_versions), version_rows)
+        self._insert_rows(fhir_resources, current_rows)
+        self._insert_rows(fhir_resource_versions, version_rows)
         self.index_many(resources)
 
     def replace(
@@ -333,7 +337,29 @@ class ResourceRepository:
             for table, rows in index_rows(rtype, rid, full).items():
                 by_table.setdefault(table, []).extend(rows)
         for table, rows in by_table.items():
+            self._insert_rows(table, rows)
+
+    def _insert_rows(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Insert rows that all have the same keys. On PostgreSQL, larger sets go through
+        ``COPY`` on the transaction's own connection (an executemany sends one statement per
+        row); the rows are the same either way."""
+        if not rows:
+            return
+        if not self.postgres or len(rows) < COPY_THRESHOLD:
             self.conn.execute(insert(table), rows)
+            return
+        columns = list(rows[0])
+        documents = [c for c in columns if isinstance(table.c[c].type, (JSON, JSONB))]
+        names = ", ".join(f'"{c}"' for c in columns)
+        cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+            for row in rows:
+                values = [row[c] for c in columns]
+                for c in documents:
+                    i = columns.index(c)
+                    if values[i] is not None:
+                        values[i] = json.dumps(values[i], ensure_ascii=False, separators=(",", ":"))
+                copy.write_row(values)
 
     def unindex(self, resource_type: str, resource_id: str) -> None:
         for table in INDEX_TABLES:

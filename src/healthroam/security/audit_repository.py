@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +17,7 @@ from healthroam.security.audit import (
     Outcome,
     VerifyReport,
     chain_hash,
+    record_fields,
 )
 
 _HEAD_ID = 1
@@ -65,7 +65,7 @@ class AuditRepository:
             self.conn.execute(
                 insert(audit_inbox),
                 [
-                    {**asdict(r), "action": str(r.action), "outcome": str(r.outcome)}
+                    {**record_fields(r), "action": str(r.action), "outcome": str(r.outcome)}
                     for r in records
                 ],
             )
@@ -93,7 +93,7 @@ class AuditRepository:
         for record in records:
             seq += 1
             digest = chain_hash(prev, seq, record)
-            row = asdict(record)
+            row = record_fields(record)
             row.update(
                 seq=seq,
                 action=str(record.action),
