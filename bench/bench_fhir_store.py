@@ -33,6 +33,7 @@ import concurrent.futures
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -441,6 +442,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
+    # A terminated bench still stops its server (the `finally` blocks run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     sizes = [int(s) for s in args.sizes.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
