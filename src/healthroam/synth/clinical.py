@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from healthroam.errors import InvalidInput
-from healthroam.registry import idnumber
+from healthroam.registry.normalize import normalize_national_id
 from healthroam.synth.places import Institution, institutions
 from healthroam.synth.population import DEFAULT_AS_OF, DEFAULT_CHUNK_SIZE, PopulationGenerator
 from healthroam.synth.sources import ID_TYPE_RESIDENT, SourceDeriver
@@ -397,7 +397,7 @@ class _Builder:
         ]
         if p.id_number:
             if p.id_type == ID_TYPE_RESIDENT:
-                if _valid_id(p.id_number):  # the registry refuses numbers that fail the check
+                if _valid_id(p.id_number):  # the registry refuses numbers it cannot parse
                     identifiers.append(
                         {"use": "official", "system": NATIONAL_ID_SYSTEM, "value": p.id_number}
                     )
@@ -777,7 +777,7 @@ class _Builder:
 
 def _valid_id(number: str) -> bool:
     try:
-        idnumber.parse(number)
+        normalize_national_id(number)
     except InvalidInput:
         return False
     return True

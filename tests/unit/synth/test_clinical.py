@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from healthroam.records.validation import validate_resource
+from healthroam.registry.fhir import patient_to_source
+from healthroam.registry.normalize import normalize_record
 from healthroam.synth.cli import app
 from healthroam.synth.clinical import (
     ICD10,
@@ -68,6 +70,17 @@ def test_every_resource_is_valid_r4(histories: list[list[dict[str, Any]]]) -> No
     }  # fmt: skip
     assert types["Observation"] > 3 * types["Encounter"] > 3 * types["Patient"]
     assert 10 < sum(types.values()) / types["Patient"] < 80
+
+
+def test_every_patient_is_accepted_by_the_registry(
+    histories: list[list[dict[str, Any]]],
+) -> None:
+    for history in histories:
+        patient = history[0]
+        assert patient["resourceType"] == "Patient"
+        record, _ = patient_to_source(patient, "H1", patient["id"])
+        normalized = normalize_record(record)  # raises InvalidInput when refused
+        assert normalized.name or normalized.latin_name
 
 
 def test_codes_units_and_classes(histories: list[list[dict[str, Any]]]) -> None:
