@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from healthroam import __version__
@@ -338,7 +339,9 @@ async def transaction(request: Request, caller: Annotated[Principal, Depends(wri
     """Batch and transaction Bundles."""
     body = await json_body(request)
     processor = BundleProcessor(platform_of(request).records)
-    return fhir_response(processor.process(caller, body, _base(request)))
+    # The database work runs in the thread pool: on the event loop it would stall every
+    # other request while it waits for the database.
+    return fhir_response(await run_in_threadpool(processor.process, caller, body, _base(request)))
 
 
 @router.get("/_history")
@@ -382,7 +385,8 @@ async def _search(request: Request, caller: Principal, resource_type: str, form:
             )
         items += query_items((await request.body()).decode())
     strict = _prefer(request, "handling") == "strict"
-    result = platform_of(request).records.search(
+    result = await run_in_threadpool(
+        platform_of(request).records.search,
         caller,
         resource_type,
         items,
@@ -435,7 +439,8 @@ async def search_get(resource_type: str, request: Request, caller: Searcher) -> 
 async def create(resource_type: str, request: Request, caller: Creator) -> Response:
     """Create (conditional with If-None-Exist); a Patient also joins the registry."""
     body = await json_body(request)
-    created = platform_of(request).records.create(
+    created = await run_in_threadpool(
+        platform_of(request).records.create,
         caller,
         resource_type,
         body,
@@ -458,8 +463,13 @@ async def update(
     """Update (If-Match for optimistic locking); creates the resource with this id if new."""
     _check_id(resource_id, resource_type)
     body = await json_body(request)
-    created = platform_of(request).records.update(
-        caller, resource_type, resource_id, body, if_match=request.headers.get("if-match")
+    created = await run_in_threadpool(
+        platform_of(request).records.update,
+        caller,
+        resource_type,
+        resource_id,
+        body,
+        if_match=request.headers.get("if-match"),
     )
     return _written(created.stored, request, 201 if created.created else 200)
 

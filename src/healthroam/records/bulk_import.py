@@ -12,6 +12,7 @@ its first version and its search index rows). Patients go through the record ser
 is matched and linked in the master patient index exactly as a FHIR create would be. A line
 whose id already exists at the same institution becomes a new version, unless its content is
 unchanged (then nothing is written): re-sending a file after fixing its bad lines is safe.
+On PostgreSQL an import that grows the store by a tenth or more ends with ``ANALYZE``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, select, text, tuple_
 
 from healthroam.db.engine import Database
-from healthroam.db.schema import fhir_resources
+from healthroam.db.schema import fhir_resource_versions, fhir_resources
+from healthroam.db.tables_records import INDEX_TABLES
 from healthroam.errors import HealthroamError, InvalidInput
 from healthroam.records.model import patient_reference, stored_body
 from healthroam.records.repository import ResourceRepository
@@ -98,7 +100,25 @@ class BulkImporter:
                 self._store(conn, principal, chunk, report)
             if progress is not None:
                 progress(report)
+        self._refresh_statistics(report.created)
         return report
+
+    def _refresh_statistics(self, created: int) -> None:
+        """On PostgreSQL, ANALYZE the store's tables when this import grew them by a tenth or
+        more (or they were never analyzed), as autovacuum would do only later, if at all:
+        with stale statistics the planner takes a freshly loaded index table for empty and
+        a date-range search ran 60 times slower."""
+        if self.db.dialect != "postgresql" or created == 0:
+            return
+        with self.db.transaction() as conn:
+            estimated = conn.execute(
+                text("SELECT reltuples FROM pg_class WHERE relname = :name"),
+                {"name": fhir_resources.name},
+            ).scalar()
+            if estimated is not None and estimated > 0 and created * 10 < estimated:
+                return
+            tables = [fhir_resources, fhir_resource_versions, *INDEX_TABLES]
+            conn.execute(text("ANALYZE " + ", ".join(f'"{t.name}"' for t in tables)))
 
     # --- parsing and validation (no database) -------------------------------------------------
 

@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, select
 
 from healthroam.db.engine import Database
 from healthroam.db.tables_records import fhir_idx_reference
 from healthroam.errors import NotFound
 from healthroam.records.model import StoredResource
-from healthroam.records.repository import Key, ResourceRepository
+from healthroam.records.repository import Key, ResourceRepository, key_conditions
 from healthroam.security.audit import Action
 from healthroam.security.model import Principal
 from healthroam.security.service import AuditTrail
@@ -40,15 +40,11 @@ def _aware(moment: datetime) -> datetime:
 def _referenced(conn: Connection, keys: Sequence[Key]) -> list[Key]:
     ref = fhir_idx_reference.c
     found: list[Key] = []
-    for start in range(0, len(keys), 500):
-        chunk = list(keys[start : start + 500])
+    postgres = conn.dialect.name == "postgresql"
+    for condition in key_conditions(postgres, ref.resource_type, ref.resource_id, keys):
         rows = conn.execute(
             select(ref.target_type, ref.target_id)
-            .where(
-                tuple_(ref.resource_type, ref.resource_id).in_(chunk),
-                ref.target_type.is_not(None),
-                ref.target_id.is_not(None),
-            )
+            .where(condition, ref.target_type.is_not(None), ref.target_id.is_not(None))
             .distinct()
         )
         found.extend((row[0], row[1]) for row in rows)

@@ -8,19 +8,25 @@ page's rows are read.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
+    ARRAY,
+    JSON,
     ColumnElement,
     Connection,
     Row,
     Select,
+    String,
     Table,
     and_,
+    any_,
     delete,
     false,
     func,
@@ -33,6 +39,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
@@ -87,6 +94,7 @@ _SKIPPED_PARAMS = frozenset({"_id", "_lastUpdated"})  # read from fhir_resources
 SNAPSHOT_LIMIT = 10_000  # sorted searches remember at most this many results for paging
 SNAPSHOT_TTL = timedelta(hours=1)
 Key = tuple[str, str]
+COPY_THRESHOLD = 50  # rows from which PostgreSQL inserts use COPY
 
 
 def _cut(value: str | None, length: int) -> str | None:
@@ -229,19 +237,31 @@ class ResourceRepository:
         """Insert a resource that has never existed (version 1) with its index rows."""
         body = stored_body(content)
         now = _millis(now)
-        self.conn.execute(
-            insert(fhir_resources).values(
-                resource_type=resource_type,
-                id=resource_id,
-                version=1,
-                last_updated=now,
-                deleted=False,
-                institution_code=institution_code,
-                content=body,
-            )
+        current = {
+            "resource_type": resource_type,
+            "id": resource_id,
+            "version": 1,
+            "last_updated": now,
+            "deleted": False,
+            "institution_code": institution_code,
+            "content": body,
+        }
+        version = {
+            "resource_type": resource_type,
+            "id": resource_id,
+            "version": 1,
+            "last_updated": now,
+            "deleted": False,
+            "method": method,
+            "content": body,
+        }
+        self._write(
+            [
+                (fhir_resources, [current]),
+                (fhir_resource_versions, [version]),
+                *self._index_batches([(resource_type, resource_id, content)]),
+            ]
         )
-        self._version(resource_type, resource_id, 1, now, False, method, body)
-        self.index_many([(resource_type, resource_id, content)])
         return StoredResource(resource_type, resource_id, 1, now, body, institution_code)
 
     def create_many(
@@ -282,9 +302,13 @@ class ResourceRepository:
                     "content": body,
                 }
             )
-        self.conn.execute(insert(fhir_resources), current_rows)
-        self.conn.execute(insert(fhir_resource_versions), version_rows)
-        self.index_many(resources)
+        self._write(
+            [
+                (fhir_resources, current_rows),
+                (fhir_resource_versions, version_rows),
+                *self._index_batches(resources),
+            ]
+        )
 
     def replace(
         self,
@@ -334,13 +358,70 @@ class ResourceRepository:
 
     def index_many(self, resources: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
         """Write the index rows of several resources, one multi-row insert per table."""
+        self._write(self._index_batches(resources))
+
+    @staticmethod
+    def _index_batches(
+        resources: Iterable[tuple[str, str, dict[str, Any]]],
+    ) -> list[tuple[Table, list[dict[str, Any]]]]:
         by_table: dict[Table, list[dict[str, Any]]] = {}
         for rtype, rid, resource in resources:
             full = {**resource, "resourceType": rtype, "id": rid}
             for table, rows in index_rows(rtype, rid, full).items():
                 by_table.setdefault(table, []).extend(rows)
-        for table, rows in by_table.items():
-            self.conn.execute(insert(table), rows)
+        return list(by_table.items())
+
+    def _write(self, batches: Sequence[tuple[Table, list[dict[str, Any]]]]) -> None:
+        """Insert rows into several tables (each table's rows have the same keys).
+
+        On PostgreSQL, large sets go through ``COPY`` and the small ones are sent together in
+        one pipeline (one round trip for a resource, its version and all its index rows,
+        where an executemany per table waited for the server each time). The rows written
+        are the same either way; all of it runs in the caller's transaction."""
+        batches = [(table, rows) for table, rows in batches if rows]
+        if not self.postgres:
+            for table, rows in batches:
+                self.conn.execute(insert(table), rows)
+            return
+        raw = self.conn.connection.dbapi_connection
+        assert raw is not None
+        small = [(t, rows) for t, rows in batches if len(rows) < COPY_THRESHOLD]
+        for table, rows in batches:
+            if len(rows) >= COPY_THRESHOLD:
+                self._copy(raw, table, rows)
+        if not small:
+            return
+        with raw.pipeline():
+            cursor = raw.cursor()
+            for table, rows in small:
+                columns = list(rows[0])
+                names = ", ".join(f'"{c}"' for c in columns)
+                marks = ", ".join(["%s"] * len(columns))
+                documents = {c for c in columns if isinstance(table.c[c].type, (JSON, JSONB))}
+                cursor.executemany(
+                    # Table and column names come from our metadata, never from input.
+                    f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',  # noqa: S608
+                    [
+                        [
+                            Jsonb(row[c]) if c in documents and row[c] is not None else row[c]
+                            for c in columns
+                        ]
+                        for row in rows
+                    ],
+                )
+
+    @staticmethod
+    def _copy(raw: Any, table: Table, rows: list[dict[str, Any]]) -> None:
+        columns = list(rows[0])
+        documents = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, (JSON, JSONB))]
+        names = ", ".join(f'"{c}"' for c in columns)
+        with raw.cursor().copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+            for row in rows:
+                values = [row[c] for c in columns]
+                for i in documents:
+                    if values[i] is not None:
+                        values[i] = json.dumps(values[i], ensure_ascii=False, separators=(",", ":"))
+                copy.write_row(values)
 
     def unindex(self, resource_type: str, resource_id: str) -> None:
         for table in INDEX_TABLES:
@@ -384,13 +465,8 @@ class ResourceRepository:
             return []
         found: dict[Key, StoredResource] = {}
         c = fhir_resources.c
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            rows = self.conn.execute(
-                select(fhir_resources).where(
-                    tuple_(c.resource_type, c.id).in_(chunk), c.deleted == false()
-                )
-            )
+        for condition in key_conditions(self.postgres, c.resource_type, c.id, keys):
+            rows = self.conn.execute(select(fhir_resources).where(condition, c.deleted == false()))
             for row in rows:
                 found[(row.resource_type, row.id)] = _stored(row)
         return [found[k] for k in keys if k in found]
@@ -572,6 +648,39 @@ class ResourceRepository:
             .distinct()
         )
         return [(row[0], row[1]) for row in self.conn.execute(query)]
+
+
+def key_conditions(
+    postgres: bool,
+    type_column: KeyedColumnElement[Any],
+    id_column: KeyedColumnElement[Any],
+    keys: Sequence[Key],
+) -> list[ColumnElement[bool]]:
+    """WHERE conditions (one query each) selecting rows by (type, id) keys. PostgreSQL gets
+    one condition with an id array per type (``id = ANY(%s)``: one parameter, planned as an
+    index lookup), where a row-value IN list of hundreds of pairs was slow to convert, to plan
+    and to run; SQLite gets row-value IN lists of 500 keys."""
+    if not keys:
+        return []
+    if postgres:
+        by_type: dict[str, list[str]] = {}
+        for resource_type, resource_id in keys:
+            by_type.setdefault(resource_type, []).append(resource_id)
+        return [
+            or_(
+                *(
+                    and_(
+                        type_column == resource_type,
+                        id_column == any_(literal(ids, ARRAY(String()))),
+                    )
+                    for resource_type, ids in by_type.items()
+                )
+            )
+        ]
+    return [
+        tuple_(type_column, id_column).in_(list(keys[start : start + 500]))
+        for start in range(0, len(keys), 500)
+    ]
 
 
 def _millis(moment: datetime) -> datetime:

@@ -18,6 +18,7 @@ from rich.progress import (
 )
 
 from healthroam.errors import HealthroamError
+from healthroam.synth.clinical import write_clinical
 from healthroam.synth.population import DEFAULT_CHUNK_SIZE
 from healthroam.synth.writer import write_province
 
@@ -30,6 +31,11 @@ app = typer.Typer(
 class FileFormat(enum.StrEnum):
     parquet = "parquet"
     csv = "csv"
+
+
+class ClinicalFormat(enum.StrEnum):
+    ndjson = "ndjson"
+    bundles = "bundles"
 
 
 @app.callback(invoke_without_command=True)
@@ -85,4 +91,65 @@ def synth(
     typer.echo(
         f"wrote {summary.people} people and {summary.records} source records "
         f"({len(summary.rows)} files) to {summary.out_dir}"
+    )
+
+
+@app.command("clinical")
+def clinical(
+    people: Annotated[
+        int, typer.Option("--people", "-n", min=1, help="How many true people to generate.")
+    ] = 10_000,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", file_okay=False, help="Directory to write the files into."),
+    ] = Path("synth-clinical"),
+    fmt: Annotated[
+        ClinicalFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="ndjson: one resource a line; bundles: one transaction Bundle a line.",
+            case_sensitive=False,
+        ),
+    ] = ClinicalFormat.ndjson,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same files.")] = 42,
+    chunk_size: Annotated[
+        int,
+        typer.Option("--chunk-size", min=1, help="People per chunk (memory vs speed)."),
+    ] = DEFAULT_CHUNK_SIZE,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Write FHIR R4 clinical histories (visits, diagnoses, results, prescriptions,
+    vaccinations) of the province's people at its hospitals, one file per hospital."""
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]clinical"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+    )
+    try:
+        with progress:
+            task = progress.add_task("people", total=people)
+            summary = write_clinical(
+                out,
+                people,
+                fmt.value,
+                seed,
+                lambda done: progress.update(task, completed=done),
+                chunk_size=chunk_size,
+            )
+    except HealthroamError as error:
+        console.print(f"[red]error:[/red] {error.detail}")
+        raise typer.Exit(2) from None
+    except OSError as error:
+        console.print(f"[red]error:[/red] cannot write to {out}: {error.strerror}")
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"wrote {summary.total} resources ({summary.patients} patients at "
+        f"{len(summary.per_hospital)} hospitals) for {summary.people} people to "
+        f"{Path(summary.out_dir) / summary.format}"
     )

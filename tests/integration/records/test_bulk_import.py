@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from healthroam.bootstrap import Platform
 from healthroam.config import Settings
@@ -156,3 +156,30 @@ def test_cli_import(platform: Platform, settings: Settings, tmp_path: Path) -> N
     assert unknown.returncode == 2
     assert "no institution NOPE" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+def test_a_large_import_leaves_fresh_planner_statistics_and_searches_use_them(
+    platform: Platform, province: Province, http: TestClient
+) -> None:
+    h = province.headers(ALL)
+    body = _ndjson(
+        *(
+            _observation(
+                f"o{n}", f"Patient/p{n % 7}", n, effectiveDateTime=f"2024-03-{n % 28 + 1:02d}"
+            )
+            for n in range(300)
+        )
+    )
+    summary, _ = _issues(http.post("/fhir/$import", content=body, headers=h | NDJSON))
+    assert summary == "created 300, updated 0, unchanged 0, failed 0"
+    found = http.get("/fhir/Observation?date=ge2024-03-01&date=lt2024-03-02", headers=h)
+    assert found.json()["total"] == len([n for n in range(300) if n % 28 == 0])
+    if platform.db.dialect == "postgresql":
+        with platform.db.transaction(readonly=True) as conn:
+            analyzed = conn.execute(
+                text(
+                    "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL "
+                    "AND relname IN ('fhir_resources', 'fhir_idx_date', 'fhir_idx_token')"
+                )
+            ).scalars()
+            assert sorted(analyzed) == ["fhir_idx_date", "fhir_idx_token", "fhir_resources"]
