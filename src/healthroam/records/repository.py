@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
     ARRAY,
@@ -40,6 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
@@ -383,6 +385,14 @@ class ResourceRepository:
             for table, rows in batches:
                 self.conn.execute(insert(table), rows)
             return
+        try:
+            self._write_postgres(batches)
+        except psycopg.IntegrityError as error:
+            # Raw psycopg bypasses SQLAlchemy's wrapping; callers (conditional creates, the
+            # HL7 handlers' concurrent first writes) catch SQLAlchemy's IntegrityError.
+            raise IntegrityError("INSERT (pipelined)", None, error) from error
+
+    def _write_postgres(self, batches: Sequence[tuple[Table, list[dict[str, Any]]]]) -> None:
         raw = self.conn.connection.dbapi_connection
         assert raw is not None
         small = [(t, rows) for t, rows in batches if len(rows) < COPY_THRESHOLD]

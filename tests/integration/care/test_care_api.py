@@ -5,7 +5,8 @@ break-the-glass (audited, listed, reviewed), consent refusals, and the grouped s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ class World:
     a: dict[str, str]  # hospital A (level 3) wrote the record
     card_id: str
     clerk: dict[str, str]
+    codes: set[str] = field(default_factory=set)  # dynamic codes handed out so far
 
 
 def _coded(system: str, code: str, display: str) -> dict[str, Any]:
@@ -125,10 +127,16 @@ def _world(platform: Platform, province: Province, http: TestClient) -> World:
 
 
 def _dynamic_code(http: TestClient, world: World) -> str:
-    response = http.post(f"/cards/{world.card_id}/$dynamic-code", headers=world.clerk)
-    assert response.status_code == 200, response.text
-    text: str = response.json()["text"]
-    return text
+    """A code not handed out before: a dynamic code carries its time to the second, so two
+    asked for within one second are the same code (and the second use is a replay)."""
+    while True:
+        response = http.post(f"/cards/{world.card_id}/$dynamic-code", headers=world.clerk)
+        assert response.status_code == 200, response.text
+        text: str = response.json()["text"]
+        if text not in world.codes:
+            world.codes.add(text)
+            return text
+        time.sleep(0.1)
 
 
 def _items(summary: dict[str, Any], key: str) -> list[dict[str, Any]]:
