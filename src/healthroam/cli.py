@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from healthroam.bootstrap import Platform, build, build_database
 from healthroam.cards import cli as cards_cli
+from healthroam.cli_support import cli_errors
 from healthroam.clinicians import cli as clinicians_cli
 from healthroam.config import get_settings
 from healthroam.db.migrate import current_revision, upgrade
-from healthroam.errors import HealthroamError
 from healthroam.exchange import cli as simulate_cli
 from healthroam.exchange.care import cli as care_cli
 from healthroam.exchange.hl7 import cli as gateway_cli
@@ -26,9 +23,6 @@ from healthroam.exchange.recognition import cli as recognition_cli
 from healthroam.records import cli as records_cli
 from healthroam.registry import cli as registry_cli
 from healthroam.synth import cli as synth_cli
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 app = typer.Typer(
     help="healthroam: the provincial population-health information platform.",
@@ -57,27 +51,6 @@ app.add_typer(clinicians_cli.app, name="clinicians")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
-
-
-def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn healthroam and database errors into one-line messages and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except HealthroamError as exc:
-            where = f" ({exc.expression})" if exc.expression else ""
-            err.print(f"[red]error:[/red] {exc.detail}{where}", highlight=False)
-        except (OperationalError, ProgrammingError) as exc:
-            err.print(
-                f"[red]error:[/red] database problem ({type(exc.orig).__name__}); is it running "
-                "and migrated? Try `healthroam db upgrade`.",
-                highlight=False,
-            )
-        raise typer.Exit(2)
-
-    return wrapper
 
 
 def _platform() -> Platform:

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from healthroam.cli_support import cli_errors
 from healthroam.errors import InvalidInput
 
 if TYPE_CHECKING:
     from healthroam.bootstrap import Platform
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 app = typer.Typer(
     help="Resident health cards: issue, lifecycle, EHC IDs, offline checks.", no_args_is_help=True
@@ -31,18 +28,6 @@ app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
-
-
-def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """healthroam.cli's error handling (imported late: that module imports this one)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from healthroam.cli import cli_errors as handle
-
-        return handle(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _platform() -> Platform:

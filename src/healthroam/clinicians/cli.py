@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,23 +12,10 @@ from rich.table import Table
 if TYPE_CHECKING:
     from healthroam.bootstrap import Platform
 
-P = ParamSpec("P")
-R = TypeVar("R")
+from healthroam.cli_support import cli_errors
 
 app = typer.Typer(help="Clinician accounts of the clinician page.", no_args_is_help=True)
 out = Console()
-
-
-def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """healthroam.cli's error handling (imported late: that module imports this one)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from healthroam.cli import cli_errors as handle
-
-        return handle(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _platform() -> Platform:

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-P = ParamSpec("P")
-R = TypeVar("R")
+from healthroam.cli_support import cli_errors
 
 app = typer.Typer(help="Simulated traffic for demos and load tests.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
-
-
-def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """healthroam.cli's error handling (imported late: that module imports this one)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from healthroam.cli import cli_errors as handle
-
-        return handle(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 @app.command("hospitals")

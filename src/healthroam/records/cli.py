@@ -16,6 +16,7 @@ from rich.progress import (
 )
 
 from healthroam.bootstrap import build
+from healthroam.cli_support import cli_errors
 from healthroam.config import get_settings
 from healthroam.errors import InvalidInput, NotFound
 from healthroam.records.bulk_import import BulkImporter, ImportReport
@@ -41,7 +42,6 @@ def import_ndjson(
 ) -> None:
     """Load a hospital's history or a health-archive migration: validated, indexed, Patients
     matched in the master patient index, each chunk committed before the next is read."""
-    from healthroam.cli import cli_errors
 
     @cli_errors
     def run() -> None:

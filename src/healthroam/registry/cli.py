@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from healthroam.bootstrap import Platform, build
+from healthroam.cli_support import cli_errors
 from healthroam.config import get_settings
 from healthroam.registry import linkage_cli
 from healthroam.registry.bulk import BulkLoader
@@ -72,7 +73,6 @@ def load(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Stream a feed into the registry: idempotent, resumable, with a reject file."""
-    from healthroam.cli import cli_errors
 
     @cli_errors
     def run() -> None:
@@ -137,7 +137,6 @@ def reviews(
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
 ) -> None:
     """List possible matches waiting for a steward."""
-    from healthroam.cli import cli_errors
 
     @cli_errors
     def run() -> None:
@@ -163,7 +162,6 @@ def reviews(
 @app.command("decide")
 def decide(review: int, decision: Decision, agency: Agency, user: User, reason: Reason) -> None:
     """Decide a review: same (merge) or different (never link automatically)."""
-    from healthroam.cli import cli_errors
 
     @cli_errors
     def run() -> None:
@@ -179,7 +177,6 @@ def decide(review: int, decision: Decision, agency: Agency, user: User, reason: 
 @app.command("merge")
 def merge(survivor: str, merged: str, agency: Agency, user: User, reason: Reason) -> None:
     """Merge MERGED into SURVIVOR (both master index IDs)."""
-    from healthroam.cli import cli_errors
 
     @cli_errors
     def run() -> None:
@@ -193,7 +190,6 @@ def merge(survivor: str, merged: str, agency: Agency, user: User, reason: Reason
 @app.command("unmerge")
 def unmerge(merged: str, agency: Agency, user: User, reason: Reason) -> None:
     """Undo the merge of MERGED (a merged-away master index ID)."""
-    from healthroam.cli import cli_errors
 
     @cli_errors
     def run() -> None:
@@ -215,7 +211,6 @@ def split(
     reason: Reason,
 ) -> None:
     """Move source records of PERSON to a new person."""
-    from healthroam.cli import cli_errors
 
     @cli_errors
     def run() -> None:
@@ -229,7 +224,6 @@ def split(
 @app.command("show")
 def show(person: str, agency: Agency, user: User) -> None:
     """Show a person's golden record, source records and history."""
-    from healthroam.cli import cli_errors
 
     @cli_errors
     def run() -> None:

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from healthroam.cli_support import cli_errors
 from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
 
 if TYPE_CHECKING:
     from healthroam.bootstrap import Platform
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 app = typer.Typer(help="Cross-institution access: break-the-glass review.", no_args_is_help=True)
 out = Console()
@@ -27,18 +24,6 @@ Institution = Annotated[
     str, typer.Option(help="Your institution (an agency sees every institution's exceptions).")
 ]
 User = Annotated[str, typer.Option(help="Your user id as privacy officer (recorded).")]
-
-
-def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """healthroam.cli's error handling (imported late: that module imports this one)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from healthroam.cli import cli_errors as handle
-
-        return handle(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _platform() -> Platform:

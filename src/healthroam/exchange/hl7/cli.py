@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from healthroam.cli_support import cli_errors
 from healthroam.errors import InvalidInput
 
 if TYPE_CHECKING:
     from healthroam.bootstrap import Platform
     from healthroam.exchange.hl7.contract import MessageHandler
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 DEFAULT_HANDLER = "healthroam.exchange.hl7.handlers:platform_dispatcher"
 
@@ -36,18 +33,6 @@ app.add_typer(senders_app, name="senders")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
-
-
-def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """healthroam.cli's error handling (imported late: that module imports this one)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from healthroam.cli import cli_errors as handle
-
-        return handle(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _platform() -> Platform:

@@ -3,37 +3,21 @@ counts. Mount with ``app.add_typer(recognition_cli.app, name="recognition")``.""
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from datetime import date
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from healthroam.cli_support import cli_errors
 from healthroam.errors import InvalidInput
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 app = typer.Typer(
     help="Result recognition (检查检验结果互认): the table and the counts.", no_args_is_help=True
 )
 out = Console()
-
-
-def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """healthroam.cli's error handling (imported late: that module imports this one)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from healthroam.cli import cli_errors as handle
-
-        return handle(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _date(value: str | None, name: str) -> date | None:
