@@ -309,7 +309,10 @@ class RegistryRepository:
         return [_source(r) for r in self.conn.execute(query)]
 
     def count_name(self, name: str, delta: int) -> None:
-        for key in (name[:200], TOTAL):
+        # The total first: every writer takes the one total row before any name's row, so two
+        # transactions registering several people (a Bundle, an import chunk, an HL7 group
+        # commit) queue on it instead of locking two names in opposite orders (a deadlock).
+        for key in (TOTAL, name[:200]):
             updated = self.conn.execute(
                 update(mpi_name_counts)
                 .where(mpi_name_counts.c.name == key)
