@@ -51,6 +51,7 @@ class Platform:
     clinicians: ClinicianService
 
     def close(self) -> None:
+        self.bulk_import.close()
         self.cards.close()
         self.db.dispose()
 
@@ -195,7 +196,7 @@ def build(settings: Settings) -> Platform:
             file_max_resources=settings.bulk_export_file_max_resources,
             retention=timedelta(hours=settings.bulk_export_retention_hours),
         ),
-        bulk_import=BulkImporter(db, audit, records),
+        bulk_import=BulkImporter(db, audit, records, processes=settings.bulk_import_processes),
         registry=registry,
         keys=keys,
         cards=cards,

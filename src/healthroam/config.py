@@ -98,6 +98,14 @@ class Settings(BaseSettings):
         description="Largest NDJSON body `POST /fhir/$import` accepts, in MiB (larger loads: "
         "split them, or run `healthroam records import` on the server).",
     )
+    bulk_import_processes: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description="Worker processes that parse, validate and index the lines of an "
+        "`$import` (or `healthroam records import`) larger than one chunk of 1,000 lines "
+        "(0: all in the server process).",
+    )
     bulk_export_retention_hours: int = Field(
         default=24,
         ge=1,

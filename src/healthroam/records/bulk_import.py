@@ -13,38 +13,54 @@ is matched and linked in the master patient index exactly as a FHIR create would
 whose id already exists at the same institution becomes a new version, unless its content is
 unchanged (then nothing is written): re-sending a file after fixing its bad lines is safe.
 On PostgreSQL an import that grows the store by a tenth or more ends with ``ANALYZE``.
+
+Speed (decision 0027): parsing, validation and index extraction
+(:mod:`healthroam.records.bulk_prepare`) run in worker processes once an import is larger
+than one chunk, a few chunks ahead of the writer; on PostgreSQL they hand over finished
+``COPY`` text. Patients are registered on a second connection beside the fast path (each of
+the two commits its share of a chunk before the chunk is counted), because registry matching
+waits on the database far more than it computes.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
+import itertools
+import multiprocessing
+import os
+import queue
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, text, tuple_
+from sqlalchemy import Connection, insert, select, text, tuple_
 
 from healthroam.db.engine import Database
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
 from healthroam.db.tables_records import INDEX_TABLES
-from healthroam.errors import HealthroamError, InvalidInput
-from healthroam.records.model import patient_reference, stored_body
-from healthroam.records.repository import ResourceRepository
-from healthroam.records.service import RecordService, check_store_type, require
-from healthroam.records.validation import ID_PATTERN, validate_resource
+from healthroam.errors import HealthroamError
+from healthroam.records.bulk_prepare import (
+    LineError,
+    Prepared,
+    PreparedLine,
+    copy_field,
+    prepare_chunk,
+)
+from healthroam.records.repository import millis
+from healthroam.records.service import RecordService
 from healthroam.security.audit import Action
 from healthroam.security.model import Principal
 from healthroam.security.service import AuditTrail, Clock, utcnow
 
 MAX_ERRORS = 1000  # reported in full up to this many; counted beyond
-
-
-@dataclass(frozen=True, slots=True)
-class LineError:
-    line: int
-    detail: str
-    expression: str | None = None
+TABLES = {t.name: t for t in INDEX_TABLES}
+COLUMNS: dict[str, tuple[str, ...]] = {
+    t.name: tuple(c.name for c in t.columns if c.name != "row_id") for t in INDEX_TABLES
+}
+__all__ = ["BulkImporter", "ImportReport", "LineError"]
 
 
 @dataclass(slots=True)
@@ -54,23 +70,26 @@ class ImportReport:
     unchanged: int = 0
     failed: int = 0
     errors: list[LineError] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def lines(self) -> int:
         return self.created + self.updated + self.unchanged + self.failed
 
     def fail(self, line: int, detail: str, expression: str | None = None) -> None:
-        self.failed += 1
-        if len(self.errors) < MAX_ERRORS:
-            self.errors.append(LineError(line, detail, expression))
+        with self._lock:
+            self.failed += 1
+            if len(self.errors) < MAX_ERRORS:
+                self.errors.append(LineError(line, detail, expression))
 
+    def add(self, *, created: int = 0, updated: int = 0, unchanged: int = 0) -> None:
+        with self._lock:
+            self.created += created
+            self.updated += updated
+            self.unchanged += unchanged
 
-@dataclass(frozen=True, slots=True)
-class _Line:
-    number: int
-    resource_type: str
-    resource_id: str
-    resource: dict[str, Any]
+    def sort_errors(self) -> None:
+        self.errors.sort(key=lambda e: e.line)
 
 
 class BulkImporter:
@@ -81,11 +100,24 @@ class BulkImporter:
         records: RecordService,
         *,
         chunk_size: int = 1000,
+        processes: int = 0,
         clock: Clock = utcnow,
     ) -> None:
+        """``processes``: worker processes for parsing, validation and indexing of imports
+        larger than one chunk (0: all in this process)."""
         self.db, self.audit, self.records = db, audit, records
         self.chunk_size = chunk_size
+        self.processes = processes
         self.clock = clock
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self.copy_text = db.dialect == "postgresql"
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
 
     def import_lines(
         self,
@@ -95,11 +127,21 @@ class BulkImporter:
         progress: Callable[[ImportReport], None] | None = None,
     ) -> ImportReport:
         report = ImportReport()
-        for chunk in self._chunks(principal, lines, report):
-            with self.db.transaction() as conn:
-                self._store(conn, principal, chunk, report)
-            if progress is not None:
-                progress(report)
+        patients = _PatientLane(self, principal, report, threaded=self.db.dialect != "sqlite")
+        try:
+            for chunk in self._chunks(principal, lines, report):
+                others = [line for line in chunk if line.resource_type != "Patient"]
+                mine = [line for line in chunk if line.resource_type == "Patient"]
+                if mine:
+                    patients.put(mine)
+                if others:
+                    with self.db.transaction() as conn:
+                        self._store(conn, principal, others, report)
+                if progress is not None:
+                    progress(report)
+        finally:
+            patients.finish()
+        report.sort_errors()
         self._refresh_statistics(report.created)
         return report
 
@@ -120,64 +162,87 @@ class BulkImporter:
             tables = [fhir_resources, fhir_resource_versions, *INDEX_TABLES]
             conn.execute(text("ANALYZE " + ", ".join(f'"{t.name}"' for t in tables)))
 
-    # --- parsing and validation (no database) -------------------------------------------------
+    # --- parsing and validation (no database; worker processes for large imports) -------------
+
+    def _raw_chunks(self, lines: Iterable[bytes | str]) -> Iterator[list[tuple[int, bytes | str]]]:
+        chunk: list[tuple[int, bytes | str]] = []
+        for number, raw in enumerate(lines, start=1):
+            chunk.append((number, raw))
+            if len(chunk) >= self.chunk_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _pool_for_import(self) -> ProcessPoolExecutor | None:
+        if self.processes < 1:
+            return None
+        with self._pool_lock:
+            if self._pool is None:
+                method = "forkserver" if os.name == "posix" else "spawn"
+                self._pool = ProcessPoolExecutor(
+                    self.processes, mp_context=multiprocessing.get_context(method)
+                )
+            return self._pool
+
+    def _prepared(
+        self, principal: Principal, lines: Iterable[bytes | str]
+    ) -> Iterator[list[Prepared]]:
+        """Prepared chunks in input order; a pool works a few chunks ahead once there is
+        more than one."""
+        raw = self._raw_chunks(lines)
+        first = next(raw, None)
+        if first is None:
+            return
+        second = next(raw, None)
+        pool = self._pool_for_import() if second is not None else None
+        chunks: Iterator[list[tuple[int, bytes | str]]] = (
+            iter((first,)) if second is None else itertools.chain((first, second), raw)
+        )
+        if pool is None:
+            for chunk in chunks:
+                yield prepare_chunk(principal, chunk, COLUMNS, self.copy_text)
+            return
+        pending: deque[Future[list[Prepared]]] = deque()
+        ahead = 2 * self.processes
+        for chunk in chunks:
+            pending.append(pool.submit(prepare_chunk, principal, chunk, COLUMNS, self.copy_text))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
     def _chunks(
         self, principal: Principal, lines: Iterable[bytes | str], report: ImportReport
-    ) -> Iterator[list[_Line]]:
-        chunk: list[_Line] = []
+    ) -> Iterator[list[PreparedLine]]:
+        chunk: list[PreparedLine] = []
         seen: set[tuple[str, str]] = set()
-        for number, raw in enumerate(lines, start=1):
-            text = raw.decode("utf-8", errors="strict") if isinstance(raw, bytes) else raw
-            if not text.strip():
-                continue
-            try:
-                line = self._parse(principal, number, text)
-            except UnicodeDecodeError:
-                report.fail(number, "the line is not UTF-8")
-                continue
-            except HealthroamError as error:
-                report.fail(number, error.detail, error.expression)
-                continue
-            key = (line.resource_type, line.resource_id)
-            if key in seen:
-                # Two versions of one resource in one chunk: store what came before first.
-                yield chunk
-                chunk, seen = [], set()
-            seen.add(key)
-            chunk.append(line)
+        for prepared in self._prepared(principal, lines):
+            for line in prepared:
+                if isinstance(line, LineError):
+                    report.fail(line.line, line.detail, line.expression)
+                    continue
+                key = (line.resource_type, line.resource_id)
+                if key in seen:
+                    # Two versions of one resource in one chunk: store what came before first.
+                    yield chunk
+                    chunk, seen = [], set()
+                seen.add(key)
+                chunk.append(line)
             if len(chunk) >= self.chunk_size:
                 yield chunk
                 chunk, seen = [], set()
         if chunk:
             yield chunk
 
-    @staticmethod
-    def _parse(principal: Principal, number: int, text: str) -> _Line:
-        try:
-            body = json.loads(text)
-        except ValueError:
-            raise InvalidInput("the line is not a JSON resource") from None
-        if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
-            raise InvalidInput("the line is not a FHIR resource", expression="resourceType")
-        resource_type: str = body["resourceType"]
-        check_store_type(resource_type)
-        require(principal, resource_type, "c")
-        resource_id = body.get("id")
-        if resource_id is None:
-            resource_id = str(uuid.uuid4())
-            body = {**body, "id": resource_id}
-        if not isinstance(resource_id, str) or not ID_PATTERN.match(resource_id):
-            raise InvalidInput(
-                "a resource id is 1-64 of A-Z a-z 0-9 - .", expression=f"{resource_type}.id"
-            )
-        resource = validate_resource(body, resource_type)
-        return _Line(number, resource_type, resource_id, resource)
-
     # --- storing one chunk (one transaction) --------------------------------------------------
 
     def _store(
-        self, conn: Connection, principal: Principal, chunk: list[_Line], report: ImportReport
+        self,
+        conn: Connection,
+        principal: Principal,
+        chunk: list[PreparedLine],
+        report: ImportReport,
     ) -> None:
         c = fhir_resources.c
         existing: dict[tuple[str, str], Any] = {}
@@ -189,7 +254,7 @@ class BulkImporter:
                 )
             )
             existing.update({(row.resource_type, row.id): row for row in rows})
-        fast: list[_Line] = []
+        fast: list[PreparedLine] = []
         for line in chunk:
             found = existing.get((line.resource_type, line.resource_id))
             if found is None and line.resource_type != "Patient":
@@ -204,16 +269,12 @@ class BulkImporter:
                         f"{line.resource_type}.id",
                     )
                     continue
-                if not found.deleted and found.content == stored_body(line.resource):
-                    report.unchanged += 1
+                if not found.deleted and found.content == line.stored():
+                    report.add(unchanged=1)
                     continue
             self._one(conn, principal, line, report, update=found is not None)
         if fast:
-            ResourceRepository(conn).create_many(
-                [(line.resource_type, line.resource_id, line.resource) for line in fast],
-                self.clock(),
-                principal.institution_code,
-            )
+            self._write_new(conn, fast, millis(self.clock()), principal.institution_code)
             self.audit.append(
                 conn,
                 [
@@ -223,20 +284,98 @@ class BulkImporter:
                         subtype="import",
                         resource_type=line.resource_type,
                         resource_id=line.resource_id,
-                        patient_ref=patient_reference(
-                            line.resource_type, line.resource_id, line.resource
-                        ),
+                        patient_ref=line.patient_ref,
                     )
                     for line in fast
                 ],
             )
-            report.created += len(fast)
+            report.add(created=len(fast))
+
+    def _write_new(
+        self, conn: Connection, lines: list[PreparedLine], now: datetime, institution: str | None
+    ) -> None:
+        """Version 1 of each resource, its first history row and its index rows."""
+        if self.copy_text:
+            raw: Any = conn.connection.dbapi_connection
+            assert raw is not None
+            stamp, owner = copy_field(now), copy_field(institution)
+            current = "".join(
+                f"{line.resource_type}\t{line.resource_id}\t1\t{stamp}\tf\t{owner}\t"
+                f"{copy_field(line.body)}\n"
+                for line in lines
+            )
+            versions = "".join(
+                f"{line.resource_type}\t{line.resource_id}\t1\t{stamp}\tf\tPOST\t"
+                f"{copy_field(line.body)}\n"
+                for line in lines
+            )
+            blocks: list[tuple[str, tuple[str, ...], str]] = [
+                (
+                    fhir_resources.name,
+                    ("resource_type", "id", "version", "last_updated", "deleted",
+                     "institution_code", "content"),
+                    current,
+                ),
+                (
+                    fhir_resource_versions.name,
+                    ("resource_type", "id", "version", "last_updated", "deleted", "method",
+                     "content"),
+                    versions,
+                ),
+            ]  # fmt: skip
+            for name, columns in COLUMNS.items():
+                block = "".join(str(line.index.get(name, "")) for line in lines)
+                if block:
+                    blocks.append((name, columns, block))
+            with raw.cursor() as cursor:
+                for name, columns, block in blocks:
+                    names = ", ".join(f'"{c}"' for c in columns)
+                    # Table and column names come from our metadata, never from input.
+                    with cursor.copy(f'COPY "{name}" ({names}) FROM STDIN') as copy:
+                        copy.write(block)
+            return
+        base = {"version": 1, "last_updated": now, "deleted": False}
+        conn.execute(
+            insert(fhir_resources),
+            [
+                {
+                    "resource_type": line.resource_type,
+                    "id": line.resource_id,
+                    "institution_code": institution,
+                    "content": line.stored(),
+                    **base,
+                }
+                for line in lines
+            ],
+        )
+        conn.execute(
+            insert(fhir_resource_versions),
+            [
+                {
+                    "resource_type": line.resource_type,
+                    "id": line.resource_id,
+                    "method": "POST",
+                    "content": line.stored(),
+                    **base,
+                }
+                for line in lines
+            ],
+        )
+        for name, columns in COLUMNS.items():
+            rows = [
+                dict(zip(columns, values, strict=True))
+                for line in lines
+                for values in line.index.get(name, ())
+                if not isinstance(values, str)
+            ]
+            if rows:
+                conn.execute(insert(TABLES[name]), rows)
 
     def _one(
         self,
         conn: Connection,
         principal: Principal,
-        line: _Line,
+        line: PreparedLine,
         report: ImportReport,
         *,
         update: bool,
@@ -251,7 +390,7 @@ class BulkImporter:
                     principal,
                     line.resource_type,
                     line.resource_id,
-                    line.resource,
+                    line.content(),
                     method="PUT",
                 )
             else:
@@ -259,7 +398,7 @@ class BulkImporter:
                     conn,
                     principal,
                     line.resource_type,
-                    line.resource,
+                    line.content(),
                     resource_id=line.resource_id,
                 )
         except HealthroamError as error:
@@ -267,7 +406,54 @@ class BulkImporter:
             report.fail(line.number, error.detail, error.expression)
             return
         savepoint.commit()
-        if update:
-            report.updated += 1
-        else:
-            report.created += 1
+        report.add(updated=1) if update else report.add(created=1)
+
+
+class _PatientLane:
+    """Patients of an import, registered in input order on their own connection (a thread
+    on PostgreSQL; inline on SQLite, which has one writer). Each batch is one transaction."""
+
+    _DONE: Any = object()
+
+    def __init__(
+        self, importer: BulkImporter, principal: Principal, report: ImportReport, *, threaded: bool
+    ) -> None:
+        self.importer, self.principal, self.report = importer, principal, report
+        self.error: BaseException | None = None
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=4)
+        self.thread: threading.Thread | None = None
+        if threaded:
+            self.thread = threading.Thread(target=self._run, name="import-patients", daemon=True)
+            self.thread.start()
+
+    def put(self, lines: list[PreparedLine]) -> None:
+        if self.thread is None:
+            self._store(lines)
+            return
+        if self.error is not None:
+            raise self.error
+        self.queue.put(lines)
+
+    def finish(self) -> None:
+        if self.thread is not None:
+            self.queue.put(self._DONE)
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            raise self.error
+
+    def _store(self, lines: list[PreparedLine]) -> None:
+        with self.importer.db.transaction() as conn:
+            self.importer._store(conn, self.principal, lines, self.report)
+
+    def _run(self) -> None:
+        while True:
+            lines = self.queue.get()
+            if lines is self._DONE:
+                return
+            if self.error is not None:
+                continue  # drain after a failure; the importer raises it
+            try:
+                self._store(lines)
+            except BaseException as error:  # handed to the importing thread
+                self.error = error

@@ -63,7 +63,11 @@ def import_ndjson(
                 purpose_of_use="HOPERAT",
             )
             importer = BulkImporter(
-                platform.db, platform.audit, platform.records, chunk_size=chunk_size
+                platform.db,
+                platform.audit,
+                platform.records,
+                chunk_size=chunk_size,
+                processes=platform.settings.bulk_import_processes,
             )
             total = ImportReport()
             for file in files:
@@ -84,7 +88,10 @@ def import_ndjson(
                     def advance(done: ImportReport, task: TaskID = task) -> None:
                         bar.update(task, completed=done.lines)
 
-                    report = importer.import_lines(principal, lines, progress=advance)
+                    try:
+                        report = importer.import_lines(principal, lines, progress=advance)
+                    finally:
+                        importer.close()
                 for error in report.errors:
                     where = f" ({error.expression})" if error.expression else ""
                     err.print(f"{file.name} line {error.line}: {error.detail}{where}")

@@ -693,6 +693,11 @@ def key_conditions(
     ]
 
 
+def millis(moment: datetime) -> datetime:
+    """An instant cut to whole milliseconds (the precision the store serves)."""
+    return _millis(moment)
+
+
 def _millis(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
