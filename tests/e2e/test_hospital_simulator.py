@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from typer.testing import CliRunner
 
 from healthroam.bootstrap import Platform
+from healthroam.cli import app as cli_app
+from healthroam.config import Settings, get_settings
 from healthroam.exchange.hl7.gateway import GatewayConfig, running_gateway
 from healthroam.exchange.hl7.handlers import platform_dispatcher
 from healthroam.exchange.hl7.service import GatewayService
@@ -48,7 +52,11 @@ def _total(http: httpx.Client, headers: dict[str, str], path: str, **params: str
 
 
 def test_hl7_and_fhir_hospitals_with_card_check_ins(
-    platform: Platform, server: str, tmp_path: Path
+    platform: Platform,
+    settings: Settings,
+    server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     every = hospitals(4)
     on_fhir = api_hospitals(every, 0.5)
@@ -161,3 +169,48 @@ def test_hl7_and_fhir_hospitals_with_card_check_ins(
         assert found.status_code == 200, found.text
         reasons = {(r["institution"], r["reason"]) for r in found.json()["relationships"]}
         assert (record.institution_code, "check-in") in reasons
+
+    # The command: --setup adds the missing hospital's client, reuses the rest; the report
+    # has a row per kind.
+    for name, value in (
+        ("HEALTHROAM_DATABASE_URL", settings.database_url),
+        ("HEALTHROAM_DATA_DIR", str(settings.data_dir)),
+        ("HEALTHROAM_TOKEN_SIGNING_KEY_FILE", str(settings.signing_key_path)),
+    ):
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        missing = CliRunner().invoke(
+            cli_app,
+            ["simulate", "hospitals", "--api", server, "--clients-file", str(tmp_path / "none")],
+        )
+        assert missing.exit_code != 0
+        assert "run with --setup first" in missing.output
+        ran = CliRunner().invoke(
+            cli_app,
+            [
+                "simulate",
+                "hospitals",
+                "--setup",
+                "--count",
+                "2",
+                "--seconds",
+                "4",
+                "--rate",
+                "4",
+                "--api",
+                server,
+                "--fhir-share",
+                "1",
+                "--check-in-share",
+                "0",
+                "--clients-file",
+                str(clients_file),
+            ],
+        )
+    finally:
+        get_settings.cache_clear()
+    assert ran.exit_code == 0, ran.output
+    assert "API clients created: 1" in ran.output
+    bundle_row = next(line for line in ran.output.splitlines() if "FHIR Bundle" in line)
+    assert bundle_row.split("│")[4].strip() == "0"  # no errors
