@@ -62,6 +62,13 @@ def hospitals(
         float,
         typer.Option(min=0, max=1, help="With --api: share of FHIR visits with a card check-in."),
     ] = 0.3,
+    read_summary: Annotated[
+        bool,
+        typer.Option(
+            "--summary/--no-summary",
+            help="With --api: after each check-in the clinician reads the resident's summary.",
+        ),
+    ] = True,
     clients_file: Annotated[
         Path | None,
         typer.Option(
@@ -103,6 +110,7 @@ def hospitals(
             credentials=load_credentials(credentials_path),
             fhir_share=fhir_share,
             check_in_share=check_in_share,
+            summary=read_summary,
         )
     config = SimulatorConfig(
         host=host or settings.gateway_host,
