@@ -460,6 +460,11 @@ def _with_api_hospitals(
     clerk = api.credentials.get(simulator_api.CLERK)
     if clerk is None:
         raise InvalidInput("no card-office API client: run with --setup", expression="api")
+    missing = sorted(chosen - set(api.credentials))
+    if missing:
+        raise InvalidInput(
+            f"no API client for hospital {missing[0]}: run with --setup", expression="api"
+        )
     office = simulator_api.CardOffice(
         api.base_url, simulator_api.TokenSource(api.base_url, clerk, api.timeout), api.timeout
     )
@@ -468,10 +473,6 @@ def _with_api_hospitals(
         if hospital.code not in chosen:
             result.append(thread)
             continue
-        if hospital.code not in api.credentials:
-            raise InvalidInput(
-                f"no API client for hospital {hospital.code}: run with --setup", expression="api"
-            )
         result.append(
             threading.Thread(
                 target=simulator_api.run_hospital,

@@ -88,3 +88,15 @@ def test_call_tally() -> None:
     assert tally.statuses == {"400": 1, "no answer": 1}
     assert tally.first_error == "400 replayed"
     assert tally.percentile(0.95) == 0.2
+
+
+def test_missing_clients_are_refused_before_any_traffic() -> None:
+    from healthroam.exchange.simulator import SimulatorConfig, simulate
+    from healthroam.exchange.simulator_api import CLERK, ApiOptions, Credentials
+
+    clerk = {CLERK: Credentials("c", "s", "HNWJW")}
+    config = SimulatorConfig(port=1, count=2, people=10, api=ApiOptions("http://x", clerk))
+    with pytest.raises(InvalidInput, match="no API client for hospital"):
+        simulate(config)
+    with pytest.raises(InvalidInput, match="card-office"):
+        simulate(SimulatorConfig(port=1, count=2, people=10, api=ApiOptions("http://x", {})))
