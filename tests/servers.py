@@ -48,7 +48,8 @@ def running_server(settings: Settings, log_path: Path, **extra: str) -> Iterator
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 30
+            # Generous: on a busy two-core machine the server can take half a minute to start.
+            deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 try:
                     if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:

@@ -170,6 +170,7 @@ def build(settings: Settings) -> Platform:
         load_table(settings.recognition_table_file),
         avoided_window_hours=settings.recognition_avoided_window_hours,
         visibility=care.visibility_in,
+        gate=care.result_access_in,
     )
     records.listen("ServiceRequest", recognition.on_service_request)
     clients = ClientService(db)

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from healthroam.api.auth import platform_of, scoped
 from healthroam.api.fhir import fhir_response, json_body
+from healthroam.api.fhir_registry import BREAK_GLASS_HEADER
 from healthroam.errors import InvalidInput
 from healthroam.exchange.recognition.model import local_day
 from healthroam.exchange.recognition.service import (
@@ -109,6 +110,25 @@ def _bundle(request: Request, result: RecentResults) -> JSONResponse:
                 "expression": ["code"],
             }
         )
+    if result.guidance is not None:
+        issues.append(
+            {
+                "severity": "warning",
+                "code": "suppressed",
+                "diagnostics": "other institutions' results about this person are not shown: "
+                + result.guidance,
+                "expression": ["X-Break-Glass-Reason"],
+            }
+        )
+    if result.break_glass_exception is not None:
+        issues.append(
+            {
+                "severity": "information",
+                "code": "informational",
+                "diagnostics": "break-the-glass access: audited with purpose of use BTG and "
+                f"opened for review (access exception {result.break_glass_exception})",
+            }
+        )
     if not issues:
         issues.append(
             {
@@ -143,7 +163,11 @@ def recent_results(patient_id: str, request: Request, caller: PatientReader) -> 
     if unknown:
         raise InvalidInput(f"unsupported parameter {unknown[0]}", expression=unknown[0])
     result = platform_of(request).recognition.recent_results(
-        caller, patient_id, _tokens(params.getlist("code")), params.get("institution")
+        caller,
+        patient_id,
+        _tokens(params.getlist("code")),
+        params.get("institution"),
+        break_glass_reason=request.headers.get(BREAK_GLASS_HEADER),
     )
     return _bundle(request, result)
 
@@ -154,7 +178,13 @@ async def recent_results_post(
 ) -> JSONResponse:
     """The same with a Parameters body."""
     codes, institution = _parameters(await json_body(request))
-    result = platform_of(request).recognition.recent_results(caller, patient_id, codes, institution)
+    result = platform_of(request).recognition.recent_results(
+        caller,
+        patient_id,
+        codes,
+        institution,
+        break_glass_reason=request.headers.get(BREAK_GLASS_HEADER),
+    )
     return _bundle(request, result)
 
 

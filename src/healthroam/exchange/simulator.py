@@ -19,13 +19,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from healthroam.errors import InvalidInput
 from healthroam.exchange.hl7.mllp import MllpClient, MllpError
 from healthroam.registry.names import split_chinese_name
 from healthroam.synth import places
 from healthroam.synth.population import PopulationGenerator
+
+if TYPE_CHECKING:
+    from healthroam.exchange.simulator_api import ApiOptions
 
 APPLICATION = "HIS"  # MSH-3 of every simulated hospital; MSH-4 is the hospital's code
 # (LOINC, name, unit, low, high) of common laboratory tests.
@@ -277,6 +280,29 @@ class MessageFactory:
 
 
 @dataclass
+class CallTally:
+    """HTTP calls of one kind (FHIR Bundle, check-in ...) by the API hospitals."""
+
+    sent: int = 0
+    ok: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)  # errors: HTTP status or "no answer"
+    latencies: list[float] = field(default_factory=list)
+    first_error: str | None = None  # the first error answer's body (shortened), for diagnosis
+
+    @property
+    def errors(self) -> int:
+        return self.sent - self.ok
+
+    def percentile(self, q: float) -> float:
+        values = sorted(self.latencies)
+        if not values:
+            return 0.0
+        if q == 0.5:
+            return statistics.median(values)
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+
+@dataclass
 class Summary:
     sent: int = 0
     codes: dict[str, int] = field(default_factory=dict)
@@ -285,6 +311,7 @@ class Summary:
     by_type: dict[str, int] = field(default_factory=dict)
     elapsed: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    calls: dict[str, CallTally] = field(default_factory=dict)  # the API hospitals' calls
 
     def record(self, label: str, code: str | None, seconds: float) -> None:
         with self.lock:
@@ -295,6 +322,21 @@ class Summary:
             else:
                 self.codes[code] = self.codes.get(code, 0) + 1
                 self.latencies.append(seconds)
+
+    def record_call(
+        self, kind: str, status: int | None, ok: bool, seconds: float, error: str | None = None
+    ) -> None:
+        with self.lock:
+            tally = self.calls.setdefault(kind, CallTally())
+            tally.sent += 1
+            if ok:
+                tally.ok += 1
+                tally.latencies.append(seconds)
+            else:
+                key = str(status) if status is not None else "no answer"
+                tally.statuses[key] = tally.statuses.get(key, 0) + 1
+                if tally.first_error is None:
+                    tally.first_error = (error or key)[:500]
 
     def percentile(self, q: float) -> float:
         with self.lock:
@@ -322,6 +364,7 @@ class SimulatorConfig:
     people: int = 2_000
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
+    api: ApiOptions | None = None  # some hospitals talk FHIR and check in by card instead
 
 
 def simulate(
@@ -383,12 +426,69 @@ def simulate(
         threading.Thread(target=run, args=(n, h), name=f"hospital-{h.code}", daemon=True)
         for n, h in enumerate(hospitals(config.count))
     ]
+    office = None
+    if config.api is not None:
+        threads, office = _with_api_hospitals(
+            config, config.api, threads, summary, population, per_hospital, until, stop, on_message
+        )
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if office is not None:
+        office.close()
     summary.elapsed = time.monotonic() - started
     return summary
+
+
+def _with_api_hospitals(
+    config: SimulatorConfig,
+    api: ApiOptions,
+    threads: list[threading.Thread],
+    summary: Summary,
+    population: list[Person],
+    per_hospital: float,
+    until: float,
+    stop: threading.Event,
+    on_message: Callable[[Summary], None] | None,
+) -> tuple[list[threading.Thread], Any]:
+    """The threads with the FHIR hospitals' HL7 threads replaced by API ones."""
+    from healthroam.exchange import simulator_api
+
+    every = hospitals(config.count)
+    chosen = {h.code for h in simulator_api.api_hospitals(every, api.fhir_share)}
+    clerk = api.credentials.get(simulator_api.CLERK)
+    if clerk is None:
+        raise InvalidInput("no card-office API client: run with --setup", expression="api")
+    missing = sorted(chosen - set(api.credentials))
+    if missing:
+        raise InvalidInput(
+            f"no API client for hospital {missing[0]}: run with --setup", expression="api"
+        )
+    office = simulator_api.CardOffice(
+        api.base_url, simulator_api.TokenSource(api.base_url, clerk, api.timeout), api.timeout
+    )
+    result = []
+    for n, (hospital, thread) in enumerate(zip(every, threads, strict=True)):
+        if hospital.code not in chosen:
+            result.append(thread)
+            continue
+        result.append(
+            threading.Thread(
+                target=simulator_api.run_hospital,
+                args=(n, hospital, api, office, summary, population),
+                kwargs={
+                    "seed": config.seed,
+                    "per_hospital": per_hospital,
+                    "until": until,
+                    "stop": stop,
+                    "on_message": on_message,
+                },
+                name=f"hospital-{hospital.code}-fhir",
+                daemon=True,
+            )
+        )
+    return result, office
 
 
 def setup_senders(platform: Any, count: int) -> int:

@@ -17,6 +17,7 @@ from healthroam.config import Settings
 from healthroam.exchange.hl7.contract import MessageContext, Sender, Severity
 from healthroam.exchange.recognition.model import CHINA_TIME, LOINC
 from healthroam.exchange.recognition.service import EXTENSION_URL
+from healthroam.security.audit import Outcome
 
 from helpers import Province, patient
 
@@ -497,3 +498,78 @@ def test_orders_in_a_transaction_bundle_get_alerts_in_the_entry_outcome(world: W
     (alert,) = first["response"]["outcome"]["issue"]
     assert f"Observation/{at_a}" in alert["diagnostics"]
     assert "outcome" not in second["response"]
+
+
+GLASS = "unconscious on arrival, repeat labs?"
+
+
+def test_break_the_glass_on_recent_results(
+    world: World, province: Province, platform: Platform
+) -> None:
+    """A hospital with no care relationship and no data of its own is refused with guidance;
+    with X-Break-Glass-Reason it sees every institution's results, audited with purpose of
+    use BTG and opened for the privacy officer's review; a too-short reason is a 400."""
+    http = world.http
+    at_a = post(http, world.a, observation(world.patient_a, "58410-2", day(2))).json()["id"]
+    province.institution("HD", level=3)
+    d = {**province.headers(ALL, "HD"), "X-End-User": "dr-li"}
+    url = f"/fhir/Patient/{world.mii}/$recent-results?code=58410-2"
+
+    refused = http.get(url, headers=d)
+    assert refused.status_code == 403, refused.text
+    issue = refused.json()["issue"][0]
+    assert issue["code"] == "forbidden"
+    assert issue["expression"] == ["X-Break-Glass-Reason"]
+    assert "POST /care/check-in" in issue["diagnostics"]
+    assert "X-Break-Glass-Reason" in issue["diagnostics"]
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "code", "valueString": "58410-2"}],
+    }
+    post_url = f"/fhir/Patient/{world.mii}/$recent-results"
+    assert http.post(post_url, json=params, headers=d).status_code == 403
+
+    for bad in ("hi", "x" * 501):
+        too_short = http.get(url, headers={**d, "X-Break-Glass-Reason": bad})
+        assert too_short.status_code == 400, too_short.text
+        assert too_short.json()["resourceType"] == "OperationOutcome"
+        assert too_short.json()["issue"][0]["expression"] == ["X-Break-Glass-Reason"]
+
+    glass = http.get(url, headers={**d, "X-Break-Glass-Reason": GLASS})
+    assert glass.status_code == 200, glass.text
+    assert set(entries(glass.json())) == {f"Observation/{at_a}"}
+    outcome = glass.json()["entry"][-1]["resource"]
+    assert any("break-the-glass" in i["diagnostics"] for i in outcome["issue"])
+    by_post = http.post(post_url, json=params, headers={**d, "X-Break-Glass-Reason": GLASS})
+    assert set(entries(by_post.json())) == {f"Observation/{at_a}"}
+
+    records = platform.audit.search(patient_ref=f"Patient/{world.mii}")[0]
+    mine = [r for _, r in records if r.subtype == "recent-results" and r.institution_code == "HD"]
+    refusals = [r for r in mine if r.outcome is not Outcome.SUCCESS]
+    assert len(refusals) == 2  # the two refused look-ups
+    btg = [r for r in mine if r.purpose_of_use == "BTG"]
+    assert len(btg) == 2
+    assert all(r.end_user == "dr-li" and "access=break-the-glass" in (r.detail or "") for r in btg)
+
+    province.institution("HNWJW", kind="agency", level=None)
+    officer = {**province.headers("system/AccessException.us", "HNWJW"), "X-End-User": "p-1"}
+    listed = http.get("/care/access-exceptions", headers=officer).json()["exceptions"]
+    assert [(e["institution"], e["access"], e["reason"], e["endUser"]) for e in listed] == [
+        ("HD", "recent-results", GLASS, "dr-li")
+    ] * 2
+    assert all(e["masterIndexId"] == world.mii and not e["hadRelationship"] for e in listed)
+
+
+def test_own_results_only_say_how_to_see_the_others(world: World, province: Province) -> None:
+    http = world.http
+    post(http, world.a, observation(world.patient_a, "58410-2", day(2)))
+    province.institution("HD", level=3)
+    d = province.headers(ALL, "HD")
+    at_d = post(http, d, patient(sequence=124)).json()["id"]
+    own = post(http, d, observation(at_d, "58410-2", day(1))).json()["id"]
+    bundle = http.get(f"/fhir/Patient/{at_d}/$recent-results?code=58410-2", headers=d).json()
+    assert set(entries(bundle)) == {f"Observation/{own}"}
+    issues = bundle["entry"][-1]["resource"]["issue"]
+    hidden = [i for i in issues if i["code"] == "suppressed"]
+    assert len(hidden) == 1
+    assert "X-Break-Glass-Reason" in hidden[0]["diagnostics"]

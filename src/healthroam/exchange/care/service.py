@@ -35,6 +35,7 @@ from healthroam.exchange.care.model import (
 )
 from healthroam.exchange.care.repository import CareRepository, PersonRecord, RecordKey
 from healthroam.exchange.care.summary import SUMMARY_TYPES, build_summary
+from healthroam.exchange.recognition.service import ResultAccess
 from healthroam.records.repository import ResourceRepository
 from healthroam.records.service import RecordService, require
 from healthroam.security.access import (
@@ -344,6 +345,30 @@ class CareService:
             own = principal.institution_code
             return lambda code: code == own
         return grant.visible
+
+    def result_access_in(
+        self,
+        conn: Connection,
+        principal: Principal,
+        master_index_id: str,
+        break_glass_reason: str | None,
+    ) -> ResultAccess:
+        """The gate of a ``$recent-results`` look-up: like ``$everything`` (Forbidden with
+        guidance when refused; break-the-glass audited with BTG and opened for review)."""
+        grant, _ = self.gate_in(
+            conn,
+            principal,
+            master_index_id,
+            access="recent-results",
+            break_glass_reason=break_glass_reason,
+        )
+        return ResultAccess(
+            grant.visible,
+            grant.principal,
+            self.detail(grant),
+            grant.decision.guidance if grant.decision.others_hidden else None,
+            grant.exception_id,
+        )
 
     def audit_refusal(
         self, principal: Principal, master_index_id: str, access: str, error: Exception

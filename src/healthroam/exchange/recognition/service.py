@@ -44,6 +44,7 @@ from healthroam.records.results import patient_results
 from healthroam.records.service import Notice, require
 from healthroam.records.validation import ID_PATTERN
 from healthroam.registry.service import RegistryService
+from healthroam.security.access import check_break_glass_reason
 from healthroam.security.audit import Action, Outcome
 from healthroam.security.model import Principal
 from healthroam.security.repository import InstitutionRepository
@@ -67,11 +68,29 @@ Visibility = Callable[[Connection, Principal, str], Callable[[str | None], bool]
 
 
 @dataclass(frozen=True, slots=True)
+class ResultAccess:
+    """What the care gate granted one ``$recent-results`` look-up (exchange/care)."""
+
+    visible: Callable[[str | None], bool]  # may this institution's results be shown?
+    reader: Principal  # whom the read is audited as (purpose of use BTG after break-the-glass)
+    detail: str | None = None  # how access was granted, for the audit entry
+    guidance: str | None = None  # others' results exist but are hidden: what the caller can do
+    break_glass_exception: int | None = None  # the access exception opened for review
+
+
+# (connection, caller, master index id, break-the-glass reason) -> the access granted; raises
+# Forbidden (with guidance) when the caller may not read the person's results at all.
+AccessGate = Callable[[Connection, Principal, str, str | None], ResultAccess]
+
+
+@dataclass(frozen=True, slots=True)
 class RecentResults:
     findings: list[Finding]
     ordering: Site
     tests: list[TableTest]  # the tests asked about (every tabled test when no code was given)
     unmatched: list[str]  # asked-for codes the table does not know
+    guidance: str | None = None  # others' results are hidden: how to see them
+    break_glass_exception: int | None = None  # set when the glass was broken for this read
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +147,16 @@ class RecognitionService:
         *,
         avoided_window_hours: int = 72,
         visibility: Visibility | None = None,
+        gate: AccessGate | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self.db, self.audit, self.registry, self.table = db, audit, registry, table
         # Care relationships and consent decide whose results a hospital may be shown
         # (exchange/care); None: every result the scopes allow (agencies, tests of the rules).
         self.visibility = visibility
+        # The same gate decides a $recent-results look-up, with break-the-glass; None: the
+        # look-up is filtered by ``visibility`` as the alerts are.
+        self.gate = gate
         self.avoided_window = timedelta(hours=avoided_window_hours)
         self.clock = clock
 
@@ -166,6 +189,7 @@ class RecognitionService:
         tests: Sequence[TableTest] | None,
         ordering: Site,
         now: datetime,
+        visible: Callable[[str | None], bool] | None = None,
     ) -> list[Finding]:
         types = [t for t in RESULT_TYPES if principal.scopes.allows(t, "r")]
         chosen = list(tests) if tests is not None else list(self.table.tests)
@@ -175,8 +199,9 @@ class RecognitionService:
         # The windows are applied in Python (assess); the query narrows by person and code.
         rows = patient_results(conn, person.patient_ids, types, codes=self.table.codings_of(chosen))
         master = person.audit_refs[0].removeprefix("Patient/")
-        if self.visibility is not None and MASTER_INDEX_ID.match(master):
+        if visible is None and self.visibility is not None and MASTER_INDEX_ID.match(master):
             visible = self.visibility(conn, principal, master)
+        if visible is not None:
             rows = [row for row in rows if visible(row.institution_code)]
         sites: dict[str | None, Site | None] = {}
         findings = []
@@ -200,7 +225,13 @@ class RecognitionService:
         return rank(findings)
 
     def _audit_read(
-        self, conn: Connection, principal: Principal, person: Person, subtype: str, query: str
+        self,
+        conn: Connection,
+        principal: Principal,
+        person: Person,
+        subtype: str,
+        query: str,
+        detail: str | None = None,
     ) -> None:
         self.audit.append(
             conn,
@@ -214,6 +245,7 @@ class RecognitionService:
                     resource_id=ref.split("/", 1)[1],
                     patient_ref=ref,
                     query=query,
+                    detail=detail,
                 )
                 for ref in person.audit_refs
             ],
@@ -264,48 +296,96 @@ class RecognitionService:
         patient_id: str,
         tokens: Sequence[str],
         institution: str | None = None,
+        *,
+        break_glass_reason: str | None = None,
     ) -> RecentResults:
         """Equivalent results of the person within their validity windows, each judged for
-        ``institution`` (default: the caller's). Audited as a read of the person's data."""
+        ``institution`` (default: the caller's). Audited as a read of the person's data.
+
+        Whose results are shown is the care gate's decision (``gate``): without a care
+        relationship a hospital sees its own results only, or is refused (Forbidden with
+        guidance) when it has none; ``break_glass_reason`` (the ``X-Break-Glass-Reason``
+        header) opens the whole person's results, audited with purpose of use BTG and
+        flagged for review, as for ``$everything``."""
         require(principal, "Patient", "r")
+        reason = check_break_glass_reason(break_glass_reason)
         findings: list[Finding] = []
-        with self.db.transaction() as conn:
-            ordering = _site(conn, institution or principal.institution_code)
-            if ordering is None:
-                raise InvalidInput("unknown institution", expression="institution")
-            tests, unmatched = self.tests_for([ordering.code, principal.institution_code], tokens)
-            person = self._person(conn, patient_id)
-            if person is None:
-                self.audit.append(
-                    conn,
-                    [
-                        self.audit.event(
+        access: ResultAccess | None = None
+        master = ""
+        try:
+            with self.db.transaction() as conn:
+                ordering = _site(conn, institution or principal.institution_code)
+                if ordering is None:
+                    raise InvalidInput("unknown institution", expression="institution")
+                tests, unmatched = self.tests_for(
+                    [ordering.code, principal.institution_code], tokens
+                )
+                person = self._person(conn, patient_id)
+                if person is None:
+                    self.audit.append(
+                        conn,
+                        [
+                            self.audit.event(
+                                principal,
+                                action=Action.EXECUTE,
+                                event_type="query",
+                                subtype="recent-results",
+                                outcome=Outcome.MINOR_FAILURE,
+                                resource_type="Patient",
+                                resource_id=patient_id[:128],
+                                detail="not found",
+                            )
+                        ],
+                    )
+                else:
+                    master = person.audit_refs[0].removeprefix("Patient/")
+                    if self.gate is not None and MASTER_INDEX_ID.match(master):
+                        access = self.gate(conn, principal, master, reason)
+                    asked = tests if tokens else None
+                    if asked is None or asked:
+                        findings = self._find(
+                            conn,
                             principal,
-                            action=Action.EXECUTE,
-                            event_type="query",
-                            subtype="recent-results",
-                            outcome=Outcome.MINOR_FAILURE,
-                            resource_type="Patient",
-                            resource_id=patient_id[:128],
-                            detail="not found",
+                            person,
+                            asked,
+                            ordering,
+                            self.clock(),
+                            access.visible if access is not None else None,
                         )
-                    ],
-                )
-            else:
-                asked = tests if tokens else None
-                if asked is None or asked:
-                    findings = self._find(conn, principal, person, asked, ordering, self.clock())
-                self._audit_read(
-                    conn,
-                    principal,
-                    person,
-                    "recent-results",
-                    urlencode([("code", t) for t in tokens]),
-                )
+                    self._audit_read(
+                        conn,
+                        access.reader if access is not None else principal,
+                        person,
+                        "recent-results",
+                        urlencode([("code", t) for t in tokens]),
+                        access.detail if access is not None else None,
+                    )
+        except Forbidden as error:
+            self.audit.record(
+                [
+                    self.audit.event(
+                        principal,
+                        action=Action.EXECUTE,
+                        event_type="query",
+                        subtype="recent-results",
+                        outcome=Outcome.MINOR_FAILURE,
+                        resource_type="Patient",
+                        resource_id=master or patient_id[:128],
+                        patient_ref=f"Patient/{master}" if master else None,
+                        detail=f"refused: {type(error).__name__}",
+                    )
+                ]
+            )
+            raise
         if person is None:
             raise NotFound(f"Patient/{patient_id} is not known", expression="Patient.id")
         return RecentResults(
-            findings, ordering, tests if tokens else list(self.table.tests), unmatched
+            findings,
+            ordering,
+            tests if tokens else list(self.table.tests),
+            unmatched,
+            access.guidance if access is not None else None,
+            access.break_glass_exception if access is not None else None,
         )
 
     # --- orders --------------------------------------------------------------------------
