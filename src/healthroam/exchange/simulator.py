@@ -31,14 +31,15 @@ if TYPE_CHECKING:
     from healthroam.exchange.simulator_api import ApiOptions
 
 APPLICATION = "HIS"  # MSH-3 of every simulated hospital; MSH-4 is the hospital's code
-# (LOINC, name, unit, low, high) of common laboratory tests.
+# (LOINC, name, unit, low, high) of common laboratory tests, in the SI units Chinese
+# laboratories report (so the molar LOINC codes: mmol/L glucose is 14749-6, not 2345-7).
 TESTS = (
-    ("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mmol/L", 3.9, 6.1),
+    ("14749-6", "Glucose [Moles/volume] in Serum or Plasma", "mmol/L", 3.9, 6.1),
     ("718-7", "Hemoglobin [Mass/volume] in Blood", "g/L", 115.0, 150.0),
-    ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "umol/L", 44.0, 133.0),
+    ("14682-9", "Creatinine [Moles/volume] in Serum or Plasma", "umol/L", 44.0, 133.0),
     ("1742-6", "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma",
      "U/L", 7.0, 40.0),
-    ("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma", "mmol/L", 2.8, 5.2),
+    ("14647-2", "Cholesterol [Moles/volume] in Serum or Plasma", "mmol/L", 2.8, 5.2),
     ("6690-2", "Leukocytes [#/volume] in Blood by Automated count", "10*9/L", 3.5, 9.5),
 )  # fmt: skip
 DEPARTMENTS = ("内科", "外科", "儿科", "妇产科", "急诊科", "中医科")
