@@ -368,6 +368,14 @@ class Settings(BaseSettings):
         description="Most messages applied in one transaction (group commit). Each message runs "
         "in its own savepoint; every ACK is sent after that transaction commits.",
     )
+    gateway_rejection_retention_days: int = Field(
+        default=90,
+        ge=1,
+        le=3_650,
+        description="Days a refused HL7 message (AE/AR, table `hl7_rejections`, with the "
+        "reason) is kept; `healthroam gateway purge-rejections` deletes older ones (run it "
+        "daily, e.g. from cron). Accepted messages and their ACKs are not affected.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -272,11 +272,11 @@ class ResourceRepository:
         now: datetime,
         institution_code: str | None,
         method: str = "POST",
-    ) -> None:
+    ) -> list[StoredResource]:
         """Insert many never-existing resources (version 1) with their index rows: one
-        multi-row insert per table (bulk import)."""
+        multi-row insert per table (bulk import, HL7 v2 messages). Returns them as stored."""
         if not resources:
-            return
+            return []
         now = _millis(now)
         current_rows: list[dict[str, Any]] = []
         version_rows: list[dict[str, Any]] = []
@@ -311,6 +311,12 @@ class ResourceRepository:
                 *self._index_batches(resources),
             ]
         )
+        return [
+            StoredResource(
+                row["resource_type"], row["id"], 1, now, row["content"], institution_code
+            )
+            for row in current_rows
+        ]
 
     def replace(
         self,

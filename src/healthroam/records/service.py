@@ -8,7 +8,7 @@ rows together, and appends the audit entries in the same transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -235,6 +235,44 @@ class RecordService:
         )
         notice = self._notify(conn, principal, stored, True)
         return Created(stored, registration, notice=notice)
+
+    def create_many_in(
+        self,
+        conn: Connection,
+        principal: Principal,
+        resources: Sequence[tuple[str, str, dict[str, Any]]],
+        *,
+        audit: Sequence[AuditRecord] = (),
+    ) -> list[Created]:
+        """:meth:`create_in` of several validated resources with the caller's ids, none of
+        which exists yet (a taken id raises IntegrityError: run it in a savepoint). One insert
+        per table and one audit insert (with ``audit``, further entries of the caller's) for
+        all of them; Patients are registered and listeners called as for one create."""
+        for resource_type, resource_id, _ in resources:
+            require(principal, resource_type, "c")
+            check_id(resource_id, resource_type)
+        stored_all = ResourceRepository(conn).create_many(
+            resources, self.clock(), principal.institution_code
+        )
+        registrations: list[Registration | None] = []
+        events = list(audit)
+        for resource_type, resource_id, resource in resources:
+            registrations.append(
+                self._register(conn, principal, resource, resource_id, None)
+                if resource_type == "Patient"
+                else None
+            )
+            events.append(
+                self._event(
+                    principal, Action.CREATE, "create", resource_type, resource_id, resource
+                )
+            )
+        self.audit.append(conn, events)
+        results = [
+            Created(stored, registration, notice=self._notify(conn, principal, stored, True))
+            for stored, registration in zip(stored_all, registrations, strict=True)
+        ]
+        return results
 
     def _register(
         self,

@@ -164,6 +164,27 @@ def _serve(settings: Any, host: str | None, port: int, handler: str, reuse: bool
         asyncio.run(serve(service, config))
 
 
+@app.command("purge-rejections")
+@cli_errors
+def purge_rejections(
+    days: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep this many days (HEALTHROAM_GATEWAY_REJECTION_RETENTION_DAYS).", min=1
+        ),
+    ] = None,
+) -> None:
+    """Delete refused messages (AE/AR log) older than the retention; accepted ones stay."""
+    from healthroam.config import get_settings
+    from healthroam.exchange.hl7.service import purge_rejections as purge
+
+    settings = get_settings()
+    keep = settings.gateway_rejection_retention_days if days is None else days
+    with _platform() as platform:
+        deleted = purge(platform.db, keep)
+    out.print(f"{deleted} rejections older than {keep} days deleted", highlight=False)
+
+
 def _senders(platform: Platform) -> Any:
     from healthroam.exchange.hl7.service import SenderService
 

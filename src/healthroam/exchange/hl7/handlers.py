@@ -1,11 +1,14 @@
 """HL7 v2 message handlers: route on MSH-9 and write FHIR resources through RecordService.
 
-Every write goes through :class:`RecordService` (``update_in`` with a deterministic id:
-validated here first, then stored, indexed, audited and - for a Patient - registered in the
-master patient index, exactly like a FHIR PUT) inside the transport's transaction. Nothing
-here commits. Lookups of the resources a message refers to (a Patient by MRN, an Encounter by
-visit number, a ServiceRequest by order number) read the store directly and disclose nothing,
-so only the writes are audited. See docs/hl7-mapping.md and docs/decisions/0013-hl7-mapping.md.
+Every write goes through :class:`RecordService` (a PUT with a deterministic id: validated
+here first, then stored, indexed, audited and - for a Patient - registered in the master
+patient index) inside the transport's transaction. Nothing here commits. Lookups of the
+resources a message refers to (a Patient by MRN, an Encounter by visit number, a ServiceRequest
+by order number) read the store by primary key, several in one query, and are audited as one
+read entry per message and patient when they found stored data (written in the same insert as
+the message's write entries where possible). A message's new Observations and
+DiagnosticReport are created together (one insert per table). See docs/hl7-mapping.md,
+docs/decisions/0013-hl7-mapping.md and 0022-hl7-statements.md.
 """
 
 from __future__ import annotations
@@ -51,16 +54,15 @@ from healthroam.exchange.hl7.mapping_patient import (
     patient_from_pid,
 )
 from healthroam.exchange.hl7.mapping_results import observation_from_obx, report_from_obr
+from healthroam.exchange.hl7.repository import CurrentRow, LookupRepository
 from healthroam.exchange.hl7.segments import Message, Segment, fhir_datetime, missing
 from healthroam.records.model import stored_body
-from healthroam.records.repository import ResourceRepository
-from healthroam.records.search import parse_search
-from healthroam.records.service import Created, RecordService
+from healthroam.records.service import Created, RecordService, require
 from healthroam.records.validation import validate_resource
 from healthroam.registry.fhir import FHIR_PATIENT_SYSTEM
 from healthroam.registry.model import SourceKey
-from healthroam.registry.repository import RegistryRepository
 from healthroam.registry.service import RegistryService
+from healthroam.security.audit import Action, AuditRecord
 
 if TYPE_CHECKING:
     from healthroam.exchange.recognition.service import RecognitionService
@@ -121,6 +123,11 @@ class _Work:
     context: MessageContext
     message: Message
     handled: Handled = field(default_factory=Handled)
+    # current rows by (type, id) as far as read in this message (None: no such row)
+    rows: dict[tuple[str, str], CurrentRow | None] = field(default_factory=dict)
+    patients: list[str] = field(default_factory=list)  # the Patients the message concerns
+    read: bool = False  # a look-up found stored data: audit a read of those patients
+    audited: set[str] = field(default_factory=set)
 
     @property
     def institution(self) -> str:
@@ -146,6 +153,7 @@ class Dispatcher:
         parsed = Message(message)
         kind, event = _route(parsed, context)
         work = _Work(conn, context, parsed)
+        self._prefetch(work, self._message_keys(work))
         if kind == "ADT":
             if event in ("A28", "A31"):
                 self._person(work)
@@ -157,7 +165,79 @@ class Dispatcher:
             self._results(work)
         else:
             self._orders(work)
+        self.records.audit.append(conn, self._read_events(work))
         return work.handled
+
+    # --- look-ups -----------------------------------------------------------------------------
+
+    def _message_keys(self, work: _Work) -> set[tuple[str, str]]:
+        """The deterministic ids of the Patients, visits and orders a message names, to read
+        in one query (a segment that cannot be read here fails later, where it is mapped)."""
+        institution = work.institution
+        keys: set[tuple[str, str]] = set()
+        for seg in work.message.segments:
+            try:
+                if seg.id in ("PID", "MRG"):
+                    mrn = find_mrn(seg.reps(3 if seg.id == "PID" else 1))
+                    if mrn:
+                        keys.add(("Patient", patient_id_for(institution, mrn)))
+                elif seg.id == "PV1":
+                    number = visit_number(seg)
+                    if number:
+                        system = visit_system(institution)
+                        keys.add(
+                            ("Encounter", resource_id("Encounter", institution, system, number))
+                        )
+                elif seg.id in ("ORC", "OBR"):
+                    numbers = (
+                        order_numbers(seg, None) if seg.id == "ORC" else order_numbers(None, seg)
+                    )
+                    for system, entity in zip(
+                        (placer_system(institution), filler_system(institution)),
+                        numbers,
+                        strict=True,
+                    ):
+                        if entity is not None:
+                            rid = resource_id("ServiceRequest", institution, system, entity.id)
+                            keys.add(("ServiceRequest", rid))
+            except (HealthroamError, IndexError, ValueError):
+                continue
+        return keys
+
+    def _prefetch(self, work: _Work, keys: set[tuple[str, str]]) -> None:
+        unknown = {key for key in keys if key not in work.rows}
+        if unknown:
+            found = LookupRepository(work.conn).current_many(unknown)
+            for key in unknown:
+                work.rows[key] = found.get(key)
+
+    def _row(self, work: _Work, rtype: str, rid: str) -> CurrentRow | None:
+        if (rtype, rid) not in work.rows:
+            self._prefetch(work, {(rtype, rid)})
+        return work.rows[(rtype, rid)]
+
+    def _read_events(self, work: _Work) -> list[AuditRecord]:
+        """One read entry per patient of the message not yet audited, when a look-up found
+        stored data (the data of a Patient, or of a visit or order: that patient's)."""
+        if not work.read:
+            return []
+        context = work.context
+        events = [
+            self.records.audit.event(
+                context.principal,
+                action=Action.READ,
+                subtype="hl7-lookup",
+                resource_type="Patient",
+                resource_id=patient,
+                patient_ref=f"Patient/{patient}",
+                detail=f"HL7 v2 {context.message_type}^{context.trigger_event} "
+                f"{context.control_id}"[:200],
+            )
+            for patient in dict.fromkeys(work.patients)
+            if patient not in work.audited
+        ]
+        work.audited.update(work.patients)
+        return events
 
     # --- storage ------------------------------------------------------------------------------
 
@@ -167,7 +247,6 @@ class Dispatcher:
         mapped: Mapped,
         rid: str,
         default: Location,
-        exists: bool | None = None,
         stored: dict[str, Any] | None = None,
     ) -> tuple[str, str | None]:
         """Validate and PUT (create or new version); FHIR errors come back as Hl7Problem
@@ -180,45 +259,77 @@ class Dispatcher:
             return rid, None
         try:
             validate_resource(resource, rtype)
-            created = self._put(work, rtype, rid, resource, exists)
+            created = self._put(work, rtype, rid, resource)
         except Hl7Problem:
             raise
         except (InvalidInput, Unprocessable) as error:
-            location = mapped.location_of(error.expression, default)
-            raise Hl7Problem(
-                f"{location}: {error.detail}",
-                location=location,
-                error_code=ErrorCode.DATA_TYPE_ERROR,
-            ) from None
+            raise _problem(mapped, error, default) from None
         work.handled.written.append((rtype, rid))
         mii = created.registration.master_index_id if created.registration else None
         return rid, mii
 
-    def _put(
-        self, work: _Work, rtype: str, rid: str, resource: dict[str, Any], exists: bool | None
-    ) -> Created:
-        """update_in; a first write runs in a savepoint, so when a concurrent message created
-        the same resource first (same deterministic id: a primary key conflict once that one
-        commits) this one becomes its next version instead of failing. ``exists`` is what the
-        caller already knows (None: look)."""
+    def _put(self, work: _Work, rtype: str, rid: str, resource: dict[str, Any]) -> Created:
+        """A PUT (update_in). When the row is known to be absent it is created directly (the
+        same scopes are required), in a savepoint: when a concurrent message created the same
+        resource first (same deterministic id: a primary key conflict once that one commits)
+        this one becomes its next version instead of failing."""
         principal = work.context.principal
-        if exists is None:
-            exists = ResourceRepository(work.conn).current(rtype, rid) is not None
+        exists = self._row(work, rtype, rid) is not None
+        work.rows.pop((rtype, rid), None)  # read again if needed
         if exists:
             return self.records.update_in(work.conn, principal, rtype, rid, resource)
+        require(principal, rtype, "u")
         try:
             with work.conn.begin_nested():
-                return self.records.update_in(work.conn, principal, rtype, rid, resource)
+                return self.records.create_in(
+                    work.conn, principal, rtype, resource, resource_id=rid
+                )
         except IntegrityError:
             return self.records.update_in(work.conn, principal, rtype, rid, resource)
 
+    def _write_new(self, work: _Work, items: list[tuple[Mapped, str, Location]]) -> None:
+        """Write several resources: those absent are validated and created together (one
+        insert per table, with the message's pending read entries in the same audit insert);
+        those stored get a new version each, one by one. Written in ``items`` order."""
+        fresh: list[tuple[str, str, dict[str, Any]]] = []
+        for mapped, rid, default in items:
+            rtype = str(mapped.resource["resourceType"])
+            if self._row(work, rtype, rid) is None:
+                resource = {**mapped.resource, "id": rid}
+                try:
+                    validate_resource(resource, rtype)
+                except (InvalidInput, Unprocessable) as error:
+                    raise _problem(mapped, error, default) from None
+                fresh.append((rtype, rid, resource))
+        if fresh:
+            events = self._read_events(work)
+            try:
+                with work.conn.begin_nested():
+                    self.records.create_many_in(
+                        work.conn, work.context.principal, fresh, audit=events
+                    )
+            except IntegrityError:  # a concurrent message wrote one first: one by one
+                work.audited.difference_update(e.resource_id for e in events if e.resource_id)
+                fresh = []
+            except (InvalidInput, Unprocessable) as error:
+                raise _problem(items[0][0], error, items[0][2]) from None
+        created = {(rtype, rid) for rtype, rid, _ in fresh}
+        for mapped, rid, default in items:
+            rtype = str(mapped.resource["resourceType"])
+            if (rtype, rid) in created:
+                work.rows.pop((rtype, rid), None)
+                work.handled.written.append((rtype, rid))
+            else:
+                self._write(work, mapped, rid, default)  # a new version, as before
+
     def _current(self, work: _Work, rtype: str, rid: str) -> dict[str, Any] | None:
         """The stored content of one of this institution's resources, None when absent."""
-        row = ResourceRepository(work.conn).current(rtype, rid)
+        row = self._row(work, rtype, rid)
         if row is None or row.deleted or row.content is None:
             return None
         if row.institution_code not in (None, work.institution):
             return None
+        work.read = True
         return dict(row.content)
 
     def _by_identifier(
@@ -227,15 +338,14 @@ class Dispatcher:
         """A resource of this institution carrying ``system|value`` (the first one found)."""
         if _UNSAFE_SEARCH & set(value) or _UNSAFE_SEARCH & set(system):
             return None
-        repo = ResourceRepository(work.conn)
-        request = parse_search(rtype, [("identifier", f"{system}|{value}")], strict=True)
-        for key in repo.find(request, repo.search_condition(request, ""), 5):
-            content = self._current(work, key[0], key[1])
+        for rid, row in LookupRepository(work.conn).by_identifier(rtype, system, value):
+            work.rows.setdefault((rtype, rid), row)
+            content = self._current(work, rtype, rid)
             if content is not None and any(
                 i.get("system") == system and i.get("value") == value
                 for i in content.get("identifier") or []
             ):
-                return key[1], content
+                return rid, content
         return None
 
     def _find_patient(
@@ -258,12 +368,7 @@ class Dispatcher:
         return found
 
     def _master_of(self, work: _Work, patient_id: str) -> str | None:
-        repo = RegistryRepository(work.conn)
-        source = repo.source_by_fhir_id(patient_id)
-        if source is None:
-            return None
-        master = repo.master(source.master_id)
-        return master.master_index_id if master else None
+        return LookupRepository(work.conn).master_index_id(patient_id)
 
     # --- patients -----------------------------------------------------------------------------
 
@@ -273,20 +378,16 @@ class Dispatcher:
         mapped = patient_from_pid(pid, work.institution, self.offset)
         mrn = find_mrn(pid.reps(3)) or ""
         found = self._find_patient(work, mrn, follow=not update)
+        if found is not None:
+            work.patients.append(found[0])
         if found is not None and not update:
             work.handled.master_index_id = self._master_of(work, found[0])
             return found[0]
         rid = found[0] if found else patient_id_for(work.institution, mrn)
         if found is not None:
             mapped.resource = merge_patient(found[1], mapped.resource)
-        _, mii = self._write(
-            work,
-            mapped,
-            rid,
-            pid.at(3),
-            exists=found is not None,
-            stored=found[1] if found else None,
-        )
+        _, mii = self._write(work, mapped, rid, pid.at(3), stored=found[1] if found else None)
+        work.patients.append(rid)
         work.handled.master_index_id = mii or self._master_of(work, rid)
         return rid
 
@@ -355,7 +456,7 @@ class Dispatcher:
             mapped.resource.pop("period", None)
             if period:
                 mapped.resource["period"] = period
-        self._write(work, mapped, rid, pv1.at(19), exists=stored is not None, stored=stored)
+        self._write(work, mapped, rid, pv1.at(19), stored=stored)
 
     # --- merge --------------------------------------------------------------------------------
 
@@ -390,6 +491,7 @@ class Dispatcher:
             )
         survivor_id = self._save_patient(work, pid)
         prior_id, prior_content = prior
+        work.patients.append(prior_id)
         if prior_id == survivor_id:
             raise Hl7Problem(
                 "MRG-1 names the same patient as PID-3",
@@ -403,7 +505,7 @@ class Dispatcher:
         links.append({"other": {"reference": f"Patient/{survivor_id}"}, "type": "replaced-by"})
         updated = {**prior_content, "resourceType": "Patient", "active": False, "link": links}
         updated.pop("meta", None)
-        self._write(work, Mapped(updated), prior_id, mrg.at(1), exists=True, stored=prior_content)
+        self._write(work, Mapped(updated), prior_id, mrg.at(1), stored=prior_content)
         # The survivor: replaces the prior record.
         survivor = self._current(work, "Patient", survivor_id) or {}
         reference = f"Patient/{prior_id}"
@@ -414,9 +516,7 @@ class Dispatcher:
             survivor_links.append({"other": {"reference": reference}, "type": "replaces"})
         survivor_update = {**survivor, "resourceType": "Patient", "link": survivor_links}
         survivor_update.pop("meta", None)
-        self._write(
-            work, Mapped(survivor_update), survivor_id, pid.at(3), exists=True, stored=survivor
-        )
+        self._write(work, Mapped(survivor_update), survivor_id, pid.at(3), stored=survivor)
         work.handled.written = list(dict.fromkeys(work.handled.written))
         work.handled.master_index_id = self.registry.merge_sources_in(
             work.conn,
@@ -546,14 +646,7 @@ class Dispatcher:
                 )
                 key = placer.id if placer else filler.id  # type: ignore[union-attr]
                 rid = resource_id("ServiceRequest", work.institution, key_system, key)
-        self._write(
-            work,
-            mapped,
-            rid,
-            orc.at(2),
-            exists=existing is not None,
-            stored=existing[1] if existing else None,
-        )
+        self._write(work, mapped, rid, orc.at(2), stored=existing[1] if existing else None)
         if self.order_alerts is not None and mapped.resource.get("status") == "active":
             request = {**mapped.resource, "id": rid}
             work.handled.notes.extend(self.order_alerts(work.conn, work.context, request))
@@ -609,6 +702,7 @@ class Dispatcher:
         written: list[str] = []
         statuses: list[str] = []
         seen: dict[str, int] = {}
+        items: list[tuple[Mapped, str, Location]] = []
         for obx, notes in observations:
             mapped = observation_from_obx(
                 obx,
@@ -625,7 +719,7 @@ class Dispatcher:
             key = f"{code}|{obx.value(4) or ''}"
             seen[key] = seen.get(key, 0) + 1
             rid = resource_id("Observation", work.institution, report_key, key, str(seen[key]))
-            self._write(work, mapped, rid, obx.at(5))
+            items.append((mapped, rid, obx.at(5)))
             written.append(rid)
             statuses.append(str(mapped.resource["status"]))
         mapped_report = report_from_obr(
@@ -640,7 +734,19 @@ class Dispatcher:
             default_offset=self.offset,
         )
         rid = resource_id("DiagnosticReport", work.institution, report_key)
-        self._write(work, mapped_report, rid, obr.at(4))
+        items.append((mapped_report, rid, obr.at(4)))
+        self._prefetch(
+            work, {(str(m.resource["resourceType"]), item_id) for m, item_id, _ in items}
+        )
+        self._write_new(work, items)
+
+
+def _problem(mapped: Mapped, error: InvalidInput | Unprocessable, default: Location) -> Hl7Problem:
+    """A FHIR validation error as the HL7 field that produced the element."""
+    location = mapped.location_of(error.expression, default)
+    return Hl7Problem(
+        f"{location}: {error.detail}", location=location, error_code=ErrorCode.DATA_TYPE_ERROR
+    )
 
 
 def _replaced_by(content: dict[str, Any]) -> str | None:

@@ -9,8 +9,10 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from healthroam.db.schema import institutions
+from healthroam.db.schema import fhir_resources, institutions
 from healthroam.db.tables_exchange import hl7_messages, hl7_rejections, hl7_senders
+from healthroam.db.tables_records import fhir_idx_token
+from healthroam.db.tables_registry import master_persons, source_records
 from healthroam.exchange.hl7.senders import SenderBinding
 
 
@@ -160,8 +162,92 @@ class MessageLogRepository:
         )
         return {r.control_id for r in rows}
 
+    def purge_rejections(self, before: datetime) -> int:
+        """Delete the rejections received before ``before``; return how many."""
+        result = self.conn.execute(
+            delete(hl7_rejections).where(hl7_rejections.c.received_at < before)
+        )
+        return int(result.rowcount or 0)
+
     def rejections(self, since: datetime | None = None) -> list[Any]:
         query = select(hl7_rejections).order_by(hl7_rejections.c.id)
         if since is not None:
             query = query.where(hl7_rejections.c.received_at >= since)
         return list(self.conn.execute(query))
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentRow:
+    """What the handlers need of a stored resource's current row."""
+
+    deleted: bool
+    institution_code: str | None
+    content: dict[str, Any] | None
+
+
+class LookupRepository:
+    """The handlers' reads by primary key: several resources in one query, and the master
+    index id of a Patient in one join."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def current_many(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], CurrentRow]:
+        """The current rows of ``(resource_type, id)`` keys; absent keys are not in the result."""
+        if not keys:
+            return {}
+        c = fhir_resources.c
+        query = select(c.resource_type, c.id, c.deleted, c.institution_code, c.content)
+        if len(keys) == 1:
+            [(rtype, rid)] = keys
+            query = query.where(c.resource_type == rtype, c.id == rid)
+        else:
+            query = query.where(tuple_(c.resource_type, c.id).in_(sorted(keys)))
+        return {
+            (r.resource_type, r.id): CurrentRow(bool(r.deleted), r.institution_code, r.content)
+            for r in self.conn.execute(query)
+        }
+
+    def by_identifier(
+        self, resource_type: str, system: str, value: str, limit: int = 5
+    ) -> list[tuple[str, CurrentRow]]:
+        """Current rows of ``resource_type`` indexed with ``identifier=system|value`` (what a
+        FHIR search ``?identifier=system|value`` finds), oldest first, in one query."""
+        r, t = fhir_resources.c, fhir_idx_token.c
+        rows = self.conn.execute(
+            select(r.id, r.deleted, r.institution_code, r.content)
+            .select_from(
+                fhir_resources.join(
+                    fhir_idx_token,
+                    (t.resource_type == r.resource_type) & (t.resource_id == r.id),
+                )
+            )
+            .where(
+                t.resource_type == resource_type,
+                t.param == "identifier",
+                t.system == system,
+                t.code == value,
+                r.deleted.is_(False),
+            )
+            .order_by(r.last_updated, r.id)
+            .limit(limit)
+        )
+        return [
+            (row.id, CurrentRow(bool(row.deleted), row.institution_code, row.content))
+            for row in rows
+        ]
+
+    def master_index_id(self, patient_id: str) -> str | None:
+        """The master index id of the person a stored Patient was registered as (not
+        following merges, like the registry's own source look-up)."""
+        row = self.conn.execute(
+            select(master_persons.c.master_index_id)
+            .select_from(
+                source_records.join(
+                    master_persons, master_persons.c.id == source_records.c.master_id
+                )
+            )
+            .where(source_records.c.fhir_patient_id == patient_id)
+            .limit(1)
+        ).first()
+        return str(row.master_index_id) if row else None

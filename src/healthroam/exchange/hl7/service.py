@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -117,6 +117,15 @@ class SenderService:
         with self.db.transaction() as conn:
             if not SenderRepository(conn).remove(application, facility):
                 raise NotFound(f"no sender {application}@{facility}", expression="application")
+
+
+def purge_rejections(db: Database, days: int, clock: Clock = utcnow) -> int:
+    """Delete the refusals (``hl7_rejections``) received more than ``days`` days ago; return
+    how many. Accepted messages are kept: their stored ACKs answer repeated control ids."""
+    if days < 1:
+        raise InvalidInput("the retention must be at least one day", expression="days")
+    with db.transaction() as conn:
+        return MessageLogRepository(conn).purge_rejections(clock() - timedelta(days=days))
 
 
 # --- messages ------------------------------------------------------------------------------

@@ -159,6 +159,9 @@ class RecognitionService:
         self.gate = gate
         self.avoided_window = timedelta(hours=avoided_window_hours)
         self.clock = clock
+        # The listener's findings of an order created in a transaction still open, for the
+        # HL7 handler's order_alerts of the same order right after: (connection, order id).
+        self._seen: dict[tuple[int, str], list[Finding]] = {}
 
     # --- whose results -------------------------------------------------------------------
 
@@ -428,6 +431,9 @@ class RecognitionService:
         findings, patient_id = self._order_findings(
             conn, principal, stored.id, stored.content, "fhir"
         )
+        if len(self._seen) > 1_000:  # orders created outside the HL7 handler are never taken
+            self._seen.clear()
+        self._seen[(id(conn), stored.id)] = findings
         links: tuple[tuple[str, str], ...] = ()
         if patient_id is not None:
             ordered = codings(stored.content.get("code"))
@@ -447,6 +453,14 @@ class RecognitionService:
         stored (with its ``id``) so the alerts are counted; calling it for an order the FHIR
         listener already alerted on records nothing twice."""
         order_id = service_request.get("id")
+        seen = self._seen.pop((id(conn), order_id), None) if isinstance(order_id, str) else None
+        if seen is not None and service_request.get("status") in OPEN_ORDER_STATUSES:
+            # Created just now through the record service: the listener found these already.
+            if seen:
+                RecognitionRepository(conn).record(
+                    str(order_id), context.principal.institution_code, seen, "hl7", self.clock()
+                )
+            return [Note(note_text(f), Severity.INFORMATION) for f in seen]
         findings, _patient = self._order_findings(
             conn,
             context.principal,

@@ -1,0 +1,165 @@
+"""HL7 v2 gateway without sockets (issue 6): SQL statements and CPU per message, by type.
+
+The simulator's messages (`healthroam simulate hospitals`: per visit an ADT^A04, an ORM^O01 and
+its ORU^R01, for some visits an A01, A08 and A03; 20 hospitals, a shared pool of people) go
+through the gateway's real path - `GatewayService.apply_batch` with the platform dispatcher
+(FHIR mapping, registry, recognition alerts, message log) - in group-commit batches, without
+MLLP. Statements and CPU time per message are the figures least moved by other load on the
+machine; wall time is printed too.
+
+Run: PYTHONPATH=src .venv/bin/python bench/bench_hl7_statements.py --visits 300 [--sqlite]
+Needs PostgreSQL (HEALTHROAM_TEST_POSTGRES_URL) unless --sqlite; a fresh database is created
+and dropped. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import make_url
+
+from healthroam.bootstrap import build
+from healthroam.config import Settings
+from healthroam.db.engine import create_database_engine
+from healthroam.db.migrate import upgrade
+from healthroam.exchange.hl7.handlers import platform_dispatcher
+from healthroam.exchange.hl7.service import GatewayService, Outcome
+from healthroam.exchange.simulator import MessageFactory, hospitals, people, setup_senders
+
+ADMIN = os.environ.get(
+    "HEALTHROAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def create_database() -> tuple[str, str]:
+    name = f"healthroam_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return name, make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(name: str) -> None:
+    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def simulated(visits: int, count: int, seed: int) -> list[tuple[str, bytes]]:
+    """(label, encoded message) in the order a round-robin of hospitals would send them."""
+    population = people(seed, 2_000)
+    factories = [
+        (MessageFactory(h, random.Random(seed * 1_000 + n)), h)
+        for n, h in enumerate(hospitals(count))
+    ]
+    rng = random.Random(seed)
+    clock = datetime(2026, 11, 1, 8, tzinfo=UTC)
+    out: list[tuple[str, bytes]] = []
+    for v in range(visits):
+        factory, hospital = factories[v % len(factories)]
+        clock += timedelta(minutes=rng.randint(1, 5))
+        person = population[rng.randrange(len(population))]
+        codec = "gb18030" if hospital.charset.startswith("GB") else "utf-8"
+        for label, er7 in factory.visit(person, clock):
+            out.append((label, (er7 + "\r").encode(codec)))
+    return out
+
+
+def run(url: str, data_dir: Path, visits: int, batch: int) -> dict[str, Any]:
+    settings = Settings(
+        database_url=url,
+        data_dir=data_dir,
+        token_signing_key_file=data_dir / "signing.pem",
+        audit_seal_interval_ms=0,
+    )
+    engine = create_database_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    with build(settings) as platform:
+        setup_senders(platform, 20)
+        service = GatewayService(
+            platform.db,
+            platform_dispatcher(platform.records, platform.registry, platform.recognition),
+        )
+        messages = simulated(visits, 20, seed=2026)
+        statements = [0]
+
+        def count(*_args: object) -> None:
+            statements[0] += 1
+
+        event.listen(platform.db.engine, "before_cursor_execute", count)
+        per_type: dict[str, list[int]] = defaultdict(list)
+        handler = service.handler
+
+        def counted(conn: Any, context: Any, message: Any) -> Any:
+            before = statements[0]
+            try:
+                return handler(conn, context, message)
+            finally:
+                label = f"{context.message_type}^{context.trigger_event}"
+                per_type[label].append(statements[0] - before)
+
+        service.handler = counted
+        codes: dict[str, int] = defaultdict(int)
+        first = statements[0]
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for start in range(0, len(messages), batch):
+            chunk = messages[start : start + batch]
+            jobs = [service.prepare(raw, "bench") for _, raw in chunk]
+            with platform.db.transaction() as conn:
+                results, _view = service.apply_batch(conn, jobs, savepoints=False)
+            for result in results:
+                codes[result.code.value if isinstance(result, Outcome) else "none"] += 1
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        total = statements[0] - first
+    return {
+        "messages": len(messages),
+        "cpu_ms": cpu * 1000 / len(messages),
+        "wall_ms": wall * 1000 / len(messages),
+        "statements": total / len(messages),
+        "codes": dict(codes),
+        "per_type": {k: sum(v) / len(v) for k, v in sorted(per_type.items())},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--visits", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=20, help="messages per group commit")
+    parser.add_argument("--sqlite", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.sqlite:
+            backend, url, created = "SQLite", f"sqlite:///{tmp}/bench.db", None
+        else:
+            created, url = create_database()
+            backend = "PostgreSQL"
+        try:
+            result = run(url, Path(tmp), args.visits, args.batch)
+        finally:
+            if created:
+                drop_database(created)
+    print(f"| measurement ({backend}, {args.visits} visits, batches of {args.batch}) | value |")
+    print("| --- | --- |")
+    print(f"| messages | {result['messages']} ({result['codes']}) |")
+    print(f"| CPU of the applying process per message | {result['cpu_ms']:.2f} ms |")
+    print(f"| wall time per message, one writer | {result['wall_ms']:.2f} ms |")
+    print(f"| SQL statements per message (mean, in batches) | {result['statements']:.1f} |")
+    for label, mean in result["per_type"].items():
+        print(f"| statements in the handler, {label} | {mean:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
