@@ -8,15 +8,22 @@ Generates a synthetic province (healthroam synth) under --work, bulk-loads its p
 records that were not loaded, one at a time: the matching engine alone (normalise, blocking
 index lookup, scoring; `RegistryService.rank`) and a full registration (the same plus the
 writes and the commit). Prints latencies (p50/p95/p99), throughput and peak memory as JSON.
+
+The load also reports CPU seconds per 1,000 rows: the loader (main process and its worker
+processes) and PostgreSQL (the backends connected to the bench database, sampled from /proc,
+so only when the server runs on this machine). On a shared machine these are steadier than
+rows/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +54,56 @@ def fresh_database(url: str) -> None:
     admin.dispose()
 
 
+class ServerCpu:
+    """CPU seconds of the PostgreSQL backends serving one database, sampled while running."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self.database = parsed.database
+        self.admin = create_engine(parsed.set(database="postgres"))
+        self.seen: dict[int, float] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        with self.admin.connect() as conn:
+            while not self.done.is_set():
+                pids = conn.execute(
+                    text("SELECT pid FROM pg_stat_activity WHERE datname = :d"),
+                    {"d": self.database},
+                ).scalars()
+                for pid in pids:
+                    try:
+                        with open(f"/proc/{pid}/stat") as handle:
+                            fields = handle.read().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    used = (int(fields[11]) + int(fields[12])) / tick
+                    self.seen[pid] = max(self.seen.get(pid, 0.0), used)
+                conn.rollback()
+                self.done.wait(0.25)
+
+    def __enter__(self) -> ServerCpu:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+        self.admin.dispose()
+
+    @property
+    def seconds(self) -> float | None:
+        return round(sum(self.seen.values()), 1) if self.seen else None
+
+
+def process_cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
 
@@ -69,6 +126,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--reuse", action="store_true", help="Keep an already loaded database.")
+    parser.add_argument("--workers", type=int, default=2, help="Bulk-load worker processes.")
+    parser.add_argument("--load-only", action="store_true", help="Measure the load only.")
     args = parser.parse_args()
 
     province = args.work / f"province-{args.people}"
@@ -90,20 +149,41 @@ def main() -> None:
     upgrade(platform.db.engine)
     if not args.reuse:
         platform.institutions.add(code="POP", name="人口库", kind="agency", region="460000")
+        postgres = make_url(args.database).get_backend_name() == "postgresql"
+        server = ServerCpu(args.database) if postgres else None
+        if server:
+            server.__enter__()
+        cpu = process_cpu()
+        load_average = os.getloadavg()[0]
         started = time.perf_counter()
-        summary = BulkLoader(platform.db, platform.registry).load(
+        summary = BulkLoader(platform.db, platform.registry, workers=args.workers).load(
             population,
             source="POP",
             mapping=Mapping.load("population"),
             reject_file=args.work / "rejects.csv",
         )
         elapsed = time.perf_counter() - started
+        cpu = process_cpu() - cpu
+        if server:
+            server.__exit__()
+        server_cpu = server.seconds if server else None
         result["load"] = {
             "rows": rows,
             "seconds": round(elapsed, 1),
             "rows_per_s": round(rows / elapsed),
+            "loader_cpu_s": round(cpu, 1),
+            "loader_cpu_s_per_1000_rows": round(cpu / rows * 1000, 3),
+            "postgres_cpu_s": server_cpu,
+            "postgres_cpu_s_per_1000_rows": (
+                round(server_cpu / rows * 1000, 3) if server_cpu is not None else None
+            ),
+            "load_average_1min": [round(load_average, 1), round(os.getloadavg()[0], 1)],
             **summary.as_dict(),
         }
+        if args.load_only:
+            platform.close()
+            print(json.dumps(result, indent=2))
+            return
 
     # Hospital records: the persons are (mostly) in the registry under other keys.
     hospital_files = sorted((province / "sources").glob("hospital-*.parquet"))

@@ -19,6 +19,7 @@ everything else passes through unchanged.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -150,9 +151,17 @@ def address_tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-def _first(pattern: str, text: str) -> str | None:
-    found = re.search(pattern, text)
+def _first(pattern: re.Pattern[str], text: str) -> str | None:
+    found = pattern.search(text)
     return found.group(1) if found else None
+
+
+_BUILDING = re.compile(r"([0-9A-Z]+)栋")
+_UNIT = re.compile(r"(\d+)单元")
+_ROOM = re.compile(r"(\d+)室")
+_DASHED = re.compile(r"(\d+)-(\d+)(?:-(\d+))?$")
+_HOUSE = re.compile(r"(\d+(?:-\d+)?[A-Z]?)号")
+_FLOOR = re.compile(r"(\d+)层")
 
 
 def extract_numbers(text: str) -> AddressNumbers:
@@ -161,10 +170,10 @@ def extract_numbers(text: str) -> AddressNumbers:
     Explicit words win (123号, 5栋, 2单元, 6层, 501室); a trailing dashed group fills what
     is missing: 3-2-501 is building-unit-room, 3-501 building-room.
     """
-    building = _first(r"([0-9A-Z]+)栋", text)
-    unit = _first(r"(\d+)单元", text)
-    room = _first(r"(\d+)室", text)
-    dashed = re.search(r"(\d+)-(\d+)(?:-(\d+))?$", text)
+    building = _first(_BUILDING, text)
+    unit = _first(_UNIT, text)
+    room = _first(_ROOM, text)
+    dashed = _DASHED.search(text)
     if dashed and not text.endswith(tuple("号栋层室")):
         first, second, third = dashed.groups()
         if third is not None:
@@ -172,14 +181,15 @@ def extract_numbers(text: str) -> AddressNumbers:
         else:
             building, room = building or first, room or second
     return AddressNumbers(
-        house=_first(r"(\d+(?:-\d+)?[A-Z]?)号", text),
+        house=_first(_HOUSE, text),
         building=building,
         unit=unit,
-        floor=_first(r"(\d+)层", text),
+        floor=_first(_FLOOR, text),
         room=room,
     )
 
 
+@functools.lru_cache(maxsize=65_536)  # members of a household share an address
 def normalize_address(raw: str, *, region_code: str | None = None) -> NormalizedAddress:
     """Normalise an address: text, comparison key, token set and dwelling numbers.
 

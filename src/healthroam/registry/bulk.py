@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from healthroam.db.engine import Database
@@ -61,21 +60,36 @@ from healthroam.security.scopes import ScopeSet
 
 
 class Prepared(NamedTuple):
-    """A mapped and normalised row, or its rejection. Plain values only: these cross from
-    the worker processes, and unpickling dataclasses cost more than the database writes."""
+    """A mapped and normalised row, or its rejection. Plain values only (strings, mostly):
+    these cross from the worker processes, and unpickling dicts and dataclasses cost more than
+    the database writes. The JSON documents travel as text and are parsed again only for the
+    rows that go through the matcher (or, on SQLite, inserted as dicts)."""
 
     number: int
     local_id: str | None
     system: str = ""
-    data: dict[str, Any] | None = None
-    normalized: dict[str, Any] | None = None
+    national_key: str = ""  # "id:<national id>" or ""
+    name: str = ""  # the mpi_name_counts name ("" when the record has none)
+    data_json: str = ""
+    normalized_json: str = ""
     keys: tuple[str, ...] = ()
     content_hash: str = ""
+    # PostgreSQL only: COPY text lines of a new person (master, source record, blocking keys,
+    # event) as str.format templates of (master id, source id, event seq, timestamp).
+    copy: tuple[str, str, str, str] | None = None
     reject: tuple[str, str] | None = None  # (column, reason)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return dict(json.loads(self.data_json)) if self.data_json else {}
+
+    @property
+    def normalized(self) -> dict[str, Any]:
+        return dict(json.loads(self.normalized_json)) if self.normalized_json else {}
 
     def record(self, source: str) -> SourceRecord:
         """The source record again (for the rows that go through the matcher)."""
-        data = dict(self.data or {})
+        data = self.data
         for name in ("birth_date", "death_date"):
             if data.get(name):
                 data[name] = date.fromisoformat(data[name])
@@ -86,9 +100,107 @@ class Prepared(NamedTuple):
         return SourceRecord(key=SourceKey(source, self.system, str(self.local_id)), **data)
 
 
-def _prepare(args: tuple[list[dict[str, Any]], int, str, Mapping]) -> list[Prepared]:
-    rows, first, source, mapping = args
+class Actor(NamedTuple):
+    """Who the bulk-created events name (the loader's principal)."""
+
+    institution: str
+    user: str | None
+    client: str
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _field(value: str | None) -> str:
+    """A value for a COPY text line that is also a str.format template."""
+    if value is None:
+        return "\\N"
+    # str.replace is many times faster than str.translate on non-ASCII text.
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\t" in value or "\n" in value or "\r" in value:
+        value = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value.replace("{", "{{").replace("}", "}}")
+
+
+def _copy_lines(
+    source: str,
+    system: str,
+    local_id: str,
+    data_json: str,
+    normalized_json: str,
+    content_hash: str,
+    keys: tuple[str, ...],
+    golden: dict[str, Any],
+    actor: Actor,
+) -> tuple[str, str, str, str]:
+    """COPY text lines of a new person, as templates: {0} master id, {1} source id, {2} event
+    seq, {3} timestamp. Column orders: see ``_COPY_COLUMNS``."""
+    provenance = golden.pop("provenance")
+    head = _field(_json(golden))[:-2]  # without the closing "}}" (an escaped "}")
+    golden_text = (
+        head + ',"provenance":{{' + ",".join(f'"{field}":{{1}}' for field in provenance) + "}}}}"
+    )
+    name = golden.get("name") or golden.get("latin_name")
+    master = (
+        "{0}\t"
+        + new_master_index_id()
+        + "\tactive\t\\N\t"
+        + golden_text
+        + "\t"
+        + _field(name)
+        + "\t"
+        + _field(golden.get("birth_date"))
+        + "\t"
+        + _field(golden.get("sex"))
+        + "\t1\t{3}\t{3}\n"
+    )
+    record = (
+        "{1}\t"
+        + "\t".join(_field(v) for v in (source, system, local_id))
+        + "\t{0}\t"
+        + LinkType.AUTO.value
+        + "\t"
+        + _field(data_json)
+        + "\t"
+        + _field(normalized_json)
+        + "\t"
+        + content_hash
+        + "\t\\N\t{3}\t{3}\n"
+    )
+    key_lines = "".join(_field(k[:255]) + "\t{1}\n" for k in keys)
+    event = (
+        "{2}\t{3}\tcreate\t{0}\t\\N\t{1}\t"
+        + "\t".join(_field(v) for v in (actor.institution, actor.user, actor.client))
+        + "\tbulk load\t"
+        + _field(_json([source]))
+        + "\t"
+        + _field(_json({"outcome": MatchOutcome.NEW.value}))
+        + "\n"
+    )
+    return master, record, key_lines, event
+
+
+_COPY_COLUMNS = {
+    "master_persons": "id, master_index_id, status, merged_into, golden, name, birth_date, sex, "
+    "version, created_at, updated_at",
+    "source_records": "id, institution_code, id_system, local_id, master_id, link_type, data, "
+    "normalized, content_hash, fhir_patient_id, created_at, updated_at",
+    "mpi_blocking_keys": "key, source_id",
+    "mpi_events": "seq, occurred_at, event_type, master_id, other_master_id, source_id, "
+    "actor_institution, actor_user, actor_client, reason, institutions, detail",
+    "mpi_event_recipients": "institution_code, seq",
+}
+
+
+def _prepare(
+    args: tuple[list[dict[str, Any]], int, str, Mapping, Actor, int, bool],
+) -> list[Prepared]:
+    """Map, normalise and (for PostgreSQL) render the rows of one piece of a chunk."""
+    rows, first, source, mapping, actor, trust, render = args
     result = []
+    epoch = datetime.now(UTC)
     for offset, row in enumerate(rows):
         number = first + offset + 1
         local_id = row.get(mapping.columns["local_id"])
@@ -103,18 +215,46 @@ def _prepare(args: tuple[list[dict[str, Any]], int, str, Mapping]) -> list[Prepa
             )
             continue
         data = record_data(record)
+        norm = to_json(normalized)
+        keys = tuple(sorted(blocking_keys(normalized)))
+        data_json, normalized_json, content_hash = _json(data), _json(norm), _hash(data)
+        name = (normalized.name or normalized.latin_name or "")[:200]
+        copy = None
+        if render:
+            golden = golden_record([LinkedRecord(0, source, trust, epoch, _golden_of(data, norm))])
+            copy = _copy_lines(
+                source,
+                record.key.system,
+                record.key.local_id,
+                data_json,
+                normalized_json,
+                content_hash,
+                keys,
+                golden,
+                actor,
+            )
         result.append(
             Prepared(
                 number,
                 record.key.local_id,
                 record.key.system,
-                data,
-                to_json(normalized),
-                tuple(sorted(blocking_keys(normalized))),
-                _hash(data),
+                f"id:{normalized.national_id}" if normalized.national_id else "",
+                name,
+                data_json,
+                normalized_json,
+                () if render else keys,
+                content_hash,
+                copy,
             )
         )
     return result
+
+
+def _golden_of(data: dict[str, Any], normalized: dict[str, Any]) -> dict[str, Any]:
+    from healthroam.registry.repository import SourceRow
+
+    row = SourceRow(0, "", "", "", 0, "", data, normalized, "", None, datetime.now(UTC))
+    return _golden_values(row)
 
 
 class BulkLoader:
@@ -153,8 +293,13 @@ class BulkLoader:
             rejects = csv.writer(handle)
             if not skip:
                 rejects.writerow(["row", "local_id", "field", "reason"])
+            with self.db.transaction(readonly=True) as conn:
+                trust = self.registry_kind(conn, source)
+                render = conn.dialect.name == "postgresql"
+            actor = Actor(source, operator, loader.client_id)
+            settings = (actor, trust, render)
             for chunks, (prepared, size) in enumerate(
-                self._prepared(pool, path, source, mapping, chunk_size, skip), start=1
+                self._prepared(pool, path, source, mapping, settings, chunk_size, skip), start=1
             ):
                 self._commit_chunk(prepared, source, loader, summary, rejects, digest)
                 handle.flush()
@@ -217,6 +362,7 @@ class BulkLoader:
         path: Path,
         source: str,
         mapping: Mapping,
+        settings: tuple[Actor, int, bool],
         chunk_size: int,
         skip: int,
     ) -> Iterator[tuple[list[Prepared], int]]:
@@ -231,7 +377,7 @@ class BulkLoader:
             start = max(0, skip - position)
             rows = batch[start:]
             pieces = [
-                (rows[i : i + part], position + start + i, source, mapping)
+                (rows[i : i + part], position + start + i, source, mapping, *settings)
                 for i in range(0, len(rows), part)
             ]
             pending.append((pool.map(_prepare, pieces), len(rows)))
@@ -255,29 +401,31 @@ class BulkLoader:
         rejected = [p for p in prepared if p.reject is not None]
         good = [p for p in prepared if p.reject is None]
         with self.db.transaction() as conn:
-            known_ids = self._known_keys(
-                conn, [k for p in good for k in p.keys if k.startswith("id:")]
-            )
+            known_ids = self._known_keys(conn, [p.national_key for p in good if p.national_key])
             known_sources = self._known_sources(conn, source, good)
             fast: list[Prepared] = []
             slow: list[Prepared] = []
             seen: set[str] = set()
+            seen_sources: set[tuple[str, str | None]] = set()
             for p in good:
-                assert p.normalized is not None
-                national = p.normalized.get("national_id")
-                key = f"id:{national}" if national else None
+                key = p.national_key
                 if (
-                    key is None
+                    not key
                     or key in known_ids
                     or key in seen
                     or (p.system, p.local_id) in known_sources
+                    or (p.system, p.local_id) in seen_sources
                 ):
                     slow.append(p)
                 else:
                     seen.add(key)
+                    seen_sources.add((p.system, p.local_id))
                     fast.append(p)
             kind = self.registry_kind(conn, source)
-            self._insert_new(conn, fast, source, loader, kind, now)
+            if fast and all(p.copy is not None for p in fast):
+                self._copy_new(conn, fast, source, now)
+            else:
+                self._insert_new(conn, fast, source, loader, kind, now)
             counts = Counter({MatchOutcome.NEW: len(fast)})
             for p in slow:
                 try:
@@ -286,7 +434,7 @@ class BulkLoader:
                             conn,
                             loader,
                             p.record(source),
-                            from_json(p.normalized or {}),
+                            from_json(p.normalized),
                             audit=False,
                         )
                     counts[result.outcome] += 1
@@ -352,6 +500,16 @@ class BulkLoader:
             by_system.setdefault(p.system, []).append(str(p.local_id))
         found: set[tuple[str, str]] = set()
         for system, local_ids in by_system.items():
+            if conn.dialect.name == "postgresql":  # one round trip with an array parameter
+                rows = conn.execute(
+                    text(
+                        "SELECT local_id FROM source_records WHERE institution_code = :source"
+                        " AND id_system = :system AND local_id = ANY(:ids)"
+                    ),
+                    {"source": source, "system": system, "ids": local_ids},
+                )
+                found.update((system, local_id) for local_id in rows.scalars())
+                continue
             for i in range(0, len(local_ids), 5000):
                 rows = conn.execute(
                     select(source_records.c.local_id).where(
@@ -362,6 +520,29 @@ class BulkLoader:
                 )
                 found.update((system, local_id) for local_id in rows.scalars())
         return found
+
+    def _copy_new(
+        self, conn: Connection, rows: Sequence[Prepared], source: str, now: datetime
+    ) -> None:
+        """PostgreSQL: the rows' pre-rendered COPY lines, with ids and the timestamp filled in."""
+        master_ids = _allocate(conn, master_persons, len(rows))
+        source_ids = _allocate(conn, source_records, len(rows))
+        event_ids = _allocate(conn, mpi_events, len(rows))
+        stamp = now.isoformat()
+        lines: tuple[list[str], ...] = ([], [], [], [])
+        names: Counter[str] = Counter()
+        for p, ids in zip(rows, zip(master_ids, source_ids, event_ids, strict=True), strict=True):
+            assert p.copy is not None
+            for out, template in zip(lines, p.copy, strict=True):
+                out.append(template.format(*ids, stamp))
+            if p.name:
+                names[p.name] += 1
+        recipient = _field(source)
+        tables = (master_persons, source_records, mpi_blocking_keys, mpi_events)
+        for table, out in zip(tables, lines, strict=True):
+            _copy(conn, table.name, "".join(out))
+        _copy(conn, "mpi_event_recipients", "".join(f"{recipient}\t{seq}\n" for seq in event_ids))
+        _add_name_counts(conn, names)
 
     def _insert_new(
         self,
@@ -386,9 +567,8 @@ class BulkLoader:
         for p, master_id, source_id, seq in zip(
             rows, master_ids, source_ids, event_ids, strict=True
         ):
-            assert p.normalized is not None
-            assert p.data is not None
-            values = _golden_values_of(p)
+            data, normalized = p.data, p.normalized
+            values = _golden_of(data, normalized)
             golden = golden_record([LinkedRecord(source_id, source, trust, now, values)])
             masters.append(
                 {
@@ -413,8 +593,8 @@ class BulkLoader:
                     "local_id": p.local_id,
                     "master_id": master_id,
                     "link_type": LinkType.AUTO.value,
-                    "data": p.data,
-                    "normalized": p.normalized,
+                    "data": data,
+                    "normalized": normalized,
                     "content_hash": p.content_hash,
                     "fhir_patient_id": None,
                     "created_at": now,
@@ -439,9 +619,8 @@ class BulkLoader:
                 }
             )
             recipients.append({"institution_code": source, "seq": seq})
-            name = p.normalized.get("name") or p.normalized.get("latin_name")
-            if name:
-                names[name[:200]] += 1
+            if p.name:
+                names[p.name] += 1
         for table, batch in (
             (master_persons, masters),
             (source_records, sources),
@@ -450,17 +629,7 @@ class BulkLoader:
             (mpi_event_recipients, recipients),
         ):
             _bulk_insert(conn, table, batch)
-        names[TOTAL] += sum(v for k, v in names.items() if k != TOTAL)
         _add_name_counts(conn, names)
-
-
-def _golden_values_of(p: Prepared) -> dict[str, Any]:
-    from healthroam.registry.repository import SourceRow
-
-    row = SourceRow(
-        0, "", "", "", 0, "", p.data or {}, p.normalized or {}, "", None, datetime.now(UTC)
-    )
-    return _golden_values(row)
 
 
 def _allocate(conn: Connection, table: Table, count: int) -> list[int]:
@@ -518,25 +687,42 @@ def _copy_value(value: Any, is_json: bool) -> Any:
     return value
 
 
+def _copy(conn: Connection, table: str, lines: str) -> None:
+    if not lines:
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with (
+        raw.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({_COPY_COLUMNS[table]}) FROM STDIN") as copy,
+    ):
+        copy.write(lines)
+
+
 def _add_name_counts(conn: Connection, names: Counter[str]) -> None:
+    """Add a chunk's names to mpi_name_counts, the total row first (as the real-time path
+    takes them, so concurrent writers queue instead of deadlocking)."""
     if not names:
         return
-    rows = [{"name": name, "count": count} for name, count in names.items()]
-    if conn.dialect.name == "postgresql":
-        statement = pg_insert(mpi_name_counts)
+    total = sum(v for k, v in names.items() if k != TOTAL) + names.get(TOTAL, 0)
+    ordered = [(TOTAL, total), *sorted((k, v) for k, v in names.items() if k != TOTAL)]
+    if conn.dialect.name == "postgresql":  # one statement with array parameters
         conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["name"],
-                set_={"count": mpi_name_counts.c.count + statement.excluded.count},
+            text(
+                "INSERT INTO mpi_name_counts (name, count)"
+                " SELECT * FROM unnest(CAST(:names AS text[]), CAST(:counts AS bigint[]))"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET count = mpi_name_counts.count + excluded.count"
             ),
-            rows,
+            {"names": [k for k, _ in ordered], "counts": [v for _, v in ordered]},
         )
-    else:
-        lite = sqlite_insert(mpi_name_counts)
-        conn.execute(
-            lite.on_conflict_do_update(
-                index_elements=["name"],
-                set_={"count": mpi_name_counts.c.count + lite.excluded.count},
-            ),
-            rows,
-        )
+        return
+    rows = [{"name": name, "count": count} for name, count in ordered]
+    lite = sqlite_insert(mpi_name_counts)
+    conn.execute(
+        lite.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"count": mpi_name_counts.c.count + lite.excluded.count},
+        ),
+        rows,
+    )

@@ -120,6 +120,7 @@ def to_simplified(text: str) -> str:
     return str(_converter().convert(text))
 
 
+@functools.lru_cache(maxsize=65_536)
 def is_han(char: str) -> bool:
     """Whether a single character is a Han ideograph (CJK unified or extension blocks)."""
     return unicodedata.name(char, "").startswith("CJK UNIFIED IDEOGRAPH") or char == "\u3007"
@@ -130,6 +131,7 @@ def _is_invisible(char: str) -> bool:
     return unicodedata.category(char) in {"Cf", "Cc", "Co", "Cs", "Cn"} and char not in "\t\n\r"
 
 
+@functools.lru_cache(maxsize=65_536)
 def clean_text(text: str) -> str:
     """NFKC-fold, drop invisible characters and collapse whitespace runs to one space."""
     folded = unicodedata.normalize("NFKC", text)
@@ -137,6 +139,7 @@ def clean_text(text: str) -> str:
     return " ".join(visible.split())
 
 
+@functools.lru_cache(maxsize=65_536)
 def detect_script(text: str) -> Script:
     """Classify the letters of ``text`` as Han, Latin, mixed, or other (also empty)."""
     has_han = has_latin = has_other = False
@@ -174,6 +177,7 @@ def unify_dots(text: str) -> str:
     return "".join(out).strip(" " + MIDDLE_DOT)
 
 
+@functools.lru_cache(maxsize=65_536)
 def normalize_chinese_name(text: str) -> str:
     """Normalise a name written in Chinese characters.
 

@@ -23,7 +23,7 @@ from healthroam.registry.names import (
     split_chinese_name,
 )
 from healthroam.registry.phones import PhoneKind, check_phone
-from healthroam.registry.pinyin_keys import name_pinyin_keys, primary_pinyin_key
+from healthroam.registry.pinyin_keys import name_pinyin_keys, pinyin_readings
 
 HAINAN = "46"
 
@@ -57,11 +57,14 @@ def name_features(
     if normalized.script is Script.HAN:
         split = split_chinese_name(normalized.text, surname=family)
         surname = split.surname or None
+        # One reading pass: the first reading is the preferred one (primary_pinyin_key), and
+        # the keys are all readings run together (name_pinyin_keys of a Han name).
+        readings = pinyin_readings(normalized.text, surname=surname)
         return (
             normalized.text,
             None,
-            primary_pinyin_key(normalized.text, surname=surname),
-            name_pinyin_keys(normalized.text, surname=surname),
+            "".join(readings[0]) if readings else "",
+            frozenset("".join(r) for r in readings),
         )
     if normalized.script is Script.LATIN:
         keys = name_pinyin_keys(normalized.text)
