@@ -8,11 +8,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, false, insert, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    false,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_care import access_exceptions, care_relationships
-from healthroam.db.tables_records import fhir_idx_reference
+from healthroam.db.tables_records import fhir_idx_reference, fhir_idx_token
+from healthroam.db.tables_registry import master_persons, source_records
 from healthroam.errors import NotFound
 from healthroam.exchange.care.model import (
     AccessException,
@@ -21,11 +35,12 @@ from healthroam.exchange.care.model import (
     ReviewOutcome,
     ReviewStatus,
 )
-from healthroam.records.repository import Key
+from healthroam.records.repository import Key, VisibleCondition
 from healthroam.registry.model import check_master_index_id
 from healthroam.registry.repository import MasterRow, RegistryRepository, SourceRow
 
 ACTIVE_ENCOUNTER = frozenset({"arrived", "in-progress"})
+PRIVACY_SCOPE = "patient-privacy"
 
 
 def aware(moment: datetime) -> datetime:
@@ -138,6 +153,102 @@ class CareRepository:
             for s in person.sources
             if s.fhir_patient_id
         )
+        return found
+
+    def wrote_about(self, person: PersonRecord, institution: str) -> tuple[bool, bool]:
+        """Whether ``institution`` wrote data about the person, and whether anybody else did
+        (two indexed EXISTS look-ups instead of listing the whole record)."""
+        own = any(s.institution == institution for s in person.sources if s.fhir_patient_id)
+        other = any(s.institution != institution for s in person.sources if s.fhir_patient_id)
+        ref, res = fhir_idx_reference.c, fhir_resources.c
+        about = (
+            select(literal(1))
+            .select_from(
+                fhir_idx_reference.join(
+                    fhir_resources,
+                    (res.resource_type == ref.resource_type) & (res.id == ref.resource_id),
+                )
+            )
+            .where(
+                tuple_(ref.target_type, ref.target_id).in_(list(person.patient_keys)),
+                res.deleted == false(),
+            )
+            .limit(1)
+        )
+        if not own:
+            own = (
+                self.conn.execute(about.where(res.institution_code == institution)).first()
+                is not None
+            )
+        if not other:
+            other = (
+                self.conn.execute(
+                    about.where(
+                        or_(res.institution_code != institution, res.institution_code.is_(None))
+                    )
+                ).first()
+                is not None
+            )
+        return own, other
+
+    def consent_keys(self, person: PersonRecord) -> list[RecordKey]:
+        """The live Consent resources about the person."""
+        ref, res = fhir_idx_reference.c, fhir_resources.c
+        rows = self.conn.execute(
+            select(res.id, res.institution_code)
+            .select_from(
+                fhir_idx_reference.join(
+                    fhir_resources,
+                    (res.resource_type == ref.resource_type) & (res.id == ref.resource_id),
+                )
+            )
+            .where(
+                ref.resource_type == "Consent",
+                tuple_(ref.target_type, ref.target_id).in_(list(person.patient_keys)),
+                res.deleted == false(),
+            )
+            .distinct()
+        )
+        return [RecordKey("Consent", r[0], r[1]) for r in rows]
+
+    def compartment_patients(self, key: Key) -> list[str]:
+        """The Patients (ids) whose compartment a stored resource is in: itself for a Patient,
+        else every Patient it refers to (the reference index, one indexed look-up)."""
+        ref = fhir_idx_reference.c
+        found = [key[1]] if key[0] == "Patient" else []
+        rows = self.conn.execute(
+            select(ref.target_id)
+            .where(
+                ref.resource_type == key[0],
+                ref.resource_id == key[1],
+                ref.target_type == "Patient",
+                ref.target_id.is_not(None),
+            )
+            .distinct()
+        )
+        found.extend(r[0] for r in rows)
+        return list(dict.fromkeys(found))
+
+    def masters_of(self, patient_ids: Sequence[str]) -> dict[str, str]:
+        """Patient id -> the master index id of the person it stands for: a source Patient's
+        master, or the golden Patient's own (merged-away ones too; ``person`` follows merges).
+        Patients that stand for nobody known are left out."""
+        if not patient_ids:
+            return {}
+        mp, sr = master_persons.c, source_records.c
+        found: dict[str, str] = {}
+        rows = self.conn.execute(
+            select(sr.fhir_patient_id, mp.master_index_id)
+            .select_from(source_records.join(master_persons, mp.id == sr.master_id))
+            .where(sr.fhir_patient_id.in_(list(patient_ids)))
+        )
+        found.update((r[0], r[1]) for r in rows)
+        rest = [p for p in patient_ids if p not in found]
+        if rest:
+            golden = self.conn.execute(
+                select(mp.master_index_id).where(mp.master_index_id.in_(rest))
+            )
+            found.update((r[0], r[0]) for r in golden)
         return found
 
     def active_encounters(
@@ -276,3 +387,149 @@ class CareRepository:
             )
         )
         return result.rowcount == 1
+
+
+# --- what a care provider may see: one SQL condition for searches and history ------------------
+
+
+def related_patient_ids(institution: str, now: datetime) -> Select[Any]:
+    """The Patient ids (source Patients and golden ``Patient/<mii>``, with merged-away goldens)
+    of every person ``institution`` has a care relationship with now - a recorded one (card
+    check-in, an earlier active encounter) or an active Encounter it wrote - leaving out every
+    person with a privacy Consent on record: whether that refuses this institution is decided
+    per person (a read, or a search restricted to the patient), never in bulk."""
+    cr, mp, sr = care_relationships.c, master_persons.c, source_records.c
+    enc, enc_ref, enc_status = (
+        fhir_resources.alias("enc"),
+        fhir_idx_reference.alias("enc_ref"),
+        fhir_idx_token.alias("enc_status"),
+    )
+    encounter_patients = (
+        select(enc_ref.c.target_id)
+        .select_from(
+            enc.join(
+                enc_ref,
+                and_(
+                    enc_ref.c.resource_type == enc.c.resource_type,
+                    enc_ref.c.resource_id == enc.c.id,
+                ),
+            ).join(
+                enc_status,
+                and_(
+                    enc_status.c.resource_type == enc.c.resource_type,
+                    enc_status.c.resource_id == enc.c.id,
+                ),
+            )
+        )
+        .where(
+            enc.c.resource_type == "Encounter",
+            enc.c.institution_code == institution,
+            enc.c.deleted == false(),
+            enc_status.c.param == "status",
+            enc_status.c.code.in_(sorted(ACTIVE_ENCOUNTER)),
+            enc_ref.c.target_type == "Patient",
+            enc_ref.c.target_id.is_not(None),
+        )
+        .cte("encounter_patients")
+    )
+    con, con_ref, con_scope = (
+        fhir_resources.alias("con"),
+        fhir_idx_reference.alias("con_ref"),
+        fhir_idx_token.alias("con_scope"),
+    )
+    consent_patients = (
+        select(con_ref.c.target_id)
+        .select_from(
+            con.join(
+                con_ref,
+                and_(
+                    con_ref.c.resource_type == con.c.resource_type,
+                    con_ref.c.resource_id == con.c.id,
+                ),
+            ).join(
+                con_scope,
+                and_(
+                    con_scope.c.resource_type == con.c.resource_type,
+                    con_scope.c.resource_id == con.c.id,
+                ),
+            )
+        )
+        .where(
+            con.c.resource_type == "Consent",
+            con.c.deleted == false(),
+            con_scope.c.param == "scope",
+            con_scope.c.code == PRIVACY_SCOPE,
+            con_ref.c.target_type == "Patient",
+            con_ref.c.target_id.is_not(None),
+        )
+        .cte("consent_patients")
+    )
+    encounter_ids, consent_ids = (
+        select(encounter_patients.c.target_id),
+        select(consent_patients.c.target_id),
+    )
+    related = (
+        select(mp.id)
+        .where(
+            or_(
+                mp.master_index_id.in_(
+                    select(cr.master_index_id).where(
+                        cr.institution_code == institution, cr.since <= now, cr.until > now
+                    )
+                ),
+                mp.master_index_id.in_(encounter_ids),
+                mp.id.in_(select(sr.master_id).where(sr.fhir_patient_id.in_(encounter_ids))),
+            ),
+            mp.master_index_id.not_in(consent_ids),
+            mp.id.not_in(select(sr.master_id).where(sr.fhir_patient_id.in_(consent_ids))),
+        )
+        .cte("related_persons")
+    )
+    related_ids = select(related.c.id)
+    # One CTE, referenced wherever the condition needs it (a search's matches, chains, _has).
+    visible = union_all(
+        select(sr.fhir_patient_id.label("patient_id")).where(
+            sr.master_id.in_(related_ids), sr.fhir_patient_id.is_not(None)
+        ),
+        select(mp.master_index_id).where(mp.id.in_(related_ids)),
+        select(mp.master_index_id).where(mp.merged_into.in_(related_ids)),
+    ).cte("visible_patients")
+    return select(visible.c.patient_id)
+
+
+def visible_condition(
+    institution: str, patient_ids: Sequence[str] | None, now: datetime
+) -> VisibleCondition:
+    """A care provider's view of the store as one SQL condition on a resource row: what it
+    wrote itself; anything outside every patient compartment (no reference to a Patient:
+    Organization, Practitioner, ValueSet ...); and resources whose every Patient is one of
+    ``patient_ids`` (a per-person decision), or with None, a Patient of a person it has a care
+    relationship with now (:func:`related_patient_ids`). A deleted resource of another
+    institution is never shown (its compartment is no longer indexed)."""
+    visible_ids: Sequence[str] | Select[Any] = (
+        list(patient_ids) if patient_ids is not None else related_patient_ids(institution, now)
+    )
+
+    def visible(rtype: Any, rid: Any, writer: Any, deleted: Any) -> ColumnElement[bool]:
+        ref = fhir_idx_reference.alias("compartment")
+        hidden_patient = (
+            select(literal(1))
+            .where(
+                ref.c.resource_type == rtype,
+                ref.c.resource_id == rid,
+                ref.c.target_type == "Patient",
+                ref.c.target_id.is_not(None),
+                ref.c.target_id.not_in(visible_ids),
+            )
+            .exists()
+        )
+        return or_(
+            writer == institution,
+            and_(
+                deleted == false(),
+                or_(rtype != "Patient", rid.in_(visible_ids)),
+                ~hidden_patient,
+            ),
+        )
+
+    return visible
