@@ -678,17 +678,21 @@ class RecordService:
     ) -> SearchResult:
         require(principal, resource_type, "s")
         request = parse_search(resource_type, items, strict=strict)
-        access = Access(principal)
-        if self.gate is not None:
-            # Its own (writable) transaction: a break-the-glass search opens an access exception.
-            try:
-                with self.db.transaction() as conn:
+        access, refused = Access(principal), None
+        # Break-the-glass writes an access exception: then the search runs in a writable
+        # transaction; otherwise the gate only reads, in the search's own transaction.
+        glass = self.gate is not None and principal.break_glass_reason is not None
+        with self.db.transaction(readonly=not glass) as conn:
+            if self.gate is not None:
+                try:
                     access = self.gate.search(conn, principal, request, base_url)
-            except Forbidden as error:
-                self.audit.record([self._refused_search(principal, request, error)])
-                raise
-        with self.db.transaction(readonly=True) as conn:
-            result = self.search_in(conn, principal, request, items, base_url, access=access)
+                except Forbidden as error:
+                    refused = error
+            if refused is None:
+                result = self.search_in(conn, principal, request, items, base_url, access=access)
+        if refused is not None:
+            self.audit.record([self._refused_search(principal, request, refused)])
+            raise refused
         self._audit_search(access.principal, result, query, access.detail)
         return result
 

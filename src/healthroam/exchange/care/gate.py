@@ -76,13 +76,17 @@ class CareRecordGate:
     def _grant(
         self, conn: Connection, principal: Principal, master_index_id: str, access: str
     ) -> Grant:
+        glass = principal.break_glass_reason
         grant, _ = self.care.gate_in(
             conn,
             principal,
             master_index_id,
             access=access,
-            break_glass_reason=principal.break_glass_reason,
+            break_glass_reason=glass,
             whole_record=False,
+            foreign_known=access == "read",
+            # A search's transaction only reads unless the glass is broken.
+            record=access == "read" or glass is not None,
         )
         return grant
 

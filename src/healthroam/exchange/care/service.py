@@ -275,11 +275,15 @@ class CareService:
         access: str,
         break_glass_reason: str | None,
         whole_record: bool = True,
+        foreign_known: bool = False,
+        record: bool = True,
     ) -> tuple[Grant, list[RecordKey]]:
         """Decide a read of the person's record; refuse with Forbidden (audited by the
         caller) or return the grant and the record's keys. ``whole_record`` False (plain FHIR
         reads and searches): only find out who wrote about the person, without listing the
-        record (the keys returned are then empty)."""
+        record (the keys returned are then empty); ``foreign_known``: another institution's
+        resource is being read, so who else wrote does not matter. ``record`` False: an active
+        Encounter counts without being recorded as a relationship (no write)."""
         reason = check_break_glass_reason(break_glass_reason)
         now = self.clock()
         repo = CareRepository(conn)
@@ -290,6 +294,10 @@ class CareService:
             keys = repo.record_keys(person)
             writers = frozenset(k.institution_code or "" for k in keys)
             consent_keys = keys
+        elif foreign_known:
+            keys, others = [], True
+            writers = frozenset(["(others)"])
+            consent_keys = repo.consent_keys(person) if care_provider else []
         else:
             keys = []
             ours, others = repo.wrote_about(person, own)
@@ -298,7 +306,7 @@ class CareService:
         relationship = None
         if care_provider:
             relationship = self._relationship(
-                conn, own, person.master_index_id, now, record=True, person=person
+                conn, own, person.master_index_id, now, record=record, person=person
             )
         consent = (
             evaluate(self._consents(conn, consent_keys), own, now)
