@@ -102,6 +102,10 @@ class CareRecordGate:
         if institution == principal.institution_code or not self._narrowed(conn, principal):
             return Access(principal)
         repo = CareRepository(conn)
+        own, now = principal.institution_code, self.care.clock()
+        if repo.shown(key, own, now):  # one query: outside compartments, or a relationship
+            return Access(principal, "access=care-relationship")
+        # Slow path, for the exact answer: consent, break-the-glass, or the guidance.
         patients = repo.compartment_patients(key)
         if not patients:
             return Access(principal)  # Organization, Practitioner, ValueSet ...
@@ -130,8 +134,13 @@ class CareRecordGate:
         if not self._narrowed(conn, principal):
             return Access(principal)
         own, now = principal.institution_code, self.care.clock()
+        repo = CareRepository(conn)
         patient = _patient_of(request, base_url)
-        master = CareRepository(conn).masters_of([patient]).get(patient) if patient else None
+        if patient is not None and repo.related(patient, own, now):
+            # One query: a relationship and no consent on record, so everything about the
+            # person is shown - the same condition as a search across residents.
+            return Access(principal, "access=care-relationship", visible_condition(own, None, now))
+        master = repo.masters_of([patient]).get(patient) if patient else None
         if master is None:
             if principal.break_glass_reason is not None:
                 raise InvalidInput(ONE_PATIENT_GLASS, expression="X-Break-Glass-Reason")

@@ -229,6 +229,25 @@ class CareRepository:
         found.extend(r[0] for r in rows)
         return list(dict.fromkeys(found))
 
+    def shown(self, key: Key, institution: str, now: datetime) -> bool:
+        """Whether the resource passes :func:`visible_condition` for persons ``institution``
+        has a care relationship with (one query: the fast path of a read)."""
+        res = fhir_resources.c
+        visible = visible_condition(institution, None, now)
+        query = select(literal(1)).where(
+            res.resource_type == key[0],
+            res.id == key[1],
+            visible(res.resource_type, res.id, res.institution_code, res.deleted),
+        )
+        return self.conn.execute(query).first() is not None
+
+    def related(self, patient_id: str, institution: str, now: datetime) -> bool:
+        """Whether the Patient is one of a person ``institution`` has a care relationship with
+        and who has no privacy Consent on record (one query: the fast path of a search)."""
+        ids = related_patient_ids(institution, now).subquery()
+        query = select(literal(1)).select_from(ids).where(ids.c.patient_id == patient_id)
+        return self.conn.execute(query.limit(1)).first() is not None
+
     def masters_of(self, patient_ids: Sequence[str]) -> dict[str, str]:
         """Patient id -> the master index id of the person it stands for: a source Patient's
         master, or the golden Patient's own (merged-away ones too; ``person`` follows merges).
