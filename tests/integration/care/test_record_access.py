@@ -221,12 +221,15 @@ def test_an_active_encounter_opens_the_record_and_a_consent_refusal_closes_it(
         "subject": {"reference": f"Patient/{own.json()['id']}"},
     }
     assert http.post("/fhir/Encounter", json=encounter, headers=writer).status_code == 201
-    # A search across residents already finds HA's result (the active Encounter counts) ...
-    assert obs in _ids(http, "/fhir/Observation?code=4548-4", clinician)
-    # ... and so do a read and a search about the resident.
-    assert http.get(f"/fhir/Observation/{obs}", headers=clinician).status_code == 200
+    # A search about the resident counts the active Encounter at once ...
     about = f"/fhir/Observation?subject=Patient/{world.patient_id}"
     assert _ids(http, about, clinician) == [obs]
+    assert obs not in _ids(http, "/fhir/Observation?code=4548-4", clinician)
+    # ... a read does too, and records the relationship, which opens searches across residents.
+    assert http.get(f"/fhir/Observation/{obs}", headers=clinician).status_code == 200
+    assert obs in _ids(http, "/fhir/Observation?code=4548-4", clinician)
+    relations = http.get(f"/care/patients/{world.mii}/relationships", headers=clinician).json()
+    assert [r["reason"] for r in relations["relationships"]] == ["encounter"]
 
     # The resident refuses sharing.
     stored = http.post("/fhir/Consent", json=_consent(world.patient_id), headers=world.a)

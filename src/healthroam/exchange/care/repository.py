@@ -412,108 +412,68 @@ class CareRepository:
 
 
 def related_patient_ids(institution: str, now: datetime) -> Select[Any]:
-    """The Patient ids (source Patients and golden ``Patient/<mii>``, with merged-away goldens)
-    of every person ``institution`` has a care relationship with now - a recorded one (card
-    check-in, an earlier active encounter) or an active Encounter it wrote - leaving out every
-    person with a privacy Consent on record: whether that refuses this institution is decided
-    per person (a read, or a search restricted to the patient), never in bulk."""
+    """The Patient ids (source Patients, the golden ``Patient/<mii>`` and merged-away goldens) of
+    every person ``institution`` has a recorded care relationship with now (a card check-in, or
+    an active Encounter a read already found), leaving out every such person with a privacy
+    Consent on record: whether that refuses this institution is decided per person (a read, or
+    a search restricted to the patient), never in bulk. Built from the relationships outwards,
+    so its cost follows the institution's current relationships, not the province."""
     cr, mp, sr = care_relationships.c, master_persons.c, source_records.c
-    enc, enc_ref, enc_status = (
-        fhir_resources.alias("enc"),
-        fhir_idx_reference.alias("enc_ref"),
-        fhir_idx_token.alias("enc_status"),
-    )
-    encounter_patients = (
-        select(enc_ref.c.target_id)
-        .select_from(
-            enc.join(
-                enc_ref,
-                and_(
-                    enc_ref.c.resource_type == enc.c.resource_type,
-                    enc_ref.c.resource_id == enc.c.id,
-                ),
-            ).join(
-                enc_status,
-                and_(
-                    enc_status.c.resource_type == enc.c.resource_type,
-                    enc_status.c.resource_id == enc.c.id,
-                ),
+    related = (
+        select(mp.id)
+        .where(
+            mp.master_index_id.in_(
+                select(cr.master_index_id).where(
+                    cr.institution_code == institution, cr.since <= now, cr.until > now
+                )
             )
         )
-        .where(
-            enc.c.resource_type == "Encounter",
-            enc.c.institution_code == institution,
-            enc.c.deleted == false(),
-            enc_status.c.param == "status",
-            enc_status.c.code.in_(sorted(ACTIVE_ENCOUNTER)),
-            enc_ref.c.target_type == "Patient",
-            enc_ref.c.target_id.is_not(None),
-        )
-        .cte("encounter_patients")
+        .cte("related_persons")
     )
+    patients = union_all(
+        select(sr.master_id.label("person"), sr.fhir_patient_id.label("patient_id")).where(
+            sr.master_id.in_(select(related.c.id)), sr.fhir_patient_id.is_not(None)
+        ),
+        select(mp.id, mp.master_index_id).where(mp.id.in_(select(related.c.id))),
+        select(mp.merged_into, mp.master_index_id).where(mp.merged_into.in_(select(related.c.id))),
+    ).cte("related_patients")
     con, con_ref, con_scope = (
         fhir_resources.alias("con"),
         fhir_idx_reference.alias("con_ref"),
         fhir_idx_token.alias("con_scope"),
     )
-    consent_patients = (
-        select(con_ref.c.target_id)
+    consenting = (
+        select(patients.c.person)
         .select_from(
-            con.join(
+            patients.join(
                 con_ref,
                 and_(
-                    con_ref.c.resource_type == con.c.resource_type,
-                    con_ref.c.resource_id == con.c.id,
+                    con_ref.c.target_type == "Patient",
+                    con_ref.c.target_id == patients.c.patient_id,
+                    con_ref.c.resource_type == "Consent",
                 ),
-            ).join(
+            )
+            .join(
+                con,
+                and_(con.c.resource_type == "Consent", con.c.id == con_ref.c.resource_id),
+            )
+            .join(
                 con_scope,
                 and_(
-                    con_scope.c.resource_type == con.c.resource_type,
+                    con_scope.c.resource_type == "Consent",
                     con_scope.c.resource_id == con.c.id,
+                    con_scope.c.param == "scope",
+                    con_scope.c.code == PRIVACY_SCOPE,
                 ),
             )
         )
-        .where(
-            con.c.resource_type == "Consent",
-            con.c.deleted == false(),
-            con_scope.c.param == "scope",
-            con_scope.c.code == PRIVACY_SCOPE,
-            con_ref.c.target_type == "Patient",
-            con_ref.c.target_id.is_not(None),
-        )
-        .cte("consent_patients")
+        .where(con.c.deleted == false())
+        .cte("consenting_persons")
     )
-    encounter_ids, consent_ids = (
-        select(encounter_patients.c.target_id),
-        select(consent_patients.c.target_id),
+    shown = patients.alias("shown")
+    return select(shown.c.patient_id).where(
+        ~select(literal(1)).where(consenting.c.person == shown.c.person).exists()
     )
-    related = (
-        select(mp.id)
-        .where(
-            or_(
-                mp.master_index_id.in_(
-                    select(cr.master_index_id).where(
-                        cr.institution_code == institution, cr.since <= now, cr.until > now
-                    )
-                ),
-                mp.master_index_id.in_(encounter_ids),
-                mp.id.in_(select(sr.master_id).where(sr.fhir_patient_id.in_(encounter_ids))),
-            ),
-            mp.master_index_id.not_in(consent_ids),
-            mp.id.not_in(select(sr.master_id).where(sr.fhir_patient_id.in_(consent_ids))),
-        )
-        .cte("related_persons")
-    )
-    related_ids = select(related.c.id)
-    # One CTE, referenced wherever the condition needs it (a search's matches, chains, _has).
-    visible = union_all(
-        select(sr.fhir_patient_id.label("patient_id")).where(
-            sr.master_id.in_(related_ids), sr.fhir_patient_id.is_not(None)
-        ),
-        select(mp.master_index_id).where(mp.id.in_(related_ids)),
-        select(mp.master_index_id).where(mp.merged_into.in_(related_ids)),
-    ).cte("visible_patients")
-    return select(visible.c.patient_id)
 
 
 def visible_condition(
@@ -525,8 +485,10 @@ def visible_condition(
     ``patient_ids`` (a per-person decision), or with None, a Patient of a person it has a care
     relationship with now (:func:`related_patient_ids`). A deleted resource of another
     institution is never shown (its compartment is no longer indexed)."""
-    visible_ids: Sequence[str] | Select[Any] = (
-        list(patient_ids) if patient_ids is not None else related_patient_ids(institution, now)
+    visible_ids: Sequence[str] | Any = (
+        list(patient_ids)
+        if patient_ids is not None
+        else related_patient_ids(institution, now).cte("visible_patients").select()
     )
 
     def visible(rtype: Any, rid: Any, writer: Any, deleted: Any) -> ColumnElement[bool]:
