@@ -102,7 +102,7 @@ class CareRecordGate:
         if institution == principal.institution_code or not self._narrowed(conn, principal):
             return Access(principal)
         repo = CareRepository(conn)
-        own, now = principal.institution_code, self.care.clock()
+        own, now = principal.institution_code, self.care.clock
         if repo.shown(key, own, now):  # one query: outside compartments, or a relationship
             return Access(principal, "access=care-relationship")
         # Slow path, for the exact answer: consent, break-the-glass, or the guidance.
@@ -133,7 +133,7 @@ class CareRecordGate:
     ) -> Access:
         if not self._narrowed(conn, principal):
             return Access(principal)
-        own, now = principal.institution_code, self.care.clock()
+        own, now = principal.institution_code, self.care.clock
         repo = CareRepository(conn)
         patient = _patient_of(request, base_url)
         if patient is not None and repo.related(patient, own, now):
@@ -163,5 +163,6 @@ class CareRecordGate:
     def history(self, conn: Connection, principal: Principal) -> Access:
         if not self._narrowed(conn, principal):
             return Access(principal)
-        now = self.care.clock()
-        return Access(principal, visible=visible_condition(principal.institution_code, None, now))
+        return Access(
+            principal, visible=visible_condition(principal.institution_code, None, self.care.clock)
+        )

@@ -3,7 +3,7 @@ keys with the institution that wrote each resource."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +13,7 @@ from sqlalchemy import (
     Connection,
     Select,
     and_,
+    bindparam,
     false,
     insert,
     literal,
@@ -229,7 +230,7 @@ class CareRepository:
         found.extend(r[0] for r in rows)
         return list(dict.fromkeys(found))
 
-    def shown(self, key: Key, institution: str, now: datetime) -> bool:
+    def shown(self, key: Key, institution: str, now: Callable[[], datetime]) -> bool:
         """Whether the resource passes :func:`visible_condition` for persons ``institution``
         has a care relationship with (one query: the fast path of a read)."""
         res = fhir_resources.c
@@ -241,10 +242,10 @@ class CareRepository:
         )
         return self.conn.execute(query).first() is not None
 
-    def related(self, patient_id: str, institution: str, now: datetime) -> bool:
+    def related(self, patient_id: str, institution: str, now: Callable[[], datetime]) -> bool:
         """Whether the Patient is one of a person ``institution`` has a care relationship with
         and who has no privacy Consent on record (one query: the fast path of a search)."""
-        ids = related_patient_ids(institution, now).subquery()
+        ids = visible_patients(institution, now).subquery()
         query = select(literal(1)).select_from(ids).where(ids.c.patient_id == patient_id)
         return self.conn.execute(query.limit(1)).first() is not None
 
@@ -411,7 +412,7 @@ class CareRepository:
 # --- what a care provider may see: one SQL condition for searches and history ------------------
 
 
-def related_patient_ids(institution: str, now: datetime) -> Select[Any]:
+def related_patient_ids(institution: str, now: Callable[[], datetime]) -> Select[Any]:
     """The Patient ids (source Patients, the golden ``Patient/<mii>`` and merged-away goldens) of
     every person ``institution`` has a recorded care relationship with now (a card check-in, or
     an active Encounter a read already found), leaving out every such person with a privacy
@@ -419,12 +420,16 @@ def related_patient_ids(institution: str, now: datetime) -> Select[Any]:
     a search restricted to the patient), never in bulk. Built from the relationships outwards,
     so its cost follows the institution's current relationships, not the province."""
     cr, mp, sr = care_relationships.c, master_persons.c, source_records.c
+    # The clock is read when the statement runs, so the construct is built once and reused.
+    moment = bindparam("care_now", callable_=now, type_=care_relationships.c.since.type)
     related = (
         select(mp.id)
         .where(
             mp.master_index_id.in_(
                 select(cr.master_index_id).where(
-                    cr.institution_code == institution, cr.since <= now, cr.until > now
+                    cr.institution_code == institution,
+                    cr.since <= moment,
+                    cr.until > moment,
                 )
             )
         )
@@ -476,8 +481,21 @@ def related_patient_ids(institution: str, now: datetime) -> Select[Any]:
     )
 
 
+_VISIBLE: dict[tuple[str, Callable[[], datetime]], Any] = {}
+
+
+def visible_patients(institution: str, now: Callable[[], datetime]) -> Any:
+    """:func:`related_patient_ids` as a CTE, built once per institution (building the
+    construct costs more than running it)."""
+    key = (institution, now)
+    found = _VISIBLE.get(key)
+    if found is None:
+        found = _VISIBLE[key] = related_patient_ids(institution, now).cte("visible_patients")
+    return found.select()
+
+
 def visible_condition(
-    institution: str, patient_ids: Sequence[str] | None, now: datetime
+    institution: str, patient_ids: Sequence[str] | None, now: Callable[[], datetime]
 ) -> VisibleCondition:
     """A care provider's view of the store as one SQL condition on a resource row: what it
     wrote itself; anything outside every patient compartment (no reference to a Patient:
@@ -486,9 +504,7 @@ def visible_condition(
     relationship with now (:func:`related_patient_ids`). A deleted resource of another
     institution is never shown (its compartment is no longer indexed)."""
     visible_ids: Sequence[str] | Any = (
-        list(patient_ids)
-        if patient_ids is not None
-        else related_patient_ids(institution, now).cte("visible_patients").select()
+        list(patient_ids) if patient_ids is not None else visible_patients(institution, now)
     )
 
     def visible(rtype: Any, rid: Any, writer: Any, deleted: Any) -> ColumnElement[bool]:
