@@ -10,6 +10,7 @@ from healthroam.clinicians.model import AddressThrottle, LockoutPolicy, SessionP
 from healthroam.clinicians.service import ClinicianService
 from healthroam.config import Settings
 from healthroam.db.engine import Database, create_database_engine
+from healthroam.exchange.care.gate import CareRecordGate
 from healthroam.exchange.care.service import CarePolicy, CareService
 from healthroam.exchange.recognition.model import load_table
 from healthroam.exchange.recognition.service import RecognitionService
@@ -163,6 +164,8 @@ def build(settings: Settings) -> Platform:
             break_glass_overrides_consent=settings.care_break_glass_overrides_consent,
         ),
     )
+    # Plain FHIR reads and searches follow the same cross-institution rules (decision 0025).
+    records.gate = CareRecordGate(care)
     recognition = RecognitionService(
         db,
         audit,

@@ -64,8 +64,12 @@ def test_create_then_read_round_trip(
 
 def test_other_institutions_read_the_same_patient(province: Province, http: TestClient) -> None:
     created = http.post("/fhir/Patient", json=PATIENT, headers=province.headers()).json()
+    # Another hospital needs a care relationship with the resident (decision 0025) ...
     elsewhere = province.headers("system/Patient.rs")
-    assert http.get(f"/fhir/Patient/{created['id']}", headers=elsewhere).json() == created
+    assert http.get(f"/fhir/Patient/{created['id']}", headers=elsewhere).status_code == 403
+    # ... an agency reads it as its scopes allow.
+    agency = province.headers("system/Patient.rs", province.institution(kind="agency"))
+    assert http.get(f"/fhir/Patient/{created['id']}", headers=agency).json() == created
 
 
 def test_capability_statement_lists_what_is_supported(http: TestClient) -> None:

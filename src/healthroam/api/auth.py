@@ -74,6 +74,7 @@ def in_context(request: Request, principal: Principal) -> Principal:
         purpose_of_use=purpose or platform_of(request).settings.default_purpose_of_use,
         end_user=end_user,
         source_address=request.client.host if request.client else None,
+        break_glass_reason=request.headers.get("x-break-glass-reason"),
     )
 
 

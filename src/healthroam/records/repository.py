@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -96,6 +96,9 @@ _SKIPPED_PARAMS = frozenset({"_id", "_lastUpdated"})  # read from fhir_resources
 SNAPSHOT_LIMIT = 10_000  # sorted searches remember at most this many results for paging
 SNAPSHOT_TTL = timedelta(hours=1)
 Key = tuple[str, str]
+# The record gate's condition: (resource type, id, institution_code, deleted) columns of a
+# resource row -> true when the caller may see it (built in exchange/care/repository.py).
+VisibleCondition = Callable[[Any, Any, Any, Any], ColumnElement[bool]]
 COPY_THRESHOLD = 50  # rows from which PostgreSQL inserts use COPY
 
 
@@ -496,10 +499,14 @@ class ResourceRepository:
         at: datetime | None,
         before: tuple[datetime, str, str, int] | None,
         count: int,
+        visible: VisibleCondition | None = None,
     ) -> list[Row[Any]]:
-        """Versions newest first; ``at``: the version current at that instant per resource."""
+        """Versions newest first; ``at``: the version current at that instant per resource;
+        ``visible``: only versions of resources the caller may see (the record gate)."""
         v = fhir_resource_versions.c
         query = select(fhir_resource_versions)
+        if visible is not None:
+            query = query.where(_visible_exists(visible, v.resource_type, v.id))
         if resource_type is not None:
             query = query.where(v.resource_type == resource_type)
         if resource_id is not None:
@@ -532,13 +539,19 @@ class ResourceRepository:
 
     # --- search -------------------------------------------------------------------------------
 
-    def search_condition(self, request: SearchRequest, base_url: str) -> ColumnElement[bool]:
+    def search_condition(
+        self, request: SearchRequest, base_url: str, visible: VisibleCondition | None = None
+    ) -> ColumnElement[bool]:
+        """``visible``: the record gate's condition, on the matches and inside chains and
+        ``_has`` (a hidden resource must not decide what matches either)."""
         r = fhir_resources.c
         conditions: list[ColumnElement[bool]] = [
             r.resource_type == request.resource_type,
             r.deleted == false(),
         ]
-        compiler = _Compiler(base_url)
+        if visible is not None:
+            conditions.append(visible(r.resource_type, r.id, r.institution_code, r.deleted))
+        compiler = _Compiler(base_url, visible)
         for clause in request.clauses:
             conditions.append(compiler.clause(request.resource_type, r.id, clause, top=True))
         return and_(*conditions)
@@ -653,6 +666,19 @@ class ResourceRepository:
             out.extend((row[0], row[1]) for row in self.conn.execute(query.distinct()))
         return out
 
+    def visible_keys(self, keys: Sequence[Key], visible: VisibleCondition) -> list[Key]:
+        """The keys, in order, of those resources the caller may see."""
+        c = fhir_resources.c
+        found: set[Key] = set()
+        for condition in key_conditions(self.postgres, c.resource_type, c.id, keys):
+            rows = self.conn.execute(
+                select(c.resource_type, c.id).where(
+                    condition, visible(c.resource_type, c.id, c.institution_code, c.deleted)
+                )
+            )
+            found.update((row[0], row[1]) for row in rows)
+        return [k for k in keys if k in found]
+
     def pointing_at(self, targets: Sequence[Key]) -> list[Key]:
         """Every resource with any reference to one of ``targets`` (compartments)."""
         if not targets:
@@ -748,11 +774,26 @@ def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _visible_exists(visible: VisibleCondition, rtype: Any, rid: Any) -> ColumnElement[bool]:
+    """The resource (type, id) exists and the caller may see it."""
+    x = fhir_resources.alias("seen")
+    return (
+        select(literal(1))
+        .where(
+            x.c.resource_type == rtype,
+            x.c.id == rid,
+            visible(x.c.resource_type, x.c.id, x.c.institution_code, x.c.deleted),
+        )
+        .exists()
+    )
+
+
 class _Compiler:
     """Clauses -> correlated SQL conditions on (a literal resource type, an id column)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, visible: VisibleCondition | None = None) -> None:
         self.base = base_url.rstrip("/") + "/"
+        self.visible = visible
 
     def clause(
         self, rtype: str, rid: KeyedColumnElement[Any] | Any, clause: Clause, *, top: bool = False
@@ -766,7 +807,11 @@ class _Compiler:
         if isinstance(clause, Chain):
             ref = fhir_idx_reference.alias()
             branches = [
-                and_(ref.c.target_type == target, self.clause(target, ref.c.target_id, inner))
+                and_(
+                    ref.c.target_type == target,
+                    self.clause(target, ref.c.target_id, inner),
+                    *self._seen(target, ref.c.target_id),
+                )
                 for target, inner in clause.targets
             ]
             return self._owned(ref, rtype, rid, clause.code).where(or_(*branches)).exists()
@@ -780,10 +825,14 @@ class _Compiler:
                     ref.c.target_type == rtype,
                     ref.c.target_id == rid,
                     self.clause(clause.source_type, ref.c.resource_id, clause.clause),
+                    *self._seen(clause.source_type, ref.c.resource_id),
                 )
                 .exists()
             )
         return self.match(rtype, rid, clause, top)
+
+    def _seen(self, rtype: str, rid: Any) -> list[ColumnElement[bool]]:
+        return [] if self.visible is None else [_visible_exists(self.visible, rtype, rid)]
 
     def _table(self, kind: str) -> Table:
         return {

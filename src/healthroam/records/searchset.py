@@ -50,6 +50,13 @@ def searchset(
                 "search": {"mode": "outcome"},
             }
         )
+    if result.notice:  # the record gate left other institutions' data out
+        entries.append(
+            {
+                "resource": operation_outcome("information", "suppressed", result.notice),
+                "search": {"mode": "outcome"},
+            }
+        )
     if entries and request.summary != "count":
         bundle["entry"] = entries
     return bundle

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
@@ -30,7 +30,12 @@ from healthroam.records.model import (
     patient_reference,
 )
 from healthroam.records.patch import apply_patch
-from healthroam.records.repository import SNAPSHOT_LIMIT, Key, ResourceRepository
+from healthroam.records.repository import (
+    SNAPSHOT_LIMIT,
+    Key,
+    ResourceRepository,
+    VisibleCondition,
+)
 from healthroam.records.search import (
     Include,
     SearchRequest,
@@ -111,6 +116,39 @@ WriteListener = Callable[[Connection, Principal, StoredResource, bool], Notice]
 
 
 @dataclass(frozen=True, slots=True)
+class Access:
+    """What the record gate allowed: who the read is audited as (purpose of use BTG after
+    break-the-glass), a detail for the audit entry, and for searches and history the SQL
+    condition of what may be shown (None: everything the scopes allow)."""
+
+    principal: Principal
+    detail: str | None = None
+    visible: VisibleCondition | None = None
+    notice: str | None = None  # other institutions' data was left out: how to see it
+
+
+class RecordGate(Protocol):
+    """Cross-institution access rules on top of SMART scopes (wired in from exchange/care):
+    a care provider sees another institution's data about a person only with a care
+    relationship or break-the-glass. Each method raises Forbidden to refuse."""
+
+    def read(
+        self,
+        conn: Connection,
+        principal: Principal,
+        key: Key,
+        institution: str | None,
+        content: dict[str, Any] | None,
+    ) -> Access: ...
+
+    def search(
+        self, conn: Connection, principal: Principal, request: SearchRequest, base_url: str
+    ) -> Access: ...
+
+    def history(self, conn: Connection, principal: Principal) -> Access: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Created:
     stored: StoredResource
     registration: Registration | None = None  # for a Patient: the master person it joined
@@ -126,6 +164,7 @@ class SearchResult:
     total: int | None
     next_params: list[tuple[str, str]] | None
     unknown: list[str] = field(default_factory=list)
+    notice: str | None = None  # other institutions' data left out (the record gate)
 
 
 class RecordService:
@@ -134,6 +173,9 @@ class RecordService:
     ) -> None:
         self.db, self.audit, self.registry, self.clock = db, audit, registry, clock
         self.listeners: dict[str, list[WriteListener]] = {}
+        # Reads and searches by API clients pass it; internal work (HL7 mapping, bulk import,
+        # conditional matches of writes) does not read through it.
+        self.gate: RecordGate | None = None
 
     def listen(self, resource_type: str, listener: WriteListener) -> None:
         """Call ``listener`` after every create and update of ``resource_type`` (wired in
@@ -308,37 +350,70 @@ class RecordService:
     def read(self, principal: Principal, resource_type: str, resource_id: str) -> StoredResource:
         require(principal, resource_type, "r")
         with self.db.transaction() as conn:
-            stored, deleted = self._read_audited(conn, principal, resource_type, resource_id)
+            stored, deleted, refused = self._read_audited(
+                conn, principal, resource_type, resource_id
+            )
+        if refused is not None:
+            raise refused  # after the refusal's audit entry is committed
         return self._found(stored, deleted, resource_type, resource_id)
 
     def read_in(
         self, conn: Connection, principal: Principal, resource_type: str, resource_id: str
     ) -> StoredResource:
-        stored, deleted = self._read_audited(conn, principal, resource_type, resource_id)
+        stored, deleted, refused = self._read_audited(conn, principal, resource_type, resource_id)
+        if refused is not None:
+            raise refused
         return self._found(stored, deleted, resource_type, resource_id)
+
+    def _admit(
+        self,
+        conn: Connection,
+        principal: Principal,
+        key: Key,
+        institution: str | None,
+        content: dict[str, Any] | None,
+    ) -> tuple[Access, Forbidden | None]:
+        """The record gate's answer for reading one resource (allowed when there is none)."""
+        if self.gate is None:
+            return Access(principal), None
+        try:
+            return self.gate.read(conn, principal, key, institution, content), None
+        except Forbidden as refused:
+            return Access(principal, "refused: no access to this person's record"), refused
 
     def _read_audited(
         self, conn: Connection, principal: Principal, resource_type: str, resource_id: str
-    ) -> tuple[StoredResource | None, bool]:
-        """Read and audit (a failed read is audited too, so the caller raises afterwards)."""
+    ) -> tuple[StoredResource | None, bool, Forbidden | None]:
+        """Read and audit (a failed or refused read is audited too, so the caller raises
+        afterwards)."""
         require(principal, resource_type, "r")
         stored, deleted = ResourceRepository(conn).read(resource_type, resource_id)
+        access, refused = Access(principal), None
+        if stored is not None:
+            access, refused = self._admit(
+                conn,
+                principal,
+                (resource_type, resource_id),
+                stored.institution_code,
+                stored.content,
+            )
+        failed = stored is None or refused is not None
         self.audit.append(
             conn,
             [
                 self._event(
-                    principal,
+                    access.principal,
                     Action.READ,
                     "read",
                     resource_type,
                     resource_id,
                     stored.content if stored else None,
-                    outcome=Outcome.SUCCESS if stored else Outcome.MINOR_FAILURE,
-                    detail=None if stored else ("deleted" if deleted else "not found"),
+                    outcome=Outcome.MINOR_FAILURE if failed else Outcome.SUCCESS,
+                    detail=access.detail if stored else ("deleted" if deleted else "not found"),
                 )
             ],
         )
-        return stored, deleted
+        return (None if refused else stored), deleted, refused
 
     @staticmethod
     def _found(
@@ -359,7 +434,11 @@ class RecordService:
         if not version.isdigit():
             raise InvalidInput("a version id is a positive integer", expression="versionId")
         with self.db.transaction() as conn:
-            return self.vread_in(conn, principal, resource_type, resource_id, int(version))
+            try:
+                return self.vread_in(conn, principal, resource_type, resource_id, int(version))
+            except Forbidden as error:
+                refused = error  # commit the refusal's audit entry, then answer 403
+        raise refused
 
     def vread_in(
         self,
@@ -370,22 +449,38 @@ class RecordService:
         version: int,
     ) -> StoredResource:
         require(principal, resource_type, "r")
-        row = ResourceRepository(conn).vread(resource_type, resource_id, version)
+        repo = ResourceRepository(conn)
+        row = repo.vread(resource_type, resource_id, version)
         content = row.content if row is not None and not row.deleted else None
+        access, refused = Access(principal), None
+        if content is not None:
+            current = repo.current(resource_type, resource_id)
+            access, refused = self._admit(
+                conn,
+                principal,
+                (resource_type, resource_id),
+                current.institution_code if current is not None else None,
+                content,
+            )
         self.audit.append(
             conn,
             [
                 self._event(
-                    principal,
+                    access.principal,
                     Action.READ,
                     "vread",
                     resource_type,
                     resource_id,
                     content,
-                    outcome=Outcome.SUCCESS if content is not None else Outcome.MINOR_FAILURE,
+                    outcome=Outcome.SUCCESS
+                    if content is not None and refused is None
+                    else Outcome.MINOR_FAILURE,
+                    detail=access.detail,
                 )
             ],
         )
+        if refused is not None:
+            raise refused
         if row is None:
             raise NotFound(
                 f"{resource_type}/{resource_id} has no version {version}", expression="versionId"
@@ -621,10 +716,36 @@ class RecordService:
     ) -> SearchResult:
         require(principal, resource_type, "s")
         request = parse_search(resource_type, items, strict=strict)
-        with self.db.transaction(readonly=True) as conn:
-            result = self.search_in(conn, principal, request, items, base_url)
-        self._audit_search(principal, result, query)
+        access, refused = Access(principal), None
+        # Break-the-glass writes an access exception: then the search runs in a writable
+        # transaction; otherwise the gate only reads, in the search's own transaction.
+        glass = self.gate is not None and principal.break_glass_reason is not None
+        with self.db.transaction(readonly=not glass) as conn:
+            if self.gate is not None:
+                try:
+                    access = self.gate.search(conn, principal, request, base_url)
+                except Forbidden as error:
+                    refused = error
+            if refused is None:
+                result = self.search_in(conn, principal, request, items, base_url, access=access)
+        if refused is not None:
+            self.audit.record([self._refused_search(principal, request, refused)])
+            raise refused
+        self._audit_search(access.principal, result, query, access.detail)
         return result
+
+    def _refused_search(
+        self, principal: Principal, request: SearchRequest, error: Exception
+    ) -> AuditRecord:
+        return self.audit.event(
+            principal,
+            action=Action.EXECUTE,
+            event_type="query",
+            subtype="search-type",
+            outcome=Outcome.MINOR_FAILURE,
+            resource_type=request.resource_type,
+            detail=f"refused: {type(error).__name__}",
+        )
 
     def search_in(
         self,
@@ -633,14 +754,26 @@ class RecordService:
         request: SearchRequest,
         items: list[tuple[str, str]],
         base_url: str,
+        *,
+        access: Access | None = None,
     ) -> SearchResult:
         require(principal, request.resource_type, "s")
         self._check_chain_scopes(principal, request)
+        if access is None:  # a search entry of a Bundle
+            access = Access(principal)
+            if self.gate is not None:
+                try:
+                    access = self.gate.search(conn, principal, request, base_url)
+                except Forbidden as error:
+                    self.audit.append(conn, [self._refused_search(principal, request, error)])
+                    raise
         repo = ResourceRepository(conn)
-        condition = repo.search_condition(request, base_url)
+        condition = repo.search_condition(request, base_url, access.visible)
         kept = [(k, v) for k, v in items if k not in ("_cursor", "_snapshot", "_offset")]
         if request.summary == "count" or request.count == 0:
-            return SearchResult(request, [], [], repo.count(condition), None, request.unknown)
+            return SearchResult(
+                request, [], [], repo.count(condition), None, request.unknown, access.notice
+            )
         next_params: list[tuple[str, str]] | None = None
         total: int | None = None
         if request.snapshot is not None:
@@ -675,8 +808,10 @@ class RecordService:
                 total = len(matches)
             elif request.total in ("accurate", "estimate") or request.cursor is None:
                 total = repo.count(condition)
-        included = self._includes(repo, principal, request, matches)
-        return SearchResult(request, matches, included, total, next_params, request.unknown)
+        included = self._includes(repo, principal, request, matches, access)
+        return SearchResult(
+            request, matches, included, total, next_params, request.unknown, access.notice
+        )
 
     def _check_chain_scopes(self, principal: Principal, request: SearchRequest) -> None:
         from healthroam.records.search import Chain, Has
@@ -699,6 +834,7 @@ class RecordService:
         principal: Principal,
         request: SearchRequest,
         matches: list[StoredResource],
+        access: Access,
     ) -> list[StoredResource]:
         if not (request.includes or request.revincludes) or not matches:
             return []
@@ -716,6 +852,8 @@ class RecordService:
                 for k in dict.fromkeys(found)
                 if k not in seen and principal.scopes.allows(k[0], "r")
             ]
+            if new and access.visible is not None:
+                new = repo.visible_keys(new, access.visible)  # never include a hidden one
             if not new:
                 break
             seen.update(new)
@@ -724,7 +862,9 @@ class RecordService:
             frontier = [(s.resource_type, s.id) for s in loaded]
         return out
 
-    def _audit_search(self, principal: Principal, result: SearchResult, query: str) -> None:
+    def _audit_search(
+        self, principal: Principal, result: SearchResult, query: str, detail: str | None = None
+    ) -> None:
         """One audit entry per patient whose data the search returned (one if none)."""
         patients: dict[str | None, None] = {}
         for stored in [*result.matches, *result.included]:
@@ -740,6 +880,7 @@ class RecordService:
                     resource_type=result.request.resource_type,
                     patient_ref=ref,
                     query=query,
+                    detail=detail,
                 )
                 for ref in refs
             ]
@@ -765,10 +906,31 @@ class RecordService:
             require(principal, resource_type, "s")
         else:
             require(principal, resource_type, "r")
+        refused: Forbidden | None = None
         with self.db.transaction() as conn:
-            rows = ResourceRepository(conn).history(
-                resource_type, resource_id, since=since, at=at, before=before, count=count + 1
+            repo = ResourceRepository(conn)
+            access = Access(principal)
+            if self.gate is not None and resource_id is None:
+                access = self.gate.history(conn, principal)
+            rows = repo.history(
+                resource_type,
+                resource_id,
+                since=since,
+                at=at,
+                before=before,
+                count=count + 1,
+                visible=access.visible,
             )
+            if resource_type is not None and resource_id is not None and rows:
+                current = repo.current(resource_type, resource_id)
+                content = next((r.content for r in rows if r.content), None)
+                access, refused = self._admit(
+                    conn,
+                    principal,
+                    (resource_type, resource_id),
+                    current.institution_code if current is not None else None,
+                    content,
+                )
             patients = dict.fromkeys(
                 patient_reference(r.resource_type, r.id, r.content) if r.content else None
                 for r in rows[:count]
@@ -778,18 +940,22 @@ class RecordService:
                 conn,
                 [
                     self.audit.event(
-                        principal,
+                        access.principal,
                         action=Action.READ,
                         subtype="history-instance"
                         if resource_id
                         else ("history-type" if resource_type else "history-system"),
+                        outcome=Outcome.MINOR_FAILURE if refused else Outcome.SUCCESS,
                         resource_type=resource_type,
                         resource_id=resource_id,
                         patient_ref=ref,
+                        detail=access.detail,
                     )
                     for ref in refs
                 ],
             )
+        if refused is not None:
+            raise refused
         if resource_id is not None and not rows and before is None and since is None and at is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         return rows

@@ -84,3 +84,5 @@ class Principal:
     purpose_of_use: str = "TREAT"
     source_address: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # X-Break-Glass-Reason as sent (checked where it is used: security/access.py)
+    break_glass_reason: str | None = None

@@ -3,16 +3,31 @@ keys with the institution that wrote each resource."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, false, insert, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    false,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_care import access_exceptions, care_relationships
-from healthroam.db.tables_records import fhir_idx_reference
+from healthroam.db.tables_records import fhir_idx_reference, fhir_idx_token
+from healthroam.db.tables_registry import master_persons, source_records
 from healthroam.errors import NotFound
 from healthroam.exchange.care.model import (
     AccessException,
@@ -21,11 +36,12 @@ from healthroam.exchange.care.model import (
     ReviewOutcome,
     ReviewStatus,
 )
-from healthroam.records.repository import Key
+from healthroam.records.repository import Key, VisibleCondition
 from healthroam.registry.model import check_master_index_id
 from healthroam.registry.repository import MasterRow, RegistryRepository, SourceRow
 
 ACTIVE_ENCOUNTER = frozenset({"arrived", "in-progress"})
+PRIVACY_SCOPE = "patient-privacy"
 
 
 def aware(moment: datetime) -> datetime:
@@ -138,6 +154,121 @@ class CareRepository:
             for s in person.sources
             if s.fhir_patient_id
         )
+        return found
+
+    def wrote_about(self, person: PersonRecord, institution: str) -> tuple[bool, bool]:
+        """Whether ``institution`` wrote data about the person, and whether anybody else did
+        (two indexed EXISTS look-ups instead of listing the whole record)."""
+        own = any(s.institution == institution for s in person.sources if s.fhir_patient_id)
+        other = any(s.institution != institution for s in person.sources if s.fhir_patient_id)
+        ref, res = fhir_idx_reference.c, fhir_resources.c
+        about = (
+            select(literal(1))
+            .select_from(
+                fhir_idx_reference.join(
+                    fhir_resources,
+                    (res.resource_type == ref.resource_type) & (res.id == ref.resource_id),
+                )
+            )
+            .where(
+                tuple_(ref.target_type, ref.target_id).in_(list(person.patient_keys)),
+                res.deleted == false(),
+            )
+            .limit(1)
+        )
+        if not own:
+            own = (
+                self.conn.execute(about.where(res.institution_code == institution)).first()
+                is not None
+            )
+        if not other:
+            other = (
+                self.conn.execute(
+                    about.where(
+                        or_(res.institution_code != institution, res.institution_code.is_(None))
+                    )
+                ).first()
+                is not None
+            )
+        return own, other
+
+    def consent_keys(self, person: PersonRecord) -> list[RecordKey]:
+        """The live Consent resources about the person."""
+        ref, res = fhir_idx_reference.c, fhir_resources.c
+        rows = self.conn.execute(
+            select(res.id, res.institution_code)
+            .select_from(
+                fhir_idx_reference.join(
+                    fhir_resources,
+                    (res.resource_type == ref.resource_type) & (res.id == ref.resource_id),
+                )
+            )
+            .where(
+                ref.resource_type == "Consent",
+                tuple_(ref.target_type, ref.target_id).in_(list(person.patient_keys)),
+                res.deleted == false(),
+            )
+            .distinct()
+        )
+        return [RecordKey("Consent", r[0], r[1]) for r in rows]
+
+    def compartment_patients(self, key: Key) -> list[str]:
+        """The Patients (ids) whose compartment a stored resource is in: itself for a Patient,
+        else every Patient it refers to (the reference index, one indexed look-up)."""
+        ref = fhir_idx_reference.c
+        found = [key[1]] if key[0] == "Patient" else []
+        rows = self.conn.execute(
+            select(ref.target_id)
+            .where(
+                ref.resource_type == key[0],
+                ref.resource_id == key[1],
+                ref.target_type == "Patient",
+                ref.target_id.is_not(None),
+            )
+            .distinct()
+        )
+        found.extend(r[0] for r in rows)
+        return list(dict.fromkeys(found))
+
+    def shown(self, key: Key, institution: str, now: Callable[[], datetime]) -> bool:
+        """Whether the resource passes :func:`visible_condition` for persons ``institution``
+        has a care relationship with (one query: the fast path of a read)."""
+        res = fhir_resources.c
+        visible = visible_condition(institution, None, now)
+        query = select(literal(1)).where(
+            res.resource_type == key[0],
+            res.id == key[1],
+            visible(res.resource_type, res.id, res.institution_code, res.deleted),
+        )
+        return self.conn.execute(query).first() is not None
+
+    def related(self, patient_id: str, institution: str, now: Callable[[], datetime]) -> bool:
+        """Whether the Patient is one of a person ``institution`` has a care relationship with
+        and who has no privacy Consent on record (one query: the fast path of a search)."""
+        ids = visible_patients(institution, now).subquery()
+        query = select(literal(1)).select_from(ids).where(ids.c.patient_id == patient_id)
+        return self.conn.execute(query.limit(1)).first() is not None
+
+    def masters_of(self, patient_ids: Sequence[str]) -> dict[str, str]:
+        """Patient id -> the master index id of the person it stands for: a source Patient's
+        master, or the golden Patient's own (merged-away ones too; ``person`` follows merges).
+        Patients that stand for nobody known are left out."""
+        if not patient_ids:
+            return {}
+        mp, sr = master_persons.c, source_records.c
+        found: dict[str, str] = {}
+        rows = self.conn.execute(
+            select(sr.fhir_patient_id, mp.master_index_id)
+            .select_from(source_records.join(master_persons, mp.id == sr.master_id))
+            .where(sr.fhir_patient_id.in_(list(patient_ids)))
+        )
+        found.update((r[0], r[1]) for r in rows)
+        rest = [p for p in patient_ids if p not in found]
+        if rest:
+            golden = self.conn.execute(
+                select(mp.master_index_id).where(mp.master_index_id.in_(rest))
+            )
+            found.update((r[0], r[0]) for r in golden)
         return found
 
     def active_encounters(
@@ -276,3 +407,126 @@ class CareRepository:
             )
         )
         return result.rowcount == 1
+
+
+# --- what a care provider may see: one SQL condition for searches and history ------------------
+
+
+def related_patient_ids(institution: str, now: Callable[[], datetime]) -> Select[Any]:
+    """The Patient ids (source Patients, the golden ``Patient/<mii>`` and merged-away goldens) of
+    every person ``institution`` has a recorded care relationship with now (a card check-in, or
+    an active Encounter a read already found), leaving out every such person with a privacy
+    Consent on record: whether that refuses this institution is decided per person (a read, or
+    a search restricted to the patient), never in bulk. Built from the relationships outwards,
+    so its cost follows the institution's current relationships, not the province."""
+    cr, mp, sr = care_relationships.c, master_persons.c, source_records.c
+    # The clock is read when the statement runs, so the construct is built once and reused.
+    moment = bindparam("care_now", callable_=now, type_=care_relationships.c.since.type)
+    related = (
+        select(mp.id)
+        .where(
+            mp.master_index_id.in_(
+                select(cr.master_index_id).where(
+                    cr.institution_code == institution,
+                    cr.since <= moment,
+                    cr.until > moment,
+                )
+            )
+        )
+        .cte("related_persons")
+    )
+    patients = union_all(
+        select(sr.master_id.label("person"), sr.fhir_patient_id.label("patient_id")).where(
+            sr.master_id.in_(select(related.c.id)), sr.fhir_patient_id.is_not(None)
+        ),
+        select(mp.id, mp.master_index_id).where(mp.id.in_(select(related.c.id))),
+        select(mp.merged_into, mp.master_index_id).where(mp.merged_into.in_(select(related.c.id))),
+    ).cte("related_patients")
+    con, con_ref, con_scope = (
+        fhir_resources.alias("con"),
+        fhir_idx_reference.alias("con_ref"),
+        fhir_idx_token.alias("con_scope"),
+    )
+    consenting = (
+        select(patients.c.person)
+        .select_from(
+            patients.join(
+                con_ref,
+                and_(
+                    con_ref.c.target_type == "Patient",
+                    con_ref.c.target_id == patients.c.patient_id,
+                    con_ref.c.resource_type == "Consent",
+                ),
+            )
+            .join(
+                con,
+                and_(con.c.resource_type == "Consent", con.c.id == con_ref.c.resource_id),
+            )
+            .join(
+                con_scope,
+                and_(
+                    con_scope.c.resource_type == "Consent",
+                    con_scope.c.resource_id == con.c.id,
+                    con_scope.c.param == "scope",
+                    con_scope.c.code == PRIVACY_SCOPE,
+                ),
+            )
+        )
+        .where(con.c.deleted == false())
+        .cte("consenting_persons")
+    )
+    shown = patients.alias("shown")
+    return select(shown.c.patient_id).where(
+        ~select(literal(1)).where(consenting.c.person == shown.c.person).exists()
+    )
+
+
+_VISIBLE: dict[tuple[str, Callable[[], datetime]], Any] = {}
+
+
+def visible_patients(institution: str, now: Callable[[], datetime]) -> Any:
+    """:func:`related_patient_ids` as a CTE, built once per institution (building the
+    construct costs more than running it)."""
+    key = (institution, now)
+    found = _VISIBLE.get(key)
+    if found is None:
+        found = _VISIBLE[key] = related_patient_ids(institution, now).cte("visible_patients")
+    return found.select()
+
+
+def visible_condition(
+    institution: str, patient_ids: Sequence[str] | None, now: Callable[[], datetime]
+) -> VisibleCondition:
+    """A care provider's view of the store as one SQL condition on a resource row: what it
+    wrote itself; anything outside every patient compartment (no reference to a Patient:
+    Organization, Practitioner, ValueSet ...); and resources whose every Patient is one of
+    ``patient_ids`` (a per-person decision), or with None, a Patient of a person it has a care
+    relationship with now (:func:`related_patient_ids`). A deleted resource of another
+    institution is never shown (its compartment is no longer indexed)."""
+    visible_ids: Sequence[str] | Any = (
+        list(patient_ids) if patient_ids is not None else visible_patients(institution, now)
+    )
+
+    def visible(rtype: Any, rid: Any, writer: Any, deleted: Any) -> ColumnElement[bool]:
+        ref = fhir_idx_reference.alias("compartment")
+        hidden_patient = (
+            select(literal(1))
+            .where(
+                ref.c.resource_type == rtype,
+                ref.c.resource_id == rid,
+                ref.c.target_type == "Patient",
+                ref.c.target_id.is_not(None),
+                ref.c.target_id.not_in(visible_ids),
+            )
+            .exists()
+        )
+        return or_(
+            writer == institution,
+            and_(
+                deleted == false(),
+                or_(rtype != "Patient", rid.in_(visible_ids)),
+                ~hidden_patient,
+            ),
+        )
+
+    return visible

@@ -275,23 +275,42 @@ class CareService:
         *,
         access: str,
         break_glass_reason: str | None,
+        whole_record: bool = True,
+        foreign_known: bool = False,
+        record: bool = True,
     ) -> tuple[Grant, list[RecordKey]]:
         """Decide a read of the person's record; refuse with Forbidden (audited by the
-        caller) or return the grant and the record's keys."""
+        caller) or return the grant and the record's keys. ``whole_record`` False (plain FHIR
+        reads and searches): only find out who wrote about the person, without listing the
+        record (the keys returned are then empty); ``foreign_known``: another institution's
+        resource is being read, so who else wrote does not matter. ``record`` False: an active
+        Encounter counts without being recorded as a relationship (no write)."""
         reason = check_break_glass_reason(break_glass_reason)
         now = self.clock()
         repo = CareRepository(conn)
         person = repo.person(master_index_id)
-        keys = repo.record_keys(person)
         own = principal.institution_code
         care_provider = self._care_provider(conn, own)
+        if whole_record:
+            keys = repo.record_keys(person)
+            writers = frozenset(k.institution_code or "" for k in keys)
+            consent_keys = keys
+        elif foreign_known:
+            keys, others = [], True
+            writers = frozenset(["(others)"])
+            consent_keys = repo.consent_keys(person) if care_provider else []
+        else:
+            keys = []
+            ours, others = repo.wrote_about(person, own)
+            writers = frozenset([own] * ours + ["(others)"] * others)
+            consent_keys = repo.consent_keys(person) if care_provider and others else []
         relationship = None
         if care_provider:
             relationship = self._relationship(
-                conn, own, person.master_index_id, now, record=True, person=person
+                conn, own, person.master_index_id, now, record=record, person=person
             )
         consent = (
-            evaluate(self._consents(conn, keys), own, now)
+            evaluate(self._consents(conn, consent_keys), own, now)
             if care_provider
             else ConsentOutcome(ConsentDecision.SHARE)
         )
@@ -299,7 +318,7 @@ class CareService:
             AccessRequest(
                 institution=own,
                 care_provider=care_provider,
-                institutions=frozenset(k.institution_code or "" for k in keys),
+                institutions=writers,
                 relationship=relationship is not None,
                 consent=consent,
                 break_glass_reason=reason,
