@@ -272,7 +272,9 @@ def main() -> None:
     parser.add_argument("--verify-seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--profile", type=Path, help="py-spy raw (collapsed) stacks to here")
+    parser.add_argument("--port", type=int, default=PORT, help="server port (another bench?)")
     args = parser.parse_args()
+    globals()["PORT"] = args.port
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
     tmp = Path(tempfile.mkdtemp(prefix="hr-bench-"))
