@@ -9,6 +9,7 @@ verifying terminal that also holds ``system/Patient.r`` sees the holder's demogr
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import MutableMapping
 from datetime import datetime
@@ -27,6 +28,7 @@ from healthroam.cards.service import CardRefused, Verification
 from healthroam.errors import HealthroamError, NotAuthenticated
 from healthroam.records.service import require
 from healthroam.security.model import Principal
+from healthroam.security.service import AuthService
 
 router = APIRouter(prefix="/cards", tags=["cards"])
 
@@ -46,39 +48,59 @@ async def verifying_terminal(request: Request) -> Principal:
     return await _terminal(request, None)
 
 
-async def _terminal(
-    request: Request, principals: dict[_PrincipalKey, Principal] | None
-) -> Principal:
-    """:func:`verifying_terminal`; with ``principals``, the principal in its request context is
-    remembered per token and context headers (it depends on nothing else). The token's expiry
-    and the client's state are checked on every call all the same."""
+class _Terminals:
+    """What the fast path remembers between verifications: the principal in its request
+    context per token and context headers (it depends on nothing else), and the client-state
+    read in flight per client (when the cached state expires, the requests waiting at that
+    moment share one read instead of each sending its own)."""
+
+    def __init__(self) -> None:
+        self.principals: dict[_PrincipalKey, Principal] = {}
+        self.reads: dict[str, asyncio.Future[bool]] = {}
+
+    async def client_active(self, auth: AuthService, client_id: str) -> bool:
+        read = self.reads.get(client_id)
+        if read is None:
+            read = asyncio.ensure_future(anyio.to_thread.run_sync(auth.client_active, client_id))
+            self.reads[client_id] = read
+            read.add_done_callback(lambda _done: self.reads.pop(client_id, None))
+        return await asyncio.shield(read)  # a caller that goes away leaves the read running
+
+
+async def _terminal(request: Request, terminals: _Terminals | None) -> Principal:
+    """:func:`verifying_terminal`, with what the fast path remembers (``terminals``). The
+    token's expiry and the client's state are checked on every call all the same; the scope
+    check of a remembered principal was passed when it was remembered."""
     auth = platform_of(request).auth
     bearer = bearer_token(request)
     token = auth.token(bearer)
     active = auth.cached_client_active(token.client_id)
     if active is None:
-        active = await anyio.to_thread.run_sync(auth.client_active, token.client_id)
+        if terminals is None:
+            active = await anyio.to_thread.run_sync(auth.client_active, token.client_id)
+        else:
+            active = await terminals.client_active(auth, token.client_id)
     if not active:
         raise NotAuthenticated("the client that holds this token is disabled")
-    if principals is None:
+    if terminals is None:
         principal = in_context(request, auth.principal(token))
-    else:
-        headers = request.headers
-        key = (
-            bearer,
-            headers.get("x-purpose-of-use"),
-            headers.get("x-end-user"),
-            request.client.host if request.client else None,
-        )
-        cached = principals.get(key)
-        if cached is None:
-            cached = in_context(request, auth.principal(token))
-            if len(principals) >= _PRINCIPAL_CACHE_SIZE:
-                principals.clear()
-            principals[key] = cached
-        principal = cached
-    require(principal, "Card", "r")
-    return principal
+        require(principal, "Card", "r")
+        return principal
+    headers = request.headers
+    key = (
+        bearer,
+        headers.get("x-purpose-of-use"),
+        headers.get("x-end-user"),
+        request.client.host if request.client else None,
+    )
+    known = terminals.principals.get(key)
+    if known is None:
+        known = in_context(request, auth.principal(token))
+        require(known, "Card", "r")
+        if len(terminals.principals) >= _PRINCIPAL_CACHE_SIZE:
+            terminals.principals.clear()
+        terminals.principals[key] = known
+    return known
 
 
 Terminal = Annotated[Principal, Depends(verifying_terminal)]
@@ -196,14 +218,18 @@ _ENCODE = json.JSONEncoder(
 
 @router.post("/verify", summary="Verify a scanned card code at a terminal (用卡验证)")
 async def verify(body: VerifyBody, request: Request, principal: Terminal) -> JSONResponse:
-    return await _verified(request, principal, body.text, body.step, body.channel, body.terminal)
+    outcome = await _verified(request, principal, body.text, body.step, body.channel, body.terminal)
+    if isinstance(outcome, JSONResponse):
+        return outcome
+    return _Json(verification_json(outcome, body.step))
 
 
 async def _verified(
     request: Request, principal: Principal, text: str, step: str, channel: str, terminal: str
-) -> JSONResponse:
+) -> Verification | JSONResponse:
+    """The accepted verification, or the answer refusing it."""
     try:
-        result = await platform_of(request).cards.verify_async(
+        return await platform_of(request).cards.verify_async(
             principal,
             text=text,
             step=step,
@@ -221,7 +247,6 @@ async def _verified(
             exc.expression,
             {"reason": exc.reason},
         )
-    return _Json(verification_json(result, step))
 
 
 class VerifyFastPath:
@@ -238,7 +263,7 @@ class VerifyFastPath:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.principals: dict[_PrincipalKey, Principal] = {}
+        self.terminals = _Terminals()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -264,13 +289,28 @@ class VerifyFastPath:
         if fields is None:
             await self.app(scope, _replay(body, receive), send)
             return
-        response: Response
+        outcome: Verification | Response
         try:
-            principal = await _terminal(request, self.principals)
-            response = await _verified(request, principal, *fields)
+            principal = await _terminal(request, self.terminals)
+            outcome = await _verified(request, principal, *fields)
         except HealthroamError as exc:
-            response = await healthroam_error_response(request, exc)
-        await response(scope, receive, send)
+            outcome = await healthroam_error_response(request, exc)
+        if isinstance(outcome, Response):
+            await outcome(scope, receive, send)
+            return
+        # What _Json(...) sends, without building the response object.
+        payload = _ENCODE(verification_json(outcome, fields[1])).encode("utf-8")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(payload)).encode("latin-1")),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
 
 
 def verify_fields(content_type: str | None, body: bytes) -> tuple[str, str, str, str] | None:

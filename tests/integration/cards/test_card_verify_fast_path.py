@@ -4,6 +4,7 @@ header errors and bodies the handler passes on to the route; every use is logged
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from healthroam.api.app import create_app
-from healthroam.api.cards import VerifyFastPath, verify_fields
+from healthroam.api.cards import VerifyFastPath, _Terminals, verify_fields
 from healthroam.bootstrap import Platform, build
 from healthroam.config import Settings
 from healthroam.db.tables_cards import card_uses
@@ -88,8 +89,8 @@ def test_fast_path_answers_exactly_like_the_route(
         fast = http.post("/cards/verify", **fast_kwargs)
         route = slow.post("/cards/verify", **slow_kwargs)
         assert answer(fast) == answer(route), (fast.text, route.text)
-    assert fast_path_of(http).principals  # the fast path did answer
-    assert not fast_path_of(slow).principals  # turned off: everything went to the route
+    assert fast_path_of(http).terminals.principals  # the fast path did answer
+    assert not fast_path_of(slow).terminals.principals  # turned off: everything went to the route
     with keyed.db.transaction(readonly=True) as conn:
         logged = conn.execute(select(func.count()).select_from(card_uses)).scalar_one()
     # 1 first use + per server: 2 accepted, 1 replayed, 1 bad prefix (logged refusals); the
@@ -109,3 +110,25 @@ def test_fields_the_fast_path_takes() -> None:
     assert verify_fields("application/json", ok[:-1] + b',"more":1}') is None
     assert verify_fields("application/json", ok.replace(b'"01"', b"1")) is None
     assert verify_fields("application/json", b"\xff") is None
+
+
+def test_waiting_requests_share_one_read_of_the_client_state() -> None:
+    class Auth:
+        reads = 0
+
+        def client_active(self, client_id: str) -> bool:
+            Auth.reads += 1
+            time.sleep(0.05)  # a database round trip
+            return client_id == "on"
+
+    terminals = _Terminals()
+
+    async def many() -> list[bool]:
+        auth: Any = Auth()
+        return await asyncio.gather(
+            *(terminals.client_active(auth, c) for c in ["on"] * 10 + ["off"] * 5)
+        )
+
+    assert asyncio.run(many()) == [True] * 10 + [False] * 5
+    assert Auth.reads == 2  # one per client
+    assert terminals.reads == {}  # nothing left in flight
