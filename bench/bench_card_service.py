@@ -264,6 +264,7 @@ def run_wrk(codes: Path, token: str, seconds: int, threads: int, connections: in
 
 
 def main() -> None:
+    global PORT  # --port: read by serve() and run_wrk()
     parser = argparse.ArgumentParser()
     parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--people", type=int, default=100_000)
@@ -272,7 +273,9 @@ def main() -> None:
     parser.add_argument("--verify-seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--profile", type=Path, help="py-spy raw (collapsed) stacks to here")
+    parser.add_argument("--port", type=int, default=PORT, help="server port (another bench?)")
     args = parser.parse_args()
+    PORT = args.port
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
     tmp = Path(tempfile.mkdtemp(prefix="hr-bench-"))

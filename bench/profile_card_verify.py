@@ -233,6 +233,7 @@ def main() -> None:
 
             run(codes[:200])  # warm up
             profiler = cProfile.Profile() if args.profile else None
+            backends = _service_bench().cpu_of(_service_bench().backend_pids(name)) if name else {}
             cpu, wall = time.process_time(), time.perf_counter()
             if profiler:
                 profiler.enable()
@@ -242,6 +243,10 @@ def main() -> None:
                 profiler.disable()
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             n = len(codes) - 200
+            if name:
+                after = _service_bench().cpu_of(_service_bench().backend_pids(name))
+                db_cpu = sum(v - backends.get(p, 0.0) for p, v in after.items())
+                print(f"PostgreSQL backends: {db_cpu / n * 1000:.3f} ms CPU per verification")
             print(
                 f"{'PostgreSQL' if args.postgres else 'SQLite'}, {args.layer}: {n} verifications "
                 f"({ok} "

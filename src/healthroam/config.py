@@ -230,6 +230,12 @@ class Settings(BaseSettings):
         le=100_000,
         description="Cards per bulk-issuance batch (one transaction and one resume point each).",
     )
+    card_verify_fast_path: bool = Field(
+        default=True,
+        description="Answer `POST /cards/verify` in a lean ASGI handler ahead of the FastAPI "
+        "routing (same checks, answers and errors; requests it cannot take as is go to the "
+        "route). false: every verification goes through the FastAPI route.",
+    )
     card_use_log_flush_ms: int = Field(
         default=2,
         ge=0,

@@ -130,6 +130,11 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# The answer to a HealthroamError, for code that handles a request outside the routes (the
+# card verification fast path in api/cards.py).
+healthroam_error_response = _healthroam_error
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HealthroamError, _healthroam_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

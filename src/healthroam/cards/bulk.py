@@ -342,8 +342,8 @@ class BulkIssuer:
             )
         with self.db.transaction() as conn:
             repo = CardRepository(conn)
-            repo.add_cards(card_rows)
-            repo.add_events(events)
+            repo.add_cards(card_rows, bulk=True)
+            repo.add_events(events, bulk=True)
             repo.advance_run(run_id, last_id, len(card_rows), skipped, datetime.now(UTC))
             if card_rows:
                 self.cards.audit.append(

@@ -30,9 +30,9 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cache
 from typing import Any
 
-import base45
 from cryptography.hazmat.primitives import hashes
 
 from healthroam.cards.cose import (
@@ -80,6 +80,26 @@ _KEY_ID = re.compile(r"[0-9A-Za-z._-]{1,8}")
 CLOCK_SKEW_SECONDS = 300
 _B45_CHARSET = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _B45_VALUES = bytes(_B45_CHARSET.index(c) if c in _B45_CHARSET else 255 for c in range(256))
+
+
+@cache
+def _b45_pairs() -> tuple[str, ...]:
+    """The three Base45 characters of every 16-bit value (built on first use: 65,536 short
+    strings, a few MB, in processes that issue credentials)."""
+    chars = _B45_CHARSET.decode("ascii")
+    return tuple(chars[x % 45] + chars[x // 45 % 45] + chars[x // 2025] for x in range(65536))
+
+
+def b45encode(data: bytes) -> str:
+    """RFC 9285 Base45 encoding; the same text as the ``base45`` package's, several times
+    faster (it was a tenth of the CPU of issuing a card)."""
+    pairs = _b45_pairs()
+    even = len(data) - len(data) % 2
+    text = "".join([pairs[w] for w in struct.unpack(f">{even // 2}H", data[:even])])
+    if even < len(data):
+        chars = _B45_CHARSET.decode("ascii")
+        text += chars[data[-1] % 45] + chars[data[-1] // 45]
+    return text
 
 
 def b45decode(body: str) -> bytes:
@@ -328,7 +348,7 @@ def issue_credential(cred: EmergencyCredential, signer: Signer) -> str:
             "key id must be 1-8 of [0-9A-Za-z._-] (it is in every QR code)", expression="keyId"
         )
     message = sign1(dumps(to_claims(cred)), signer)
-    text: str = PREFIX + base45.b45encode(message).decode("ascii")
+    text = PREFIX + b45encode(message)
     if len(text) > MAX_TEXT_CHARS:
         raise InvalidInput(
             f"credential needs {len(text)} QR characters, more than {MAX_TEXT_CHARS}; "

@@ -18,6 +18,7 @@ from healthroam.cards.credential import (
     CredentialRejected,
     EmergencyCredential,
     b45decode,
+    b45encode,
     card_ref,
     issue_credential,
     mask_id_number,
@@ -250,6 +251,15 @@ def test_fuzz_signed_claims_only_raise_credential_rejected(value: object) -> Non
 def test_fast_base45_matches_reference(raw: bytes) -> None:
     text = base45.b45encode(raw).decode()
     assert b45decode(text) == raw
+    assert b45encode(raw) == text
+
+
+def test_fast_base45_encoding_of_the_rfc_examples() -> None:
+    assert b45encode(b"AB") == "BB8"
+    assert b45encode(b"Hello!!") == "%69 VD92EX0"
+    assert b45encode(b"base-45") == "UJCLQE7W581"
+    assert b45encode(b"") == ""
+    assert b45encode(b"\xff\xff\xff") == "FGWU5"
 
 
 @settings(max_examples=300)
