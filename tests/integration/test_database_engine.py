@@ -34,7 +34,7 @@ def test_a_connection_killed_while_idle_is_replaced_at_checkout(database_url: st
             if database.dialect != "postgresql":
                 break
             poller = select.poll()
-            poller.register(raw.pgconn.socket, select.POLLIN)
+            poller.register(raw.pgconn.socket, select.POLLIN)  # type: ignore[union-attr]
             if poller.poll(100):
                 break
         with database.transaction() as conn:

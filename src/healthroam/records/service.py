@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -354,7 +354,7 @@ class RecordService:
             )
         if row.deleted:
             raise Gone(f"version {version} is a deletion", expression="versionId")
-        return StoredResource(resource_type, resource_id, row.version, row.last_updated, content)  # type: ignore[arg-type]
+        return StoredResource(resource_type, resource_id, row.version, row.last_updated, content)
 
     # --- update / patch -----------------------------------------------------------------------
 
@@ -583,9 +583,17 @@ class RecordService:
     ) -> SearchResult:
         require(principal, resource_type, "s")
         request = parse_search(resource_type, items, strict=strict)
+        if self.db.dialect == "postgresql":
+            # One transaction: the search and its audit entries commit together.
+            with self.db.transaction() as conn:
+                result = self.search_in(conn, principal, request, items, base_url)
+                self.audit.append(conn, self._search_audit(principal, result, query))
+            return result
+        # SQLite: a read transaction beside writers, then the audit entries in a write
+        # transaction (one transaction would take the write lock for every search).
         with self.db.transaction(readonly=True) as conn:
             result = self.search_in(conn, principal, request, items, base_url)
-        self._audit_search(principal, result, query)
+        self.audit.record(self._search_audit(principal, result, query))
         return result
 
     def search_in(
@@ -635,7 +643,9 @@ class RecordService:
         if total is None and request.total != "none":
             if not more and request.cursor is None and request.snapshot is None:
                 total = len(matches)
-            elif request.total in ("accurate", "estimate") or request.cursor is None:
+            elif request.total in ("accurate", "estimate"):
+                # Counting every match costs as much as the search grows; FHIR leaves
+                # Bundle.total out unless asked (_total), so it is counted only then.
                 total = repo.count(condition)
         included = self._includes(repo, principal, request, matches)
         return SearchResult(request, matches, included, total, next_params, request.unknown)
@@ -686,26 +696,25 @@ class RecordService:
             frontier = [(s.resource_type, s.id) for s in loaded]
         return out
 
-    def _audit_search(self, principal: Principal, result: SearchResult, query: str) -> None:
+    def _search_audit(
+        self, principal: Principal, result: SearchResult, query: str
+    ) -> list[AuditRecord]:
         """One audit entry per patient whose data the search returned (one if none)."""
         patients: dict[str | None, None] = {}
         for stored in [*result.matches, *result.included]:
-            patients[patient_reference(stored.resource_type, stored.id, stored.content)] = None
+            patients[stored.patient] = None
         refs: list[str | None] = [p for p in patients if p is not None] or [None]
-        self.audit.record(
-            [
-                self.audit.event(
-                    principal,
-                    action=Action.EXECUTE,
-                    event_type="query",
-                    subtype="search-type",
-                    resource_type=result.request.resource_type,
-                    patient_ref=ref,
-                    query=query,
-                )
-                for ref in refs
-            ]
+        first = self.audit.event(
+            principal,
+            action=Action.EXECUTE,
+            event_type="query",
+            subtype="search-type",
+            resource_type=result.request.resource_type,
+            patient_ref=refs[0],
+            query=query,
         )
+        # The entries differ only in the patient: one built, the others copied from it.
+        return [first, *(replace(first, patient_ref=ref) for ref in refs[1:])]
 
     # --- history ------------------------------------------------------------------------------
 
