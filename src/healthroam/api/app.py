@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -29,6 +30,7 @@ from healthroam.api.errors import install_error_handlers
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
 from healthroam.records.bulk_export import ExportWorker
+from healthroam.records.search_params import search_index
 from healthroam.security.sealer import AuditSealer
 
 access_log = logging.getLogger("healthroam.access")
@@ -105,6 +107,9 @@ def create_app(platform: Platform | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Compile the FHIR search parameters before serving: done lazily, the first search
+        # (or write) of the process waited seconds for it.
+        await anyio.to_thread.run_sync(search_index)
         sealer = AuditSealer(the_platform.audit, the_platform.settings.audit_seal_interval_ms)
         sealer.start()
         exports = ExportWorker(
