@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -107,9 +107,10 @@ def create_app(platform: Platform | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Compile the FHIR search parameters before serving: done lazily, the first search
-        # (or write) of the process waited seconds for it.
-        await anyio.to_thread.run_sync(search_index)
+        # Compile the FHIR search parameters in the background from the start: done lazily,
+        # the first search (or write) of the process waited seconds for it. Not awaited, so
+        # the server is ready (and the health checks answer) at once.
+        threading.Thread(target=search_index, name="search-index", daemon=True).start()
         sealer = AuditSealer(the_platform.audit, the_platform.settings.audit_seal_interval_ms)
         sealer.start()
         exports = ExportWorker(
