@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from healthroam.api.errors import install_error_handlers
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
 from healthroam.records.bulk_export import ExportWorker
+from healthroam.records.search_params import search_index
 from healthroam.security.sealer import AuditSealer
 
 access_log = logging.getLogger("healthroam.access")
@@ -105,6 +107,10 @@ def create_app(platform: Platform | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Compile the FHIR search parameters in the background from the start: done lazily,
+        # the first search (or write) of the process waited seconds for it. Not awaited, so
+        # the server is ready (and the health checks answer) at once.
+        threading.Thread(target=search_index, name="search-index", daemon=True).start()
         sealer = AuditSealer(the_platform.audit, the_platform.settings.audit_seal_interval_ms)
         sealer.start()
         exports = ExportWorker(

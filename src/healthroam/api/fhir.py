@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -14,14 +14,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from healthroam import __version__
-from healthroam.api.auth import current_principal, platform_of, scoped
+from healthroam.api.auth import cached_principal, platform_of, scoped
 from healthroam.api.errors import FHIR_JSON
 from healthroam.errors import Forbidden, InvalidInput
 from healthroam.records.bundles import BundleProcessor
 from healthroam.records.capability import SYSTEM_INTERACTIONS, store_resources
 from healthroam.records.history import history_bundle, parse_history
 from healthroam.records.model import StoredResource, operation_outcome
-from healthroam.records.searchset import searchset
+from healthroam.records.searchset import searchset_json
 from healthroam.records.service import Notice, check_store_type, query_items, require
 from healthroam.records.validation import ID_PATTERN
 from healthroam.security.audit import Action
@@ -42,7 +42,7 @@ def fhir_response(
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
-def resource_response(stored: StoredResource, request: Request, status: int = 200) -> JSONResponse:
+def resource_response(stored: StoredResource, request: Request, status: int = 200) -> Response:
     headers = {
         "ETag": stored.etag,
         "Last-Modified": stored.last_updated.replace(tzinfo=stored.last_updated.tzinfo or UTC)
@@ -52,7 +52,10 @@ def resource_response(stored: StoredResource, request: Request, status: int = 20
     if status == 201:
         base = str(request.base_url).rstrip("/")
         headers["Location"] = f"{base}/fhir/{stored.reference}/_history/{stored.version}"
-    return fhir_response(stored.with_meta(), status, headers)
+    # The stored JSON text spliced with the served meta: no decoding and re-encoding.
+    return Response(
+        stored.served_json().encode(), status_code=status, media_type=FHIR_JSON, headers=headers
+    )
 
 
 async def json_body(request: Request) -> Any:
@@ -255,13 +258,13 @@ def read_audit(seq: str, request: Request, caller: AuditReader) -> Response:
 # --- the FHIR store: generic interactions on every R4 resource type --------------------------
 
 
-def typed(interaction: str) -> Callable[..., Principal]:
+def typed(interaction: str) -> Callable[..., Awaitable[Principal]]:
     """Authenticate, answer 404 for an unknown type, then check the scope on the path's type,
-    all before the body is read."""
+    all before the body is read (on the event loop; the client's state is cached briefly)."""
 
-    def dependency(
+    async def dependency(
         resource_type: str,
-        principal: Principal = Depends(current_principal),  # noqa: B008
+        principal: Principal = Depends(cached_principal),  # noqa: B008
     ) -> Principal:
         check_store_type(resource_type)
         require(principal, resource_type, interaction)
@@ -270,7 +273,7 @@ def typed(interaction: str) -> Callable[..., Principal]:
     return dependency
 
 
-def writer(principal: Principal = Depends(current_principal)) -> Principal:  # noqa: B008
+async def writer(principal: Principal = Depends(cached_principal)) -> Principal:  # noqa: B008
     """Batch/transaction: the token must grant some write scope; each entry is checked too."""
     if not any(set(s.interactions) & set("cud") for s in principal.scopes.scopes):
         raise Forbidden(
@@ -279,7 +282,7 @@ def writer(principal: Principal = Depends(current_principal)) -> Principal:  # n
     return principal
 
 
-def system_reader(principal: Principal = Depends(current_principal)) -> Principal:  # noqa: B008
+async def system_reader(principal: Principal = Depends(cached_principal)) -> Principal:  # noqa: B008
     require(principal, "*", "s")
     return principal
 
@@ -395,7 +398,9 @@ async def _search(request: Request, caller: Principal, resource_type: str, form:
         query=urlencode(items),
     )
     self_url = f"{_base(request)}/{resource_type}"
-    return fhir_response(searchset(result, self_url, _base(request), urlencode(items)))
+    return Response(
+        searchset_json(result, self_url, _base(request), urlencode(items)), media_type=FHIR_JSON
+    )
 
 
 @router.post("/{resource_type}/_search")

@@ -12,15 +12,17 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.convertors import Convertor, register_url_convertor
 
-from healthroam.api.auth import platform_of, scoped
+from healthroam.api.auth import cached_scoped, platform_of
+from healthroam.api.errors import FHIR_JSON
 from healthroam.api.fhir import fhir_response, json_body
 from healthroam.errors import Conflict, InvalidInput, NotFound
 from healthroam.exchange.care.service import Grant
 from healthroam.records.everything import Everything, everything
+from healthroam.records.searchset import bundle_json, entry_json
 from healthroam.records.validation import validate_resource
 from healthroam.registry.fhir import (
     fhir_path,
@@ -47,8 +49,8 @@ class MasterIndexIdConvertor(Convertor[str]):
 register_url_convertor("mii", MasterIndexIdConvertor())
 
 router = APIRouter(prefix="/fhir", tags=["registry"])
-PatientReader = Annotated[Principal, Depends(scoped("Patient", "r"))]
-PatientSearcher = Annotated[Principal, Depends(scoped("Patient", "s"))]
+PatientReader = Annotated[Principal, Depends(cached_scoped("Patient", "r"))]
+PatientSearcher = Annotated[Principal, Depends(cached_scoped("Patient", "s"))]
 
 
 @router.get("/Patient")
@@ -225,21 +227,14 @@ def _everything_params(request: Request) -> dict[str, Any]:
 
 def _everything_bundle(
     request: Request, result: Everything, options: dict[str, Any], grant: Grant | None = None
-) -> JSONResponse:
+) -> Response:
     base = str(request.base_url).rstrip("/") + "/fhir"
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": result.total,
         "link": [{"relation": "self", "url": str(request.url)}],
-        "entry": [
-            {
-                "fullUrl": f"{base}/{r.resource_type}/{r.id}",
-                "resource": r.with_meta(),
-                "search": {"mode": "match"},
-            }
-            for r in result.resources
-        ],
+        "entry": [],
     }
     following = options["offset"] + options["count"]
     if following < result.total:
@@ -248,7 +243,9 @@ def _everything_bundle(
         bundle["link"].append({"relation": "next", "url": f"{request.url.path}?{urlencode(kept)}"})
     if grant is not None:
         _consent_note(bundle, grant)
-    return fhir_response(bundle)
+    # The resources' stored JSON text is spliced in, not decoded and encoded again.
+    entries = [entry_json(r, base, "match", None) for r in result.resources]
+    return Response(bundle_json(bundle, entries), media_type=FHIR_JSON)
 
 
 BREAK_GLASS_HEADER = "x-break-glass-reason"
@@ -294,9 +291,7 @@ def _consent_note(bundle: dict[str, Any], grant: Grant) -> None:
 
 
 @router.get("/Patient/{master_index_id:mii}/$everything")
-def golden_everything(
-    master_index_id: str, request: Request, caller: PatientReader
-) -> JSONResponse:
+def golden_everything(master_index_id: str, request: Request, caller: PatientReader) -> Response:
     """The resident's whole record: every resource of every source Patient linked to this
     master person, from every institution (follows merges and splits at once).
 
@@ -330,7 +325,7 @@ def golden_everything(
 
 
 @router.get("/Patient/{patient_id}/$everything")
-def patient_everything(patient_id: str, request: Request, caller: PatientReader) -> JSONResponse:
+def patient_everything(patient_id: str, request: Request, caller: PatientReader) -> Response:
     """One stored Patient's compartment and what it refers to. Other institutions' data in
     it follows the same access rules as the golden record; a hospital always sees its own."""
     options = _everything_params(request)

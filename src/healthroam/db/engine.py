@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
+
+# Pooled PostgreSQL connections older than this are replaced at checkout (firewalls and
+# server-side idle limits drop connections silently; a closed one is caught at checkout).
+POOL_RECYCLE_SECONDS = 1800
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
@@ -35,6 +40,7 @@ def create_database_engine(
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+        event.listen(engine, "checkout", _sqlite_alive)
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
@@ -44,7 +50,16 @@ def create_database_engine(
 
         return engine
     if parsed.get_backend_name() == "postgresql":
-        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # No pool_pre_ping (a round trip before every transaction): a connection the server
+        # closed is found at checkout by looking at its socket (no round trip), and old ones
+        # are recycled.
+        engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_recycle=POOL_RECYCLE_SECONDS,
+        )
+        event.listen(engine, "checkout", _postgres_alive)
 
         @event.listens_for(engine, "connect")
         def _custom_plans(dbapi_connection: Any, _record: Any) -> None:
@@ -57,6 +72,32 @@ def create_database_engine(
 
         return engine
     raise ValueError(f"unsupported database backend: {parsed.get_backend_name()}")
+
+
+def _postgres_alive(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Checkout check without a round trip: an idle connection has nothing to read, so a
+    readable socket means the server closed it (restart, ``pg_terminate_backend``, idle
+    timeout) or sent something unexpected. Raising DisconnectionError makes the pool drop
+    the connection and check out another (SQLAlchemy's pessimistic disconnect handling)."""
+    if dbapi_connection.closed:
+        raise exc.DisconnectionError("the connection is closed")
+    poller = select.poll()  # poll, not select: no limit on descriptor numbers
+    try:
+        poller.register(dbapi_connection.pgconn.socket, select.POLLIN)
+        events = poller.poll(0)
+    except Exception as error:
+        raise exc.DisconnectionError("the connection's socket is gone") from error
+    if events:
+        # Data on an idle connection: a notice before the server closed it, or EOF.
+        raise exc.DisconnectionError("the server closed the connection")
+
+
+def _sqlite_alive(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A closed SQLite handle (no server can close it, but a bug or a test can) is replaced."""
+    try:
+        dbapi_connection.total_changes  # noqa: B018 - raises on a closed connection
+    except Exception as error:
+        raise exc.DisconnectionError("the SQLite connection is closed") from error
 
 
 class Database:

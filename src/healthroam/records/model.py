@@ -2,21 +2,75 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from healthroam.errors import HealthroamError
 
+_UNSET: Any = object()
 
-@dataclass(frozen=True, slots=True)
+
+def dumps(value: Any) -> str:
+    """JSON as served (compact, UTF-8 characters kept), like the API's JSONResponse."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 class StoredResource:
-    resource_type: str
-    id: str
-    version: int
-    last_updated: datetime
-    content: dict[str, Any]
-    institution_code: str | None = None  # the institution that wrote it (None: unknown)
+    """A stored resource. Read from the database it may carry its JSON text instead of a
+    decoded document (``raw``: the body without ``meta``, ``meta`` decoded apart): it is then
+    served by splicing that text (:meth:`served_json`) and decoded only if ``content`` is used
+    (treat ``content`` as read-only). ``patient`` (whose data it is, as
+    :func:`patient_reference` says) may come with it too."""
+
+    __slots__ = (
+        "_content",
+        "_meta",
+        "_patient",
+        "_raw",
+        "id",
+        "institution_code",
+        "last_updated",
+        "resource_type",
+        "version",
+    )
+
+    def __init__(
+        self,
+        resource_type: str,
+        id: str,
+        version: int,
+        last_updated: datetime,
+        content: dict[str, Any] | None = None,
+        institution_code: str | None = None,  # the institution that wrote it (None: unknown)
+        *,
+        raw: str | None = None,
+        meta: dict[str, Any] | None = None,
+        patient: str | None = _UNSET,
+    ) -> None:
+        if content is None and raw is None:
+            raise ValueError("a stored resource needs its content or its JSON text")
+        self.resource_type, self.id, self.version = resource_type, id, version
+        self.last_updated, self.institution_code = last_updated, institution_code
+        self._content, self._raw, self._meta, self._patient = content, raw, meta, patient
+
+    @property
+    def content(self) -> dict[str, Any]:
+        """The stored body (no resourceType/id, no server-owned meta fields)."""
+        if self._content is None:
+            body: dict[str, Any] = json.loads(self._raw or "{}")
+            if self._meta:
+                body["meta"] = self._meta
+            self._content = body
+        return self._content
+
+    @property
+    def patient(self) -> str | None:
+        """Whose data this is (``Patient/<id>``), or None."""
+        if self._patient is _UNSET:
+            self._patient = patient_reference(self.resource_type, self.id, self.content)
+        result: str | None = self._patient
+        return result
 
     @property
     def etag(self) -> str:
@@ -26,12 +80,53 @@ class StoredResource:
     def reference(self) -> str:
         return f"{self.resource_type}/{self.id}"
 
-    def with_meta(self) -> dict[str, Any]:
-        """The resource as served: content with meta.versionId and meta.lastUpdated set."""
-        meta = dict(self.content.get("meta") or {})
+    def _served_meta(self) -> dict[str, Any]:
+        source = self._meta if self._raw is not None else self.content.get("meta")
+        meta = dict(source or {})
         meta["versionId"] = str(self.version)
         meta["lastUpdated"] = instant(self.last_updated)
+        return meta
+
+    def with_meta(self) -> dict[str, Any]:
+        """The resource as served: content with meta.versionId and meta.lastUpdated set."""
+        meta = self._served_meta()
         return {"resourceType": self.resource_type, "id": self.id, **self.content, "meta": meta}
+
+    def served_json(self) -> str:
+        """:meth:`with_meta` as JSON text; from the stored text without decoding it when the
+        resource was read that way."""
+        if self._raw is None:
+            return dumps(self.with_meta())
+        head = (
+            f'{{"resourceType":{dumps(self.resource_type)},"id":{dumps(self.id)},'
+            f'"meta":{dumps(self._served_meta())}'
+        )
+        rest = self._raw.lstrip()[1:].lstrip()
+        return head + "}" if rest.startswith("}") else head + "," + rest
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StoredResource):
+            return NotImplemented
+        return (
+            self.resource_type,
+            self.id,
+            self.version,
+            self.last_updated,
+            self.institution_code,
+            self.content,
+        ) == (
+            other.resource_type,
+            other.id,
+            other.version,
+            other.last_updated,
+            other.institution_code,
+            other.content,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"StoredResource({self.reference}, version {self.version})"
 
 
 def patient_reference(resource_type: str, resource_id: str, content: dict[str, Any]) -> str | None:

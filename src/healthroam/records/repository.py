@@ -33,6 +33,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -212,14 +213,62 @@ def _composite_row(components: tuple[IndexValue, ...]) -> dict[str, Any]:
     return row
 
 
-def _stored(row: Any) -> StoredResource:
+def _raw_columns(postgres: bool) -> list[Any]:
+    """The current row with its document as JSON text (no decoding), ``meta`` apart (merged
+    with the served meta) and the two references that say whose data it is."""
+    c = fhir_resources.c
+    if postgres:
+        parts = [
+            # A deletion's document is JSON null, which '-' refuses.
+            "CASE WHEN fhir_resources.deleted THEN NULL "
+            "ELSE (fhir_resources.content - 'meta')::text END",
+            "(fhir_resources.content -> 'meta')::text",
+            "fhir_resources.content -> 'subject' ->> 'reference'",
+            "fhir_resources.content -> 'patient' ->> 'reference'",
+        ]
+    else:
+        parts = [
+            "json_remove(fhir_resources.content, '$.meta')",
+            "json_extract(fhir_resources.content, '$.meta')",
+            "json_extract(fhir_resources.content, '$.subject.reference')",
+            "json_extract(fhir_resources.content, '$.patient.reference')",
+        ]
+    names = ("body", "meta", "subject_ref", "patient_ref")
+    return [
+        c.resource_type,
+        c.id,
+        c.version,
+        c.last_updated,
+        c.deleted,
+        c.institution_code,
+        # Fixed SQL over our own column, no input in it.
+        *(
+            literal_column(sql, String()).label(name)
+            for sql, name in zip(parts, names, strict=True)
+        ),
+    ]
+
+
+def _raw_stored(row: Any) -> StoredResource:
+    """A resource served from its stored JSON text (see :class:`StoredResource`)."""
+    patient: str | None = None
+    if row.resource_type == "Patient":
+        patient = f"Patient/{row.id}"
+    else:
+        for ref in (row.subject_ref, row.patient_ref):
+            if isinstance(ref, str) and ref.startswith("Patient/"):
+                patient = ref
+                break
     return StoredResource(
         row.resource_type,
         row.id,
         row.version,
         row.last_updated,
-        row.content,
+        None,
         row.institution_code,
+        raw=row.body,
+        meta=json.loads(row.meta) if row.meta else None,
+        patient=patient,
     )
 
 
@@ -463,12 +512,17 @@ class ResourceRepository:
 
     def read(self, resource_type: str, resource_id: str) -> tuple[StoredResource | None, bool]:
         """The current version, and whether the resource exists but is deleted."""
-        row = self.current(resource_type, resource_id)
+        c = fhir_resources.c
+        row = self.conn.execute(
+            select(*_raw_columns(self.postgres)).where(
+                c.resource_type == resource_type, c.id == resource_id
+            )
+        ).first()
         if row is None:
             return None, False
         if row.deleted:
             return None, True
-        return _stored(row), False
+        return _raw_stored(row), False
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> Any:
         v = fhir_resource_versions.c
@@ -484,10 +538,11 @@ class ResourceRepository:
             return []
         found: dict[Key, StoredResource] = {}
         c = fhir_resources.c
+        columns = _raw_columns(self.postgres)
         for condition in key_conditions(self.postgres, c.resource_type, c.id, keys):
-            rows = self.conn.execute(select(fhir_resources).where(condition, c.deleted == false()))
+            rows = self.conn.execute(select(*columns).where(condition, c.deleted == false()))
             for row in rows:
-                found[(row.resource_type, row.id)] = _stored(row)
+                found[(row.resource_type, row.id)] = _raw_stored(row)
         return [found[k] for k in keys if k in found]
 
     def history(
@@ -552,8 +607,11 @@ class ResourceRepository:
         if visible is not None:
             conditions.append(visible(r.resource_type, r.id, r.institution_code, r.deleted))
         compiler = _Compiler(base_url, visible)
-        for clause in request.clauses:
+        clauses, bounds = _date_bounds(request.clauses)
+        for clause in clauses:
             conditions.append(compiler.clause(request.resource_type, r.id, clause, top=True))
+        for code, matches in bounds.items():
+            conditions.append(compiler.date_range(request.resource_type, r.id, code, matches))
         return and_(*conditions)
 
     def count(self, condition: ColumnElement[bool]) -> int:
@@ -878,6 +936,16 @@ class _Compiler:
         exists = self._owned(idx, rtype, rid, m.code).where(or_(*conds)).exists()
         return not_(exists) if negate else exists
 
+    def date_range(
+        self, rtype: str, rid: Any, code: str, matches: Sequence[Match]
+    ) -> ColumnElement[bool]:
+        """ANDed bounds of one date parameter (``date=ge2024-01-01&date=lt2024-01-08``) on the
+        same index row, in one ``EXISTS``: the index range scan then stops at both ends
+        (two ``EXISTS`` each scanned every row on one side of its bound)."""
+        idx = fhir_idx_date.alias()
+        conds = [self.value(idx, m, m.values[0]) for m in matches]
+        return self._owned(idx, rtype, rid, code).where(*conds).exists()
+
     def value(self, idx: Any, m: Match, value: str) -> ColumnElement[bool]:
         c = idx.c
         if m.kind == "token":
@@ -970,6 +1038,28 @@ class _Compiler:
             prefix, number, half = parse_number(parts[2], m.code)
             conds.append(_numeric(prefix, number, half, c.c3_low, c.c3_high))
         return and_(*conds)
+
+
+_BOUND_PREFIXES = ("ge", "gt", "le", "lt")
+
+
+def _date_bounds(clauses: Sequence[Clause]) -> tuple[list[Clause], dict[str, list[Match]]]:
+    """Split off repeated single-value bound clauses (ge/gt/le/lt) of one date parameter,
+    which are then matched on the same index row (HAPI FHIR does the same); a single bound
+    stays an ordinary clause."""
+    candidates: dict[str, list[Match]] = {}
+    for clause in clauses:
+        if (
+            isinstance(clause, Match)
+            and clause.kind == "date"
+            and clause.modifier is None
+            and len(clause.values) == 1
+            and clause.values[0][:2] in _BOUND_PREFIXES
+        ):
+            candidates.setdefault(clause.code, []).append(clause)
+    bounds = {code: found for code, found in candidates.items() if len(found) > 1}
+    combined = {id(m) for found in bounds.values() for m in found}
+    return [c for c in clauses if id(c) not in combined], bounds
 
 
 def _token_columns(system_col: Any, code_col: Any, value: str) -> ColumnElement[bool]:

@@ -24,6 +24,7 @@ import functools
 import importlib
 import itertools
 import re
+import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -871,10 +872,21 @@ class SearchIndex:
             return CompiledParam(sp, resource_type, False, ((None, walker),))
 
 
-@functools.cache
+_index: SearchIndex | None = None
+_index_lock = threading.Lock()
+
+
 def search_index() -> SearchIndex:
-    """The compiled parameters, built once per process on first use."""
-    return SearchIndex(load())
+    """The compiled parameters, built once per process on first use (the API server starts
+    building them at startup; a request that comes meanwhile waits for that build)."""
+    global _index
+    index = _index
+    if index is None:
+        with _index_lock:
+            if _index is None:
+                _index = SearchIndex(load())
+            index = _index
+    return index
 
 
 def parameters(resource_type: str) -> dict[str, CompiledParam]:

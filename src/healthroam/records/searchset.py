@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from healthroam.records.model import operation_outcome
-from healthroam.records.search import subset
+from healthroam.records.model import StoredResource, dumps, operation_outcome
+from healthroam.records.search import SearchRequest, subset
 from healthroam.records.service import SearchResult
 
 
@@ -60,3 +60,49 @@ def searchset(
     if entries and request.summary != "count":
         bundle["entry"] = entries
     return bundle
+
+
+def _subsetting(request: SearchRequest) -> bool:
+    return bool(request.elements) or request.summary in ("true", "text", "data")
+
+
+def entry_json(stored: StoredResource, base: str, mode: str, request: SearchRequest | None) -> str:
+    """One Bundle entry as JSON text; the resource spliced in from its stored text unless
+    ``_elements``/``_summary`` cut it down."""
+    if request is not None and _subsetting(request):
+        resource = dumps(subset(stored.with_meta(), request))
+    else:
+        resource = stored.served_json()
+    return (
+        f'{{"fullUrl":{dumps(f"{base}/{stored.reference}")},"resource":{resource},'
+        f'"search":{{"mode":"{mode}"}}}}'
+    )
+
+
+def bundle_json(bundle: dict[str, Any], entries: list[str]) -> bytes:
+    """``bundle`` as JSON with ``entries`` (JSON texts) first in ``entry``, then any entries
+    the dict has itself (outcomes)."""
+    own = [dumps(e) for e in bundle.get("entry", ())]
+    head = dumps({k: v for k, v in bundle.items() if k != "entry"})
+    every = entries + own
+    if not every:
+        return head.encode()
+    return (head[:-1] + ',"entry":[' + ",".join(every) + "]}").encode()
+
+
+def searchset_json(
+    result: SearchResult, self_url: str, base: str, query: str | None = None
+) -> bytes:
+    """:func:`searchset` as JSON text, the resources spliced in without decoding them."""
+    request = result.request
+    bundle = searchset(
+        SearchResult(request, [], [], result.total, result.next_params, result.unknown),
+        self_url,
+        base,
+        query,
+    )
+    if request.summary == "count":
+        return bundle_json(bundle, [])
+    entries = [entry_json(s, base, "match", request) for s in result.matches]
+    entries += [entry_json(s, base, "include", request) for s in result.included]
+    return bundle_json(bundle, entries)

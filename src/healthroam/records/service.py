@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -487,7 +487,7 @@ class RecordService:
             )
         if row.deleted:
             raise Gone(f"version {version} is a deletion", expression="versionId")
-        return StoredResource(resource_type, resource_id, row.version, row.last_updated, content)  # type: ignore[arg-type]
+        return StoredResource(resource_type, resource_id, row.version, row.last_updated, content)
 
     # --- update / patch -----------------------------------------------------------------------
 
@@ -717,10 +717,13 @@ class RecordService:
         require(principal, resource_type, "s")
         request = parse_search(resource_type, items, strict=strict)
         access, refused = Access(principal), None
-        # Break-the-glass writes an access exception: then the search runs in a writable
-        # transaction; otherwise the gate only reads, in the search's own transaction.
+        # Break-the-glass writes an access exception, so that search runs in a writable
+        # transaction. On PostgreSQL the search and its audit entries commit together in one
+        # transaction; SQLite searches in a read transaction beside writers and writes the
+        # audit entries after (one transaction would take the write lock for every search).
         glass = self.gate is not None and principal.break_glass_reason is not None
-        with self.db.transaction(readonly=not glass) as conn:
+        together = self.db.dialect == "postgresql"
+        with self.db.transaction(readonly=not (glass or together)) as conn:
             if self.gate is not None:
                 try:
                     access = self.gate.search(conn, principal, request, base_url)
@@ -728,10 +731,15 @@ class RecordService:
                     refused = error
             if refused is None:
                 result = self.search_in(conn, principal, request, items, base_url, access=access)
+                if together:
+                    self.audit.append(
+                        conn, self._search_audit(access.principal, result, query, access.detail)
+                    )
         if refused is not None:
             self.audit.record([self._refused_search(principal, request, refused)])
             raise refused
-        self._audit_search(access.principal, result, query, access.detail)
+        if not together:
+            self.audit.record(self._search_audit(access.principal, result, query, access.detail))
         return result
 
     def _refused_search(
@@ -806,7 +814,9 @@ class RecordService:
         if total is None and request.total != "none":
             if not more and request.cursor is None and request.snapshot is None:
                 total = len(matches)
-            elif request.total in ("accurate", "estimate") or request.cursor is None:
+            elif request.total in ("accurate", "estimate"):
+                # Counting every match costs as much as the search grows; FHIR leaves
+                # Bundle.total out unless asked (_total), so it is counted only then.
                 total = repo.count(condition)
         included = self._includes(repo, principal, request, matches, access)
         return SearchResult(
@@ -862,29 +872,26 @@ class RecordService:
             frontier = [(s.resource_type, s.id) for s in loaded]
         return out
 
-    def _audit_search(
+    def _search_audit(
         self, principal: Principal, result: SearchResult, query: str, detail: str | None = None
-    ) -> None:
+    ) -> list[AuditRecord]:
         """One audit entry per patient whose data the search returned (one if none)."""
         patients: dict[str | None, None] = {}
         for stored in [*result.matches, *result.included]:
-            patients[patient_reference(stored.resource_type, stored.id, stored.content)] = None
+            patients[stored.patient] = None
         refs: list[str | None] = [p for p in patients if p is not None] or [None]
-        self.audit.record(
-            [
-                self.audit.event(
-                    principal,
-                    action=Action.EXECUTE,
-                    event_type="query",
-                    subtype="search-type",
-                    resource_type=result.request.resource_type,
-                    patient_ref=ref,
-                    query=query,
-                    detail=detail,
-                )
-                for ref in refs
-            ]
+        first = self.audit.event(
+            principal,
+            action=Action.EXECUTE,
+            event_type="query",
+            subtype="search-type",
+            resource_type=result.request.resource_type,
+            patient_ref=refs[0],
+            query=query,
+            detail=detail,
         )
+        # The entries differ only in the patient: one built, the others copied from it.
+        return [first, *(replace(first, patient_ref=ref) for ref in refs[1:])]
 
     # --- history ------------------------------------------------------------------------------
 

@@ -1,0 +1,135 @@
+"""CPU per FHIR read, search and `$everything`, in-process, one request at a time.
+
+    PYTHONPATH=src .venv/bin/python bench/profile_fhir_read.py --work /tmp/healthroam-bench-fhir \\
+        --database postgresql+psycopg://postgres@127.0.0.1:5432/healthroam_bench_fhir
+
+Runs against a database that `bench_fhir_store.py` loaded (it reads that run's `state.json`
+for the client secret and the loaded ids). The real ASGI app is driven through httpx's ASGI
+transport, one request at a time, and the process CPU time is divided by the requests; the
+audit entries are sealed at the end of each measure and counted in it. On a shared machine CPU
+time per request is steadier than any rate (other processes do not add to it, although cache
+and scheduler effects still inflate it somewhat), so it compares code versions run minutes
+apart. `--profile FILE` writes a cProfile of the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import random
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from healthroam.api.app import create_app
+from healthroam.bootstrap import build
+from healthroam.config import Settings
+from healthroam.records.search_params import search_index
+
+
+async def measure(
+    client: httpx.AsyncClient, paths: list[str], headers: dict[str, str], seal: Any
+) -> dict[str, float]:
+    for path in paths[:20]:  # warm: pool connections, caches
+        (await client.get(path, headers=headers)).raise_for_status()
+    seal()
+    wall: list[float] = []
+    cpu_start = time.process_time()
+    for path in paths:
+        started = time.perf_counter()
+        answer = await client.get(path, headers=headers)
+        wall.append(time.perf_counter() - started)
+        answer.raise_for_status()
+    seal()
+    cpu = time.process_time() - cpu_start
+    wall.sort()
+    return {
+        "requests": len(paths),
+        "cpu_ms_per_request": round(cpu / len(paths) * 1000, 3),
+        "p50_ms": round(statistics.median(wall) * 1000, 2),
+        "p99_ms": round(wall[int(len(wall) * 0.99) - 1] * 1000, 2),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    state = json.loads((args.work / "state.json").read_text())
+    settings = Settings(
+        database_url=args.database,
+        data_dir=args.work / "data",
+        audit_seal_interval_ms=0,
+        public_base_url="http://bench",
+    )
+    platform = build(settings)
+    search_index()
+    app = create_app(platform)
+    rng = random.Random(7)
+    transport = httpx.ASGITransport(app=app)
+    results: dict[str, Any] = {}
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        client_id, secret = state["secrets"]["reader"]
+        token = await client.post(
+            "/auth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+        )
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        n = args.requests
+        loinc = ["718-7", "6690-2", "14647-2", "14749-6", "4548-4", "1742-6", "8867-4"]
+        icd = ["I10", "E11.9", "J06.9", "K29.7", "M54.5", "J18.9", "E78.5", "B18.1"]
+        days = [date.fromordinal(date(2015, 1, 1).toordinal() + i) for i in range(0, 4300, 7)]
+        paths = {
+            "read": [f"/fhir/Observation/{rng.choice(state['observations'])}" for _ in range(n)],
+            "Observation?subject=&code=": [
+                f"/fhir/Observation?subject=Patient/{rng.choice(state['patient_ids'])}"
+                f"&code=http://loinc.org|{rng.choice(loinc)}"
+                for _ in range(n)
+            ],
+            "Encounter?date=ge&date=lt": [
+                f"/fhir/Encounter?date=ge{d.isoformat()}"
+                f"&date=lt{date.fromordinal(d.toordinal() + 7).isoformat()}"
+                for d in (rng.choice(days) for _ in range(n))
+            ],
+            "Condition?code=": [
+                f"/fhir/Condition?code=http://hl7.org/fhir/sid/icd-10|{rng.choice(icd)}"
+                for _ in range(n)
+            ],
+        }
+        if "everything" in state:
+            master = state["everything"]["master"]
+            paths["$everything"] = [f"/fhir/Patient/{master}/$everything?_count=5000"] * max(
+                n // 20, 25
+            )
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler:
+            profiler.enable()
+        for name, listing in paths.items():
+            results[name] = await measure(client, listing, headers, platform.audit.seal)
+            print(name, results[name], flush=True)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+    platform.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", type=Path, default=Path("/tmp/healthroam-bench-fhir"))
+    parser.add_argument(
+        "--database", default="postgresql+psycopg://postgres@127.0.0.1:5432/healthroam_bench_fhir"
+    )
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--profile", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = asyncio.run(run(args))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
