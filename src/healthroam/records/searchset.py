@@ -96,7 +96,9 @@ def searchset_json(
     """:func:`searchset` as JSON text, the resources spliced in without decoding them."""
     request = result.request
     bundle = searchset(
-        SearchResult(request, [], [], result.total, result.next_params, result.unknown),
+        SearchResult(
+            request, [], [], result.total, result.next_params, result.unknown, result.notice
+        ),
         self_url,
         base,
         query,

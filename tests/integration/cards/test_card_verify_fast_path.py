@@ -5,6 +5,7 @@ header errors and bodies the handler passes on to the route; every use is logged
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -129,6 +130,9 @@ def test_waiting_requests_share_one_read_of_the_client_state() -> None:
             *(terminals.client_active(auth, c) for c in ["on"] * 10 + ["off"] * 5)
         )
 
-    assert asyncio.run(many()) == [True] * 10 + [False] * 5
+    # On a thread of its own: an earlier test in this worker (Playwright's sync API) may have
+    # left an event loop running on this one, and asyncio.run refuses to nest.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, many()).result() == [True] * 10 + [False] * 5
     assert Auth.reads == 2  # one per client
     assert terminals.reads == {}  # nothing left in flight

@@ -169,7 +169,10 @@ def test_own_data_stays_visible_includes_cannot_leak_and_pages_count_right(
     clinician = province.headers(CLINICIAN, institution=hb)
 
     # Paged in the default order and sorted: only HB's three, totals and pages agree.
-    for url in ("/fhir/Observation?_count=2", "/fhir/Observation?_count=2&_sort=-date"):
+    for url in (
+        "/fhir/Observation?_count=2&_total=accurate",
+        "/fhir/Observation?_count=2&_sort=-date&_total=accurate",
+    ):
         first = http.get(url, headers=clinician).json()
         assert first["total"] == 3, url
         assert len(first["entry"]) == 2
