@@ -232,10 +232,12 @@ class BulkIssuer:
         self._cursor = cursor
         while True:
             with self.db.transaction(readonly=True) as conn:
-                people = CardRepository(conn).persons_without_card(cursor, self.batch_size)
-            if not people:
+                people, last = CardRepository(conn).persons_without_card(cursor, self.batch_size)
+            if last is None:
                 return
-            cursor = people[-1].id
+            cursor = last
+            if not people:
+                continue
             items: list[WorkItem] = []
             rows: dict[str, Any] = {}
             skipped = 0
