@@ -15,6 +15,7 @@ and dropped. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
 import random
 import tempfile
@@ -77,7 +78,9 @@ def simulated(visits: int, count: int, seed: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def run(url: str, data_dir: Path, visits: int, batch: int) -> dict[str, Any]:
+def run(
+    url: str, data_dir: Path, visits: int, batch: int, profile: Path | None = None
+) -> dict[str, Any]:
     settings = Settings(
         database_url=url,
         data_dir=data_dir,
@@ -101,19 +104,24 @@ def run(url: str, data_dir: Path, visits: int, batch: int) -> dict[str, Any]:
 
         event.listen(platform.db.engine, "before_cursor_execute", count)
         per_type: dict[str, list[int]] = defaultdict(list)
+        cpu_type: dict[str, list[float]] = defaultdict(list)
         handler = service.handler
 
         def counted(conn: Any, context: Any, message: Any) -> Any:
-            before = statements[0]
+            before, started = statements[0], time.process_time()
             try:
                 return handler(conn, context, message)
             finally:
                 label = f"{context.message_type}^{context.trigger_event}"
                 per_type[label].append(statements[0] - before)
+                cpu_type[label].append(time.process_time() - started)
 
         service.handler = counted
         codes: dict[str, int] = defaultdict(int)
         first = statements[0]
+        profiler = cProfile.Profile() if profile else None
+        if profiler is not None:
+            profiler.enable()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for start in range(0, len(messages), batch):
             chunk = messages[start : start + batch]
@@ -123,6 +131,9 @@ def run(url: str, data_dir: Path, visits: int, batch: int) -> dict[str, Any]:
             for result in results:
                 codes[result.code.value if isinstance(result, Outcome) else "none"] += 1
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(str(profile))
         total = statements[0] - first
     return {
         "messages": len(messages),
@@ -131,6 +142,7 @@ def run(url: str, data_dir: Path, visits: int, batch: int) -> dict[str, Any]:
         "statements": total / len(messages),
         "codes": dict(codes),
         "per_type": {k: sum(v) / len(v) for k, v in sorted(per_type.items())},
+        "cpu_type": {k: sum(v) * 1000 / len(v) for k, v in sorted(cpu_type.items())},
     }
 
 
@@ -139,6 +151,7 @@ def main() -> None:
     parser.add_argument("--visits", type=int, default=300)
     parser.add_argument("--batch", type=int, default=20, help="messages per group commit")
     parser.add_argument("--sqlite", action="store_true")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the applying loop here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.sqlite:
@@ -147,7 +160,7 @@ def main() -> None:
             created, url = create_database()
             backend = "PostgreSQL"
         try:
-            result = run(url, Path(tmp), args.visits, args.batch)
+            result = run(url, Path(tmp), args.visits, args.batch, args.profile)
         finally:
             if created:
                 drop_database(created)
@@ -159,6 +172,8 @@ def main() -> None:
     print(f"| SQL statements per message (mean, in batches) | {result['statements']:.1f} |")
     for label, mean in result["per_type"].items():
         print(f"| statements in the handler, {label} | {mean:.1f} |")
+    for label, ms in result["cpu_type"].items():
+        print(f"| CPU in the handler, {label} | {ms:.2f} ms |")
 
 
 if __name__ == "__main__":
