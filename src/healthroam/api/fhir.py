@@ -322,6 +322,19 @@ def _written(stored: StoredResource, request: Request, status: int) -> Response:
     return resource_response(stored, request, status)
 
 
+def _withheld(stored: StoredResource, why: str, request: Request) -> Response:
+    """A conditional create matched a resource the caller may not read: 200 with where it is
+    (``Location``, ``ETag``) and an OperationOutcome saying why it is not shown, never its
+    body; nothing was created (decision 0028)."""
+    headers = {
+        "Location": f"{_base(request)}/{stored.reference}/_history/{stored.version}",
+        "ETag": stored.etag,
+    }
+    if _prefer(request, "return") == "minimal":
+        return Response(status_code=200, headers=headers)
+    return fhir_response(operation_outcome("information", "suppressed", why), 200, headers)
+
+
 def _notify(response: Response, request: Request, notice: Notice) -> None:
     """Listener notices: issues go into a ``Prefer: return=OperationOutcome`` body, links into
     a ``Link`` header (e.g. to the order's ``$recent-results``)."""
@@ -452,6 +465,8 @@ async def create(resource_type: str, request: Request, caller: Creator) -> Respo
         if_none_exist=request.headers.get("if-none-exist"),
         base_url=_base(request),
     )
+    if created.withheld is not None:
+        return _withheld(created.stored, created.withheld, request)
     response = _written(created.stored, request, 201 if created.created else 200)
     _notify(response, request, created.notice)
     if created.registration is not None:

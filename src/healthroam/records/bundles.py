@@ -17,10 +17,17 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 
-from healthroam.errors import HealthroamError, InvalidInput, NotFound, PreconditionFailed
+from healthroam.errors import (
+    Gone,
+    HealthroamError,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+)
 from healthroam.records.model import StoredResource, instant, operation_outcome
 from healthroam.records.search import parse_search
 from healthroam.records.service import (
+    Created,
     RecordService,
     check_id,
     check_store_type,
@@ -39,7 +46,7 @@ class EntryFailed(HealthroamError):
     def __init__(self, index: int, error: HealthroamError) -> None:
         super().__init__(f"entry {index}: {error.detail}", expression=error.expression)
         self.status, self.code, self.title = error.status, error.code, error.title
-        self.index = index
+        self.index, self.error = index, error
         expression = f"Bundle.entry[{index}]"
         self.expression = f"{expression}.{error.expression}" if error.expression else expression
 
@@ -129,6 +136,19 @@ def _response(
     return entry
 
 
+def _created(created: Created, base: str) -> dict[str, Any]:
+    """The entry answering a create: a conditional create's match the caller may not read
+    is answered by where it is and why it is not shown (decision 0028)."""
+    status = "201 Created" if created.created else "200 OK"
+    answer = _response(created.stored, status, base, resource=created.withheld is None)
+    issues = list(created.notice.issues)  # e.g. duplicate-test alerts on a new ServiceRequest
+    if created.withheld is not None:
+        issues += operation_outcome("information", "suppressed", created.withheld)["issue"]
+    if issues:
+        answer["response"]["outcome"] = {"resourceType": "OperationOutcome", "issue": issues}
+    return answer
+
+
 class BundleProcessor:
     def __init__(self, records: RecordService) -> None:
         self.records = records
@@ -160,6 +180,7 @@ class BundleProcessor:
                 with self.records.db.transaction() as conn:
                     out[entry.index] = self._run(conn, principal, entry, base)
             except HealthroamError as error:
+                self.records.record_refusal(error)  # after the entry's rollback
                 out[entry.index] = {
                     "response": {
                         "status": f"{error.status} {error.title}",
@@ -175,6 +196,16 @@ class BundleProcessor:
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [{} for _ in entries]
         ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
+        try:
+            self._transaction_in(principal, ordered, base, out)
+        except EntryFailed as failed:
+            self.records.record_refusal(failed.error)  # after the rollback
+            raise
+        return out
+
+    def _transaction_in(
+        self, principal: Principal, ordered: list[Entry], base: str, out: list[dict[str, Any]]
+    ) -> None:
         with self.records.db.transaction() as conn:
             current: Entry | None = None
             try:
@@ -200,7 +231,6 @@ class BundleProcessor:
                     raise
                 index = current.index if current is not None else 0
                 raise EntryFailed(index, error) from None
-        return out
 
     def _assign(
         self,
@@ -248,9 +278,12 @@ class BundleProcessor:
         rtype = entry.resource_type
         check_store_type(rtype)
         if entry.method == "POST-EXISTS":
+            # The fullUrl already points at the match; whether its body is shown is a read.
             assert entry.resource_id is not None
-            stored = records.read_in(conn, principal, rtype, entry.resource_id)
-            return _response(stored, "200 OK", base)
+            found = records.load_in(conn, [(rtype, entry.resource_id)])
+            if not found:  # deleted by an earlier entry
+                raise Gone(f"{rtype}/{entry.resource_id} has been deleted", expression=rtype)
+            return _created(records.matched_in(conn, principal, found[0]), base)
         if entry.method == "POST":
             resource = validate_resource(entry.resource, rtype)
             if entry.if_none_exist and entry.resource_id is None:
@@ -267,13 +300,7 @@ class BundleProcessor:
                 created = records.create_in(
                     conn, principal, rtype, resource, resource_id=entry.resource_id
                 )
-            answer = _response(created.stored, "201 Created" if created.created else "200 OK", base)
-            if created.notice.issues:  # e.g. duplicate-test alerts on a new ServiceRequest
-                answer["response"]["outcome"] = {
-                    "resourceType": "OperationOutcome",
-                    "issue": list(created.notice.issues),
-                }
-            return answer
+            return _created(created, base)
         if entry.method == "PUT":
             resource = validate_resource(entry.resource, rtype)
             if entry.resource_id is not None:

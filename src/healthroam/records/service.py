@@ -147,6 +147,22 @@ class RecordGate(Protocol):
 
     def history(self, conn: Connection, principal: Principal) -> Access: ...
 
+    def write(
+        self, conn: Connection, principal: Principal, key: Key, institution: str | None
+    ) -> None:
+        """Refuse (Forbidden) an update, patch or delete of a resource written by
+        ``institution``: a care provider changes only what its own institution wrote."""
+
+
+class WriteRefused(Forbidden):
+    """The record gate refused a write. The refusal's audit entry is recorded once the
+    write's transaction has rolled back (:meth:`RecordService.record_refusal`: in a
+    transaction of its own, as SQLite has one writer)."""
+
+    def __init__(self, error: Forbidden, audit: AuditRecord) -> None:
+        super().__init__(error.detail, expression=error.expression)
+        self.audit = audit
+
 
 @dataclass(frozen=True, slots=True)
 class Created:
@@ -154,6 +170,9 @@ class Created:
     registration: Registration | None = None  # for a Patient: the master person it joined
     created: bool = True  # False: a conditional create found the resource already there
     notice: Notice = field(default_factory=Notice)
+    # A conditional create matched a resource the caller may not read: why it is not shown
+    # (the answer carries where it is, never its body).
+    withheld: str | None = None
 
 
 @dataclass(slots=True)
@@ -173,8 +192,9 @@ class RecordService:
     ) -> None:
         self.db, self.audit, self.registry, self.clock = db, audit, registry, clock
         self.listeners: dict[str, list[WriteListener]] = {}
-        # Reads and searches by API clients pass it; internal work (HL7 mapping, bulk import,
-        # conditional matches of writes) does not read through it.
+        # Reads, searches and writes by API clients pass it; internal work (HL7 mapping and
+        # bulk import, which call update_in with gated=False; the conditional matches of
+        # writes) does not go through it.
         self.gate: RecordGate | None = None
 
     def listen(self, resource_type: str, listener: WriteListener) -> None:
@@ -262,7 +282,7 @@ class RecordService:
                     "If-None-Exist matched more than one resource", expression="If-None-Exist"
                 )
             if found:
-                return Created(found[0], None, created=False)
+                return self.matched_in(conn, principal, found[0])
         resource_id = resource_id or str(uuid.uuid4())
         registration = None
         repo = ResourceRepository(conn)
@@ -315,6 +335,81 @@ class RecordService:
             for stored, registration in zip(stored_all, registrations, strict=True)
         ]
         return results
+
+    def matched_in(self, conn: Connection, principal: Principal, stored: StoredResource) -> Created:
+        """A conditional create found ``stored``: nothing is created, and the match is a read
+        (audited) that the record gate decides; refused, the answer says only where it is."""
+        key = (stored.resource_type, stored.id)
+        refused: Forbidden | None
+        try:
+            require(principal, stored.resource_type, "r")
+        except Forbidden as error:  # c and s scopes, no r: the match is not read either
+            access, refused = Access(principal, "refused: scopes"), error
+        else:
+            access, refused = self._admit(
+                conn, principal, key, stored.institution_code, stored.content
+            )
+        detail = "conditional create matched"
+        if refused is not None:
+            detail = f"{access.detail}; {detail}, not shown"
+        elif access.detail:
+            detail = f"{access.detail}; {detail}"
+        self.audit.append(
+            conn,
+            [
+                self._event(
+                    access.principal,
+                    Action.READ,
+                    "read",
+                    stored.resource_type,
+                    stored.id,
+                    stored.content,
+                    outcome=Outcome.SUCCESS if refused is None else Outcome.MINOR_FAILURE,
+                    detail=detail,
+                )
+            ],
+        )
+        withheld = None
+        if refused is not None:
+            withheld = (
+                f"a matching {stored.resource_type} exists ({stored.reference}) and nothing "
+                f"was created; it is not shown: {refused.detail}"
+            )
+        return Created(stored, None, created=False, withheld=withheld)
+
+    def _check_write(
+        self,
+        conn: Connection,
+        principal: Principal,
+        key: Key,
+        institution: str | None,
+        content: dict[str, Any] | None,
+        subtype: str,
+    ) -> None:
+        """The record gate on changing the existing resource ``key`` (written by
+        ``institution``); a refusal is raised as :class:`WriteRefused` with its audit entry."""
+        if self.gate is None:
+            return
+        try:
+            self.gate.write(conn, principal, key, institution)
+        except Forbidden as error:
+            event = self._event(
+                principal,
+                Action.DELETE if subtype == "delete" else Action.UPDATE,
+                subtype,
+                key[0],
+                key[1],
+                content,
+                outcome=Outcome.MINOR_FAILURE,
+                detail="refused: another institution's resource",
+            )
+            raise WriteRefused(error, event) from None
+
+    def record_refusal(self, error: BaseException) -> None:
+        """Record a refused write's audit entry (call it after the write's transaction rolled
+        back); other errors are left alone."""
+        if isinstance(error, WriteRefused):
+            self.audit.record([error.audit])
 
     def _register(
         self,
@@ -505,17 +600,21 @@ class RecordService:
         """PUT: a new version, or a create with the client's id (``created`` says which)."""
         require(principal, resource_type, "u")
         resource = validate_resource(body, resource_type)
-        with self.db.transaction() as conn:
-            return self.update_in(
-                conn,
-                principal,
-                resource_type,
-                resource_id,
-                resource,
-                if_match=if_match,
-                condition=condition,
-                base_url=base_url,
-            )
+        try:
+            with self.db.transaction() as conn:
+                return self.update_in(
+                    conn,
+                    principal,
+                    resource_type,
+                    resource_id,
+                    resource,
+                    if_match=if_match,
+                    condition=condition,
+                    base_url=base_url,
+                )
+        except WriteRefused as refused:
+            self.record_refusal(refused)
+            raise
 
     def update_in(
         self,
@@ -529,7 +628,11 @@ class RecordService:
         condition: str | None = None,
         base_url: str = "",
         method: str = "PUT",
+        gated: bool = True,
     ) -> Created:
+        """A new version of an existing resource, or a create with this id. ``gated``: the
+        record gate decides whether the caller may change an existing resource (internal work
+        - HL7 mapping, bulk import - passes False)."""
         require(principal, resource_type, "u")
         body_id = resource.get("id")
         if condition is not None:
@@ -564,6 +667,12 @@ class RecordService:
                     f"{resource_type}/{resource_id} does not exist", expression="If-Match"
                 )
             return self.create_in(conn, principal, resource_type, resource, resource_id=resource_id)
+        if gated:  # before If-Match, which would tell the version
+            subtype = "patch" if method == "PATCH" else "update"
+            key = (resource_type, resource_id)
+            self._check_write(
+                conn, principal, key, current.institution_code, current.content, subtype
+            )
         if expected is not None and expected != current.version:
             raise PreconditionFailed(
                 f"version {expected} is not the current version", expression="If-Match"
@@ -600,10 +709,14 @@ class RecordService:
         if_match: str | None = None,
     ) -> StoredResource:
         require(principal, resource_type, "u")
-        with self.db.transaction() as conn:
-            return self.patch_in(
-                conn, principal, resource_type, resource_id, operations, if_match=if_match
-            )
+        try:
+            with self.db.transaction() as conn:
+                return self.patch_in(
+                    conn, principal, resource_type, resource_id, operations, if_match=if_match
+                )
+        except WriteRefused as refused:
+            self.record_refusal(refused)
+            raise
 
     def patch_in(
         self,
@@ -621,6 +734,9 @@ class RecordService:
             if deleted:
                 raise Gone(f"{resource_type}/{resource_id} has been deleted")
             raise NotFound(f"{resource_type}/{resource_id} is not known")
+        # Gated before the patch is applied: its `test` operations would probe the content.
+        key = (resource_type, resource_id)
+        self._check_write(conn, principal, key, stored.institution_code, stored.content, "patch")
         current = {"resourceType": resource_type, "id": resource_id, **stored.content}
         patched = apply_patch(current, operations)
         resource = validate_resource(patched, resource_type)
@@ -634,6 +750,7 @@ class RecordService:
             resource,
             if_match=if_match,
             method="PATCH",
+            gated=False,  # decided above
         ).stored
 
     # --- delete -------------------------------------------------------------------------------
@@ -648,15 +765,19 @@ class RecordService:
         base_url: str = "",
     ) -> bool:
         require(principal, resource_type, "d")
-        with self.db.transaction() as conn:
-            return self.delete_in(
-                conn,
-                principal,
-                resource_type,
-                resource_id,
-                condition=condition,
-                base_url=base_url,
-            )
+        try:
+            with self.db.transaction() as conn:
+                return self.delete_in(
+                    conn,
+                    principal,
+                    resource_type,
+                    resource_id,
+                    condition=condition,
+                    base_url=base_url,
+                )
+        except WriteRefused as refused:
+            self.record_refusal(refused)
+            raise
 
     def delete_in(
         self,
@@ -691,6 +812,8 @@ class RecordService:
         current = repo.current(resource_type, resource_id, lock=True)
         if current is None or current.deleted:
             return False
+        key = (resource_type, resource_id)
+        self._check_write(conn, principal, key, current.institution_code, current.content, "delete")
         repo.replace(current, None, self.clock(), "DELETE")
         self.audit.append(
             conn,
@@ -978,5 +1101,6 @@ __all__ = [
     "RecordService",
     "SearchResult",
     "WriteListener",
+    "WriteRefused",
     "require",
 ]

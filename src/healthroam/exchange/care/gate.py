@@ -1,4 +1,4 @@
-"""The cross-institution access rules on plain FHIR reads, searches and history.
+"""The cross-institution access rules on plain FHIR reads, searches, history and writes.
 
 :class:`RecordService` asks this gate (wired in bootstrap) before it shows a resource to an API
 client. The rules are those of the whole record (``$everything``, the summary), decided by
@@ -10,6 +10,10 @@ client. The rules are those of the whole record (``$everything``, the summary), 
   only with a care relationship with that person (card check-in, active Encounter) and no
   consent refusal, or after break-the-glass (``X-Break-Glass-Reason``: audited with purpose of
   use BTG and an access exception for review).
+
+Writes are narrower: a care provider updates, patches or deletes only resources its own
+institution wrote - whatever its care relationships, and break-the-glass opens reads only;
+agencies are not narrowed (decision 0028).
 
 A read is decided for the person(s) of the resource (403 with the guidance otherwise, as
 ``$everything`` answers). A search becomes one SQL condition (so pages and totals stay right):
@@ -35,6 +39,11 @@ CONSENT_GUIDANCE = (
     "the resident's consent directive refuses sharing other institutions' data with your "
     "institution; in an emergency break the glass by sending the header X-Break-Glass-Reason "
     "with the clinical reason (audited and reviewed)"
+)
+WRITE_REFUSAL = (
+    "{reference} belongs to another institution: a care provider may update, patch or delete "
+    "only resources its own institution wrote; corrections go through the authoring "
+    "institution (ask it to correct the resource, or record your own)"
 )
 ONE_PATIENT_GLASS = (
     "break-the-glass opens one resident's record: restrict the search to one patient "
@@ -166,3 +175,11 @@ class CareRecordGate:
         return Access(
             principal, visible=visible_condition(principal.institution_code, None, self.care.clock)
         )
+
+    def write(
+        self, conn: Connection, principal: Principal, key: Key, institution: str | None
+    ) -> None:
+        if institution == principal.institution_code or not self._narrowed(conn, principal):
+            return
+        # The writer is not named: which hospital treated the resident is theirs to tell.
+        raise Forbidden(WRITE_REFUSAL.format(reference=f"{key[0]}/{key[1]}"), expression=key[0])

@@ -277,7 +277,7 @@ class Dispatcher:
         exists = self._row(work, rtype, rid) is not None
         work.rows.pop((rtype, rid), None)  # read again if needed
         if exists:
-            return self.records.update_in(work.conn, principal, rtype, rid, resource)
+            return self.records.update_in(work.conn, principal, rtype, rid, resource, gated=False)
         require(principal, rtype, "u")
         try:
             with work.conn.begin_nested():
@@ -285,7 +285,7 @@ class Dispatcher:
                     work.conn, principal, rtype, resource, resource_id=rid
                 )
         except IntegrityError:
-            return self.records.update_in(work.conn, principal, rtype, rid, resource)
+            return self.records.update_in(work.conn, principal, rtype, rid, resource, gated=False)
 
     def _write_new(self, work: _Work, items: list[tuple[Mapped, str, Location]]) -> None:
         """Write several resources: those absent are validated and created together (one
