@@ -497,7 +497,8 @@ async def update(
 @router.put("/{resource_type}")
 async def conditional_update(resource_type: str, request: Request, caller: Updater) -> Response:
     body = await json_body(request)
-    created = platform_of(request).records.update(
+    created = await run_in_threadpool(
+        platform_of(request).records.update,
         caller,
         resource_type,
         None,
@@ -522,8 +523,13 @@ async def patch(
         operations = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidInput("the body is not valid JSON", expression="$") from None
-    stored = platform_of(request).records.patch(
-        caller, resource_type, resource_id, operations, if_match=request.headers.get("if-match")
+    stored = await run_in_threadpool(
+        platform_of(request).records.patch,
+        caller,
+        resource_type,
+        resource_id,
+        operations,
+        if_match=request.headers.get("if-match"),
     )
     return _written(stored, request, 200)
 
