@@ -54,6 +54,7 @@ from healthroam.db.tables_records import (
     fhir_idx_quantity,
     fhir_idx_reference,
     fhir_idx_string,
+    fhir_idx_text,
     fhir_idx_token,
     fhir_idx_uri,
     fhir_search_results,
@@ -83,6 +84,7 @@ from healthroam.records.search_params import (
     QuantityIndex,
     ReferenceIndex,
     StringIndex,
+    TextIndex,
     TokenIndex,
     UriIndex,
     extract_index_values,
@@ -169,6 +171,8 @@ def _row(value: IndexValue) -> tuple[Table, dict[str, Any]] | None:
         return fhir_idx_number, {"value": float(value.value)}
     if isinstance(value, CompositeIndex):
         return fhir_idx_composite, _composite_row(value.components)
+    if isinstance(value, TextIndex):
+        return fhir_idx_text, {"body": value.body}
     return None  # PositionIndex (Location.near) is not indexed
 
 
