@@ -18,7 +18,11 @@ from healthroam.api.auth import cached_principal, platform_of, scoped
 from healthroam.api.errors import FHIR_JSON
 from healthroam.errors import Forbidden, InvalidInput
 from healthroam.records.bundles import BundleProcessor
-from healthroam.records.capability import SYSTEM_INTERACTIONS, store_resources
+from healthroam.records.capability import (
+    SEARCH_DOCUMENTATION,
+    SYSTEM_INTERACTIONS,
+    store_resources,
+)
 from healthroam.records.history import history_bundle, parse_history
 from healthroam.records.model import StoredResource, operation_outcome
 from healthroam.records.searchset import searchset_json
@@ -113,6 +117,7 @@ def metadata(request: Request) -> JSONResponse:
                         }
                     ],
                 },
+                "documentation": SEARCH_DOCUMENTATION,
                 "interaction": SYSTEM_INTERACTIONS,
                 "resource": [
                     *store_resources(),

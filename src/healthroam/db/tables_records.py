@@ -20,6 +20,9 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
+    func,
+    literal_column,
 )
 
 from healthroam.db.metadata import BigId, metadata
@@ -155,6 +158,26 @@ fhir_idx_composite = Table(
     Index("ix_fhir_idx_composite_owner", "resource_type", "resource_id"),
 )
 
+# _text (the narrative) and _content (the whole resource): one row each per resource, the body
+# being the terms of records/fulltext.py joined by spaces. The full-text index is the backend's
+# own (decision 0029): on PostgreSQL a GIN index on to_tsvector('simple', body); on SQLite an
+# FTS5 table ``fhir_idx_text_fts`` over this one (external content, kept by triggers in the
+# same transaction; created by migration 0006_searchgaps, not part of this metadata).
+fhir_idx_text = Table(
+    "fhir_idx_text",
+    metadata,
+    Column("row_id", BigId, primary_key=True, autoincrement=True),
+    *_owner(),
+    Column("body", Text, nullable=False),
+    Index("ix_fhir_idx_text_owner", "resource_type", "resource_id"),
+)
+Index(
+    "ix_fhir_idx_text_tsv",
+    func.to_tsvector(literal_column("'simple'::regconfig"), fhir_idx_text.c.body),
+    postgresql_using="gin",
+).ddl_if(dialect="postgresql")
+FTS5_TABLE = "fhir_idx_text_fts"
+
 # Result lists of sorted searches, so later pages are read from the list the first page made.
 fhir_search_results = Table(
     "fhir_search_results",
@@ -196,4 +219,5 @@ INDEX_TABLES = (
     fhir_idx_uri,
     fhir_idx_number,
     fhir_idx_composite,
+    fhir_idx_text,
 )

@@ -11,6 +11,8 @@ Clauses:
   target (one clause per candidate target type, ORed) satisfies the rest of the chain
 - :class:`Has`      ``_has:Observation:patient:code=x``: resources of another type point here
   with that reference parameter and satisfy the clause
+
+``_text`` and ``_content`` are ``Match`` clauses of kind ``fulltext`` (``fulltext.py``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from healthroam.errors import InvalidInput
+from healthroam.records import fulltext, hierarchy
 from healthroam.records.definitions import load
-from healthroam.records.search_params import date_range, parameters
+from healthroam.records.search_params import date_range, normalize, parameters
 from healthroam.records.validation import SUPPORTED_TYPES
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -44,15 +47,18 @@ RESULT_PARAMS = frozenset(
     }
 )
 MODIFIERS = {
-    "token": {"not", "text", "of-type", "missing"},
-    "string": {"exact", "contains", "missing"},
+    "token": {"not", "text", "of-type", "above", "below", "missing"},
+    "string": {"exact", "contains", "text", "missing"},
     "date": {"missing"},
     "reference": {"identifier", "missing"},  # and a resource type
     "quantity": {"missing"},
     "number": {"missing"},
     "uri": {"above", "below", "missing"},
     "composite": {"missing"},
+    "fulltext": {"missing"},  # _text, _content
+    "_id": {"not", "missing"},
 }
+FULLTEXT = ("_text", "_content")
 DEFAULT_COUNT, MAX_COUNT = 20, 1000
 SORTABLE = frozenset({"string", "date", "token", "number", "quantity", "reference", "uri"})
 _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
@@ -66,6 +72,7 @@ class UnknownParameter(InvalidInput):
 class Match:
     code: str
     kind: str  # token string date reference quantity uri number composite _id _lastUpdated
+    # fulltext (_text, _content)
     modifier: str | None
     values: tuple[str, ...]
     components: tuple[str, ...] = ()  # composite: the component parameter types
@@ -142,6 +149,8 @@ def _kind(resource_type: str, code: str) -> tuple[str, tuple[str, ...], tuple[st
         return "_id", (), ()
     if code == "_lastUpdated":
         return "_lastUpdated", (), ()
+    if code in FULLTEXT and not (code == "_text" and resource_type in fulltext.NO_NARRATIVE):
+        return "fulltext", (), ()
     compiled = parameters(resource_type).get(code)
     if compiled is None or compiled.definition.type == "special":
         raise UnknownParameter(
@@ -181,7 +190,7 @@ def parse_clause(resource_type: str, name: str, value: str) -> Clause:
                 t
                 for t in (targets or tuple(sorted(SUPPORTED_TYPES)))
                 if t in SUPPORTED_TYPES
-                and (inner in ("_id", "_lastUpdated") or inner in parameters(t))
+                and (inner in ("_id", "_lastUpdated", *FULLTEXT) or inner in parameters(t))
             )
             if not candidates:
                 raise UnknownParameter(
@@ -204,12 +213,27 @@ def parse_clause(resource_type: str, name: str, value: str) -> Clause:
     if not values:
         raise InvalidInput(f"{name} needs a value", expression=name)
     for v in values:
-        _check_value(kind, v, name, components)
+        _check_value(kind, v, name, components, mod)
     return Match(code, kind, mod, values, components)
 
 
-def _check_value(kind: str, value: str, name: str, components: tuple[str, ...]) -> None:
-    if kind in ("date", "_lastUpdated"):
+def _check_value(
+    kind: str, value: str, name: str, components: tuple[str, ...], modifier: str | None = None
+) -> None:
+    if kind == "fulltext":
+        phrases = fulltext.parse_query(value)
+        if not phrases:
+            raise InvalidInput(f"{name} needs words (letters or digits)", expression=name)
+        if fulltext.query_size(phrases) > fulltext.MAX_QUERY_TERMS:
+            raise InvalidInput(f"{name} has too many words", expression=name)
+    elif modifier == "text":
+        if not text_words(value):
+            raise InvalidInput(f"{name} needs words (letters or digits)", expression=name)
+    elif kind == "token" and modifier in ("above", "below"):
+        hierarchy.check_token(value, name, modifier)
+    elif kind == "uri" and modifier in ("above", "below"):
+        hierarchy.check_uri(value, name, modifier)
+    elif kind in ("date", "_lastUpdated"):
         parse_date(value, name)
     elif kind in ("number", "quantity"):
         parse_number(value.split("|", 1)[0], name)
@@ -221,6 +245,11 @@ def _check_value(kind: str, value: str, name: str, components: tuple[str, ...]) 
             )
         for part, component in zip(parts, components, strict=True):
             _check_value(component, part, name, ())
+
+
+def text_words(value: str) -> list[str]:
+    """The folded words of a ``:text`` search (string and token), at most 16."""
+    return [w for w in normalize(value).split() if any(c.isalnum() for c in w)][:16]
 
 
 def split_prefix(value: str) -> tuple[str, str]:

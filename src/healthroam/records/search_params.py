@@ -12,6 +12,8 @@ parameter type, as in HAPI FHIR's index tables:
   the UCUM-canonical ``canonical_low``/``canonical_high``/``canonical_code`` where trivial
 - ``UriIndex``, ``NumberIndex``, ``PositionIndex`` (Location.near), ``CompositeIndex``
   (a tuple of component rows)
+- ``TextIndex``      ``_text`` (narrative) and ``_content`` (whole resource) terms, from
+  ``fulltext.py`` rather than from an expression (R4 gives these two none)
 
 Dates without a time zone are taken as UTC. ``_id``, ``_lastUpdated``, ``_tag``, ``_profile``,
 ``_security`` and ``_source`` come from the Resource parameters like any other. Expressions
@@ -32,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from healthroam.records import fhirpath
+from healthroam.records import fhirpath, fulltext
 from healthroam.records.definitions import Definitions, ElementDef, SearchParamDef, load
 
 # --- index rows -----------------------------------------------------------------------------------
@@ -105,6 +107,11 @@ class CompositeIndex(NamedTuple):
     components: tuple[IndexValue, ...]
 
 
+class TextIndex(NamedTuple):
+    param: str  # _text | _content
+    body: str  # the terms, space-separated (fulltext.py)
+
+
 IndexValue = (
     TokenIndex
     | StringIndex
@@ -115,6 +122,7 @@ IndexValue = (
     | NumberIndex
     | PositionIndex
     | CompositeIndex
+    | TextIndex
 )
 
 # --- value helpers --------------------------------------------------------------------------------
@@ -906,8 +914,11 @@ def fallback_params() -> list[tuple[str, str]]:
 
 def extract_index_values(resource: dict[str, Any]) -> list[IndexValue]:
     """Every index row of a (validated) resource, for all of its type's search parameters."""
-    extractor = search_index().extractors.get(resource.get("resourceType"))  # type: ignore[arg-type]
+    resource_type = resource.get("resourceType")
+    extractor = search_index().extractors.get(resource_type)  # type: ignore[arg-type]
     out: list[IndexValue] = []
     if extractor is not None:
         extractor(resource, out, resource)
+        domain = resource_type not in fulltext.NO_NARRATIVE
+        out.extend(TextIndex(p, b) for p, b in fulltext.index_bodies(resource, domain))
     return out

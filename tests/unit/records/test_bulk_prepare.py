@@ -34,7 +34,7 @@ def test_prepare_chunk_reports_bad_lines_and_indexes_good_ones() -> None:
                                "target_id", "url", "version", "identifier_system",
                                "identifier_value"),
     }  # fmt: skip
-    others = ("string", "date", "quantity", "uri", "number", "composite")
+    others = ("string", "date", "quantity", "uri", "number", "composite", "text")
     columns |= {f"fhir_idx_{name}": ("resource_type",) for name in others}
     out = prepare_chunk(
         principal,
