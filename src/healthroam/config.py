@@ -79,6 +79,14 @@ class Settings(BaseSettings):
         "(milliseconds; 0 turns the background sealer off: `audit verify` and audit searches "
         "still seal first).",
     )
+    sqlite_statistics_interval_seconds: float = Field(
+        default=300,
+        ge=0,
+        description="SQLite only: how often the API server checks whether the FHIR store grew or "
+        "shrank by a tenth since its planner statistics were taken, and refreshes them (a sampled "
+        "`ANALYZE`; also at start-up). Without them SQLite plans searches on common codes "
+        "quadratically. 0 turns it off. PostgreSQL keeps its own (autovacuum).",
+    )
     # --- FHIR Bulk Data export
     bulk_export_interval_ms: int = Field(
         default=500,

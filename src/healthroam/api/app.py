@@ -29,6 +29,8 @@ from healthroam.api import (
 from healthroam.api.errors import install_error_handlers
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
+from healthroam.db.statistics import StatisticsRefresher
+from healthroam.db.tables_records import STORE_TABLES
 from healthroam.records.bulk_export import ExportWorker
 from healthroam.records.search_params import search_index
 from healthroam.security.sealer import AuditSealer
@@ -118,9 +120,18 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         )
         _app.state.export_worker = exports
         exports.start()
+        statistics = StatisticsRefresher(
+            the_platform.db,
+            STORE_TABLES,
+            the_platform.settings.sqlite_statistics_interval_seconds
+            if the_platform.db.dialect == "sqlite"
+            else 0,
+        )
+        statistics.start()
         try:
             yield
         finally:
+            statistics.stop()
             exports.stop()
             sealer.stop()
             if owned:

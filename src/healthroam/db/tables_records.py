@@ -221,3 +221,6 @@ INDEX_TABLES = (
     fhir_idx_composite,
     fhir_idx_text,
 )
+# The store's tables whose planner statistics are kept fresh (db/statistics.py), the first
+# deciding when: its growth stands for the others'.
+STORE_TABLES = (fhir_resources, fhir_resource_versions, *INDEX_TABLES)

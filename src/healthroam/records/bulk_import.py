@@ -12,7 +12,7 @@ its first version and its search index rows). Patients go through the record ser
 is matched and linked in the master patient index exactly as a FHIR create would be. A line
 whose id already exists at the same institution becomes a new version, unless its content is
 unchanged (then nothing is written): re-sending a file after fixing its bad lines is safe.
-On PostgreSQL an import that grows the store by a tenth or more ends with ``ANALYZE``.
+An import that grows the store by a tenth or more ends with ``ANALYZE``.
 
 Speed (decision 0027): parsing, validation and index extraction
 (:mod:`healthroam.records.bulk_prepare`) run in worker processes once an import is larger
@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text, tuple_
+from sqlalchemy import Connection, insert, select, tuple_
 
 from healthroam.db.engine import Database
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
-from healthroam.db.tables_records import INDEX_TABLES
+from healthroam.db.statistics import refresh_statistics
+from healthroam.db.tables_records import INDEX_TABLES, STORE_TABLES
 from healthroam.errors import HealthroamError
 from healthroam.records.bulk_prepare import (
     LineError,
@@ -146,21 +147,12 @@ class BulkImporter:
         return report
 
     def _refresh_statistics(self, created: int) -> None:
-        """On PostgreSQL, ANALYZE the store's tables when this import grew them by a tenth or
-        more (or they were never analyzed), as autovacuum would do only later, if at all:
-        with stale statistics the planner takes a freshly loaded index table for empty and
-        a date-range search ran 60 times slower."""
-        if self.db.dialect != "postgresql" or created == 0:
-            return
-        with self.db.transaction() as conn:
-            estimated = conn.execute(
-                text("SELECT reltuples FROM pg_class WHERE relname = :name"),
-                {"name": fhir_resources.name},
-            ).scalar()
-            if estimated is not None and estimated > 0 and created * 10 < estimated:
-                return
-            tables = [fhir_resources, fhir_resource_versions, *INDEX_TABLES]
-            conn.execute(text("ANALYZE " + ", ".join(f'"{t.name}"' for t in tables)))
+        """ANALYZE the store's tables when this import grew them by a tenth or more (or they
+        were never analyzed), as autovacuum would do only later, if at all, and SQLite never:
+        with stale statistics a date-range search ran 60 times slower on PostgreSQL and a
+        code-and-value search hundreds of times slower on SQLite (``db/statistics.py``)."""
+        if created:
+            refresh_statistics(self.db, STORE_TABLES)
 
     # --- parsing and validation (no database; worker processes for large imports) -------------
 
