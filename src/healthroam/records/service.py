@@ -154,14 +154,22 @@ class RecordGate(Protocol):
         ``institution``: a care provider changes only what its own institution wrote."""
 
 
-class WriteRefused(Forbidden):
-    """The record gate refused a write. The refusal's audit entry is recorded once the
-    write's transaction has rolled back (:meth:`RecordService.record_refusal`: in a
-    transaction of its own, as SQLite has one writer)."""
+class AuditedRefusal(Forbidden):
+    """The record gate refused an access. The refusal's audit entry is recorded once the
+    transaction that asked has ended (:meth:`RecordService.record_refusal`: in a transaction
+    of its own, as SQLite has one writer), so a rolled-back Bundle keeps it too."""
 
     def __init__(self, error: Forbidden, audit: AuditRecord) -> None:
         super().__init__(error.detail, expression=error.expression)
         self.audit = audit
+
+
+class WriteRefused(AuditedRefusal):
+    """An update, patch or delete of another institution's resource."""
+
+
+class ReadRefused(AuditedRefusal):
+    """A read or vread of a resource about a person whose record the caller may not see."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,9 +414,9 @@ class RecordService:
             raise WriteRefused(error, event) from None
 
     def record_refusal(self, error: BaseException) -> None:
-        """Record a refused write's audit entry (call it after the write's transaction rolled
-        back); other errors are left alone."""
-        if isinstance(error, WriteRefused):
+        """Record a refused access's audit entry (call it after the transaction that asked
+        ended); other errors are left alone."""
+        if isinstance(error, AuditedRefusal):
             self.audit.record([error.audit])
 
     def _register(
@@ -449,7 +457,8 @@ class RecordService:
                 conn, principal, resource_type, resource_id
             )
         if refused is not None:
-            raise refused  # after the refusal's audit entry is committed
+            self.record_refusal(refused)
+            raise refused
         return self._found(stored, deleted, resource_type, resource_id)
 
     def read_in(
@@ -478,9 +487,10 @@ class RecordService:
 
     def _read_audited(
         self, conn: Connection, principal: Principal, resource_type: str, resource_id: str
-    ) -> tuple[StoredResource | None, bool, Forbidden | None]:
-        """Read and audit (a failed or refused read is audited too, so the caller raises
-        afterwards)."""
+    ) -> tuple[StoredResource | None, bool, ReadRefused | None]:
+        """Read and audit. A failed read is audited in ``conn``; a refused one comes back as
+        :class:`ReadRefused` carrying its entry, for the caller to record once ``conn``'s
+        transaction has ended (a Bundle's may roll back)."""
         require(principal, resource_type, "r")
         stored, deleted = ResourceRepository(conn).read(resource_type, resource_id)
         access, refused = Access(principal), None
@@ -493,22 +503,20 @@ class RecordService:
                 stored.content,
             )
         failed = stored is None or refused is not None
-        self.audit.append(
-            conn,
-            [
-                self._event(
-                    access.principal,
-                    Action.READ,
-                    "read",
-                    resource_type,
-                    resource_id,
-                    stored.content if stored else None,
-                    outcome=Outcome.MINOR_FAILURE if failed else Outcome.SUCCESS,
-                    detail=access.detail if stored else ("deleted" if deleted else "not found"),
-                )
-            ],
+        event = self._event(
+            access.principal,
+            Action.READ,
+            "read",
+            resource_type,
+            resource_id,
+            stored.content if stored else None,
+            outcome=Outcome.MINOR_FAILURE if failed else Outcome.SUCCESS,
+            detail=access.detail if stored else ("deleted" if deleted else "not found"),
         )
-        return (None if refused else stored), deleted, refused
+        if refused is not None:
+            return None, deleted, ReadRefused(refused, event)
+        self.audit.append(conn, [event])
+        return stored, deleted, None
 
     @staticmethod
     def _found(
@@ -531,8 +539,9 @@ class RecordService:
         with self.db.transaction() as conn:
             try:
                 return self.vread_in(conn, principal, resource_type, resource_id, int(version))
-            except Forbidden as error:
-                refused = error  # commit the refusal's audit entry, then answer 403
+            except ReadRefused as error:
+                refused = error
+        self.record_refusal(refused)
         raise refused
 
     def vread_in(
@@ -557,25 +566,21 @@ class RecordService:
                 current.institution_code if current is not None else None,
                 content,
             )
-        self.audit.append(
-            conn,
-            [
-                self._event(
-                    access.principal,
-                    Action.READ,
-                    "vread",
-                    resource_type,
-                    resource_id,
-                    content,
-                    outcome=Outcome.SUCCESS
-                    if content is not None and refused is None
-                    else Outcome.MINOR_FAILURE,
-                    detail=access.detail,
-                )
-            ],
+        event = self._event(
+            access.principal,
+            Action.READ,
+            "vread",
+            resource_type,
+            resource_id,
+            content,
+            outcome=Outcome.SUCCESS
+            if content is not None and refused is None
+            else Outcome.MINOR_FAILURE,
+            detail=access.detail,
         )
         if refused is not None:
-            raise refused
+            raise ReadRefused(refused, event)  # recorded by the caller once ``conn`` has ended
+        self.audit.append(conn, [event])
         if row is None:
             raise NotFound(
                 f"{resource_type}/{resource_id} has no version {version}", expression="versionId"

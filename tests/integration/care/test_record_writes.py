@@ -388,3 +388,41 @@ def test_a_conditional_create_shows_another_institutions_match_only_to_who_may_r
     )
     assert (own.status_code, own.json()["id"]) == (200, pid)
     assert _patients_with(http, agency, identifier) == [pid]
+
+
+def test_a_refused_read_inside_a_bundle_is_audited_although_the_bundle_rolled_back(
+    platform: Platform, province: Province, http: TestClient
+) -> None:
+    world = _world(platform, province, http)
+    obs = _ha_observation(http, world)
+    oid, pid = obs["id"], world.patient_id
+    b = province.headers(WRITER, institution=province.institution("HB", level=2))
+
+    def refused_reads() -> list[AuditRecord]:
+        rows, _ = platform.audit.search(patient_ref=f"Patient/{pid}", limit=1000)
+        return [
+            r
+            for _, r in rows
+            if r.institution_code == "HB" and r.subtype in ("read", "vread") and r.outcome == "4"
+        ]
+
+    reads = [
+        {"request": {"method": "GET", "url": f"Observation/{oid}"}},
+        {"request": {"method": "GET", "url": f"Observation/{oid}/_history/1"}},
+    ]
+    for read in reads:
+        transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [read]}
+        answer = http.post("/fhir", json=transaction, headers=b)
+        assert answer.status_code == 403, answer.text
+    assert sorted(r.subtype for r in refused_reads()) == ["read", "vread"]
+
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": reads}
+    answer = http.post("/fhir", json=batch, headers=b)
+    assert answer.status_code == 200, answer.text
+    assert [e["response"]["status"] for e in answer.json()["entry"]] == ["403 Forbidden"] * 2
+    assert sorted(r.subtype for r in refused_reads()) == ["read", "read", "vread", "vread"]
+
+    # Plain REST reads are audited once each, as before.
+    assert http.get(f"/fhir/Observation/{oid}", headers=b).status_code == 403
+    assert http.get(f"/fhir/Observation/{oid}/_history/1", headers=b).status_code == 403
+    assert len(refused_reads()) == 6
