@@ -15,9 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from healthroam.bootstrap import build
-from healthroam.cli_support import cli_errors
-from healthroam.config import get_settings
+from healthroam.cli_support import build_platform, cli_errors
 from healthroam.errors import InvalidInput, NotFound
 from healthroam.records.bulk_import import BulkImporter, ImportReport
 from healthroam.security.model import Principal
@@ -48,7 +46,7 @@ def import_ndjson(
         for file in files:
             if not file.is_file():
                 raise InvalidInput(f"{file} is not a file", expression="FILES")
-        with build(get_settings()) as platform:
+        with build_platform() as platform:
             try:
                 platform.institutions.get(institution)
             except NotFound:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from healthroam.cli_support import cli_errors
+from healthroam.cli_support import build_platform, cli_errors
 from healthroam.errors import InvalidInput
 
 app = typer.Typer(
@@ -40,12 +40,9 @@ def counts(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """Alerts, recognised alerts and avoided duplicates per test and institution."""
-    from healthroam.bootstrap import build
-    from healthroam.config import get_settings
-
     first = _date(since, "since")
     assert first is not None
-    with build(get_settings()) as platform:
+    with build_platform() as platform:
         rows = platform.recognition.counts(first, _date(until, "until"), by)
     if as_json:
         for row in rows:
