@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from healthroam.cli_support import build_platform, cli_errors
+from healthroam.cli_support import build_platform, cli_errors, file_progress
 from healthroam.registry import linkage_cli
 from healthroam.registry.bulk import BulkLoader
 from healthroam.registry.loader import FeedLoader, Mapping
@@ -75,15 +74,7 @@ def load(
         total = _count_rows(file)
         with (
             build_platform() as platform,
-            Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=err,
-                disable=quiet,
-                transient=True,
-            ) as bar,
+            file_progress(quiet) as bar,
         ):
             task = bar.add_task(f"loading {file.name}", total=total)
             if bulk:
