@@ -230,17 +230,6 @@ def counts(request: Request, caller: CountReader) -> JSONResponse:
             "since": since.isoformat(),
             "until": until.isoformat() if until else None,
             "by": by,
-            "rows": [
-                {
-                    "test": row.test_id,
-                    "institution": row.institution,
-                    "orders": row.orders,
-                    "alerts": row.alerts,
-                    "recognised": row.recognised,
-                    "avoided": row.avoided,
-                    "declined": row.declined,
-                }
-                for row in rows
-            ],
+            "rows": [row.as_dict() for row in rows],
         }
     )

@@ -36,20 +36,7 @@ def counts(
         rows = platform.recognition.counts(first, parse_day(until, "until"), by)
     if as_json:
         for row in rows:
-            typer.echo(
-                json.dumps(
-                    {
-                        "test": row.test_id,
-                        "institution": row.institution,
-                        "orders": row.orders,
-                        "alerts": row.alerts,
-                        "recognised": row.recognised,
-                        "avoided": row.avoided,
-                        "declined": row.declined,
-                    },
-                    ensure_ascii=False,
-                )
-            )
+            typer.echo(json.dumps(row.as_dict(), ensure_ascii=False))
         return
     table = Table(
         "test", f"{by} institution", "orders", "alerts", "recognised", "avoided", "declined"
