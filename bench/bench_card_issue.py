@@ -2,7 +2,7 @@
 the PostgreSQL backends (the signing processes get the rest of the machine).
 
 Run: .venv/bin/python bench/bench_card_issue.py --people 20000 [--workers 2]
-Creates and drops its own PostgreSQL database (bench_card_service.py's helpers).
+Creates and drops its own PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import bench_card_service as service  # type: ignore[import-not-found,unused-ignore]
-from sqlalchemy import create_engine
-
 from healthroam.bootstrap import build
 from healthroam.cards.bulk import BulkIssuer
 from healthroam.config import Settings
-from healthroam.db.migrate import upgrade
+
+import benchlib
 
 
 def main() -> None:
@@ -30,22 +28,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2000)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hr-issue-"))
-    name, url = service.create_database()
+    name, url = benchlib.create_database()
     try:
-        engine = create_engine(url)
-        upgrade(engine)
-        engine.dispose()
+        benchlib.migrate(url)
         settings = Settings(database_url=url, data_dir=tmp, log_level="WARNING")
-        service.load_people(settings, args.people)
+        benchlib.load_people(settings, args.people)
         with build(settings) as platform:
             platform.keys.init()
             issuer = BulkIssuer(platform.cards, workers=args.workers, batch_size=args.batch_size)
-            backends = service.cpu_of(service.backend_pids(name))
+            backends = benchlib.cpu_of(benchlib.backend_pids(name))
             cpu, wall = time.process_time(), time.perf_counter()
             summary = issuer.run(all_=True, activate=True)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            after = service.cpu_of(service.backend_pids(name))
-        db_cpu = sum(v - backends.get(p, 0.0) for p, v in after.items())
+            after = benchlib.cpu_of(benchlib.backend_pids(name))
+        db_cpu = benchlib.cpu_spent(backends, after)
         n = max(summary.issued, 1)
         print(
             f"issued {summary.issued:,} cards in {wall:.1f} s = {summary.issued / wall:,.0f}/s "
@@ -54,7 +50,7 @@ def main() -> None:
             f"ms; load average {os.getloadavg()[0]:.1f}"
         )
     finally:
-        service.drop_database(name)
+        benchlib.drop_database(name)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

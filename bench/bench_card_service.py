@@ -11,32 +11,24 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-from sqlalchemy import create_engine, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
 from healthroam.bootstrap import build
 from healthroam.cards.bulk import BulkIssuer
 from healthroam.cards.qr import make_dynamic_code
 from healthroam.config import Settings
-from healthroam.db.migrate import upgrade
 from healthroam.db.tables_cards import cards
-from healthroam.db.tables_registry import master_persons
 from healthroam.keys.model import KeyPurpose
 
-ADMIN = os.environ.get(
-    "HEALTHROAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+import benchlib
+
 PORT = 8765
 WRK_SCRIPT = """
 -- tid is a global that setup() sets in each thread's state (a local would shadow it and
@@ -60,49 +52,6 @@ function request()
   return wrk.format("POST", "/cards/verify", nil, body)
 end
 """
-
-
-def create_database() -> tuple[str, str]:
-    name = f"healthroam_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name, make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(name: str) -> None:
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def load_people(settings: Settings, people: int) -> None:
-    platform = build(settings)
-    now = datetime.now(UTC)
-    regions = ("460106", "460105", "460108", "460202", "469001")
-    with platform.db.transaction() as conn:
-        for start in range(0, people, 20_000):
-            rows = [
-                {
-                    "master_index_id": secrets.token_hex(32).upper(),
-                    "status": "active",
-                    "golden": {
-                        "name": "张三丰" if i % 2 else "李小龙",
-                        "sex": "1" if i % 2 else "2",
-                        "birth_date": "1985-06-15",
-                        "national_id": f"{regions[i % 5]}1985{i:08d}"[:17] + "X",
-                        "region": regions[i % 5],
-                    },
-                    "version": 1,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in range(start, min(start + 20_000, people))
-            ]
-            conn.execute(insert(master_persons), rows)
-    platform.close()
 
 
 def bench_issuance(settings: Settings, workers: int) -> tuple[int, float]:
@@ -133,18 +82,7 @@ def make_codes(settings: Settings, cards_used: int, per_card: int, path: Path) -
 
 def token_for(settings: Settings) -> str:
     with build(settings) as platform:
-        platform.institutions.add(
-            code="BENCHH", name="基准医院", kind="hospital", region="460106", level=3
-        )
-        client = platform.clients.add(institution_code="BENCHH", scopes="system/Card.r")
-        grant = platform.auth.grant(
-            grant_type="client_credentials",
-            scope=None,
-            basic=(client.client.client_id, client.client_secret or ""),
-            assertion_type=None,
-            assertion=None,
-        )
-        return grant.access_token
+        return benchlib.hospital_token(platform, "BENCHH", "基准医院", "system/Card.r")
 
 
 def serve(settings_env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
@@ -158,14 +96,8 @@ def serve(settings_env: dict[str, str], workers: int) -> subprocess.Popen[bytes]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for _ in range(100):
-        try:
-            if httpx.get(f"http://127.0.0.1:{PORT}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    server.kill()
-    raise SystemExit("server did not start")
+    benchlib.wait_ready(f"http://127.0.0.1:{PORT}/healthz", server, seconds=20)
+    return server
 
 
 def profile(server: subprocess.Popen[bytes], seconds: int, out: Path) -> subprocess.Popen[bytes]:
@@ -191,51 +123,6 @@ def profile(server: subprocess.Popen[bytes], seconds: int, out: Path) -> subproc
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (Linux /proc), 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def server_pids(server: subprocess.Popen[bytes]) -> list[int]:
-    """The server and its worker processes (uvicorn --workers forks them)."""
-    return [server.pid, *_children(server.pid)]
-
-
-def backend_pids(database: str) -> list[int]:
-    """PostgreSQL backend processes connected to the benchmark's database."""
-    if not database:
-        return []
-    admin = create_engine(ADMIN)
-    with admin.connect() as conn:
-        pids = conn.execute(
-            text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}
-        ).scalars()
-        found = [int(p) for p in pids]
-    admin.dispose()
-    return found
-
-
-def cpu_of(pids: list[int]) -> dict[int, float]:
-    return {pid: _cpu_seconds(pid) for pid in pids}
 
 
 def run_wrk(codes: Path, token: str, seconds: int, threads: int, connections: int) -> str:
@@ -280,7 +167,7 @@ def main() -> None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
     tmp = Path(tempfile.mkdtemp(prefix="hr-bench-"))
     if args.database == "postgresql":
-        name, url = create_database()
+        name, url = benchlib.create_database()
     else:
         name, url = "", f"sqlite:///{tmp / 'bench.db'}"
     env = {
@@ -294,11 +181,9 @@ def main() -> None:
     )
     server = None
     try:
-        engine = create_engine(url)
-        upgrade(engine)
-        engine.dispose()
+        benchlib.migrate(url)
         t = time.perf_counter()
-        load_people(settings, args.people)
+        benchlib.load_people(settings, args.people)
         print(f"loaded {args.people:,} master persons in {time.perf_counter() - t:.1f} s")
         issued, seconds = bench_issuance(settings, args.workers)
         rate = issued / seconds
@@ -309,18 +194,18 @@ def main() -> None:
         print(f"{count:,} dynamic codes ready")
         server = serve(env, args.http_workers)
         spy = profile(server, args.verify_seconds, args.profile) if args.profile else None
-        app_before = cpu_of(server_pids(server))
-        db_before = cpu_of(backend_pids(name))
+        app_before = benchlib.cpu_of(benchlib.with_children(server.pid))
+        db_before = benchlib.cpu_of(benchlib.backend_pids(name))
         output = run_wrk(codes, token, args.verify_seconds, 2, args.connections)
-        app_after = cpu_of(server_pids(server))
-        db_after = cpu_of(backend_pids(name))
+        app_after = benchlib.cpu_of(benchlib.with_children(server.pid))
+        db_after = benchlib.cpu_of(benchlib.backend_pids(name))
         if spy is not None:
             spy.wait(timeout=60)
         print(output)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
         done = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
         app_cpu = sum(app_after.values()) - sum(app_before.values())
-        db_cpu = sum(v - db_before.get(p, 0.0) for p, v in db_after.items())
+        db_cpu = benchlib.cpu_spent(db_before, db_after)
         per = (app_cpu + db_cpu) / max(done, 1) * 1000
         print(
             f"CPU per verification: server {app_cpu / max(done, 1) * 1000:.2f} ms, "
@@ -342,10 +227,9 @@ def main() -> None:
         )
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
+            benchlib.stop_process(server)
         if name:
-            drop_database(name)
+            benchlib.drop_database(name)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -16,54 +16,25 @@ summary's body. Rounds run one after another (``--clients 1``) or from several t
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from healthroam.bootstrap import build
 from healthroam.config import Settings
 from healthroam.db.migrate import upgrade
 from healthroam.registry.idnumber import check_character
 
-ADMIN = os.environ.get(
-    "HEALTHROAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+import benchlib
+
 SNOMED, LOINC = "http://snomed.info/sct", "http://loinc.org"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def create_database() -> tuple[str, str]:
-    name = f"healthroam_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name, make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(name: str) -> None:
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def concept(code: str, display: str, system: str = SNOMED) -> dict[str, Any]:
@@ -158,19 +129,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--clients", type=int, default=1)
     args = parser.parse_args()
-    name, url = create_database()
+    name, url = benchlib.create_database()
     tmp = Path(tempfile.mkdtemp(prefix="healthroam-bench-"))
     server: subprocess.Popen[bytes] | None = None
     try:
-        port = free_port()
+        port = benchlib.free_port()
         base = f"http://127.0.0.1:{port}"
-        env_settings = {
-            "HEALTHROAM_DATABASE_URL": url,
-            "HEALTHROAM_DATA_DIR": str(tmp),
-            "HEALTHROAM_PUBLIC_BASE_URL": base,
-            "HEALTHROAM_LOG_LEVEL": "WARNING",
-            "HEALTHROAM_CARD_DYNAMIC_CODE_WINDOW_SECONDS": "600",
-        }
         settings = Settings(
             database_url=url,
             data_dir=tmp,
@@ -199,18 +163,17 @@ def main() -> None:
             assert client.client_secret
             creds[label] = (client.client.client_id, client.client_secret)
         platform.close()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHROAM_")}
-        env.update(env_settings)
+        env = benchlib.server_env(
+            HEALTHROAM_DATABASE_URL=url,
+            HEALTHROAM_DATA_DIR=str(tmp),
+            HEALTHROAM_PUBLIC_BASE_URL=base,
+            HEALTHROAM_LOG_LEVEL="WARNING",
+            HEALTHROAM_CARD_DYNAMIC_CODE_WINDOW_SECONDS="600",
+        )
         server = subprocess.Popen(
             [sys.executable, "-m", "healthroam", "serve", "--port", str(port)], env=env
         )
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        benchlib.wait_ready(f"{base}/healthz", server, seconds=20)
         headers = {label: token(base, *pair) for label, pair in creds.items()}
         print(f"setup: registering {args.people} residents with records and cards ...")
         people: list[tuple[str, str]] = []
@@ -308,12 +271,8 @@ def main() -> None:
             print("errors:", sorted(set(errors)))
     finally:
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        drop_database(name)
+            benchlib.stop_process(server)
+        benchlib.drop_database(name)
 
 
 if __name__ == "__main__":

@@ -14,60 +14,27 @@ created and dropped. Prints a Markdown table row.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from healthroam.bootstrap import Platform, build
 from healthroam.cards.model import CardAction
 from healthroam.config import Settings
-from healthroam.db.engine import create_database_engine
-from healthroam.db.migrate import upgrade
 from healthroam.registry.idnumber import check_character
 from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
 
-ADMIN = os.environ.get(
-    "HEALTHROAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+import benchlib
+
 PASSWORD = "bench password 1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def database(backend: str, folder: Path) -> tuple[str, str | None]:
-    if backend == "sqlite":
-        return f"sqlite:///{folder / 'bench.db'}", None
-    name = f"healthroam_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(ADMIN).set(database=name).render_as_string(hide_password=False), name
-
-
-def drop(name: str) -> None:
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def his(institution: str) -> Principal:
@@ -159,12 +126,9 @@ def main() -> None:
     parser.add_argument("--residents", type=int, default=200)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="hr-bench-page-"))
-    url, created = database(args.backend, folder)
-    try:
-        engine = create_database_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        port = free_port()
+    with benchlib.temporary_database(args.backend == "postgresql", folder) as (_, url):
+        benchlib.migrate(url)
+        port = benchlib.free_port()
         base = f"http://127.0.0.1:{port}"
         settings = Settings(
             database_url=url, data_dir=folder, public_base_url=base, audit_seal_interval_ms=0
@@ -173,8 +137,7 @@ def main() -> None:
         started = time.perf_counter()
         card_ids = setup(platform, args.residents)
         print(f"setup: {args.residents} residents in {time.perf_counter() - started:.0f} s")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHROAM_")}
-        env.update(
+        env = benchlib.server_env(
             HEALTHROAM_DATABASE_URL=url,
             HEALTHROAM_DATA_DIR=str(folder),
             HEALTHROAM_PUBLIC_BASE_URL=base,
@@ -187,12 +150,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            benchlib.wait_ready(f"{base}/readyz", server)
             with httpx.Client(base_url=base, timeout=30) as http:
                 login = http.get("/clinician/login").text
                 token = re.search(r'name="csrf" value="([^"]+)"', login)
@@ -225,8 +183,7 @@ def main() -> None:
                     assert "三亚市人民医院" in page.text
                     sizes.append(len(page.content))
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            benchlib.stop_process(server)
         platform.close()
         timings.sort()
         q = statistics.quantiles(timings, n=100)
@@ -242,9 +199,6 @@ def main() -> None:
             f"| {scan_q[49]:.0f} / {scan_q[94]:.0f} | {page_q[49]:.0f} / {page_q[94]:.0f} "
             f"| {statistics.mean(sizes) / 1024:.1f} |"
         )
-    finally:
-        if created:
-            drop(created)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from healthroam.bootstrap import build
@@ -61,6 +61,8 @@ from healthroam.synth.clinical import (
     organization,
     transaction_bundle,
 )
+
+import benchlib
 
 NATIONAL_ID = "urn:oid:2.16.156.10011.1.3"
 WRK_SCRIPT = r"""
@@ -93,42 +95,19 @@ TARGETS: dict[str, tuple[float, tuple[float, float, float] | None]] = {
 }
 
 
-def fresh_database(url: str) -> None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        Path(parsed.database or "").unlink(missing_ok=True)
-        return
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-    admin.dispose()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHROAM_")}
-    env.update(
+    return benchlib.server_env(
         HEALTHROAM_DATABASE_URL=settings.database_url,
         HEALTHROAM_DATA_DIR=str(settings.data_dir),
         HEALTHROAM_TOKEN_SIGNING_KEY_FILE=str(settings.signing_key_path),
         HEALTHROAM_LOG_LEVEL="WARNING",
         **extra,
     )
-    return env
 
 
 @contextmanager
 def server(settings: Settings, workers: int, log: Path) -> Iterator[tuple[str, int]]:
-    port = free_port()
+    port = benchlib.free_port()
     base = f"http://127.0.0.1:{port}"
     if workers > 1:
         command = [sys.executable, "-m", "uvicorn", "healthroam.api.app:create_app", "--factory",
@@ -144,45 +123,10 @@ def server(settings: Settings, workers: int, log: Path) -> Iterator[tuple[str, i
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            else:
-                raise SystemExit(log.read_text())
+            benchlib.wait_ready(f"{base}/readyz", process, log=log)
             yield base, process.pid
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _process_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
+            benchlib.stop_process(process, seconds=20)
 
 
 class CpuMeter:
@@ -194,7 +138,7 @@ class CpuMeter:
         self.server_pid = server_pid
         parsed = make_url(database_url)
         self.postgres = parsed.get_backend_name() == "postgresql"
-        self.database = parsed.database
+        self.database = parsed.database or ""
         self.admin = (
             create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
             if self.postgres
@@ -203,15 +147,11 @@ class CpuMeter:
 
     def sample(self) -> dict[int, float]:
         """CPU seconds so far per process: the server (negative pid) and each backend."""
-        found = {-self.server_pid: _process_cpu(self.server_pid)}
-        found |= {-p: _process_cpu(p) for p in _children(self.server_pid)}
+        server = benchlib.cpu_of(benchlib.with_children(self.server_pid))
+        found = {-p: cpu for p, cpu in server.items()}
         if self.admin is not None:
             with self.admin.connect() as conn:
-                pids = conn.execute(
-                    text("SELECT pid FROM pg_stat_activity WHERE datname = :d"),
-                    {"d": self.database},
-                ).scalars()
-                found |= {p: _process_cpu(p) for p in pids}
+                found |= benchlib.cpu_of(benchlib.backend_pids(self.database, conn))
         return found
 
     def measure(self, before: dict[int, float], work: int, workers: int) -> dict[str, Any]:
@@ -375,32 +315,6 @@ def wrk(
     return figures
 
 
-def search_paths(
-    observations: list[str], patients: list[str], rng: random.Random, n: int = 2000
-) -> dict[str, list[str]]:
-    """Typical searches with their parameters drawn from the loaded data."""
-    loinc = ["718-7", "6690-2", "14647-2", "14749-6", "4548-4", "1742-6", "8867-4"]
-    icd = ["I10", "E11.9", "J06.9", "K29.7", "M54.5", "J18.9", "E78.5", "B18.1"]
-    days = [date.fromordinal(date(2015, 1, 1).toordinal() + i) for i in range(0, 4300, 7)]
-    return {
-        "read Observation/<id>": [f"/fhir/Observation/{rng.choice(observations)}"
-                                  for _ in range(n)],
-        "Observation?subject=&code=": [
-            f"/fhir/Observation?subject=Patient/{rng.choice(patients)}"
-            f"&code=http://loinc.org|{rng.choice(loinc)}" for _ in range(n)
-        ],
-        "Encounter?date=ge&date=lt (a week)": [
-            f"/fhir/Encounter?date=ge{d.isoformat()}&date=lt"
-            f"{date.fromordinal(d.toordinal() + 7).isoformat()}"
-            for d in (rng.choice(days) for _ in range(n))
-        ],
-        "Condition?code=": [
-            f"/fhir/Condition?code=http://hl7.org/fhir/sid/icd-10|{rng.choice(icd)}"
-            for _ in range(n)
-        ],
-    }  # fmt: skip
-
-
 def heavy_person(generator: ClinicalGenerator, pool: list[HospitalPatient]) -> list[Resource]:
     """One person registered at 5 hospitals (same national ID) with about 1,000 resources."""
 
@@ -480,7 +394,7 @@ def main() -> None:
         )
         run_stages(args, settings, generator, sizes, rng, result, state, state_file)
         return
-    fresh_database(args.database)
+    benchlib.recreate_database(args.database)
     subprocess.run(
         [sys.executable, "-m", "healthroam", "db", "upgrade"], env=env_for(settings), check=True
     )
@@ -545,7 +459,7 @@ def run_stages(
                 state_file.write_text(json.dumps(state))
             stage["patients"] = len(patient_ids)
             auth = clients.headers("reader")
-            paths = search_paths(observations, patient_ids, rng)
+            paths = benchlib.fhir_search_paths(observations, patient_ids, rng)
             stage["queries"] = {}
             for name, listing in paths.items():
                 print(f"[{size}] wrk {name}", flush=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import tempfile
 import threading
 import time
@@ -23,13 +22,11 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.bench_hl7_gateway import GatewayProcess, Tally, drive, fresh_database
-
 from healthroam.db.engine import create_database_engine
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_exchange import hl7_messages
+
+from bench_hl7_gateway import GatewayProcess, Tally, drive, fresh_database
 
 
 def main() -> None:

@@ -15,21 +15,16 @@ import argparse
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -41,39 +36,24 @@ from healthroam.exchange.hl7.mllp import MllpClient  # noqa: E402
 from healthroam.exchange.hl7.service import SenderService  # noqa: E402
 from hl7_testkit import oru  # noqa: E402
 
-ADMIN = os.environ.get(
-    "HEALTHROAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+import benchlib  # noqa: E402
 
 
 @contextmanager
 def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
-    """A migrated empty database; PostgreSQL ones are dropped afterwards."""
-    if backend == "sqlite":
-        url = f"sqlite:///{workdir / 'bench.db'}"
-        name = None
-    else:
-        name = f"healthroam_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
-    settings = Settings(database_url=url, data_dir=workdir)
-    with build(settings) as platform:
-        upgrade(platform.db.engine)
-        platform.institutions.add(
-            code="H001", name="海南省人民医院", kind="hospital", region="460106", level=3
-        )
-        SenderService(platform.db).add(application="HIS", facility="H001", institution_code="H001")
-    try:
+    """A migrated database with hospital H001 and its HIS as a sender; PostgreSQL ones are
+    dropped afterwards."""
+    with benchlib.temporary_database(backend == "postgresql", workdir) as (_, url):
+        settings = Settings(database_url=url, data_dir=workdir)
+        with build(settings) as platform:
+            upgrade(platform.db.engine)
+            platform.institutions.add(
+                code="H001", name="海南省人民医院", kind="hospital", region="460106", level=3
+            )
+            SenderService(platform.db).add(
+                application="HIS", facility="H001", institution_code="H001"
+            )
         yield url
-    finally:
-        if name is not None:
-            admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
 
 
 class GatewayProcess:
@@ -94,20 +74,16 @@ class GatewayProcess:
         self.log_path = workdir / "gateway.log"
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHROAM_")}
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])
-        env.update(
+        env = benchlib.server_env(
+            PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
             HEALTHROAM_DATABASE_URL=self.url,
             HEALTHROAM_DATA_DIR=str(self.workdir),
             **{f"HEALTHROAM_{k.upper()}": v for k, v in self.settings.items()},
         )
         log = self.log_path.open("a")
         offset = self.log_path.stat().st_size
-        port = 0
-        if self.processes > 1:  # a fixed port, shared with SO_REUSEPORT
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
+        # One process picks a free port itself; several share a fixed one with SO_REUSEPORT.
+        port = benchlib.free_port() if self.processes > 1 else 0
         command = [sys.executable, "-m", "healthroam", "gateway", "--port", str(port)]
         command += ["--handler", self.handler, "--processes", str(self.processes)]
         self.process = subprocess.Popen(
@@ -133,15 +109,7 @@ class GatewayProcess:
     def cpu_seconds(self) -> float:
         """User + system CPU time the gateway processes have used so far (Linux /proc)."""
         assert self.process is not None
-        pids = [self.process.pid]
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        if children.exists():
-            pids += [int(p) for p in children.read_text().split()]
-        total = 0
-        for pid in pids:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+        return sum(benchlib.cpu_of(benchlib.with_children(self.process.pid)).values())
 
     def kill(self) -> None:
         assert self.process is not None

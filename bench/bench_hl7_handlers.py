@@ -11,51 +11,29 @@ a fresh database is created and dropped. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import hl7
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event
 
 from healthroam.bootstrap import build
 from healthroam.config import Settings
-from healthroam.db.engine import create_database_engine
-from healthroam.db.migrate import upgrade
 from healthroam.exchange.hl7.contract import MessageContext, Sender
 from healthroam.exchange.hl7.handlers import build_dispatcher
 from healthroam.registry.idnumber import check_character
 from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
 
-ADMIN = os.environ.get(
-    "HEALTHROAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+import benchlib
+
 SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "hl7"
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高符吉"
 GIVEN = "秀英建国志强海燕丽娟文华春梅小红明辉玉兰德胜美玲"
-
-
-def create_database() -> tuple[str, str]:
-    name = f"healthroam_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name, make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(name: str) -> None:
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def template(name: str) -> str:
@@ -106,9 +84,7 @@ def run(database_url: str, count: int, data_dir: Path) -> list[float]:
         token_signing_key_file=data_dir / "signing.pem",
         audit_seal_interval_ms=0,
     )
-    engine = create_database_engine(database_url)
-    upgrade(engine)
-    engine.dispose()
+    benchlib.migrate(database_url)
     platform = build(settings)
     try:
         platform.institutions.add(
@@ -149,18 +125,11 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.sqlite:
-            backend, url, created = "SQLite", f"sqlite:///{tmp}/bench.db", None
-        else:
-            created, url = create_database()
-            backend = "PostgreSQL"
-        try:
+        backend = "SQLite" if args.sqlite else "PostgreSQL"
+        with benchlib.temporary_database(not args.sqlite, Path(tmp)) as (_, url):
             started = time.perf_counter()
             timings = run(url, args.patients, Path(tmp))
             elapsed = time.perf_counter() - started
-        finally:
-            if created:
-                drop_database(created)
     ms = sorted(t * 1000 for t in timings)
 
     def pct(p: float) -> float:

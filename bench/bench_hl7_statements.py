@@ -16,46 +16,23 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import random
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event
 
 from healthroam.bootstrap import build
 from healthroam.config import Settings
-from healthroam.db.engine import create_database_engine
-from healthroam.db.migrate import upgrade
 from healthroam.exchange.hl7.handlers import platform_dispatcher
 from healthroam.exchange.hl7.service import GatewayService, Outcome
 from healthroam.exchange.simulator import MessageFactory, hospitals, people, setup_senders
 
-ADMIN = os.environ.get(
-    "HEALTHROAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def create_database() -> tuple[str, str]:
-    name = f"healthroam_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name, make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(name: str) -> None:
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+import benchlib
 
 
 def simulated(visits: int, count: int, seed: int) -> list[tuple[str, bytes]]:
@@ -87,9 +64,7 @@ def run(
         token_signing_key_file=data_dir / "signing.pem",
         audit_seal_interval_ms=0,
     )
-    engine = create_database_engine(url)
-    upgrade(engine)
-    engine.dispose()
+    benchlib.migrate(url)
     with build(settings) as platform:
         setup_senders(platform, 20)
         service = GatewayService(
@@ -154,16 +129,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write a cProfile of the applying loop here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.sqlite:
-            backend, url, created = "SQLite", f"sqlite:///{tmp}/bench.db", None
-        else:
-            created, url = create_database()
-            backend = "PostgreSQL"
-        try:
+        backend = "SQLite" if args.sqlite else "PostgreSQL"
+        with benchlib.temporary_database(not args.sqlite, Path(tmp)) as (_, url):
             result = run(url, Path(tmp), args.visits, args.batch, args.profile)
-        finally:
-            if created:
-                drop_database(created)
     print(f"| measurement ({backend}, {args.visits} visits, batches of {args.batch}) | value |")
     print("| --- | --- |")
     print(f"| messages | {result['messages']} ({result['codes']}) |")

@@ -15,32 +15,26 @@ A fresh database (PostgreSQL: created and dropped; SQLite: a temporary file).
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from healthroam.bootstrap import build
 from healthroam.config import Settings
-from healthroam.db.engine import create_database_engine
-from healthroam.db.migrate import upgrade
 from healthroam.exchange.recognition.model import CHINA_TIME, LOINC
 from healthroam.registry.idnumber import check_character
 from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
 from healthroam.security.service import utcnow
 
-ADMIN = os.environ.get(
-    "HEALTHROAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+import benchlib
+
 CODES = ["58410-2", "4548-4", "24627-2", "718-7", "2345-7", "8867-4"]
 
 
@@ -72,23 +66,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    name = f"healthroam_bench_{uuid.uuid4().hex[:8]}"
-    if args.backend == "postgresql":
-        admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite:///{tmp}/bench.db"
-    try:
-        engine = create_database_engine(url)
-        upgrade(engine)
-        engine.dispose()
+    with benchlib.temporary_database(args.backend == "postgresql", tmp) as (_, url):
+        benchlib.migrate(url)
         run(Settings(database_url=url, data_dir=tmp, audit_seal_interval_ms=0), args)
-    finally:
-        if args.backend == "postgresql":
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def run(settings: Settings, args: argparse.Namespace) -> None:

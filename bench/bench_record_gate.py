@@ -13,18 +13,15 @@ figure is the median and p95 in milliseconds per call.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from healthroam.bootstrap import build
 from healthroam.config import Settings
@@ -35,27 +32,10 @@ from healthroam.registry.idnumber import check_character
 from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
 
-ADMIN = os.environ.get(
-    "HEALTHROAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+import benchlib
+
 LOINC = "http://loinc.org"
 CODES = ["4548-4", "2345-7", "2093-3", "718-7", "8480-6"]
-
-
-def create_database() -> tuple[str, str]:
-    name = f"healthroam_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name, make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(name: str) -> None:
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def patient(n: int) -> dict[str, Any]:
@@ -91,7 +71,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
-    name, url = create_database()
+    name, url = benchlib.create_database()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings(database_url=url, data_dir=Path(tmp))
@@ -191,7 +171,7 @@ def main() -> None:
                 print(f"| {label} | {a:.1f} | {b:.1f} | {c:.1f} | {d:.1f} |")
             platform.db.engine.dispose()
     finally:
-        drop_database(name)
+        benchlib.drop_database(name)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from healthroam.bootstrap import build
@@ -41,17 +41,7 @@ from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
 from healthroam.synth.writer import write_province
 
-
-def fresh_database(url: str) -> None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        Path(parsed.database or "").unlink(missing_ok=True)
-        return
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-    admin.dispose()
+import benchlib
 
 
 class ServerCpu:
@@ -59,27 +49,17 @@ class ServerCpu:
 
     def __init__(self, url: str) -> None:
         parsed = make_url(url)
-        self.database = parsed.database
+        self.database = parsed.database or ""
         self.admin = create_engine(parsed.set(database="postgres"))
         self.seen: dict[int, float] = {}
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        tick = os.sysconf("SC_CLK_TCK")
         with self.admin.connect() as conn:
             while not self.done.is_set():
-                pids = conn.execute(
-                    text("SELECT pid FROM pg_stat_activity WHERE datname = :d"),
-                    {"d": self.database},
-                ).scalars()
-                for pid in pids:
-                    try:
-                        with open(f"/proc/{pid}/stat") as handle:
-                            fields = handle.read().rsplit(")", 1)[1].split()
-                    except OSError:
-                        continue
-                    used = (int(fields[11]) + int(fields[12])) / tick
+                pids = benchlib.backend_pids(self.database, conn)
+                for pid, used in benchlib.cpu_of(pids).items():
                     self.seen[pid] = max(self.seen.get(pid, 0.0), used)
                 conn.rollback()
                 self.done.wait(0.25)
@@ -144,7 +124,7 @@ def main() -> None:
     population = province / "sources" / "population.parquet"
     rows = pq.ParquetFile(population).metadata.num_rows
     if not args.reuse:
-        fresh_database(args.database)
+        benchlib.recreate_database(args.database)
     platform = build(settings)
     upgrade(platform.db.engine)
     if not args.reuse:

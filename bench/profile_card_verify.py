@@ -26,27 +26,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import insert, select
 
 from healthroam.api.app import create_app
 from healthroam.bootstrap import build
 from healthroam.cards.bulk import BulkIssuer
 from healthroam.cards.qr import make_dynamic_code
 from healthroam.config import Settings
-from healthroam.db.migrate import upgrade
 from healthroam.db.tables_cards import cards
 from healthroam.db.tables_registry import master_persons
 from healthroam.keys.model import KeyPurpose
 from healthroam.security.sealer import AuditSealer
+
+import benchlib
 
 
 def setup(url: str, tmp: Path, people: int) -> tuple[Settings, list[str], str]:
     settings = Settings(
         database_url=url, data_dir=tmp, log_level="WARNING", card_dynamic_code_window_seconds=600
     )
-    engine = create_engine(url)
-    upgrade(engine)
-    engine.dispose()
+    benchlib.migrate(url)
     with build(settings) as platform:
         platform.keys.init()
         now = datetime.now(UTC)
@@ -75,17 +74,7 @@ def setup(url: str, tmp: Path, people: int) -> tuple[Settings, list[str], str]:
         key_id, key = platform.keys.symmetric(KeyPurpose.QR)
         with platform.db.transaction(readonly=True) as conn:
             ehc_ids = [r[0] for r in conn.execute(select(cards.c.ehc_id))]
-        platform.institutions.add(
-            code="PROFH", name="剖析医院", kind="hospital", region="460106", level=3
-        )
-        client = platform.clients.add(institution_code="PROFH", scopes="system/Card.r")
-        token = platform.auth.grant(
-            grant_type="client_credentials",
-            scope=None,
-            basic=(client.client.client_id, client.client_secret or ""),
-            assertion_type=None,
-            assertion=None,
-        ).access_token
+        token = benchlib.hospital_token(platform, "PROFH", "剖析医院", "system/Card.r")
     at = int(time.time())
     codes = [make_dynamic_code(e, key_id, key, at - s) for s in range(300) for e in ehc_ids]
     return settings, codes, token
@@ -181,13 +170,6 @@ async def drive(app: Any, codes: list[str], token: str, concurrency: int) -> int
     return ok
 
 
-def _service_bench() -> Any:
-    """bench_card_service.py (beside this file), for its PostgreSQL database helpers."""
-    import bench_card_service  # type: ignore[import-not-found,unused-ignore]
-
-    return bench_card_service
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
@@ -207,11 +189,9 @@ def main() -> None:
     parser.add_argument("--flush-ms", type=int, default=2, help="batch gathering wait")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hr-prof-"))
-    name = ""
-    if args.postgres:
-        name, url = _service_bench().create_database()
-    else:
-        url = f"sqlite:///{tmp / 'prof.db'}"
+    name, url = (
+        benchlib.create_database() if args.postgres else ("", f"sqlite:///{tmp / 'prof.db'}")
+    )
     try:
         settings, codes, token = setup(url, tmp, args.people)
         codes = codes[: args.requests + 200]
@@ -233,7 +213,7 @@ def main() -> None:
 
             run(codes[:200])  # warm up
             profiler = cProfile.Profile() if args.profile else None
-            backends = _service_bench().cpu_of(_service_bench().backend_pids(name)) if name else {}
+            backends = benchlib.cpu_of(benchlib.backend_pids(name))
             cpu, wall = time.process_time(), time.perf_counter()
             if profiler:
                 profiler.enable()
@@ -244,8 +224,8 @@ def main() -> None:
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             n = len(codes) - 200
             if name:
-                after = _service_bench().cpu_of(_service_bench().backend_pids(name))
-                db_cpu = sum(v - backends.get(p, 0.0) for p, v in after.items())
+                after = benchlib.cpu_of(benchlib.backend_pids(name))
+                db_cpu = benchlib.cpu_spent(backends, after)
                 print(f"PostgreSQL backends: {db_cpu / n * 1000:.3f} ms CPU per verification")
             print(
                 f"{'PostgreSQL' if args.postgres else 'SQLite'}, {args.layer}: {n} verifications "
@@ -261,7 +241,7 @@ def main() -> None:
                 print(out.getvalue())
     finally:
         if name:
-            _service_bench().drop_database(name)
+            benchlib.drop_database(name)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -21,7 +21,6 @@ import json
 import random
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,8 @@ from healthroam.api.app import create_app
 from healthroam.bootstrap import build
 from healthroam.config import Settings
 from healthroam.records.search_params import search_index
+
+import benchlib
 
 
 async def measure(
@@ -78,26 +79,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
         n = args.requests
-        loinc = ["718-7", "6690-2", "14647-2", "14749-6", "4548-4", "1742-6", "8867-4"]
-        icd = ["I10", "E11.9", "J06.9", "K29.7", "M54.5", "J18.9", "E78.5", "B18.1"]
-        days = [date.fromordinal(date(2015, 1, 1).toordinal() + i) for i in range(0, 4300, 7)]
-        paths = {
-            "read": [f"/fhir/Observation/{rng.choice(state['observations'])}" for _ in range(n)],
-            "Observation?subject=&code=": [
-                f"/fhir/Observation?subject=Patient/{rng.choice(state['patient_ids'])}"
-                f"&code=http://loinc.org|{rng.choice(loinc)}"
-                for _ in range(n)
-            ],
-            "Encounter?date=ge&date=lt": [
-                f"/fhir/Encounter?date=ge{d.isoformat()}"
-                f"&date=lt{date.fromordinal(d.toordinal() + 7).isoformat()}"
-                for d in (rng.choice(days) for _ in range(n))
-            ],
-            "Condition?code=": [
-                f"/fhir/Condition?code=http://hl7.org/fhir/sid/icd-10|{rng.choice(icd)}"
-                for _ in range(n)
-            ],
-        }
+        typical = benchlib.fhir_search_paths(state["observations"], state["patient_ids"], rng, n)
+        # bench_fhir_store.py's searches, under this script's shorter names
+        names = (
+            "read",
+            "Observation?subject=&code=",
+            "Encounter?date=ge&date=lt",
+            "Condition?code=",
+        )
+        paths = dict(zip(names, typical.values(), strict=True))
         if "everything" in state:
             master = state["everything"]["master"]
             paths["$everything"] = [f"/fhir/Patient/{master}/$everything?_count=5000"] * max(

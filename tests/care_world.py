@@ -100,6 +100,27 @@ def _record(pid: str) -> list[dict[str, Any]]:
     ]
 
 
+def refusing_consent(patient_id: str) -> dict[str, Any]:
+    """The resident's privacy Consent refusing to share their record (recorded against
+    ``Patient/<patient_id>``)."""
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "dateTime": "2026-11-01T00:00:00Z",
+        "provision": {"type": "deny"},
+    }
+
+
 def _world(platform: Platform, province: Province, http: TestClient) -> World:
     platform.keys.init()
     a = province.headers(WRITER, institution=province.institution("HA"))

@@ -91,3 +91,18 @@ def patient(
     }
     resource.update(extra)
     return resource
+
+
+def post_created(
+    http: TestClient, headers: dict[str, str], resource: dict[str, Any]
+) -> dict[str, Any]:
+    """POST ``resource`` to /fhir/<type>; it must be created (201). Returns the stored body."""
+    r = http.post(f"/fhir/{resource['resourceType']}", json=resource, headers=headers)
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def make_patient(http: TestClient, headers: dict[str, str], seq: int = 124, **extra: Any) -> str:
+    """Create :func:`patient` (national ID sequence ``seq``) over the API; returns its id."""
+    return str(post_created(http, headers, patient(sequence=seq, **extra))["id"])

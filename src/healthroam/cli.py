@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from healthroam.bootstrap import Platform, build, build_database
+from healthroam.bootstrap import build_database
 from healthroam.cards import cli as cards_cli
-from healthroam.cli_support import cli_errors
+from healthroam.cli_support import build_platform, cli_errors
 from healthroam.clinicians import cli as clinicians_cli
 from healthroam.config import get_settings
 from healthroam.db.migrate import current_revision, upgrade
@@ -53,10 +53,6 @@ err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 
-def _platform() -> Platform:
-    return build(get_settings())
-
-
 @db_app.command("upgrade")
 @cli_errors
 def db_upgrade() -> None:
@@ -86,7 +82,7 @@ def institutions_add(
     level: Annotated[int | None, typer.Option(help="Hospital level 1, 2 or 3.")] = None,
 ) -> None:
     """Register an institution."""
-    with _platform() as platform:
+    with build_platform() as platform:
         institution = platform.institutions.add(
             code=code, name=name, kind=kind, region=region, level=level
         )
@@ -99,7 +95,7 @@ def institutions_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List institutions."""
-    with _platform() as platform:
+    with build_platform() as platform:
         rows = platform.institutions.list()
     if as_json:
         print(
@@ -150,7 +146,7 @@ def clients_add(
             raise typer.BadParameter(f"cannot read JWKS: {exc}", param_hint="--jwks") from None
         if not isinstance(jwks_doc, dict):
             raise typer.BadParameter("JWKS must be a JSON object", param_hint="--jwks")
-    with _platform() as platform:
+    with build_platform() as platform:
         created = platform.clients.add(
             institution_code=institution,
             scopes=scope,
@@ -177,7 +173,7 @@ def clients_add(
 @cli_errors
 def clients_disable(client_id: str) -> None:
     """Disable a client: its tokens stop working at once."""
-    with _platform() as platform:
+    with build_platform() as platform:
         platform.clients.set_active(client_id, False)
     out.print(f"client {client_id} disabled")
 
@@ -186,7 +182,7 @@ def clients_disable(client_id: str) -> None:
 @cli_errors
 def clients_enable(client_id: str) -> None:
     """Enable a disabled client again."""
-    with _platform() as platform:
+    with build_platform() as platform:
         platform.clients.set_active(client_id, True)
     out.print(f"client {client_id} enabled")
 
@@ -198,7 +194,7 @@ def clients_list(
 ) -> None:
     """List clients (never their secrets)."""
     table = Table("client_id", "institution", "name", "auth", "active", "scope")
-    with _platform() as platform:
+    with build_platform() as platform:
         clients = platform.clients.list(institution)
     for c in clients:
         auth = "+".join(a for a, on in (("secret", c.has_secret), ("jwks", bool(c.jwks))) if on)
@@ -210,7 +206,7 @@ def clients_list(
 @cli_errors
 def audit_verify() -> None:
     """Recompute the hash chain; exit 1 if any entry was edited, inserted or deleted."""
-    with _platform() as platform:
+    with build_platform() as platform:
         report = platform.audit.verify()
     if report.ok:
         out.print(f"audit trail intact: {report.entries} entries")
@@ -239,7 +235,7 @@ def demo_load(
     database = build_database(settings)
     upgrade(database.engine)
     database.dispose()
-    with _platform() as platform, Progress(console=err, transient=True) as bar:
+    with build_platform() as platform, Progress(console=err, transient=True) as bar:
         task = bar.add_task("registering demo patients", total=people)
         summary = load_demo(
             platform, people=people, seed=seed, progress=lambda n: bar.advance(task, n)

@@ -1,5 +1,6 @@
 """What every `healthroam` command shares: one error handling (a one-line message and exit code
-2, never a traceback) and the platform built from the process's settings."""
+2, never a traceback), the platform built from the process's settings, and the progress bar
+of a file being loaded."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from healthroam.errors import HealthroamError
@@ -49,3 +51,17 @@ def build_platform() -> Platform:
     from healthroam.config import get_settings
 
     return build(get_settings())
+
+
+def file_progress(quiet: bool) -> Progress:
+    """The progress bar of a file being loaded (its task's description, rows done of the
+    total, time left) on stderr; it disappears when done, and ``quiet`` hides it."""
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+        transient=True,
+    )

@@ -238,15 +238,14 @@ async def _verified(
             check_client=True,
         )
     except CardRefused as exc:
-        return error_response(
-            request,
-            exc.status,
-            exc.code,
-            exc.title,
-            exc.detail,
-            exc.expression,
-            {"reason": exc.reason},
-        )
+        return card_refused_response(request, exc)
+
+
+def card_refused_response(request: Request, exc: CardRefused) -> JSONResponse:
+    """The answer to a refused card: the error shape with the machine-readable ``reason``."""
+    return error_response(
+        request, exc.status, exc.code, exc.title, exc.detail, exc.expression, {"reason": exc.reason}
+    )
 
 
 class VerifyFastPath:

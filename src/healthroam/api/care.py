@@ -19,8 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from healthroam.api.auth import platform_of, scoped
-from healthroam.api.cards import verification_json
-from healthroam.api.errors import error_response
+from healthroam.api.cards import card_refused_response, verification_json
 from healthroam.api.fhir_registry import BREAK_GLASS_HEADER
 from healthroam.cards.service import CardRefused
 from healthroam.exchange.care.model import (
@@ -160,15 +159,7 @@ def check_in(body: CheckInBody, request: Request, principal: CardReader) -> JSON
             channel=body.channel,
         )
     except CardRefused as exc:
-        return error_response(
-            request,
-            exc.status,
-            exc.code,
-            exc.title,
-            exc.detail,
-            exc.expression,
-            {"reason": exc.reason},
-        )
+        return card_refused_response(request, exc)
     result = verification_json(verification, visit_purpose(body.purpose).step)
     mii = checked.master_index_id
     result["checkIn"] = {

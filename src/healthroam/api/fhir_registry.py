@@ -22,6 +22,7 @@ from healthroam.api.fhir import fhir_response, json_body
 from healthroam.errors import Conflict, InvalidInput, NotFound
 from healthroam.exchange.care.service import Grant
 from healthroam.records.everything import Everything, everything
+from healthroam.records.model import operation_outcome
 from healthroam.records.searchset import bundle_json, entry_json
 from healthroam.records.validation import validate_resource
 from healthroam.registry.fhir import (
@@ -253,41 +254,21 @@ BREAK_GLASS_HEADER = "x-break-glass-reason"
 
 def _consent_note(bundle: dict[str, Any], grant: Grant) -> None:
     """Say in the Bundle that other institutions' data was left out, and why."""
+    notes = []
     if grant.decision.others_hidden:
-        bundle["entry"].append(
-            {
-                "resource": {
-                    "resourceType": "OperationOutcome",
-                    "issue": [
-                        {
-                            "severity": "information",
-                            "code": "suppressed",
-                            "diagnostics": "only your institution's data is shown: "
-                            + (grant.decision.guidance or ""),
-                        }
-                    ],
-                },
-                "search": {"mode": "outcome"},
-            }
-        )
+        notes.append("only your institution's data is shown: " + (grant.decision.guidance or ""))
     if grant.decision.consent_refused and not grant.decision.consent_overridden:
-        bundle["entry"].append(
-            {
-                "resource": {
-                    "resourceType": "OperationOutcome",
-                    "issue": [
-                        {
-                            "severity": "information",
-                            "code": "suppressed",
-                            "diagnostics": "the resident's consent refuses sharing other "
-                            "institutions' data with yours; only your institution's data is "
-                            "shown",
-                        }
-                    ],
-                },
-                "search": {"mode": "outcome"},
-            }
+        notes.append(
+            "the resident's consent refuses sharing other institutions' data with yours; only "
+            "your institution's data is shown"
         )
+    bundle["entry"].extend(
+        {
+            "resource": operation_outcome("information", "suppressed", note),
+            "search": {"mode": "outcome"},
+        }
+        for note in notes
+    )
 
 
 @router.get("/Patient/{master_index_id:mii}/$everything")

@@ -6,7 +6,6 @@ and count routes under /recognition (docs/result-recognition.md).
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -16,7 +15,7 @@ from healthroam.api.auth import platform_of, scoped
 from healthroam.api.fhir import fhir_response, json_body
 from healthroam.api.fhir_registry import BREAK_GLASS_HEADER
 from healthroam.errors import InvalidInput
-from healthroam.exchange.recognition.model import local_day
+from healthroam.exchange.recognition.model import local_day, parse_day
 from healthroam.exchange.recognition.service import (
     COUNT_SCOPE_TYPE,
     RecentResults,
@@ -216,23 +215,14 @@ async def acknowledge(request: Request, caller: OrderUpdater) -> JSONResponse:
     )
 
 
-def _date(value: str | None, name: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a date (YYYY-MM-DD)", expression=name) from None
-
-
 @router.get("/counts")
 def counts(request: Request, caller: CountReader) -> JSONResponse:
     """Alerts and avoided duplicates per test and institution (no personal data)."""
     params = request.query_params
-    since = _date(params.get("since"), "since")
+    since = parse_day(params.get("since"), "since")
     if since is None:
         raise InvalidInput("since is required", expression="since")
-    until = _date(params.get("until"), "until")
+    until = parse_day(params.get("until"), "until")
     by = params.get("by", "ordering")
     rows = platform_of(request).recognition.counts(since, until, by)
     return JSONResponse(
@@ -240,17 +230,6 @@ def counts(request: Request, caller: CountReader) -> JSONResponse:
             "since": since.isoformat(),
             "until": until.isoformat() if until else None,
             "by": by,
-            "rows": [
-                {
-                    "test": row.test_id,
-                    "institution": row.institution,
-                    "orders": row.orders,
-                    "alerts": row.alerts,
-                    "recognised": row.recognised,
-                    "avoided": row.avoided,
-                    "declined": row.declined,
-                }
-                for row in rows
-            ],
+            "rows": [row.as_dict() for row in rows],
         }
     )

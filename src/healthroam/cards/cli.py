@@ -7,18 +7,14 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from healthroam.cli_support import cli_errors
+from healthroam.cli_support import build_platform, cli_errors
 from healthroam.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from healthroam.bootstrap import Platform
-
 
 app = typer.Typer(
     help="Resident health cards: issue, lifecycle, EHC IDs, offline checks.", no_args_is_help=True
@@ -28,13 +24,6 @@ app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
-
-
-def _platform() -> Platform:
-    from healthroam.bootstrap import build
-    from healthroam.config import get_settings
-
-    return build(get_settings())
 
 
 @app.command("issue")
@@ -60,7 +49,7 @@ def issue(
 
     from healthroam.cards.bulk import BulkIssuer
 
-    with _platform() as platform:
+    with build_platform() as platform:
         settings = platform.settings
         issuer = BulkIssuer(
             platform.cards,
@@ -171,7 +160,7 @@ def usage(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Card uses per institution and step on one day (用卡监控)."""
-    with _platform() as platform:
+    with build_platform() as platform:
         rows = platform.cards.usage(None, date)
     if as_json:
         print(json.dumps([_row(r) for r in rows]))
@@ -196,7 +185,7 @@ def keys_init(
     ] = None,
 ) -> None:
     """Create the root, trust-list, EHC root, QR and issuing keys that do not exist yet."""
-    with _platform() as platform:
+    with build_platform() as platform:
         made = platform.keys.init(region or [])
     if not made:
         out.print("all keys already exist")
@@ -221,7 +210,7 @@ def keys_rotate(
     """Make a key's successor; the old key keeps verifying what it signed."""
     from healthroam.keys.model import parse_purpose
 
-    with _platform() as platform:
+    with build_platform() as platform:
         record = platform.keys.rotate(parse_purpose(purpose), region, lead)
     starts = datetime.fromtimestamp(record.valid_from, UTC).isoformat()
     out.print(
@@ -233,7 +222,7 @@ def keys_rotate(
 @cli_errors
 def keys_list() -> None:
     """Every card key with its validity (never key material)."""
-    with _platform() as platform:
+    with build_platform() as platform:
         records = platform.keys.records(refresh=True)
 
     def when(t: int | None) -> str:
@@ -274,7 +263,7 @@ def keys_export_trust_list(
     ] = None,
 ) -> None:
     """Write the current signed trust list (and the terminals' anchor bundle)."""
-    with _platform() as platform:
+    with build_platform() as platform:
         data = platform.cards.trust_list()
         bundle = platform.keys.anchor_bundle()
     out_file.write_bytes(data)

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from healthroam.bootstrap import Platform
-
-from healthroam.cli_support import cli_errors
+from healthroam.cli_support import build_platform, cli_errors
 
 app = typer.Typer(help="Clinician accounts of the clinician page.", no_args_is_help=True)
 out = Console()
-
-
-def _platform() -> Platform:
-    from healthroam.bootstrap import build
-    from healthroam.config import get_settings
-
-    return build(get_settings())
 
 
 def _password(password_file: Path | None) -> str:
@@ -54,7 +44,7 @@ def add(
 ) -> None:
     """Create a clinician account. The password is stored only as an Argon2id hash."""
     password = _password(password_file)
-    with _platform() as platform:
+    with build_platform() as platform:
         clinician = platform.clinicians.add(
             username=username, display_name=name, institution_code=institution, password=password
         )
@@ -70,7 +60,7 @@ def list_(
 ) -> None:
     """List clinician accounts (never their passwords)."""
     table = Table("username", "name", "institution", "active", "created")
-    with _platform() as platform:
+    with build_platform() as platform:
         clinicians = platform.clinicians.list(institution)
     for c in clinicians:
         table.add_row(
@@ -87,7 +77,7 @@ def list_(
 @cli_errors
 def disable(username: str) -> None:
     """Disable an account: its open sessions end at once."""
-    with _platform() as platform:
+    with build_platform() as platform:
         platform.clinicians.set_active(username, False)
     out.print(f"clinician {username} disabled", highlight=False)
 
@@ -96,7 +86,7 @@ def disable(username: str) -> None:
 @cli_errors
 def enable(username: str) -> None:
     """Enable a disabled account again."""
-    with _platform() as platform:
+    with build_platform() as platform:
         platform.clinicians.set_active(username, True)
     out.print(f"clinician {username} enabled", highlight=False)
 
@@ -112,6 +102,6 @@ def password(
 ) -> None:
     """Set a new password (also unlocks the account and ends its sessions)."""
     secret = _password(password_file)
-    with _platform() as platform:
+    with build_platform() as platform:
         platform.clinicians.set_password(username, secret)
     out.print(f"password of {username} changed", highlight=False)

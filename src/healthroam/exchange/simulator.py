@@ -193,91 +193,59 @@ class MessageFactory:
             fields.append(at.strftime("%Y%m%d%H%M%S"))  # PV1-45 discharge date/time
         return "|".join(fields)
 
+    def _message(
+        self, kind: str, event: str, structure: str, at: datetime, *segments: str
+    ) -> tuple[str, str]:
+        """(label, ER7 text) of a message: its MSH, then ``segments``."""
+        return f"{kind}^{event}", "\r".join([self._msh(kind, event, structure, at), *segments])
+
+    def _adt(self, event: str, structure: str, at: datetime, pid: str, pv1: str) -> tuple[str, str]:
+        return self._message(
+            "ADT", event, structure, at, f"EVN|{event}|{at:%Y%m%d%H%M%S}", pid, pv1
+        )
+
     def visit(self, person: Person, at: datetime) -> Iterator[tuple[str, str]]:
         """(label, ER7 text) of one visit's messages, in order."""
         visit = f"V{self.hospital.code}{self.sequence:09d}"
         pid = self._pid(person)
-        yield (
-            "ADT^A04",
-            "\r".join(
-                [
-                    self._msh("ADT", "A04", "ADT_A01", at),
-                    f"EVN|A04|{at:%Y%m%d%H%M%S}",
-                    pid,
-                    self._pv1("O", visit, at),
-                ]
-            ),
-        )
+        yield self._adt("A04", "ADT_A01", at, pid, self._pv1("O", visit, at))
         loinc, name, unit, low, high = self.rng.choice(TESTS)
         placer = f"O{self.hospital.code}{self.sequence:09d}"
         ordered = at + timedelta(minutes=5)
-        yield (
-            "ORM^O01",
-            "\r".join(
-                [
-                    self._msh("ORM", "O01", "ORM_O01", ordered),
-                    pid,
-                    self._pv1("O", visit, at),
-                    f"ORC|NW|{placer}|||||||{ordered:%Y%m%d%H%M%S}",
-                    f"OBR|1|{placer}||{loinc}^{_escape(name)}^LN|||{ordered:%Y%m%d%H%M%S}",
-                ]
-            ),
+        yield self._message(
+            "ORM",
+            "O01",
+            "ORM_O01",
+            ordered,
+            pid,
+            self._pv1("O", visit, at),
+            f"ORC|NW|{placer}|||||||{ordered:%Y%m%d%H%M%S}",
+            f"OBR|1|{placer}||{loinc}^{_escape(name)}^LN|||{ordered:%Y%m%d%H%M%S}",
         )
         resulted = at + timedelta(hours=2)
         value = round(self.rng.uniform(low * 0.8, high * 1.2), 1)
         flag = "L" if value < low else "H" if value > high else "N"
-        yield (
-            "ORU^R01",
-            "\r".join(
-                [
-                    self._msh("ORU", "R01", "ORU_R01", resulted),
-                    pid,
-                    self._pv1("O", visit, at),
-                    f"ORC|RE|{placer}|F{placer[1:]}",
-                    f"OBR|1|{placer}|F{placer[1:]}|{loinc}^{_escape(name)}^LN|||"
-                    f"{ordered:%Y%m%d%H%M%S}|||||||||||||||{resulted:%Y%m%d%H%M%S}||LAB|F",
-                    f"OBX|1|NM|{loinc}^{_escape(name)}^LN||{value}|{unit}|{low}-{high}|{flag}|||F|||"
-                    f"{resulted:%Y%m%d%H%M%S}",
-                ]
-            ),
+        yield self._message(
+            "ORU",
+            "R01",
+            "ORU_R01",
+            resulted,
+            pid,
+            self._pv1("O", visit, at),
+            f"ORC|RE|{placer}|F{placer[1:]}",
+            f"OBR|1|{placer}|F{placer[1:]}|{loinc}^{_escape(name)}^LN|||"
+            f"{ordered:%Y%m%d%H%M%S}|||||||||||||||{resulted:%Y%m%d%H%M%S}||LAB|F",
+            f"OBX|1|NM|{loinc}^{_escape(name)}^LN||{value}|{unit}|{low}-{high}|{flag}|||F|||"
+            f"{resulted:%Y%m%d%H%M%S}",
         )
         if self.rng.random() < 0.2:
             admitted = at + timedelta(hours=3)
             inpatient = visit + "I"
-            yield (
-                "ADT^A01",
-                "\r".join(
-                    [
-                        self._msh("ADT", "A01", "ADT_A01", admitted),
-                        f"EVN|A01|{admitted:%Y%m%d%H%M%S}",
-                        pid,
-                        self._pv1("I", inpatient, admitted),
-                    ]
-                ),
-            )
-            yield (
-                "ADT^A08",
-                "\r".join(
-                    [
-                        self._msh("ADT", "A08", "ADT_A01", admitted),
-                        f"EVN|A08|{admitted:%Y%m%d%H%M%S}",
-                        pid,
-                        self._pv1("I", inpatient, admitted),
-                    ]
-                ),
-            )
+            yield self._adt("A01", "ADT_A01", admitted, pid, self._pv1("I", inpatient, admitted))
+            yield self._adt("A08", "ADT_A01", admitted, pid, self._pv1("I", inpatient, admitted))
             left = admitted + timedelta(days=self.rng.randint(1, 9))
-            yield (
-                "ADT^A03",
-                "\r".join(
-                    [
-                        self._msh("ADT", "A03", "ADT_A03", left),
-                        f"EVN|A03|{left:%Y%m%d%H%M%S}",
-                        pid,
-                        self._pv1("I", inpatient, admitted, discharged=True),
-                    ]
-                ),
-            )
+            discharge = self._pv1("I", inpatient, admitted, discharged=True)
+            yield self._adt("A03", "ADT_A03", left, pid, discharge)
 
 
 @dataclass
@@ -295,12 +263,7 @@ class CallTally:
         return self.sent - self.ok
 
     def percentile(self, q: float) -> float:
-        values = sorted(self.latencies)
-        if not values:
-            return 0.0
-        if q == 0.5:
-            return statistics.median(values)
-        return values[min(len(values) - 1, int(q * len(values)))]
+        return _percentile(sorted(self.latencies), q)
 
 
 @dataclass
@@ -342,11 +305,16 @@ class Summary:
     def percentile(self, q: float) -> float:
         with self.lock:
             values = sorted(self.latencies)
-        if not values:
-            return 0.0
-        if q == 0.5:
-            return statistics.median(values)
-        return values[min(len(values) - 1, int(q * len(values)))]
+        return _percentile(values, q)
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted latencies (the median for 0.5; 0 when there are none)."""
+    if not ordered:
+        return 0.0
+    if q == 0.5:
+        return statistics.median(ordered)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _ack_code(ack: bytes) -> str:

@@ -452,19 +452,9 @@ class BulkExportService:
         with self.db.transaction() as conn:
             self.audit.append(
                 conn,
-                [
-                    self.audit.event(
-                        principal,
-                        action=Action.EXECUTE,
-                        event_type="query",
-                        subtype="export",
-                        resource_type="Patient",
-                        resource_id=ref.split("/", 1)[1],
-                        patient_ref=ref,
-                        detail=f"bulk export {job_id}",
-                    )
-                    for ref in refs
-                ],
+                self.audit.patient_queries(
+                    principal, refs, subtype="export", detail=f"bulk export {job_id}"
+                ),
             )
 
     def _types(self, job: Any, principal: Principal) -> list[str]:

@@ -8,16 +8,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
     TaskID,
-    TimeRemainingColumn,
 )
 
-from healthroam.bootstrap import build
-from healthroam.cli_support import cli_errors
-from healthroam.config import get_settings
+from healthroam.cli_support import build_platform, cli_errors, file_progress
 from healthroam.errors import InvalidInput, NotFound
 from healthroam.records.bulk_import import BulkImporter, ImportReport
 from healthroam.security.model import Principal
@@ -48,7 +42,7 @@ def import_ndjson(
         for file in files:
             if not file.is_file():
                 raise InvalidInput(f"{file} is not a file", expression="FILES")
-        with build(get_settings()) as platform:
+        with build_platform() as platform:
             try:
                 platform.institutions.get(institution)
             except NotFound:
@@ -73,15 +67,7 @@ def import_ndjson(
             for file in files:
                 with (
                     file.open("rb") as lines,
-                    Progress(
-                        "[progress.description]{task.description}",
-                        BarColumn(),
-                        MofNCompleteColumn(),
-                        TimeRemainingColumn(),
-                        console=err,
-                        disable=quiet,
-                        transient=True,
-                    ) as bar,
+                    file_progress(quiet) as bar,
                 ):
                     task = bar.add_task(f"importing {file.name}", total=_count_lines(file))
 

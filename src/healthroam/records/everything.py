@@ -20,7 +20,6 @@ from healthroam.db.tables_records import fhir_idx_reference
 from healthroam.errors import NotFound
 from healthroam.records.model import StoredResource
 from healthroam.records.repository import Key, ResourceRepository, key_conditions
-from healthroam.security.audit import Action
 from healthroam.security.model import Principal
 from healthroam.security.service import AuditTrail
 
@@ -97,19 +96,6 @@ def everything(
         )
         page = resources[offset : offset + count]
         audit.append(
-            conn,
-            [
-                audit.event(
-                    principal,
-                    action=Action.EXECUTE,
-                    event_type="query",
-                    subtype="everything",
-                    resource_type="Patient",
-                    resource_id=ref.split("/", 1)[1],
-                    patient_ref=ref,
-                    detail=detail,
-                )
-                for ref in audit_refs
-            ],
+            conn, audit.patient_queries(principal, audit_refs, subtype="everything", detail=detail)
         )
     return Everything(page, len(resources))

@@ -322,34 +322,8 @@ class ResourceRepository:
         method: str = "POST",
     ) -> StoredResource:
         """Insert a resource that has never existed (version 1) with its index rows."""
-        body = stored_body(content)
-        now = _millis(now)
-        current = {
-            "resource_type": resource_type,
-            "id": resource_id,
-            "version": 1,
-            "last_updated": now,
-            "deleted": False,
-            "institution_code": institution_code,
-            "content": body,
-        }
-        version = {
-            "resource_type": resource_type,
-            "id": resource_id,
-            "version": 1,
-            "last_updated": now,
-            "deleted": False,
-            "method": method,
-            "content": body,
-        }
-        self._write(
-            [
-                (fhir_resources, [current]),
-                (fhir_resource_versions, [version]),
-                *self._index_batches([(resource_type, resource_id, content)]),
-            ]
-        )
-        return StoredResource(resource_type, resource_id, 1, now, body, institution_code)
+        resources = [(resource_type, resource_id, content)]
+        return self.create_many(resources, now, institution_code, method)[0]
 
     def create_many(
         self,

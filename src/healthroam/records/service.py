@@ -283,14 +283,17 @@ class RecordService:
     ) -> Created:
         require(principal, resource_type, "c")
         if if_none_exist is not None:
-            require(principal, resource_type, "s")
-            found = self._conditional(conn, resource_type, if_none_exist, base_url)
-            if len(found) > 1:
-                raise PreconditionFailed(
-                    "If-None-Exist matched more than one resource", expression="If-None-Exist"
-                )
-            if found:
-                return self.matched_in(conn, principal, found[0])
+            found = self._conditional_match(
+                conn,
+                principal,
+                resource_type,
+                if_none_exist,
+                base_url,
+                what="If-None-Exist",
+                expression="If-None-Exist",
+            )
+            if found is not None:
+                return self.matched_in(conn, principal, found)
         resource_id = resource_id or str(uuid.uuid4())
         registration = None
         repo = ResourceRepository(conn)
@@ -448,6 +451,27 @@ class RecordService:
         keys = repo.find(request, repo.search_condition(request, base_url), 2)
         return repo.load(keys)
 
+    def _conditional_match(
+        self,
+        conn: Connection,
+        principal: Principal,
+        resource_type: str,
+        query: str,
+        base_url: str,
+        *,
+        what: str,
+        expression: str,
+    ) -> StoredResource | None:
+        """The one resource a conditional create, update or delete finds (None: none); more
+        than one is refused (412, naming ``what`` matched)."""
+        require(principal, resource_type, "s")
+        found = self._conditional(conn, resource_type, query, base_url)
+        if len(found) > 1:
+            raise PreconditionFailed(
+                f"{what} matched more than one resource", expression=expression
+            )
+        return found[0] if found else None
+
     # --- read ---------------------------------------------------------------------------------
 
     def read(self, principal: Principal, resource_type: str, resource_id: str) -> StoredResource:
@@ -484,6 +508,20 @@ class RecordService:
             return self.gate.read(conn, principal, key, institution, content), None
         except Forbidden as refused:
             return Access(principal, "refused: no access to this person's record"), refused
+
+    def _admit_past(
+        self,
+        conn: Connection,
+        principal: Principal,
+        resource_type: str,
+        resource_id: str,
+        content: dict[str, Any] | None,
+    ) -> tuple[Access, Forbidden | None]:
+        """:meth:`_admit` for an older version or the history of a resource: the institution
+        is the current version's."""
+        current = ResourceRepository(conn).current(resource_type, resource_id)
+        institution = current.institution_code if current is not None else None
+        return self._admit(conn, principal, (resource_type, resource_id), institution, content)
 
     def _read_audited(
         self, conn: Connection, principal: Principal, resource_type: str, resource_id: str
@@ -558,14 +596,7 @@ class RecordService:
         content = row.content if row is not None and not row.deleted else None
         access, refused = Access(principal), None
         if content is not None:
-            current = repo.current(resource_type, resource_id)
-            access, refused = self._admit(
-                conn,
-                principal,
-                (resource_type, resource_id),
-                current.institution_code if current is not None else None,
-                content,
-            )
+            access, refused = self._admit_past(conn, principal, resource_type, resource_id, content)
         event = self._event(
             access.principal,
             Action.READ,
@@ -641,18 +672,21 @@ class RecordService:
         require(principal, resource_type, "u")
         body_id = resource.get("id")
         if condition is not None:
-            require(principal, resource_type, "s")
-            found = self._conditional(conn, resource_type, condition, base_url)
-            if len(found) > 1:
-                raise PreconditionFailed(
-                    "the conditional update matched more than one resource", expression="url"
-                )
-            if found:
-                if body_id is not None and body_id != found[0].id:
+            found = self._conditional_match(
+                conn,
+                principal,
+                resource_type,
+                condition,
+                base_url,
+                what="the conditional update",
+                expression="url",
+            )
+            if found is not None:
+                if body_id is not None and body_id != found.id:
                     raise InvalidInput(
                         "the body's id differs from the matched resource's", expression="id"
                     )
-                resource_id = found[0].id
+                resource_id = found.id
             else:
                 resource_id = body_id if isinstance(body_id, str) else str(uuid.uuid4())
             resource = {**resource, "id": resource_id}
@@ -803,15 +837,18 @@ class RecordService:
                 expression="Patient",
             )
         if condition is not None:
-            require(principal, resource_type, "s")
-            found = self._conditional(conn, resource_type, condition, base_url)
-            if len(found) > 1:
-                raise PreconditionFailed(
-                    "the conditional delete matched more than one resource", expression="url"
-                )
-            if not found:
+            found = self._conditional_match(
+                conn,
+                principal,
+                resource_type,
+                condition,
+                base_url,
+                what="the conditional delete",
+                expression="url",
+            )
+            if found is None:
                 return False
-            resource_id = found[0].id
+            resource_id = found.id
         assert resource_id is not None
         repo = ResourceRepository(conn)
         current = repo.current(resource_type, resource_id, lock=True)
@@ -1057,14 +1094,9 @@ class RecordService:
                 visible=access.visible,
             )
             if resource_type is not None and resource_id is not None and rows:
-                current = repo.current(resource_type, resource_id)
                 content = next((r.content for r in rows if r.content), None)
-                access, refused = self._admit(
-                    conn,
-                    principal,
-                    (resource_type, resource_id),
-                    current.institution_code if current is not None else None,
-                    content,
+                access, refused = self._admit_past(
+                    conn, principal, resource_type, resource_id, content
                 )
             patients = dict.fromkeys(
                 patient_reference(r.resource_type, r.id, r.content) if r.content else None

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, func, insert, select, text, update
+from sqlalchemy import Connection, Table, func, insert, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from healthroam.db.engine import Database
@@ -30,7 +30,6 @@ from healthroam.db.tables_registry import (
     mpi_event_recipients,
     mpi_events,
     mpi_name_counts,
-    registry_loads,
     source_records,
 )
 from healthroam.errors import HealthroamError
@@ -41,7 +40,11 @@ from healthroam.registry.loader import (
     Mapping,
     file_hash,
     finish_chunk,
-    read_rows,
+    finish_load,
+    loader_principal,
+    open_reject_file,
+    start_load,
+    unread_rows,
 )
 from healthroam.registry.model import (
     Identifier,
@@ -56,7 +59,6 @@ from healthroam.registry.repository import TOTAL
 from healthroam.registry.service import RegistryService, _golden_values, _hash, record_data
 from healthroam.registry.survivorship import LinkedRecord, golden_record
 from healthroam.security.model import Principal
-from healthroam.security.scopes import ScopeSet
 
 
 class Prepared(NamedTuple):
@@ -274,25 +276,16 @@ class BulkLoader:
         stop_after_chunks: int | None = None,
     ) -> LoadSummary:
         digest = file_hash(path)
-        summary = self._start(digest, source)
+        summary = start_load(self.db, digest, source)
         if summary.already_loaded:
             return summary
-        loader = Principal(
-            client_id="registry-bulk-loader",
-            institution_code=source,
-            scopes=ScopeSet.parse("system/Patient.cu"),
-            purpose_of_use="HOPERAT",
-            end_user=operator,
-        )
+        loader = loader_principal("registry-bulk-loader", source, operator)
         skip = summary.resumed_from
-        reject_file.parent.mkdir(parents=True, exist_ok=True)
         with (
-            reject_file.open("a" if skip else "w", newline="", encoding="utf-8") as handle,
+            open_reject_file(reject_file, resuming=skip > 0) as handle,
             ProcessPoolExecutor(max_workers=self.workers) as pool,
         ):
             rejects = csv.writer(handle)
-            if not skip:
-                rejects.writerow(["row", "local_id", "field", "reason"])
             with self.db.transaction(readonly=True) as conn:
                 trust = self.registry_kind(conn, source)
                 render = conn.dialect.name == "postgresql"
@@ -307,12 +300,7 @@ class BulkLoader:
                     progress(size)
                 if stop_after_chunks is not None and chunks >= stop_after_chunks:
                     return summary
-        with self.db.transaction() as conn:
-            conn.execute(
-                update(registry_loads)
-                .where(registry_loads.c.file_hash == digest, registry_loads.c.source == source)
-                .values(finished=1, summary=summary.as_dict(), updated_at=datetime.now(UTC))
-            )
+        finish_load(self.db, digest, source, summary)
         self.refresh_statistics()
         return summary
 
@@ -329,33 +317,6 @@ class BulkLoader:
                 conn.exec_driver_sql("ANALYZE")
                 conn.commit()
 
-    def _start(self, digest: str, source: str) -> LoadSummary:
-        fields = LoadSummary.__dataclass_fields__
-        with self.db.transaction() as conn:
-            row = conn.execute(
-                select(registry_loads).where(
-                    registry_loads.c.file_hash == digest, registry_loads.c.source == source
-                )
-            ).first()
-            if row is None:
-                conn.execute(
-                    registry_loads.insert().values(
-                        file_hash=digest,
-                        source=source,
-                        rows_done=0,
-                        finished=0,
-                        summary={},
-                        updated_at=datetime.now(UTC),
-                    )
-                )
-                return LoadSummary()
-            summary = LoadSummary(**{k: v for k, v in (row.summary or {}).items() if k in fields})
-            if row.finished:
-                summary.already_loaded = True
-            else:
-                summary.resumed_from = int(row.rows_done)
-            return summary
-
     def _prepared(
         self,
         pool: ProcessPoolExecutor,
@@ -369,19 +330,12 @@ class BulkLoader:
         """Prepared chunks in file order; workers run ahead by a few chunks."""
         part = max(1, chunk_size // (self.workers * 2))
         pending: list[tuple[Any, int]] = []
-        position = 0
-        for batch in read_rows(path, mapping.needed_columns(), chunk_size):
-            if position + len(batch) <= skip:
-                position += len(batch)
-                continue
-            start = max(0, skip - position)
-            rows = batch[start:]
+        for first, rows in unread_rows(path, mapping.needed_columns(), chunk_size, skip):
             pieces = [
-                (rows[i : i + part], position + start + i, source, mapping, *settings)
+                (rows[i : i + part], first + i, source, mapping, *settings)
                 for i in range(0, len(rows), part)
             ]
             pending.append((pool.map(_prepare, pieces), len(rows)))
-            position += len(batch)
             if len(pending) > 2:
                 futures, size = pending.pop(0)
                 yield [p for piece in futures for p in piece], size

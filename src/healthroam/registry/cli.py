@@ -8,12 +8,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from healthroam.bootstrap import Platform, build
-from healthroam.cli_support import cli_errors
-from healthroam.config import get_settings
+from healthroam.cli_support import build_platform, cli_errors, file_progress
 from healthroam.registry import linkage_cli
 from healthroam.registry.bulk import BulkLoader
 from healthroam.registry.loader import FeedLoader, Mapping
@@ -31,10 +28,6 @@ err = Console(stderr=True, soft_wrap=True)
 Agency = Annotated[str, typer.Option(help="Your agency's institution code (a co-owner).")]
 User = Annotated[str, typer.Option(help="Your steward user id (recorded with every change).")]
 Reason = Annotated[str, typer.Option(help="Why (recorded with the change).")]
-
-
-def _platform() -> Platform:
-    return build(get_settings())
 
 
 def _steward(agency: str, user: str) -> Principal:
@@ -80,16 +73,8 @@ def load(
         rejects = reject_file or file.with_suffix(".rejects.csv")
         total = _count_rows(file)
         with (
-            _platform() as platform,
-            Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=err,
-                disable=quiet,
-                transient=True,
-            ) as bar,
+            build_platform() as platform,
+            file_progress(quiet) as bar,
         ):
             task = bar.add_task(f"loading {file.name}", total=total)
             if bulk:
@@ -140,7 +125,7 @@ def reviews(
 
     @cli_errors
     def run() -> None:
-        with _platform() as platform:
+        with build_platform() as platform:
             items = platform.registry.reviews(
                 _steward(agency, user), None if status == "all" else status, limit, None
             )
@@ -165,7 +150,7 @@ def decide(review: int, decision: Decision, agency: Agency, user: User, reason: 
 
     @cli_errors
     def run() -> None:
-        with _platform() as platform:
+        with build_platform() as platform:
             result = platform.registry.decide_review(
                 _steward(agency, user), review, decision, reason
             )
@@ -180,7 +165,7 @@ def merge(survivor: str, merged: str, agency: Agency, user: User, reason: Reason
 
     @cli_errors
     def run() -> None:
-        with _platform() as platform:
+        with build_platform() as platform:
             platform.registry.merge(_steward(agency, user), survivor, merged, reason)
         out.print(f"merged {merged} into {survivor}")
 
@@ -193,7 +178,7 @@ def unmerge(merged: str, agency: Agency, user: User, reason: Reason) -> None:
 
     @cli_errors
     def run() -> None:
-        with _platform() as platform:
+        with build_platform() as platform:
             platform.registry.unmerge(_steward(agency, user), merged, reason)
         out.print(f"restored {merged}")
 
@@ -214,7 +199,7 @@ def split(
 
     @cli_errors
     def run() -> None:
-        with _platform() as platform:
+        with build_platform() as platform:
             new = platform.registry.split(_steward(agency, user), person, source_records, reason)
         out.print(f"new person {new}")
 
@@ -229,7 +214,7 @@ def show(person: str, agency: Agency, user: User) -> None:
     def run() -> None:
         from healthroam.api.registry import person_json
 
-        with _platform() as platform:
+        with build_platform() as platform:
             steward = _steward(agency, user)
             view = platform.registry.person(steward, person)
             history = platform.registry.history(steward, person)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -209,6 +209,19 @@ def read_rows(path: Path, columns: set[str], batch_size: int) -> Iterator[list[d
     raise InvalidInput("the feed must be .parquet or .csv", expression="file")
 
 
+def unread_rows(
+    path: Path, columns: set[str], batch_size: int, skip: int
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """``read_rows`` after the first ``skip`` rows (those a resumed load committed before):
+    each batch with the number of rows before it in the file."""
+    position = 0
+    for batch in read_rows(path, columns, batch_size):
+        if position + len(batch) > skip:
+            start = max(0, skip - position)
+            yield position + start, batch[start:]
+        position += len(batch)
+
+
 def file_hash(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -278,11 +291,76 @@ def finish_chunk(
             )
         ],
     )
+    _record_progress(conn, digest, source, rows_done=last_row, summary=summary.as_dict())
+
+
+def loader_principal(client_id: str, source: str, operator: str | None) -> Principal:
+    """Who a load writes as: the feed's institution, on its operator's behalf."""
+    return Principal(
+        client_id=client_id,
+        institution_code=source,
+        scopes=ScopeSet.parse("system/Patient.cu"),
+        purpose_of_use="HOPERAT",
+        end_user=operator,
+    )
+
+
+def start_load(db: Database, digest: str, source: str) -> LoadSummary:
+    """Where a load of the file ``digest`` for ``source`` starts: a new file gets its
+    progress row and an empty summary; an unfinished load resumes from its last committed
+    chunk (``resumed_from``); a finished one is not loaded again (``already_loaded``)."""
+    fields = LoadSummary.__dataclass_fields__
+    with db.transaction() as conn:
+        row = conn.execute(
+            select(registry_loads).where(
+                registry_loads.c.file_hash == digest, registry_loads.c.source == source
+            )
+        ).first()
+        if row is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        registry_loads.insert().values(
+                            file_hash=digest,
+                            source=source,
+                            rows_done=0,
+                            finished=0,
+                            summary={},
+                            updated_at=datetime.now(UTC),
+                        )
+                    )
+            except IntegrityError:
+                pass  # the same file's load started at the same moment elsewhere
+            return LoadSummary()
+        summary = LoadSummary(**{k: v for k, v in (row.summary or {}).items() if k in fields})
+        if row.finished:
+            summary.already_loaded = True
+        else:
+            summary.resumed_from = int(row.rows_done)
+        return summary
+
+
+def finish_load(db: Database, digest: str, source: str, summary: LoadSummary) -> None:
+    with db.transaction() as conn:
+        _record_progress(conn, digest, source, finished=1, summary=summary.as_dict())
+
+
+def _record_progress(conn: Any, digest: str, source: str, **values: Any) -> None:
     conn.execute(
         update(registry_loads)
         .where(registry_loads.c.file_hash == digest, registry_loads.c.source == source)
-        .values(rows_done=last_row, summary=summary.as_dict(), updated_at=datetime.now(UTC))
+        .values(**values, updated_at=datetime.now(UTC))
     )
+
+
+def open_reject_file(path: Path, *, resuming: bool) -> TextIO:
+    """The load's reject file (CSV): appended to when the load resumes, else new with its
+    header row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a" if resuming else "w", newline="", encoding="utf-8")
+    if not resuming:
+        csv.writer(handle).writerow(["row", "local_id", "field", "reason"])
+    return handle
 
 
 class FeedLoader:
@@ -309,91 +387,23 @@ class FeedLoader:
         if not path.is_file():
             raise NotFound(f"no such file: {path.name}", expression="file")
         digest = file_hash(path)
-        summary = LoadSummary()
-        with self.db.transaction() as conn:
-            row = conn.execute(
-                select(registry_loads).where(
-                    registry_loads.c.file_hash == digest, registry_loads.c.source == source
-                )
-            ).first()
-            if row is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(
-                            registry_loads.insert().values(
-                                file_hash=digest,
-                                source=source,
-                                rows_done=0,
-                                finished=0,
-                                summary={},
-                                updated_at=datetime.now(UTC),
-                            )
-                        )
-                except IntegrityError:
-                    pass
-            elif row.finished:
-                done = LoadSummary(
-                    **{
-                        k: v
-                        for k, v in (row.summary or {}).items()
-                        if k in LoadSummary.__dataclass_fields__
-                    }
-                )
-                done.already_loaded = True
-                return done
-            else:
-                summary = LoadSummary(
-                    **{
-                        k: v
-                        for k, v in (row.summary or {}).items()
-                        if k in LoadSummary.__dataclass_fields__
-                    }
-                )
-                summary.resumed_from = int(row.rows_done)
-        loader = Principal(
-            client_id="registry-loader",
-            institution_code=source,
-            scopes=ScopeSet.parse("system/Patient.cu"),
-            purpose_of_use="HOPERAT",
-            end_user=operator,
-        )
+        summary = start_load(self.db, digest, source)
+        if summary.already_loaded:
+            return summary
+        loader = loader_principal("registry-loader", source, operator)
         skip = summary.resumed_from
-        position = 0
         chunks = 0
-        mode = "a" if skip else "w"
-        reject_file.parent.mkdir(parents=True, exist_ok=True)
-        with reject_file.open(mode, newline="", encoding="utf-8") as rejects_handle:
+        with open_reject_file(reject_file, resuming=skip > 0) as rejects_handle:
             rejects = csv.writer(rejects_handle)
-            if not skip:
-                rejects.writerow(["row", "local_id", "field", "reason"])
-            for batch in read_rows(path, mapping.needed_columns(), chunk_size):
-                if position + len(batch) <= skip:
-                    position += len(batch)
-                    continue
-                start = max(0, skip - position)
-                self._load_chunk(
-                    batch[start:],
-                    position + start,
-                    source,
-                    mapping,
-                    loader,
-                    summary,
-                    rejects,
-                    digest,
-                )
-                position += len(batch)
+            for first, rows in unread_rows(path, mapping.needed_columns(), chunk_size, skip):
+                self._load_chunk(rows, first, source, mapping, loader, summary, rejects, digest)
                 rejects_handle.flush()
                 if progress:
-                    progress(len(batch) - start)
+                    progress(len(rows))
                 chunks += 1
                 if stop_after_chunks is not None and chunks >= stop_after_chunks:
                     return summary
-        with self.db.transaction() as conn:
-            conn.execute(
-                update(registry_loads)
-                .where(registry_loads.c.file_hash == digest, registry_loads.c.source == source)
-                .values(finished=1, summary=summary.as_dict(), updated_at=datetime.now(UTC))
-            )
+        finish_load(self.db, digest, source, summary)
         return summary
 
     def _load_chunk(

@@ -462,6 +462,28 @@ class RegistryService:
         return opened
 
     # --- golden record ----------------------------------------------------------------------
+    @staticmethod
+    def _keep_apart(
+        repo: RegistryRepository,
+        principal: Principal,
+        moved: Iterable[int],
+        kept: Iterable[int],
+        now: datetime,
+    ) -> None:
+        """Record the steward's decision that each moved source record is a different person
+        from each kept one, so matching never links them again."""
+        kept = list(kept)
+        for a in moved:
+            for b in kept:
+                repo.set_decision(
+                    a,
+                    b,
+                    Decision.DIFFERENT.value,
+                    now,
+                    principal.end_user,
+                    principal.institution_code,
+                )
+
     def _refresh_golden(self, repo: RegistryRepository, master_id: int, now: datetime) -> list[str]:
         sources = repo.sources_of([master_id])
         kinds = repo.institutions_of(s.institution for s in sources)
@@ -620,16 +642,7 @@ class RegistryService:
             repo.move_sources(back, merged.id, LinkType.STEWARD.value, now)
             repo.set_status(merged.id, "active", None, now)
             remaining = [s.id for s in repo.sources_of([survivor_id])]
-            for a in back:
-                for b in remaining:
-                    repo.set_decision(
-                        a,
-                        b,
-                        Decision.DIFFERENT.value,
-                        now,
-                        principal.end_user,
-                        principal.institution_code,
-                    )
+            self._keep_apart(repo, principal, back, remaining, now)
             recipients = set(self._refresh_golden(repo, survivor_id, now))
             recipients |= set(self._refresh_golden(repo, merged.id, now))
             repo.add_event(
@@ -683,16 +696,7 @@ class RegistryService:
             )
         new_id = repo.add_master(new_master_index_id(), now)
         repo.move_sources(wanted, new_id, LinkType.STEWARD.value, now)
-        for a in wanted:
-            for b in members - set(wanted):
-                repo.set_decision(
-                    a,
-                    b,
-                    Decision.DIFFERENT.value,
-                    now,
-                    principal.end_user,
-                    principal.institution_code,
-                )
+        self._keep_apart(repo, principal, wanted, members - set(wanted), now)
         recipients = set(self._refresh_golden(repo, master_id, now))
         recipients |= set(self._refresh_golden(repo, new_id, now))
         repo.add_event(

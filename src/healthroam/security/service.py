@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -368,6 +368,32 @@ class AuditTrail:
             source_address=principal.source_address if principal else None,
             detail=detail,
         )
+
+    def patient_queries(
+        self,
+        principal: Principal,
+        refs: Iterable[str],
+        *,
+        subtype: str,
+        query: str | None = None,
+        detail: str | None = None,
+    ) -> list[AuditRecord]:
+        """One query entry per patient (``Patient/<id>``) whose data an operation returned
+        ($everything, bulk export, recent results)."""
+        return [
+            self.event(
+                principal,
+                action=Action.EXECUTE,
+                event_type="query",
+                subtype=subtype,
+                resource_type="Patient",
+                resource_id=ref.split("/", 1)[1],
+                patient_ref=ref,
+                query=query,
+                detail=detail,
+            )
+            for ref in refs
+        ]
 
     def append(self, conn: Connection, records: Sequence[AuditRecord]) -> None:
         """Record inside the caller's transaction, so the audit commits with the data. The

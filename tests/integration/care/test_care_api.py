@@ -20,6 +20,7 @@ from care_world import (
     WRITER,
     _dynamic_code,
     _world,
+    refusing_consent,
 )
 from healthroam.bootstrap import Platform
 from healthroam.cli import app as cli_app
@@ -275,23 +276,7 @@ def test_consent_refusal_is_honoured_and_break_glass_overrides_it(
     assert [r["reason"] for r in relations["relationships"]] == ["encounter"]
 
     # The resident refuses sharing (recorded at HA against HA's Patient).
-    consent = {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "patient-privacy",
-                }
-            ]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{world.patient_id}"},
-        "dateTime": "2026-11-01T00:00:00Z",
-        "provision": {"type": "deny"},
-    }
-    stored = http.post("/fhir/Consent", json=consent, headers=world.a)
+    stored = http.post("/fhir/Consent", json=refusing_consent(world.patient_id), headers=world.a)
     assert stored.status_code == 201, stored.text
     after = http.get(url, headers=clinician).json()
     assert after["access"]["consentRestricted"] is True

@@ -18,6 +18,7 @@ from care_world import (
     World,
     _dynamic_code,
     _world,
+    refusing_consent,
 )
 from healthroam.bootstrap import Platform
 
@@ -56,25 +57,6 @@ def _ha_observation(http: TestClient, world: World) -> str:
     found = _ids(http, f"/fhir/Observation?subject=Patient/{world.patient_id}", world.a)
     assert len(found) == 1
     return found[0]
-
-
-def _consent(patient_id: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "patient-privacy",
-                }
-            ]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "dateTime": "2026-11-01T00:00:00Z",
-        "provision": {"type": "deny"},
-    }
 
 
 def test_reads_and_searches_need_a_care_relationship_then_a_check_in_opens_them(
@@ -235,7 +217,7 @@ def test_an_active_encounter_opens_the_record_and_a_consent_refusal_closes_it(
     assert [r["reason"] for r in relations["relationships"]] == ["encounter"]
 
     # The resident refuses sharing.
-    stored = http.post("/fhir/Consent", json=_consent(world.patient_id), headers=world.a)
+    stored = http.post("/fhir/Consent", json=refusing_consent(world.patient_id), headers=world.a)
     assert stored.status_code == 201, stored.text
     refused = http.get(f"/fhir/Observation/{obs}", headers=clinician)
     assert refused.status_code == 403

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from healthroam.bootstrap import Platform
 
-from helpers import Province, patient
+from helpers import Province, make_patient, post_created
 
 ALL = "system/*.cruds"
 
@@ -27,19 +27,6 @@ def obs(subject: str, value: float = 72, **extra: Any) -> dict[str, Any]:
     }
 
 
-def make_patient(http: TestClient, h: dict[str, str], seq: int = 124) -> str:
-    r = http.post("/fhir/Patient", json=patient(sequence=seq), headers=h)
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-def post(http: TestClient, h: dict[str, str], resource: dict[str, Any]) -> dict[str, Any]:
-    r = http.post(f"/fhir/{resource['resourceType']}", json=resource, headers=h)
-    assert r.status_code == 201, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
 @pytest.fixture
 def h(province: Province) -> dict[str, str]:
     return province.headers(ALL)
@@ -54,7 +41,7 @@ def test_read_and_search_serve_the_stored_document_with_its_meta(
         meta={"tag": [{"system": "urn:t", "code": "x"}], "profile": ["urn:p"]},
         note=[{"text": '引号 " and \\ 斜杠'}],
     )
-    created = post(http, h, tagged)
+    created = post_created(http, h, tagged)
     read = http.get(f"/fhir/Observation/{created['id']}", headers=h)
     assert read.status_code == 200
     body = json.loads(read.content)
@@ -78,7 +65,7 @@ def test_total_only_when_the_page_holds_everything_or_when_asked(
 ) -> None:
     pid = make_patient(http, h)
     for n in range(3):
-        post(http, h, obs(f"Patient/{pid}", value=60 + n))
+        post_created(http, h, obs(f"Patient/{pid}", value=60 + n))
     first = http.get("/fhir/Observation?_count=2", headers=h).json()
     assert "total" not in first
     assert len(first["entry"]) == 2
@@ -101,16 +88,16 @@ def encounter(subject: str, start: str, end: str) -> dict[str, Any]:
 
 def test_date_window_from_two_bounds(http: TestClient, h: dict[str, str]) -> None:
     pid = make_patient(http, h)
-    inside = post(
+    inside = post_created(
         http, h, encounter(f"Patient/{pid}", "2024-03-05T09:00:00Z", "2024-03-05T10:00:00Z")
     )
-    across = post(
+    across = post_created(
         http, h, encounter(f"Patient/{pid}", "2024-02-28T09:00:00Z", "2024-03-02T10:00:00Z")
     )
-    before = post(
+    before = post_created(
         http, h, encounter(f"Patient/{pid}", "2024-02-01T09:00:00Z", "2024-02-02T10:00:00Z")
     )
-    after = post(
+    after = post_created(
         http, h, encounter(f"Patient/{pid}", "2024-03-08T09:00:00Z", "2024-03-08T10:00:00Z")
     )
     found = http.get("/fhir/Encounter?date=ge2024-03-01&date=lt2024-03-08", headers=h).json()
@@ -126,8 +113,8 @@ def test_search_audits_one_entry_per_patient_returned(
     platform: Platform, http: TestClient, h: dict[str, str]
 ) -> None:
     first, second = make_patient(http, h, seq=124), make_patient(http, h, seq=125)
-    post(http, h, obs(f"Patient/{first}"))
-    post(http, h, obs(f"Patient/{second}"))
+    post_created(http, h, obs(f"Patient/{first}"))
+    post_created(http, h, obs(f"Patient/{second}"))
     assert http.get("/fhir/Observation?code=8867-4", headers=h).status_code == 200
     platform.audit.seal()
     rows, _ = platform.audit.search(limit=50)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from healthroam.bootstrap import Platform
 
-from helpers import Province, patient
+from helpers import Province, make_patient, post_created
 
 ALL = "system/*.cruds"
 
@@ -40,19 +40,6 @@ def obs(
     }
 
 
-def make_patient(http: TestClient, h: dict[str, str], seq: int = 124, **extra: Any) -> str:
-    r = http.post("/fhir/Patient", json=patient(sequence=seq, **extra), headers=h)
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-def post(http: TestClient, h: dict[str, str], resource: dict[str, Any]) -> dict[str, Any]:
-    r = http.post(f"/fhir/{resource['resourceType']}", json=resource, headers=h)
-    assert r.status_code == 201, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
 def ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
     return [e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == mode]
 
@@ -69,7 +56,7 @@ def search(http: TestClient, h: dict[str, str], url: str) -> dict[str, Any]:
 
 def test_crud_versions_and_delete(http: TestClient, h: dict[str, str]) -> None:
     pid = make_patient(http, h)
-    created = post(http, h, obs(f"Patient/{pid}"))
+    created = post_created(http, h, obs(f"Patient/{pid}"))
     oid = created["id"]
     assert http.get(f"/fhir/Observation/{oid}", headers=h).json() == created
     changed = {**created, "status": "amended"}
@@ -124,7 +111,7 @@ def test_conditional_create_update_delete(http: TestClient, h: dict[str, str]) -
     assert upd.json()["id"] == first.json()["id"]
     new = http.put("/fhir/Observation?identifier=urn:lab|B2", json=obs("Patient/p"), headers=h)
     assert new.status_code == 201
-    post(http, h, obs("Patient/p", **ident))  # now two match
+    post_created(http, h, obs("Patient/p", **ident))  # now two match
     assert (
         http.put("/fhir/Observation?identifier=urn:lab|A1", json=obs("Patient/p"), headers=h)
     ).status_code == 412
@@ -133,7 +120,7 @@ def test_conditional_create_update_delete(http: TestClient, h: dict[str, str]) -
 
 
 def test_json_patch(http: TestClient, h: dict[str, str]) -> None:
-    oid = post(http, h, obs("Patient/p"))["id"]
+    oid = post_created(http, h, obs("Patient/p"))["id"]
     ops = [
         {"op": "test", "path": "/status", "value": "final"},
         {"op": "replace", "path": "/status", "value": "amended"},
@@ -189,9 +176,11 @@ def data(http: TestClient, h: dict[str, str]) -> dict[str, str]:
     p1 = make_patient(http, h, 124)
     p2 = make_patient(http, h, 135, name="王小明", gender="male", born="1985-06-15")
     out = {"p1": p1, "p2": p2}
-    out["o1"] = post(http, h, obs(f"Patient/{p1}", "8867-4", 72, "2024-03-01"))["id"]
-    out["o2"] = post(http, h, obs(f"Patient/{p1}", "8867-4", 120, "2024-05-10T10:00:00Z"))["id"]
-    out["o3"] = post(
+    out["o1"] = post_created(http, h, obs(f"Patient/{p1}", "8867-4", 72, "2024-03-01"))["id"]
+    out["o2"] = post_created(http, h, obs(f"Patient/{p1}", "8867-4", 120, "2024-05-10T10:00:00Z"))[
+        "id"
+    ]
+    out["o3"] = post_created(
         http,
         h,
         {
@@ -237,7 +226,7 @@ def test_identifier_of_type(http: TestClient, h: dict[str, str]) -> None:
         "system": "urn:mrn",
         "value": "M-1",
     }
-    oid = post(http, h, obs("Patient/p", identifier=[mr]))["id"]
+    oid = post_created(http, h, obs("Patient/p", identifier=[mr]))["id"]
     url = (
         "/fhir/Observation?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|M-1"
     )
@@ -245,8 +234,8 @@ def test_identifier_of_type(http: TestClient, h: dict[str, str]) -> None:
 
 
 def test_string_search(http: TestClient, h: dict[str, str]) -> None:
-    a = post(http, h, {"resourceType": "Organization", "name": "Hôpital Saint-Éloi"})["id"]
-    b = post(http, h, {"resourceType": "Organization", "name": "Hospital Central"})["id"]
+    a = post_created(http, h, {"resourceType": "Organization", "name": "Hôpital Saint-Éloi"})["id"]
+    b = post_created(http, h, {"resourceType": "Organization", "name": "Hospital Central"})["id"]
     assert sorted(ids(search(http, h, "/fhir/Organization?name=hop"))) == [a]
     assert sorted(ids(search(http, h, "/fhir/Organization?name=HOS"))) == [b]
     assert ids(search(http, h, "/fhir/Organization?name:exact=Hospital Central")) == [b]
@@ -361,8 +350,8 @@ def test_meta_params(http: TestClient, h: dict[str, str]) -> None:
         "security": [{"system": "urn:s", "code": "R"}],
         "source": "urn:src",
     }
-    oid = post(http, h, obs("Patient/p", meta=meta))["id"]
-    post(http, h, obs("Patient/p"))
+    oid = post_created(http, h, obs("Patient/p", meta=meta))["id"]
+    post_created(http, h, obs("Patient/p"))
     for q in (
         "_tag=urn:t|x",
         "_profile=http://example.org/p",
@@ -375,7 +364,7 @@ def test_meta_params(http: TestClient, h: dict[str, str]) -> None:
 
 
 def test_uri_and_number(http: TestClient, h: dict[str, str]) -> None:
-    vs = post(
+    vs = post_created(
         http,
         h,
         {
@@ -389,7 +378,7 @@ def test_uri_and_number(http: TestClient, h: dict[str, str]) -> None:
     assert ids(
         search(http, h, "/fhir/ValueSet?url:above=http://example.org/fhir/ValueSet/a/x")
     ) == [vs]
-    risk = post(
+    risk = post_created(
         http,
         h,
         {
@@ -405,12 +394,12 @@ def test_uri_and_number(http: TestClient, h: dict[str, str]) -> None:
 
 
 def test_paging_is_stable_while_others_write(http: TestClient, h: dict[str, str]) -> None:
-    made = [post(http, h, obs("Patient/p", value=i))["id"] for i in range(5)]
+    made = [post_created(http, h, obs("Patient/p", value=i))["id"] for i in range(5)]
     for query in ("_count=2", "_count=2&_sort=-value-quantity"):
         seen: list[str] = []
         page = search(http, h, f"/fhir/Observation?{query}")
         seen += ids(page)
-        post(http, h, obs("Patient/p", value=99))  # a concurrent write between pages
+        post_created(http, h, obs("Patient/p", value=99))  # a concurrent write between pages
         while True:
             nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
             if not nxt:
@@ -425,10 +414,10 @@ def test_paging_is_stable_while_others_write(http: TestClient, h: dict[str, str]
 
 
 def test_history_params(http: TestClient, h: dict[str, str]) -> None:
-    a = post(http, h, obs("Patient/p"))
+    a = post_created(http, h, obs("Patient/p"))
     mid = a["meta"]["lastUpdated"]
     http.put(f"/fhir/Observation/{a['id']}", json={**a, "status": "amended"}, headers=h)
-    post(http, h, obs("Patient/q"))
+    post_created(http, h, obs("Patient/q"))
     system = search(http, h, "/fhir/_history?_count=2")
     assert len(system["entry"]) == 2
     assert any(link["relation"] == "next" for link in system["link"])
@@ -446,7 +435,7 @@ def test_history_params(http: TestClient, h: dict[str, str]) -> None:
 
 
 def test_transaction_with_references_and_conditional(http: TestClient, h: dict[str, str]) -> None:
-    existing = post(
+    existing = post_created(
         http,
         h,
         {
@@ -520,7 +509,7 @@ def test_batch_reports_each_entry(http: TestClient, h: dict[str, str]) -> None:
     patch = base64.b64encode(
         json.dumps([{"op": "replace", "path": "/status", "value": "amended"}]).encode()
     ).decode()
-    oid = post(http, h, obs("Patient/p"))["id"]
+    oid = post_created(http, h, obs("Patient/p"))["id"]
     bundle = {
         "resourceType": "Bundle",
         "type": "batch",

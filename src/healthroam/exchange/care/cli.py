@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from healthroam.cli_support import cli_errors
+from healthroam.cli_support import build_platform, cli_errors
 from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
-
-if TYPE_CHECKING:
-    from healthroam.bootstrap import Platform
-
 
 app = typer.Typer(help="Cross-institution access: break-the-glass review.", no_args_is_help=True)
 out = Console()
@@ -24,13 +20,6 @@ Institution = Annotated[
     str, typer.Option(help="Your institution (an agency sees every institution's exceptions).")
 ]
 User = Annotated[str, typer.Option(help="Your user id as privacy officer (recorded).")]
-
-
-def _platform() -> Platform:
-    from healthroam.bootstrap import build
-    from healthroam.config import get_settings
-
-    return build(get_settings())
 
 
 def _officer(institution: str, user: str) -> Principal:
@@ -58,7 +47,7 @@ def exceptions(
     """List break-the-glass accesses waiting for review (or closed ones)."""
     from healthroam.api.care import exception_json
 
-    with _platform() as platform:
+    with build_platform() as platform:
         found = platform.care.exceptions(
             _officer(institution, user),
             status=None if status == "any" else status,
@@ -93,7 +82,7 @@ def close(
     note: Annotated[str | None, typer.Option(help="The review's note.")] = None,
 ) -> None:
     """Close a reviewed break-the-glass access."""
-    with _platform() as platform:
+    with build_platform() as platform:
         closed = platform.care.close_exception(
             _officer(institution, user), exception_id, outcome=outcome, note=note
         )

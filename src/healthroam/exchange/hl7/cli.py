@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from healthroam.cli_support import cli_errors
+from healthroam.cli_support import build_platform, cli_errors
 from healthroam.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -33,13 +33,6 @@ app.add_typer(senders_app, name="senders")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
-
-
-def _platform() -> Platform:
-    from healthroam.bootstrap import build
-    from healthroam.config import get_settings
-
-    return build(get_settings())
 
 
 def load_handler(spec: str, platform: Platform) -> MessageHandler:
@@ -180,7 +173,7 @@ def purge_rejections(
 
     settings = get_settings()
     keep = settings.gateway_rejection_retention_days if days is None else days
-    with _platform() as platform:
+    with build_platform() as platform:
         deleted = purge(platform.db, keep)
     out.print(f"{deleted} rejections older than {keep} days deleted", highlight=False)
 
@@ -200,7 +193,7 @@ def senders_add(
     description: Annotated[str | None, typer.Option(help="A label, e.g. the HIS vendor.")] = None,
 ) -> None:
     """Bind a sender to an institution: its messages are written as that institution."""
-    with _platform() as platform:
+    with build_platform() as platform:
         binding = _senders(platform).add(
             application=application,
             facility=facility,
@@ -220,7 +213,7 @@ def senders_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List bound senders."""
-    with _platform() as platform:
+    with build_platform() as platform:
         rows = _senders(platform).list(institution)
     if as_json:
         print(
@@ -252,7 +245,7 @@ def senders_remove(
     facility: Annotated[str, typer.Option(help="MSH-4 namespace id.")],
 ) -> None:
     """Unbind a sender: its next messages get AR."""
-    with _platform() as platform:
+    with build_platform() as platform:
         _senders(platform).remove(application, facility)
     out.print(f"sender {application}@{facility} removed", highlight=False)
 
@@ -264,7 +257,7 @@ def senders_disable(
     facility: Annotated[str, typer.Option(help="MSH-4 namespace id.")],
 ) -> None:
     """Keep the binding but refuse the sender's messages (AR) until enabled again."""
-    with _platform() as platform:
+    with build_platform() as platform:
         _senders(platform).set_active(application, facility, False)
     out.print(f"sender {application}@{facility} disabled", highlight=False)
 
@@ -276,6 +269,6 @@ def senders_enable(
     facility: Annotated[str, typer.Option(help="MSH-4 namespace id.")],
 ) -> None:
     """Accept a disabled sender's messages again."""
-    with _platform() as platform:
+    with build_platform() as platform:
         _senders(platform).set_active(application, facility, True)
     out.print(f"sender {application}@{facility} enabled", highlight=False)

@@ -4,29 +4,19 @@ counts. Mount with ``app.add_typer(recognition_cli.app, name="recognition")``.""
 from __future__ import annotations
 
 import json
-from datetime import date
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from healthroam.cli_support import cli_errors
-from healthroam.errors import InvalidInput
+from healthroam.cli_support import build_platform, cli_errors
+from healthroam.exchange.recognition.model import parse_day
 
 app = typer.Typer(
     help="Result recognition (检查检验结果互认): the table and the counts.", no_args_is_help=True
 )
 out = Console()
-
-
-def _date(value: str | None, name: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a date (YYYY-MM-DD)", expression=name) from None
 
 
 @app.command("counts")
@@ -40,29 +30,13 @@ def counts(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """Alerts, recognised alerts and avoided duplicates per test and institution."""
-    from healthroam.bootstrap import build
-    from healthroam.config import get_settings
-
-    first = _date(since, "since")
+    first = parse_day(since, "since")
     assert first is not None
-    with build(get_settings()) as platform:
-        rows = platform.recognition.counts(first, _date(until, "until"), by)
+    with build_platform() as platform:
+        rows = platform.recognition.counts(first, parse_day(until, "until"), by)
     if as_json:
         for row in rows:
-            typer.echo(
-                json.dumps(
-                    {
-                        "test": row.test_id,
-                        "institution": row.institution,
-                        "orders": row.orders,
-                        "alerts": row.alerts,
-                        "recognised": row.recognised,
-                        "avoided": row.avoided,
-                        "declined": row.declined,
-                    },
-                    ensure_ascii=False,
-                )
-            )
+            typer.echo(json.dumps(row.as_dict(), ensure_ascii=False))
         return
     table = Table(
         "test", f"{by} institution", "orders", "alerts", "recognised", "avoided", "declined"

@@ -194,6 +194,16 @@ def _parse_moment(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=CHINA_TIME)
 
 
+def parse_day(value: str | None, name: str) -> date | None:
+    """A ``YYYY-MM-DD`` parameter (``since``, ``until`` of the counts); None when absent."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a date (YYYY-MM-DD)", expression=name) from None
+
+
 def result_moment(content: Mapping[str, Any]) -> datetime | None:
     """When a result was taken: effective[x] (a period's start), else ``issued``."""
     period = content.get("effectivePeriod")

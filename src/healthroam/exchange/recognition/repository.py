@@ -44,6 +44,19 @@ class CountRow:
     avoided: int  # orders not repeated (one per order, attributed to one result)
     declined: int
 
+    def as_dict(self) -> dict[str, Any]:
+        """The row as GET /recognition/counts and `healthroam recognition counts --json` give
+        it."""
+        return {
+            "test": self.test_id,
+            "institution": self.institution,
+            "orders": self.orders,
+            "alerts": self.alerts,
+            "recognised": self.recognised,
+            "avoided": self.avoided,
+            "declined": self.declined,
+        }
+
 
 def _alert(row: Any) -> AlertRow:
     return AlertRow(

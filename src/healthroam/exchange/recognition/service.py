@@ -238,20 +238,9 @@ class RecognitionService:
     ) -> None:
         self.audit.append(
             conn,
-            [
-                self.audit.event(
-                    principal,
-                    action=Action.EXECUTE,
-                    event_type="query",
-                    subtype=subtype,
-                    resource_type="Patient",
-                    resource_id=ref.split("/", 1)[1],
-                    patient_ref=ref,
-                    query=query,
-                    detail=detail,
-                )
-                for ref in person.audit_refs
-            ],
+            self.audit.patient_queries(
+                principal, person.audit_refs, subtype=subtype, query=query, detail=detail
+            ),
         )
 
     # --- $recent-results -----------------------------------------------------------------
