@@ -8,6 +8,7 @@ Measures offline credential verification (SM2, ES256), dynamic-code verification
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import multiprocessing
 import shutil
@@ -63,6 +64,7 @@ def issue_batch(n: int) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0]).parse_args()
     sm2, es = Sm2Signer.generate("HN26A"), Es256Signer.generate("HN26E")
     rows = [
         ("offline verification, SM2-SM3 (1 core)", offline(sm2, sm2.public_key_bytes())),
