@@ -172,6 +172,10 @@ class ReadRefused(AuditedRefusal):
     """A read or vread of a resource about a person whose record the caller may not see."""
 
 
+class SearchRefused(AuditedRefusal):
+    """A search restricted to a person whose record the caller may not see (Bundle entries)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Created:
     stored: StoredResource
@@ -938,8 +942,10 @@ class RecordService:
                 try:
                     access = self.gate.search(conn, principal, request, base_url)
                 except Forbidden as error:
-                    self.audit.append(conn, [self._refused_search(principal, request, error)])
-                    raise
+                    # Recorded by the Bundle once its transaction has ended (it may roll back).
+                    raise SearchRefused(
+                        error, self._refused_search(principal, request, error)
+                    ) from None
         repo = ResourceRepository(conn)
         condition = repo.search_condition(request, base_url, access.visible)
         kept = [(k, v) for k, v in items if k not in ("_cursor", "_snapshot", "_offset")]

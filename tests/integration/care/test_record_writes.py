@@ -426,3 +426,19 @@ def test_a_refused_read_inside_a_bundle_is_audited_although_the_bundle_rolled_ba
     assert http.get(f"/fhir/Observation/{oid}", headers=b).status_code == 403
     assert http.get(f"/fhir/Observation/{oid}/_history/1", headers=b).status_code == 403
     assert len(refused_reads()) == 6
+
+    # A search restricted to the resident, refused inside a transaction, is audited too.
+    def refused_searches() -> int:
+        rows, _ = platform.audit.search(limit=1000)
+        return sum(
+            1
+            for _, r in rows
+            if r.institution_code == "HB" and r.subtype == "search-type" and r.outcome == "4"
+        )
+
+    before = refused_searches()
+    search = {"request": {"method": "GET", "url": f"Observation?subject=Patient/{pid}"}}
+    transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [search]}
+    answer = http.post("/fhir", json=transaction, headers=b)
+    assert answer.status_code == 403, answer.text
+    assert refused_searches() == before + 1
