@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Double,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     func,
     literal_column,
 )
@@ -76,7 +78,11 @@ fhir_idx_date = Table(
     *_owner(),
     Column("low", DateTime(timezone=True), nullable=False),
     Column("high", DateTime(timezone=True), nullable=False),
+    # True when high - low exceeds records.repository.SHORT_SPAN (open ends included): the
+    # short rows can then be sought from ``low >= start - SHORT_SPAN`` (migration 0006_datespan).
+    Column("long_span", Boolean, nullable=False, server_default=false()),
     Index("ix_fhir_idx_date_range", "resource_type", "param", "low", "high"),
+    Index("ix_fhir_idx_date_span", "resource_type", "param", "long_span", "low"),
     Index("ix_fhir_idx_date_owner", "resource_type", "resource_id"),
 )
 

@@ -105,6 +105,10 @@ FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
 _SKIPPED_PARAMS = frozenset({"_id", "_lastUpdated"})  # read from fhir_resources itself
 SNAPSHOT_LIMIT = 10_000  # sorted searches remember at most this many results for paging
 SNAPSHOT_TTL = timedelta(hours=1)
+# Date index rows spanning at most this long are "short": they also satisfy
+# ``low >= start - SHORT_SPAN`` whenever ``high >= start``, which bounds a date range's index
+# scan from below (migration 0006_datespan). Longer and open-ended rows carry ``long_span``.
+SHORT_SPAN = timedelta(days=32)
 Key = tuple[str, str]
 # The record gate's condition: (resource type, id, institution_code, deleted) columns of a
 # resource row -> true when the caller may see it (built in exchange/care/repository.py).
@@ -151,7 +155,8 @@ def _row(value: IndexValue) -> tuple[Table, dict[str, Any]] | None:
             "normalized": _cut(value.normalized, 255),
         }
     if isinstance(value, DateIndex):
-        return fhir_idx_date, {"low": value.low or FAR_PAST, "high": value.high or FAR_FUTURE}
+        low, high = value.low or FAR_PAST, value.high or FAR_FUTURE
+        return fhir_idx_date, {"low": low, "high": high, "long_span": high - low > SHORT_SPAN}
     if isinstance(value, ReferenceIndex):
         return fhir_idx_reference, {
             "target_type": _cut(value.target_type, 64),
@@ -1049,7 +1054,19 @@ class _Compiler:
             return c.normalized.like(_like_prefix(folded[:255]) + "%", escape="\\")  # type: ignore[no-any-return]
         if m.kind == "date":
             prefix, low, high = parse_date(value, m.code)
-            return _interval(prefix, low, high, c.low, c.high)
+            cond = _interval(prefix, low, high, c.low, c.high)
+            floor = _high_floor(prefix, low, high)
+            if floor is None or "long_span" not in c:
+                return cond
+            # A short row with high >= floor began at most SHORT_SPAN earlier: an indexable
+            # lower bound on low (and an estimate the planner can trust); long rows apart.
+            return and_(
+                cond,
+                or_(
+                    and_(c.long_span == false(), c.low >= floor - SHORT_SPAN),
+                    c.long_span == true(),
+                ),
+            )
         if m.kind == "reference":
             return self._reference(c, m.modifier, value)
         if m.kind == "quantity":
@@ -1180,6 +1197,17 @@ def _token(c: Any, modifier: str | None, value: str) -> ColumnElement[bool]:
             raise InvalidInput(":of-type takes system|code|value", expression="identifier:of-type")
         return and_(c.type_system == parts[0], c.type_code == parts[1], c.code == parts[2])
     return _token_columns(c.system, c.code, value)
+
+
+def _high_floor(prefix: str, low: datetime, high: datetime) -> datetime | None:
+    """The least ``high`` an index row can have to match :func:`_interval`'s condition, when
+    the condition sets one (``ge``, ``gt``; ``eq`` and ``sa`` bound ``low`` already, ``ap``'s
+    bound moves with the clock)."""
+    if prefix == "ge":
+        return low
+    if prefix == "gt":
+        return high
+    return None
 
 
 def _interval(
