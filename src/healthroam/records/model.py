@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,19 @@ _UNSET: Any = object()
 def dumps(value: Any) -> str:
     """JSON as served (compact, UTF-8 characters kept), like the API's JSONResponse."""
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+# What :func:`dumps` leaves as it is inside a string (with ensure_ascii off it escapes only
+# the quote, the backslash and control characters).
+_PLAIN_STRING = re.compile(r'[^"\\\x00-\x1f]*')
+
+
+def json_string(text: str) -> str:
+    """``dumps(text)`` for a string, without the encoder when nothing needs escaping (ids,
+    types, URLs, instants: the common case when a Bundle is spliced together)."""
+    if _PLAIN_STRING.fullmatch(text):
+        return f'"{text}"'
+    return dumps(text)
 
 
 class StoredResource:
@@ -97,9 +111,16 @@ class StoredResource:
         resource was read that way."""
         if self._raw is None:
             return dumps(self.with_meta())
+        if self._meta:
+            meta = dumps(self._served_meta())
+        else:  # what dumps(self._served_meta()) gives for no stored meta, without the dict
+            meta = (
+                f'{{"versionId":{json_string(str(self.version))},'
+                f'"lastUpdated":"{instant(self.last_updated)}"}}'
+            )
         head = (
-            f'{{"resourceType":{dumps(self.resource_type)},"id":{dumps(self.id)},'
-            f'"meta":{dumps(self._served_meta())}'
+            f'{{"resourceType":{json_string(self.resource_type)},"id":{json_string(self.id)},'
+            f'"meta":{meta}'
         )
         rest = self._raw.lstrip()[1:].lstrip()
         return head + "}" if rest.startswith("}") else head + "," + rest

@@ -553,7 +553,7 @@ class ResourceRepository:
         columns = _raw_columns(self.postgres)
         for condition in key_conditions(self.postgres, c.resource_type, c.id, keys):
             rows = self.conn.execute(select(*columns).where(condition, c.deleted == false()))
-            for row in rows:
+            for row in rows.all():  # one fetchall, not a fetchone per row
                 found[(row.resource_type, row.id)] = _raw_stored(row)
         return [found[k] for k in keys if k in found]
 

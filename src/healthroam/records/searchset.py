@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from healthroam.records.model import StoredResource, dumps, operation_outcome
+from healthroam.records.model import StoredResource, dumps, json_string, operation_outcome
 from healthroam.records.search import SearchRequest, subset
 from healthroam.records.service import SearchResult
 
@@ -74,7 +74,7 @@ def entry_json(stored: StoredResource, base: str, mode: str, request: SearchRequ
     else:
         resource = stored.served_json()
     return (
-        f'{{"fullUrl":{dumps(f"{base}/{stored.reference}")},"resource":{resource},'
+        f'{{"fullUrl":{json_string(f"{base}/{stored.reference}")},"resource":{resource},'
         f'"search":{{"mode":"{mode}"}}}}'
     )
 
