@@ -300,6 +300,7 @@ def golden_everything(master_index_id: str, request: Request, caller: PatientRea
         audit_refs=[f"Patient/{person.master_index_id}", *(f"Patient/{p}" for p in patient_ids)],
         keep=lambda r: grant.visible(r.institution_code),
         detail=platform.care.detail(grant),
+        compartment=[(k.resource_type, k.id) for k in grant.record],
         **options,
     )
     return _everything_bundle(request, result, options, grant)

@@ -63,19 +63,21 @@ def everything(
     offset: int = 0,
     keep: Callable[[StoredResource], bool] | None = None,
     detail: str | None = None,
+    compartment: Sequence[Key] | None = None,
 ) -> Everything:
     """The compartment of ``patient_ids`` (readable types only), newest first, paged.
     ``keep`` filters what the caller may see (the cross-institution access gate); ``detail``
-    goes into the audit entries (how access was granted)."""
+    goes into the audit entries (how access was granted); ``compartment``: the resources
+    about these Patients when the caller has just listed them (the access decision does),
+    else they are looked up here."""
     with db.transaction() as conn:
         repo = ResourceRepository(conn)
         patients: list[Key] = [("Patient", pid) for pid in patient_ids]
         if not repo.load(patients):
             raise NotFound("no such Patient", expression="Patient.id")
-        compartment: list[Key] = list(dict.fromkeys(patients + repo.pointing_at(patients)))[
-            :MAX_RESOURCES
-        ]
-        keys = list(dict.fromkeys(compartment + _referenced(conn, compartment)))
+        about = list(compartment) if compartment is not None else repo.pointing_at(patients)
+        found: list[Key] = list(dict.fromkeys(patients + about))[:MAX_RESOURCES]
+        keys = list(dict.fromkeys(found + _referenced(conn, found)))
         keys = [
             k
             for k in keys

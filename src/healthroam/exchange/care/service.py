@@ -78,6 +78,9 @@ class Grant:
     principal: Principal  # for auditing the read: purpose of use BTG after break-the-glass
     institution: str
     exception_id: int | None = None
+    # Every live resource about the person (and the source Patients), as the decision listed
+    # them: ``$everything`` starts from these instead of finding the compartment again.
+    record: tuple[RecordKey, ...] = ()
 
     def visible(self, institution_code: str | None) -> bool:
         return self.decision.visible(self.institution, institution_code)
@@ -419,7 +422,7 @@ class CareService:
         """The gate on its own transaction (for ``$everything``, which reads afterwards)."""
         try:
             with self.db.transaction() as conn:
-                grant, _ = self.gate_in(
+                grant, keys = self.gate_in(
                     conn,
                     principal,
                     master_index_id,
@@ -429,7 +432,7 @@ class CareService:
         except Forbidden as error:
             self.audit_refusal(principal, master_index_id, access, error)
             raise
-        return grant
+        return replace(grant, record=tuple(keys))
 
     def detail(self, grant: Grant) -> str:
         parts = [f"access={grant.decision.basis.value}"]
