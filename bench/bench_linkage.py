@@ -40,6 +40,21 @@ def _peak_mib() -> tuple[float, float]:
     return own, children
 
 
+def _sweep(con: duckdb.DuckDBPyConnection, spec: dict[str, Any], weights: list[float]) -> Any:
+    """Accuracy when clustering at each of ``weights`` (posterior log2 odds) instead of the
+    model's link threshold: one prediction at the lowest, one clustering per weight."""
+    linker, scored = linkage.predict(con, "records", spec, min_weight=min(weights))
+    out = {}
+    for weight in sorted(weights):
+        clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(
+            scored, threshold_match_weight=weight
+        )
+        out[str(weight)] = linkage.evaluate(clustered.physical_name, "truth", con=con).as_dict()
+        clustered.drop_table_from_database_and_remove_from_cache()
+    scored.drop_table_from_database_and_remove_from_cache()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -50,6 +65,11 @@ def main() -> None:
     parser.add_argument("--no-default", action="store_true", help="skip Splink's default model")
     parser.add_argument("--province", type=Path, default=None, help="use this province")
     parser.add_argument("--keep", action="store_true", help="keep the generated province")
+    parser.add_argument(
+        "--sweep",
+        default="",
+        help="comma-separated link weights: also cluster at each and report its accuracy",
+    )
     args = parser.parse_args()
 
     spec = json.loads(args.model.read_text()) if args.model else linkage.packaged_spec()
@@ -89,6 +109,9 @@ def main() -> None:
         linkage.load_truth(con, out, "truth")
         result["ours"]["accuracy"] = linkage.evaluate("clusters", "truth", con=con).as_dict()
         print(json.dumps(result, indent=2), flush=True)
+        if args.sweep:
+            result["ours"]["sweep"] = _sweep(con, spec, [float(w) for w in args.sweep.split(",")])
+            print(json.dumps(result["ours"]["sweep"], indent=2), flush=True)
 
         if not args.no_default:
             started = time.perf_counter()
