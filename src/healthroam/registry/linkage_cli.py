@@ -1,4 +1,5 @@
-"""``healthroam registry train|link``: train the matching model, link a batch of source files.
+"""``healthroam registry train|thresholds|link``: train the matching model, re-choose its
+thresholds, link a batch of source files.
 
 Mount with ``app.add_typer(linkage_cli.app, name="registry")``.
 """
@@ -80,18 +81,64 @@ def train(
         con.execute("drop table records")
         held = prepare(con, [holdout], "holdout", workers=workers, today=today)
         linkage.load_truth(con, holdout)
-        choice = linkage.choose_thresholds(
-            con, "holdout", "truth", spec, target_precision=target_precision
-        )
-        spec["thresholds"] = {
-            "certain": choice.certain,
-            "link": choice.link,
-            "review": choice.review,
-        }
-        spec["trained"]["data"] += f"; thresholds on {holdout}: {held.total_rows} records"
-        result["thresholds"] = spec["thresholds"]
-        result["holdout_accuracy_at_link"] = choice.accuracy_at_link.as_dict()
+        result |= _choose(con, spec, holdout, held.total_rows, target_precision)
     target = out or linkage.packaged_spec_path()
+    target.write_text(linkage.dump_spec(spec), encoding="utf-8")
+    result["written"] = str(target)
+    _echo(result)
+
+
+def _choose(
+    con: Any, spec: dict[str, Any], holdout: Path, rows: int, target_precision: float
+) -> dict[str, Any]:
+    """Choose the thresholds on the prepared ``holdout`` table into ``spec``; what to report."""
+    choice = linkage.choose_thresholds(
+        con, "holdout", "truth", spec, target_precision=target_precision
+    )
+    spec["thresholds"] = {"certain": choice.certain, "link": choice.link, "review": choice.review}
+    spec["trained"]["data"] = (
+        spec["trained"]["data"].split("; thresholds on ")[0]
+        + f"; thresholds on {holdout}: {rows} records, target precision {target_precision}"
+    )
+    return {
+        "thresholds": spec["thresholds"],
+        "holdout_accuracy_at_link": choice.accuracy_at_link.as_dict(),
+        "tried": [{"link": w, **a.as_dict()} for w, a in choice.tried],
+    }
+
+
+@app.command()
+def thresholds(
+    holdout: Annotated[
+        Path, typer.Argument(help="held-out synthetic province (with truth/) to choose on")
+    ],
+    model: Annotated[
+        Path | None, typer.Option(help="matching.json to read (default: the packaged one)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="matching.json to write (default: the one read)")
+    ] = None,
+    target_precision: Annotated[
+        float, typer.Option(help="pairwise precision the link threshold's clusters must reach")
+    ] = 0.998,
+    workers: Annotated[int, typer.Option(help="normalisation processes")] = 2,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit")] = "12GB",
+) -> None:
+    """Choose the link, review and certain thresholds again for a trained model (its m and
+    u unchanged), on a held-out province with truth; write matching.json."""
+    if not 0.5 <= target_precision < 1.0:
+        raise typer.BadParameter(
+            "must be at least 0.5 and below 1", param_hint="--target-precision"
+        )
+    source = model or linkage.packaged_spec_path()
+    spec = json.loads(source.read_text(encoding="utf-8"))
+    con = _connect(memory_limit, None)
+    held = prepare(con, [holdout], "holdout", workers=workers, today=date.today())
+    linkage.load_truth(con, holdout)
+    result = {"prepare": held.as_dict()} | _choose(
+        con, spec, holdout, held.total_rows, target_precision
+    )
+    target = out or source
     target.write_text(linkage.dump_spec(spec), encoding="utf-8")
     result["written"] = str(target)
     _echo(result)

@@ -225,3 +225,50 @@ def test_cli_train_and_link(provinces: tuple[Path, Path], tmp_path: Path) -> Non
     clusters = pq.read_table(out)
     assert clusters.column_names == ["unique_id", "source", "cluster_id"]
     assert clusters.num_rows == report["prepare"]["rows"]
+
+
+def test_cli_thresholds_rechooses_without_retraining(
+    provinces: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, held = provinces
+    runner = CliRunner()
+    source = linkage.packaged_spec()
+    model = tmp_path / "matching.json"
+    model.write_text(linkage.dump_spec(source), encoding="utf-8")
+    chosen: dict[float, dict[str, object]] = {}
+    for target in (0.95, 0.9999):
+        out = tmp_path / f"matching-{target}.json"
+        result = runner.invoke(
+            app,
+            [
+                "thresholds",
+                str(held),
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--target-precision",
+                str(target),
+                "--workers",
+                "1",
+                "--memory-limit",
+                "2GB",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output)
+        written = json.loads(out.read_text(encoding="utf-8"))
+        assert written["thresholds"] == report["thresholds"]
+        assert written["comparisons"] == source["comparisons"]  # m and u untouched
+        assert written["prior_match_probability"] == source["prior_match_probability"]
+        assert f"target precision {target}" in written["trained"]["data"]
+        assert report["tried"][-1]["link"] == report["thresholds"]["link"]
+        chosen[target] = report["thresholds"]
+        assert MatchModel.load(out).thresholds.link == report["thresholds"]["link"]
+    # A stricter precision never allows a lower link weight.
+    assert chosen[0.9999]["link"] >= chosen[0.95]["link"]  # type: ignore[operator]
+    assert json.loads(model.read_text(encoding="utf-8")) == source  # --out: input untouched
+
+    refused = runner.invoke(app, ["thresholds", str(held), "--target-precision", "1.5"])
+    assert refused.exit_code != 0
+    assert "target-precision" in refused.output
