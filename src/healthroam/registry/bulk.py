@@ -11,8 +11,10 @@ after the last committed chunk, and loading a file twice changes nothing.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -56,7 +58,7 @@ from healthroam.registry.model import (
 )
 from healthroam.registry.normalize import normalize_record
 from healthroam.registry.repository import TOTAL
-from healthroam.registry.service import RegistryService, _golden_values, _hash, record_data
+from healthroam.registry.service import RegistryService, _hash, golden_values, record_data
 from healthroam.registry.survivorship import LinkedRecord, golden_record
 from healthroam.security.model import Principal
 
@@ -110,14 +112,18 @@ class Actor(NamedTuple):
     client: str
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+# One encoder for every document: json.dumps with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_json: Callable[[Any], str] = _ENCODER.encode
+_SPECIAL = re.compile(r"[\\\t\n\r{}]")  # what _field must escape
 
 
 def _field(value: str | None) -> str:
     """A value for a COPY text line that is also a str.format template."""
     if value is None:
         return "\\N"
+    if _SPECIAL.search(value) is None:  # the usual case: nothing to escape
+        return value
     # str.replace is many times faster than str.translate on non-ASCII text.
     if "\\" in value:
         value = value.replace("\\", "\\\\")
@@ -171,8 +177,14 @@ def _copy_lines(
         + content_hash
         + "\t\\N\t{3}\t{3}\n"
     )
-    key_lines = "".join(_field(k[:255]) + "\t{1}\n" for k in keys)
-    event = (
+    key_lines = "".join([_field(k[:255]) + "\t{1}\n" for k in keys])
+    return master, record, key_lines, _event_line(source, actor)
+
+
+@functools.lru_cache(maxsize=64)
+def _event_line(source: str, actor: Actor) -> str:
+    """The create event's COPY line template: the same for every new person of a load."""
+    return (
         "{2}\t{3}\tcreate\t{0}\t\\N\t{1}\t"
         + "\t".join(_field(v) for v in (actor.institution, actor.user, actor.client))
         + "\tbulk load\t"
@@ -181,7 +193,6 @@ def _copy_lines(
         + _field(_json({"outcome": MatchOutcome.NEW.value}))
         + "\n"
     )
-    return master, record, key_lines, event
 
 
 _COPY_COLUMNS = {
@@ -223,7 +234,7 @@ def _prepare(
         name = (normalized.name or normalized.latin_name or "")[:200]
         copy = None
         if render:
-            golden = golden_record([LinkedRecord(0, source, trust, epoch, _golden_of(data, norm))])
+            golden = golden_record([LinkedRecord(0, source, trust, epoch, golden_values(data, norm))])
             copy = _copy_lines(
                 source,
                 record.key.system,
@@ -250,13 +261,6 @@ def _prepare(
             )
         )
     return result
-
-
-def _golden_of(data: dict[str, Any], normalized: dict[str, Any]) -> dict[str, Any]:
-    from healthroam.registry.repository import SourceRow
-
-    row = SourceRow(0, "", "", "", 0, "", data, normalized, "", None, datetime.now(UTC))
-    return _golden_values(row)
 
 
 class BulkLoader:
@@ -522,7 +526,7 @@ class BulkLoader:
             rows, master_ids, source_ids, event_ids, strict=True
         ):
             data, normalized = p.data, p.normalized
-            values = _golden_of(data, normalized)
+            values = golden_values(data, normalized)
             golden = golden_record([LinkedRecord(source_id, source, trust, now, values)])
             masters.append(
                 {
@@ -633,7 +637,7 @@ def _copy_value(value: Any, is_json: bool) -> Any:
     if value is None:
         return "\\N"
     if is_json:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return _json(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bool):

@@ -68,6 +68,10 @@ _LATIN_FOLDS = str.maketrans(
     {"ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "æ": "ae", "œ": "oe", "ı": "i", "ŀ": "l"}
 )
 _LATIN_SEPARATORS = re.compile(r"[\s,;/.·_]+")
+_DOT_LOOKALIKE = re.compile("[" + re.escape("".join(sorted(DOT_LOOKALIKES))) + "]")
+# U+4E00-U+9FA5, the CJK Unified Ideographs of Unicode 1.1 (GB 2312 and GBK's Han characters
+# are all here): every one is_han(), so a name made only of them is Han without a lookup.
+_COMMON_HAN = re.compile("[\u4e00-\u9fa5]+")
 
 
 class Script(enum.StrEnum):
@@ -135,6 +139,11 @@ def _is_invisible(char: str) -> bool:
 def clean_text(text: str) -> str:
     """NFKC-fold, drop invisible characters and collapse whitespace runs to one space."""
     folded = unicodedata.normalize("NFKC", text)
+    if folded.isprintable():
+        # No character of the categories Cc, Cf, Cs, Co, Cn, Zl, Zp, Zs but the ASCII space:
+        # nothing is invisible and the only whitespace is " ", so the per-character pass
+        # below would keep every character.
+        return " ".join(folded.split())
     visible = "".join(" " if ch.isspace() else ch for ch in folded if not _is_invisible(ch))
     return " ".join(visible.split())
 
@@ -142,6 +151,8 @@ def clean_text(text: str) -> str:
 @functools.lru_cache(maxsize=65_536)
 def detect_script(text: str) -> Script:
     """Classify the letters of ``text`` as Han, Latin, mixed, or other (also empty)."""
+    if _COMMON_HAN.fullmatch(text):
+        return Script.HAN
     has_han = has_latin = has_other = False
     for ch in text:
         if is_han(ch):
@@ -163,6 +174,8 @@ def unify_dots(text: str) -> str:
 
     Runs of dots collapse to one; a dot at the start or end is removed.
     """
+    if _DOT_LOOKALIKE.search(text) is None:
+        return text.strip(" ")  # what the loop below gives when there is no dot
     out: list[str] = []
     for ch in text:
         if ch in DOT_LOOKALIKES:

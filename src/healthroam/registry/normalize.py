@@ -72,16 +72,33 @@ def name_features(
     return normalized.key, None, None, frozenset()  # mixed or other scripts: as written
 
 
+_NO_STRINGS: frozenset[str] = frozenset()
+
+
+@functools.lru_cache(maxsize=1024)
+def _sex(raw: str) -> str | None:
+    """"1" or "2" for a spelling of male or female, None for unknown or not stated; raises
+    for what is no sex at all (not cached: lru_cache keeps only returned values)."""
+    parsed = parse_sex(raw, expression="gender")
+    return parsed.value if parsed in (Sex.MALE, Sex.FEMALE) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _ethnicity(raw: str) -> str | None:
+    """The GB/T 3304 code of an ethnicity as written, None if not recognised."""
+    try:
+        return parse_ethnicity(raw).code
+    except InvalidInput:
+        return None
+
+
 def normalize_record(record: SourceRecord, *, today: date | None = None) -> NormalizedRecord:
     warnings: list[str] = []
     han_name, latin, pinyin, keys = name_features(record.name or "", record.family)
     today = today or date.today()
     if record.birth_date is not None and record.birth_date > today:
         raise InvalidInput("birth date is in the future", expression="birthDate")
-    sex: str | None = None
-    if record.sex:
-        parsed = parse_sex(record.sex, expression="gender")
-        sex = parsed.value if parsed in (Sex.MALE, Sex.FEMALE) else None
+    sex = _sex(record.sex) if record.sex else None
 
     national_id: str | None = None
     if record.national_id:
@@ -92,8 +109,12 @@ def normalize_record(record: SourceRecord, *, today: date | None = None) -> Norm
         if sex is not None and str(int(resident.sex)) != sex:
             warnings.append("sex differs from the one encoded in the ID number")
 
-    identifiers = frozenset(
-        f"{i.system}|{i.value.strip().upper()}" for i in record.identifiers if i.value.strip()
+    identifiers = (
+        frozenset(
+            f"{i.system}|{i.value.strip().upper()}" for i in record.identifiers if i.value.strip()
+        )
+        if record.identifiers
+        else _NO_STRINGS
     )
     if record.birth_date is None and national_id is None and not identifiers:
         raise InvalidInput("a birth date or an identifier is required", expression="birthDate")
@@ -108,7 +129,7 @@ def normalize_record(record: SourceRecord, *, today: date | None = None) -> Norm
             phone = checked.canonical
 
     address_key: str | None = None
-    tokens: frozenset[str] = frozenset()
+    tokens: frozenset[str] = _NO_STRINGS
     if record.address and record.address.strip():
         # Without a region of its own (hospital registers rarely carry one), strip the
         # platform's own province, so 海南省海口市... and 海口市... give the same key everywhere.
@@ -118,9 +139,8 @@ def normalize_record(record: SourceRecord, *, today: date | None = None) -> Norm
     region = record.region if record.region and len(record.region) == 6 else None
     ethnicity = None
     if record.ethnicity:
-        try:
-            ethnicity = parse_ethnicity(record.ethnicity).code
-        except InvalidInput:
+        ethnicity = _ethnicity(record.ethnicity)
+        if ethnicity is None:
             warnings.append("ethnicity not recognised")
     return NormalizedRecord(
         name=han_name,

@@ -88,14 +88,20 @@ def record_data(record: SourceRecord) -> dict[str, Any]:
     }
 
 
+# One encoder for every content hash: json.dumps with options builds a new one per call.
+_HASH_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def _hash(data: dict[str, Any]) -> str:
-    encoded = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(encoded.encode()).hexdigest()
+    return hashlib.sha256(_HASH_ENCODER.encode(data).encode()).hexdigest()
 
 
 def _golden_values(source: SourceRow) -> dict[str, Any]:
-    n = source.normalized
-    raw = source.data
+    return golden_values(source.data, source.normalized)
+
+
+def golden_values(raw: dict[str, Any], n: dict[str, Any]) -> dict[str, Any]:
+    """What survivorship takes from one source record: its stored data and normalised form."""
     return {
         "name": n.get("name") or (raw.get("name") if n.get("latin_name") else None),
         "latin_name": raw.get("name") if n.get("latin_name") else None,
