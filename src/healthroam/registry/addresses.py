@@ -46,11 +46,13 @@ _UNIT_WORDS = "号楼|号|栋|幢|座|单元|层|楼|室|房|组|巷|弄"
 _CHINESE_NUMBER = re.compile(rf"第?([零〇一二两三四五六七八九十百千]+)(?={_UNIT_WORDS})")
 _ORDINAL_DIGITS = re.compile(rf"第(\d+)(?={_UNIT_WORDS})")
 _NUMBERED = r"(?<=[0-9A-Z])"
+# (pattern, replacement, the words the pattern needs: a text without any is left as it is)
 _VARIANTS = (
-    (re.compile(_NUMBERED + r"(?:号楼|幢|座)"), "栋"),
-    (re.compile(_NUMBERED + r"房"), "室"),
-    (re.compile(r"(?<=\d)F(?![A-Z])"), "层"),
+    (re.compile(_NUMBERED + r"(?:号楼|幢|座)"), "栋", re.compile("号楼|幢|座")),
+    (re.compile(_NUMBERED + r"房"), "室", re.compile("房")),
+    (re.compile(r"(?<=\d)F(?![A-Z])"), "层", re.compile("F")),
 )
+_ASCII_LOWER = re.compile(r"[a-z]+")
 _HASH = re.compile(r"(?<=\d)\s*#")  # 5# and 5#楼: # after a number means 号
 _NOT_KEPT = re.compile(r"[^0-9A-Za-z\u3007\u3400-\u9fff\U00020000-\U0003134f-]")
 _LONE_DASH = re.compile(r"(?<!\d)-+|-+(?!\d)")
@@ -117,15 +119,25 @@ def normalize_address_text(raw: str) -> str:
     """Rules 1-4: the cleaned address text, without spaces or punctuation."""
     text = to_simplified(clean_text(raw))
     text = _DASHES.sub("-", text)
-    text = "".join(ch.upper() if ch.isascii() else ch for ch in text)
-    text = _HASH.sub("号", text)
+    # Only a-z change under str.upper() among ASCII characters; the rest is left as it is.
+    if _ASCII_LOWER.search(text) is not None:
+        text = _ASCII_LOWER.sub(_upper, text)
+    if "#" in text:
+        text = _HASH.sub("号", text)
     text = _NOT_KEPT.sub("", text)
-    text = _LONE_DASH.sub("", text)
+    if "-" in text:
+        text = _LONE_DASH.sub("", text)
     text = _CHINESE_NUMBER.sub(_arabic, text)
-    text = _ORDINAL_DIGITS.sub(r"\1", text)
-    for pattern, replacement in _VARIANTS:
-        text = pattern.sub(replacement, text)
+    if "第" in text:
+        text = _ORDINAL_DIGITS.sub(r"\1", text)
+    for pattern, replacement, needs in _VARIANTS:
+        if needs.search(text) is not None:
+            text = pattern.sub(replacement, text)
     return text
+
+
+def _upper(match: re.Match[str]) -> str:
+    return match.group(0).upper()
 
 
 def strip_province(text: str, region_code: str | None) -> str:
@@ -162,6 +174,7 @@ _ROOM = re.compile(r"(\d+)室")
 _DASHED = re.compile(r"(\d+)-(\d+)(?:-(\d+))?$")
 _HOUSE = re.compile(r"(\d+(?:-\d+)?[A-Z]?)号")
 _FLOOR = re.compile(r"(\d+)层")
+_NUMBER_WORDS = tuple("号栋层室")
 
 
 def extract_numbers(text: str) -> AddressNumbers:
@@ -170,21 +183,22 @@ def extract_numbers(text: str) -> AddressNumbers:
     Explicit words win (123号, 5栋, 2单元, 6层, 501室); a trailing dashed group fills what
     is missing: 3-2-501 is building-unit-room, 3-501 building-room.
     """
-    building = _first(_BUILDING, text)
-    unit = _first(_UNIT, text)
-    room = _first(_ROOM, text)
-    dashed = _DASHED.search(text)
-    if dashed and not text.endswith(tuple("号栋层室")):
+    # Each search only where its word is in the text (most addresses lack most of them).
+    building = _first(_BUILDING, text) if "栋" in text else None
+    unit = _first(_UNIT, text) if "单元" in text else None
+    room = _first(_ROOM, text) if "室" in text else None
+    dashed = _DASHED.search(text) if "-" in text else None
+    if dashed and not text.endswith(_NUMBER_WORDS):
         first, second, third = dashed.groups()
         if third is not None:
             building, unit, room = building or first, unit or second, room or third
         else:
             building, room = building or first, room or second
     return AddressNumbers(
-        house=_first(_HOUSE, text),
+        house=_first(_HOUSE, text) if "号" in text else None,
         building=building,
         unit=unit,
-        floor=_first(_FLOOR, text),
+        floor=_first(_FLOOR, text) if "层" in text else None,
         room=room,
     )
 

@@ -147,9 +147,7 @@ def _copy_lines(
     seq, {3} timestamp. Column orders: see ``_COPY_COLUMNS``."""
     provenance = golden.pop("provenance")
     head = _field(_json(golden))[:-2]  # without the closing "}}" (an escaped "}")
-    golden_text = (
-        head + ',"provenance":{{' + ",".join(f'"{field}":{{1}}' for field in provenance) + "}}}}"
-    )
+    golden_text = head + _provenance_template(tuple(provenance))
     name = golden.get("name") or golden.get("latin_name")
     master = (
         "{0}\t"
@@ -179,6 +177,12 @@ def _copy_lines(
     )
     key_lines = "".join([_field(k[:255]) + "\t{1}\n" for k in keys])
     return master, record, key_lines, _event_line(source, actor)
+
+
+@functools.lru_cache(maxsize=1024)
+def _provenance_template(fields: tuple[str, ...]) -> str:
+    """The golden record's closing provenance object: every field from source {1}."""
+    return ',"provenance":{{' + ",".join(f'"{field}":{{1}}' for field in fields) + "}}}}"
 
 
 @functools.lru_cache(maxsize=64)

@@ -152,6 +152,9 @@ def source_select_sql(con: duckdb.DuckDBPyConnection, path: Path) -> str:
         from {reader}"""
 
 
+_UNKEYED = SourceKey("batch", SOURCE_SYSTEM, "?")  # the key of every row normalise_batch reads
+
+
 def source_record(row: dict[str, Any], key: str = "?") -> SourceRecord:
     """One raw row (the :data:`INPUT_COLUMNS`) as a :class:`SourceRecord`, values as recorded.
 
@@ -166,7 +169,7 @@ def source_record(row: dict[str, Any], key: str = "?") -> SourceRecord:
     others = (Identifier(f"ws364-{id_type}", number),) if number and not resident else ()
     phone = row["phone"]
     return SourceRecord(
-        key=SourceKey("batch", SOURCE_SYSTEM, key),
+        key=_UNKEYED if key == "?" else SourceKey("batch", SOURCE_SYSTEM, key),
         name=row["name"],
         sex=row["sex"],
         birth_date=row["birth_date"],
@@ -182,13 +185,14 @@ def normalise_batch(
     batch: pa.RecordBatch, today: date, drop_invalid_ids: bool = True
 ) -> pa.RecordBatch:
     """Normalise one batch of distinct raw rows (``input_id`` + :data:`INPUT_COLUMNS`)."""
-    out: dict[str, list[Any]] = {name: [] for name in NORMALISED_SCHEMA.names}
     normalize_record = normalize.normalize_record
     columns = batch.to_pydict()
     ids = columns.pop("input_id")
     rows = (
         dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
     )
+    # One tuple per row in the schema's column order, turned into columns at the end.
+    results: list[tuple[Any, ...]] = []
     for input_id, row in zip(ids, rows, strict=True):
         record = source_record(row)
         reject: str | None = None
@@ -205,12 +209,11 @@ def normalise_batch(
                     reject = again.detail
             else:
                 reject = error.detail
-        out["input_id"].append(input_id)
-        out["reject_reason"].append(reject)
-        out["id_dropped_reason"].append(dropped)
-        values = row_from_normalized("", "", n) if n else {}
-        for column in RECORD_COLUMNS[2:]:
-            out[column].append(values.get(column))
+        values = _record_values(n) if n else _NO_VALUES
+        results.append((input_id, *values, reject, dropped))
+    names = NORMALISED_SCHEMA.names
+    columns_out = zip(*results) if results else ([] for _ in names)
+    out = {name: list(column) for name, column in zip(names, columns_out, strict=True)}
     return pa.RecordBatch.from_pydict(out, schema=NORMALISED_SCHEMA)
 
 
@@ -368,20 +371,26 @@ def normalized_from_row(row: dict[str, Any]) -> NormalizedRecord:
 
 def row_from_normalized(unique_id: str, source: str, n: NormalizedRecord) -> dict[str, Any]:
     """One prepared row (columns :data:`RECORD_COLUMNS`) from a :class:`NormalizedRecord`."""
-    return {
-        "unique_id": unique_id,
-        "source": source,
-        "name": n.name,
-        "latin_name": n.latin_name,
-        "name_key": n.name if n.name is not None else n.latin_name,
-        "pinyin": n.pinyin,
-        "pinyin_keys": sorted(n.pinyin_keys),
-        "birth_date": n.birth_date,
-        "sex": n.sex,
-        "national_id": n.national_id,
-        "region": n.region,
-        "address": n.address,
-        "address_tokens": sorted(n.address_tokens),
-        "phone": n.phone,
-        "identifiers": sorted(n.identifiers),
-    }
+    return dict(zip(RECORD_COLUMNS, (unique_id, source, *_record_values(n)), strict=True))
+
+
+def _record_values(n: NormalizedRecord) -> tuple[Any, ...]:
+    """The values of :data:`RECORD_COLUMNS` after ``unique_id`` and ``source``, in order."""
+    return (
+        n.name,
+        n.latin_name,
+        n.name if n.name is not None else n.latin_name,  # name_key
+        n.pinyin,
+        sorted(n.pinyin_keys),
+        n.birth_date,
+        n.sex,
+        n.national_id,
+        n.region,
+        n.address,
+        sorted(n.address_tokens),
+        n.phone,
+        sorted(n.identifiers),
+    )
+
+
+_NO_VALUES = (None,) * (len(RECORD_COLUMNS) - 2)  # the values of a rejected row

@@ -67,12 +67,21 @@ def _syllable_options(text: str) -> list[tuple[str, ...]]:
     return [options for options in map(char_readings, text) if options]
 
 
-def _surname_options(surname: str) -> list[tuple[Reading, ...]]:
+@functools.lru_cache(maxsize=16_384)
+def _surname_options(surname: str) -> tuple[tuple[Reading, ...], ...]:
     """The surname as one position whose options are whole-surname readings."""
     known = surname_readings().get(surname)
     if known is not None:
-        return [known]
-    return [tuple((syllable,) for syllable in options) for options in _syllable_options(surname)]
+        return (known,)
+    return tuple(
+        tuple((syllable,) for syllable in options) for options in _syllable_options(surname)
+    )
+
+
+@functools.cache
+def _char_options(char: str) -> tuple[Reading, ...]:
+    """A given-name character's readings as one-syllable readings (empty if it has none)."""
+    return tuple((syllable,) for syllable in char_readings(char))
 
 
 def pinyin_readings(
@@ -92,7 +101,7 @@ def pinyin_readings(
     if parts.surname:
         positions.extend(_surname_options(parts.surname))
     given = parts.given.replace(MIDDLE_DOT, "")
-    positions.extend(tuple((s,) for s in options) for options in _syllable_options(given))
+    positions.extend(options for options in map(_char_options, given) if options)
     if not positions:
         return []
     readings: list[tuple[str, ...]] = []
