@@ -20,6 +20,7 @@ two versions of the code can be compared for identical results as well as speed:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from healthroam.registry import bulk, linkage_prepare
+from healthroam.registry import bulk, linkage_prepare, normalize
 from healthroam.registry.loader import Mapping
 
 _MASTER_INDEX_ID = re.compile(r"\t[0-9A-F]{64}\t")
@@ -54,7 +55,9 @@ def linkage_run(province: Path, limit: int | None) -> dict[str, object]:
     digest = hashlib.sha256()
     today = date(2026, 11, 25)
     cpu = 0.0
-    with linkage_prepare.memoised_normalisation():
+    # As a batch-linkage worker runs (main has no batch_gc: the default thresholds then).
+    tuned = getattr(normalize, "batch_gc", contextlib.nullcontext)
+    with linkage_prepare.memoised_normalisation(), tuned():
         for batch in batches:
             started = time.process_time()
             out = linkage_prepare.normalise_batch(batch, today)
@@ -75,6 +78,7 @@ def loader_run(province: Path, limit: int | None) -> dict[str, object]:
     digest = hashlib.sha256()
     cpu = 0.0
     part = 5_000  # as the loader's pieces: chunk 20,000 over 2 workers x 2
+    getattr(normalize, "tune_gc_for_batches", lambda: None)()  # as the workers (if any)
     for first in range(0, len(rows), part):
         piece = rows[first : first + part]
         started = time.process_time()

@@ -56,7 +56,7 @@ from healthroam.registry.model import (
     SourceRecord,
     new_master_index_id,
 )
-from healthroam.registry.normalize import normalize_record
+from healthroam.registry.normalize import normalize_record, tune_gc_for_batches
 from healthroam.registry.repository import TOTAL
 from healthroam.registry.service import RegistryService, _hash, golden_values, record_data
 from healthroam.registry.survivorship import LinkedRecord, golden_record
@@ -291,7 +291,9 @@ class BulkLoader:
         skip = summary.resumed_from
         with (
             open_reject_file(reject_file, resuming=skip > 0) as handle,
-            ProcessPoolExecutor(max_workers=self.workers) as pool,
+            ProcessPoolExecutor(
+                max_workers=self.workers, initializer=tune_gc_for_batches
+            ) as pool,
         ):
             rejects = csv.writer(handle)
             with self.db.transaction(readonly=True) as conn:

@@ -258,6 +258,7 @@ _worker_stack = contextlib.ExitStack()
 
 
 def _init_worker() -> None:
+    normalize.tune_gc_for_batches()
     _worker_stack.enter_context(memoised_normalisation())
 
 
@@ -315,7 +316,7 @@ def prepare(
                 progress(done)
 
     if workers <= 1:
-        with memoised_normalisation():
+        with memoised_normalisation(), normalize.batch_gc():
             consume(map(_work, tasks))
     else:
         context = multiprocessing.get_context("spawn")
