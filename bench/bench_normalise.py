@@ -28,6 +28,7 @@ import re
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
@@ -63,8 +64,7 @@ def linkage_run(province: Path, limit: int | None) -> dict[str, object]:
             out = linkage_prepare.normalise_batch(batch, today)
             cpu += time.process_time() - started
             digest.update(json.dumps(out.to_pydict(), ensure_ascii=False).encode())
-    return {"rows": rows, "cpu_s": round(cpu, 2), "us_per_row": round(cpu / rows * 1e6, 1),
-            "sha256": digest.hexdigest()}  # fmt: skip
+    return _result(rows, cpu, digest)
 
 
 def loader_run(province: Path, limit: int | None) -> dict[str, object]:
@@ -89,8 +89,16 @@ def loader_run(province: Path, limit: int | None) -> dict[str, object]:
             if p.copy is not None:
                 values[-2] = [_MASTER_INDEX_ID.sub("\t<mid>\t", p.copy[0]), *p.copy[1:]]
             digest.update(json.dumps(values, ensure_ascii=False).encode())
-    return {"rows": len(rows), "cpu_s": round(cpu, 2),
-            "us_per_row": round(cpu / len(rows) * 1e6, 1), "sha256": digest.hexdigest()}  # fmt: skip
+    return _result(len(rows), cpu, digest)
+
+
+def _result(rows: int, cpu: float, digest: Any) -> dict[str, object]:
+    return {
+        "rows": rows,
+        "cpu_s": round(cpu, 2),
+        "us_per_row": round(cpu / rows * 1e6, 1),
+        "sha256": digest.hexdigest(),
+    }
 
 
 def main() -> None:

@@ -238,7 +238,9 @@ def _prepare(
         name = (normalized.name or normalized.latin_name or "")[:200]
         copy = None
         if render:
-            golden = golden_record([LinkedRecord(0, source, trust, epoch, golden_values(data, norm))])
+            golden = golden_record(
+                [LinkedRecord(0, source, trust, epoch, golden_values(data, norm))]
+            )
             copy = _copy_lines(
                 source,
                 record.key.system,
@@ -291,9 +293,7 @@ class BulkLoader:
         skip = summary.resumed_from
         with (
             open_reject_file(reject_file, resuming=skip > 0) as handle,
-            ProcessPoolExecutor(
-                max_workers=self.workers, initializer=tune_gc_for_batches
-            ) as pool,
+            ProcessPoolExecutor(max_workers=self.workers, initializer=tune_gc_for_batches) as pool,
         ):
             rejects = csv.writer(handle)
             with self.db.transaction(readonly=True) as conn:

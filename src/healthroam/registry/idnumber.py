@@ -141,7 +141,7 @@ def _examine(
     """The checks of :func:`validate` in their order, on a normalised number, in one pass:
     (the first problem or None, the 18-digit number, the birth date)."""
     length = len(number)
-    if length != 18 and length != 15:  # noqa: PLR1714 (faster than a tuple test here)
+    if length != 18 and length != 15:
         return IdProblem.LENGTH, number, None
     body = number[:17] if length == 18 else number
     if not (body.isascii() and body.isdigit()):

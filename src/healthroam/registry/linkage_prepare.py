@@ -212,7 +212,7 @@ def normalise_batch(
         values = _record_values(n) if n else _NO_VALUES
         results.append((input_id, *values, reject, dropped))
     names = NORMALISED_SCHEMA.names
-    columns_out = zip(*results) if results else ([] for _ in names)
+    columns_out = zip(*results, strict=True) if results else ([] for _ in names)
     out = {name: list(column) for name, column in zip(names, columns_out, strict=True)}
     return pa.RecordBatch.from_pydict(out, schema=NORMALISED_SCHEMA)
 

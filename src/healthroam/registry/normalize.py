@@ -107,8 +107,8 @@ _NO_STRINGS: frozenset[str] = frozenset()
 
 @functools.lru_cache(maxsize=1024)
 def _sex(raw: str) -> str | None:
-    """"1" or "2" for a spelling of male or female, None for unknown or not stated; raises
-    for what is no sex at all (not cached: lru_cache keeps only returned values)."""
+    """The GB code, "1" or "2", of a spelling of male or female; None for unknown or not stated;
+    raises for what is no sex at all (not cached: lru_cache keeps only returned values)."""
     parsed = parse_sex(raw, expression="gender")
     return parsed.value if parsed in (Sex.MALE, Sex.FEMALE) else None
 

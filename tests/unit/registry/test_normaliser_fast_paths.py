@@ -255,4 +255,5 @@ def test_normalise_batch_of_no_rows_and_of_rejects() -> None:
     assert out[0]["name"] == out[0]["name_key"] == "张三"
     assert out[0]["reject_reason"] is None
     assert out[1]["reject_reason"] == "a name is required"
-    assert out[1]["name"] is None and out[1]["pinyin_keys"] is None
+    assert out[1]["name"] is None
+    assert out[1]["pinyin_keys"] is None
