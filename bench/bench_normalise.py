@@ -85,7 +85,7 @@ def loader_run(province: Path, limit: int | None) -> dict[str, object]:
         prepared = bulk._prepare((piece, first, "POP", mapping, actor, 3, True))
         cpu += time.process_time() - started
         for p in prepared:
-            values = list(p)
+            values: list[Any] = list(p)
             if p.copy is not None:
                 values[-2] = [_MASTER_INDEX_ID.sub("\t<mid>\t", p.copy[0]), *p.copy[1:]]
             digest.update(json.dumps(values, ensure_ascii=False).encode())
