@@ -122,6 +122,7 @@ class _Work:
     conn: Connection
     context: MessageContext
     message: Message
+    audit: list[AuditRecord]  # the entries written at the message's end (AuditTrail.collecting)
     handled: Handled = field(default_factory=Handled)
     # current rows by (type, id) as far as read in this message (None: no such row)
     rows: dict[tuple[str, str], CurrentRow | None] = field(default_factory=dict)
@@ -152,20 +153,22 @@ class Dispatcher:
     def __call__(self, conn: Any, context: MessageContext, message: Any) -> Handled:
         parsed = Message(message)
         kind, event = _route(parsed, context)
-        work = _Work(conn, context, parsed)
-        self._prefetch(work, self._message_keys(work))
-        if kind == "ADT":
-            if event in ("A28", "A31"):
-                self._person(work)
-            elif event == "A40":
-                self._merge(work)
+        # The message's audit entries (registration, writes, look-ups) in one insert at its end.
+        with self.records.audit.collecting(conn) as audit:
+            work = _Work(conn, context, parsed, audit)
+            self._prefetch(work, self._message_keys(work))
+            if kind == "ADT":
+                if event in ("A28", "A31"):
+                    self._person(work)
+                elif event == "A40":
+                    self._merge(work)
+                else:
+                    self._visit(work, event)
+            elif kind == "ORU":
+                self._results(work)
             else:
-                self._visit(work, event)
-        elif kind == "ORU":
-            self._results(work)
-        else:
-            self._orders(work)
-        self.records.audit.append(conn, self._read_events(work))
+                self._orders(work)
+            audit.extend(self._read_events(work))
         return work.handled
 
     # --- look-ups -----------------------------------------------------------------------------
@@ -279,12 +282,14 @@ class Dispatcher:
         if exists:
             return self.records.update_in(work.conn, principal, rtype, rid, resource, gated=False)
         require(principal, rtype, "u")
+        entries = len(work.audit)
         try:
             with work.conn.begin_nested():
                 return self.records.create_in(
                     work.conn, principal, rtype, resource, resource_id=rid
                 )
         except IntegrityError:
+            del work.audit[entries:]  # rolled back with the savepoint
             return self.records.update_in(work.conn, principal, rtype, rid, resource, gated=False)
 
     def _write_new(self, work: _Work, items: list[tuple[Mapped, str, Location]]) -> None:
@@ -303,12 +308,14 @@ class Dispatcher:
                 fresh.append((rtype, rid, resource))
         if fresh:
             events = self._read_events(work)
+            entries = len(work.audit)
             try:
                 with work.conn.begin_nested():
                     self.records.create_many_in(
                         work.conn, work.context.principal, fresh, audit=events
                     )
             except IntegrityError:  # a concurrent message wrote one first: one by one
+                del work.audit[entries:]  # rolled back with the savepoint
                 work.audited.difference_update(e.resource_id for e in events if e.resource_id)
                 fresh = []
             except (InvalidInput, Unprocessable) as error:
