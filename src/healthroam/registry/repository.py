@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from healthroam.db.schema import institutions
@@ -95,6 +97,34 @@ class RegistryRepository:
             select(institutions.c.kind, institutions.c.level).where(institutions.c.code == code)
         ).first()
         return (row.kind, row.level) if row else None
+
+    def institution_and_source(
+        self, key: SourceKey
+    ) -> tuple[tuple[str, int | None] | None, SourceRow | None]:
+        """:meth:`institution` of the key's institution and :meth:`source_by_key`, in one
+        query (a registration needs both)."""
+        s = source_records.c
+        joined = institutions.outerjoin(
+            source_records,
+            and_(
+                s.institution_code == institutions.c.code,
+                s.id_system == key.system,
+                s.local_id == key.local_id,
+            ),
+        )
+        row = self.conn.execute(
+            select(
+                institutions.c.kind.label("institution_kind"),
+                institutions.c.level.label("institution_level"),
+                *source_records.c,
+            )
+            .select_from(joined)
+            .where(institutions.c.code == key.institution)
+        ).first()
+        if row is None:
+            return None, None
+        source = _source(row) if row.id is not None else None
+        return (row.institution_kind, row.institution_level), source
 
     def institutions_of(self, codes: Iterable[str]) -> dict[str, tuple[str, int | None]]:
         rows = self.conn.execute(
@@ -309,27 +339,24 @@ class RegistryRepository:
         return [_source(r) for r in self.conn.execute(query)]
 
     def count_name(self, name: str, delta: int) -> None:
-        # The total first: every writer takes the one total row before any name's row, so two
-        # transactions registering several people (a Bundle, an import chunk, an HL7 group
-        # commit) queue on it instead of locking two names in opposite orders (a deadlock).
-        for key in (TOTAL, name[:200]):
-            updated = self.conn.execute(
-                update(mpi_name_counts)
-                .where(mpi_name_counts.c.name == key)
-                .values(count=mpi_name_counts.c.count + delta)
+        """Add ``delta`` to the name's count and to the total, in one upsert of both rows.
+
+        The total first: every writer takes the one total row before any name's row (VALUES
+        rows are inserted or updated in order), so two transactions registering several
+        people (a Bundle, an import chunk, an HL7 group commit) queue on it instead of
+        locking two names in opposite orders (a deadlock)."""
+        keys = list(dict.fromkeys((TOTAL, name[:200])))
+        upsert = (pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert)(
+            mpi_name_counts
+        )
+        self.conn.execute(
+            upsert.values(
+                [{"name": key, "count": max(delta, 0)} for key in keys]
+            ).on_conflict_do_update(
+                index_elements=[mpi_name_counts.c.name],
+                set_={"count": mpi_name_counts.c.count + delta},
             )
-            if updated.rowcount == 0:
-                try:
-                    with self.conn.begin_nested():
-                        self.conn.execute(
-                            insert(mpi_name_counts).values(name=key, count=max(delta, 0))
-                        )
-                except IntegrityError:
-                    self.conn.execute(
-                        update(mpi_name_counts)
-                        .where(mpi_name_counts.c.name == key)
-                        .values(count=mpi_name_counts.c.count + delta)
-                    )
+        )
 
     def name_frequency(self, name: str) -> float:
         rows = {
@@ -481,6 +508,49 @@ class RegistryRepository:
                 [{"institution_code": code, "seq": seq} for code in told],
             )
         return seq
+
+    def add_events(self, events: Sequence[dict[str, Any]]) -> list[int]:
+        """:meth:`add_event` of several events (its keyword arguments, plus ``event_type``,
+        ``master_id`` and ``now``) in one insert, and their recipients in another; the events
+        get ascending seq numbers in the given order."""
+        if not events:
+            return []
+        rows = []
+        for event in events:
+            told = sorted(set(event.get("recipients") or ()))
+            rows.append(
+                {
+                    "occurred_at": event["now"],
+                    "event_type": event["event_type"],
+                    "master_id": event["master_id"],
+                    "other_master_id": event.get("other_master_id"),
+                    "source_id": event.get("source_id"),
+                    "actor_institution": event.get("actor_institution"),
+                    "actor_user": event.get("actor_user"),
+                    "actor_client": event.get("actor_client"),
+                    "reason": event.get("reason"),
+                    "institutions": told,
+                    "detail": event.get("detail"),
+                }
+            )
+        if len(rows) == 1:
+            inserted = self.conn.execute(insert(mpi_events).values(rows[0])).inserted_primary_key
+            assert inserted is not None
+            seqs = [int(inserted[0])]
+        else:
+            result = self.conn.execute(
+                insert(mpi_events).returning(mpi_events.c.seq, sort_by_parameter_order=True),
+                rows,
+            )
+            seqs = [int(seq) for seq in result.scalars()]
+        recipients = [
+            {"institution_code": code, "seq": seq}
+            for seq, row in zip(seqs, rows, strict=True)
+            for code in row["institutions"]
+        ]
+        if recipients:
+            self.conn.execute(insert(mpi_event_recipients), recipients)
+        return seqs
 
     def events_for(self, institution: str | None, after: int, limit: int) -> list[Any]:
         query = select(mpi_events).where(mpi_events.c.seq > after).order_by(mpi_events.c.seq)
