@@ -793,20 +793,22 @@ class RegistryService:
         every source record linked to it: the person across institutions ($everything,
         $recent-results). Callers audit what they read."""
         repo = RegistryRepository(conn)
-        view = self._view(repo, mii)
-        person = view.survivor or view.master
-        sources = (
-            view.sources
-            if view.survivor is None
-            else self._view(repo, person.master_index_id).sources
-        )
+        return self._fhir_patients(repo, self._master_by_mii(repo, mii, "id"))
+
+    @staticmethod
+    def _fhir_patients(repo: RegistryRepository, asked: MasterRow) -> tuple[str, list[str]]:
+        person = repo.merged_into_chain(asked)
+        sources = repo.sources_of([person.id]) if person.status == "active" else []
         return person.master_index_id, [s.fhir_patient_id for s in sources if s.fhir_patient_id]
 
-    def master_of_patient_in(self, conn: Connection, patient_id: str) -> str | None:
-        """The master index id of the person a stored FHIR Patient was registered as."""
+    def fhir_patients_of_patient_in(
+        self, conn: Connection, patient_id: str
+    ) -> tuple[str, list[str]] | None:
+        """:meth:`fhir_patients_in` of the person a stored FHIR Patient was registered as
+        (None when it was not), in two queries where no merge is to be followed."""
         repo = RegistryRepository(conn)
-        source = repo.source_by_fhir_id(patient_id)
-        return None if source is None else self._master(repo, source.master_id).master_index_id
+        master = repo.master_of_fhir_patient(patient_id)
+        return None if master is None else self._fhir_patients(repo, master)
 
     def source_patient(self, patient_id: str) -> tuple[SourceRow, MasterRow] | None:
         with self.db.transaction(readonly=True) as conn:
