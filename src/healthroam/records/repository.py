@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     and_,
     any_,
+    bindparam,
     delete,
     false,
     func,
@@ -263,6 +264,17 @@ def _raw_columns(postgres: bool) -> list[Any]:
             for sql, name in zip(parts, names, strict=True)
         ),
     ]
+
+
+# A resource's reads by primary key (every update, the record's reads): built once.
+_BY_KEY = (
+    fhir_resources.c.resource_type == bindparam("rtype"),
+    fhir_resources.c.id == bindparam("rid"),
+)
+_CURRENT = select(fhir_resources).where(*_BY_KEY)
+_CURRENT_LOCKED = _CURRENT.with_for_update()
+_READ_POSTGRES = select(*_raw_columns(True)).where(*_BY_KEY)
+_READ_SQLITE = select(*_raw_columns(False)).where(*_BY_KEY)
 
 
 def _raw_stored(row: Any) -> StoredResource:
@@ -567,21 +579,13 @@ class ResourceRepository:
 
     def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Any:
         """The current row (deleted or not), locked for update on PostgreSQL when asked."""
-        query = select(fhir_resources).where(
-            fhir_resources.c.resource_type == resource_type, fhir_resources.c.id == resource_id
-        )
-        if lock and self.postgres:
-            query = query.with_for_update()
-        return self.conn.execute(query).first()
+        query = _CURRENT_LOCKED if lock and self.postgres else _CURRENT
+        return self.conn.execute(query, {"rtype": resource_type, "rid": resource_id}).first()
 
     def read(self, resource_type: str, resource_id: str) -> tuple[StoredResource | None, bool]:
         """The current version, and whether the resource exists but is deleted."""
-        c = fhir_resources.c
-        row = self.conn.execute(
-            select(*_raw_columns(self.postgres)).where(
-                c.resource_type == resource_type, c.id == resource_id
-            )
-        ).first()
+        query = _READ_POSTGRES if self.postgres else _READ_SQLITE
+        row = self.conn.execute(query, {"rtype": resource_type, "rid": resource_id}).first()
         if row is None:
             return None, False
         if row.deleted:
