@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     and_,
     any_,
+    bindparam,
     delete,
     false,
     func,
@@ -46,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
@@ -265,6 +266,17 @@ def _raw_columns(postgres: bool) -> list[Any]:
     ]
 
 
+# A resource's reads by primary key (every update, the record's reads): built once.
+_BY_KEY = (
+    fhir_resources.c.resource_type == bindparam("rtype"),
+    fhir_resources.c.id == bindparam("rid"),
+)
+_CURRENT = select(fhir_resources).where(*_BY_KEY)
+_CURRENT_LOCKED = _CURRENT.with_for_update()
+_READ_POSTGRES = select(*_raw_columns(True)).where(*_BY_KEY)
+_READ_SQLITE = select(*_raw_columns(False)).where(*_BY_KEY)
+
+
 def _raw_stored(row: Any) -> StoredResource:
     """A resource served from its stored JSON text (see :class:`StoredResource`)."""
     patient: str | None = None
@@ -395,6 +407,37 @@ class ResourceRepository:
         body = None if content is None else stored_body(content)
         # Served with millisecond precision, so stored so too (and each version is later).
         now = max(_millis(now), _aware(current.last_updated) + timedelta(milliseconds=1))
+        if self.postgres:
+            # The row, its version, the old index rows' deletion and the new ones in one
+            # pipeline (one round trip, where each statement waited for the server).
+            document = None if body is None else Jsonb(body)
+            key = [rtype, rid]
+            before: list[tuple[str, list[Any]]] = [
+                (
+                    'UPDATE "fhir_resources" SET "version" = %s, "last_updated" = %s, '
+                    '"deleted" = %s, "content" = %s '
+                    'WHERE "resource_type" = %s AND "id" = %s',
+                    [version, now, content is None, document, *key],
+                ),
+                (
+                    'INSERT INTO "fhir_resource_versions" ("resource_type", "id", "version", '
+                    '"last_updated", "deleted", "method", "content") '
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [*key, version, now, content is None, method, document],
+                ),
+                *(
+                    (
+                        # Table names come from our metadata, never from input.
+                        f'DELETE FROM "{table.name}" '  # noqa: S608
+                        'WHERE "resource_type" = %s AND "resource_id" = %s',
+                        key,
+                    )
+                    for table in INDEX_TABLES
+                ),
+            ]
+            batches = self._index_batches([(rtype, rid, content)]) if content is not None else []
+            self._write(batches, before=before)
+            return StoredResource(rtype, rid, version, now, body or {})
         self.conn.execute(
             update(fhir_resources)
             .where(fhir_resources.c.resource_type == rtype, fhir_resources.c.id == rid)
@@ -443,36 +486,57 @@ class ResourceRepository:
                 by_table.setdefault(table, []).extend(rows)
         return list(by_table.items())
 
-    def _write(self, batches: Sequence[tuple[Table, list[dict[str, Any]]]]) -> None:
+    def _write(
+        self,
+        batches: Sequence[tuple[Table, list[dict[str, Any]]]],
+        *,
+        before: Sequence[tuple[str, list[Any]]] = (),
+    ) -> None:
         """Insert rows into several tables (each table's rows have the same keys).
 
         On PostgreSQL, large sets go through ``COPY`` and the small ones are sent together in
         one pipeline (one round trip for a resource, its version and all its index rows,
-        where an executemany per table waited for the server each time). The rows written
-        are the same either way; all of it runs in the caller's transaction."""
+        where an executemany per table waited for the server each time), after the
+        statements ``before`` (PostgreSQL only: SQL text and parameters), in that pipeline.
+        The rows written are the same either way; all of it runs in the caller's
+        transaction."""
         batches = [(table, rows) for table, rows in batches if rows]
         if not self.postgres:
             for table, rows in batches:
                 self.conn.execute(insert(table), rows)
             return
         try:
-            self._write_postgres(batches)
+            self._write_postgres(batches, before)
         except psycopg.IntegrityError as error:
             # Raw psycopg bypasses SQLAlchemy's wrapping; callers (conditional creates, the
             # HL7 handlers' concurrent first writes) catch SQLAlchemy's IntegrityError.
             raise IntegrityError("INSERT (pipelined)", None, error) from error
+        except psycopg.Error as error:  # a database failure, as SQLAlchemy would raise it
+            raise DBAPIError("(pipelined)", None, error) from error
 
-    def _write_postgres(self, batches: Sequence[tuple[Table, list[dict[str, Any]]]]) -> None:
+    def _write_postgres(
+        self,
+        batches: Sequence[tuple[Table, list[dict[str, Any]]]],
+        before: Sequence[tuple[str, list[Any]]] = (),
+    ) -> None:
         raw = self.conn.connection.dbapi_connection
         assert raw is not None
         small = [(t, rows) for t, rows in batches if len(rows) < COPY_THRESHOLD]
-        for table, rows in batches:
-            if len(rows) >= COPY_THRESHOLD:
-                self._copy(raw, table, rows)
-        if not small:
+        large = [(t, rows) for t, rows in batches if len(rows) >= COPY_THRESHOLD]
+        if large and before:  # the statements before, then COPY, then the rest
+            with raw.pipeline():
+                cursor = raw.cursor()
+                for statement, params in before:
+                    cursor.execute(statement, params)
+            before = ()
+        for table, rows in large:
+            self._copy(raw, table, rows)
+        if not small and not before:
             return
         with raw.pipeline():
             cursor = raw.cursor()
+            for statement, params in before:
+                cursor.execute(statement, params)
             for table, rows in small:
                 columns = list(rows[0])
                 names = ", ".join(f'"{c}"' for c in columns)
@@ -515,21 +579,13 @@ class ResourceRepository:
 
     def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Any:
         """The current row (deleted or not), locked for update on PostgreSQL when asked."""
-        query = select(fhir_resources).where(
-            fhir_resources.c.resource_type == resource_type, fhir_resources.c.id == resource_id
-        )
-        if lock and self.postgres:
-            query = query.with_for_update()
-        return self.conn.execute(query).first()
+        query = _CURRENT_LOCKED if lock and self.postgres else _CURRENT
+        return self.conn.execute(query, {"rtype": resource_type, "rid": resource_id}).first()
 
     def read(self, resource_type: str, resource_id: str) -> tuple[StoredResource | None, bool]:
         """The current version, and whether the resource exists but is deleted."""
-        c = fhir_resources.c
-        row = self.conn.execute(
-            select(*_raw_columns(self.postgres)).where(
-                c.resource_type == resource_type, c.id == resource_id
-            )
-        ).first()
+        query = _READ_POSTGRES if self.postgres else _READ_SQLITE
+        row = self.conn.execute(query, {"rtype": resource_type, "rid": resource_id}).first()
         if row is None:
             return None, False
         if row.deleted:

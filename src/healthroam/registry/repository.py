@@ -7,7 +7,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from healthroam.db.schema import institutions
@@ -85,6 +99,73 @@ def _source(row: Any) -> SourceRow:
     )
 
 
+# The statements of a registration (every new or changed Patient), built once with bound
+# parameters: a call costs SQLAlchemy's cache look-up and the execution, not the construction.
+_s, _m, _i = source_records.c, master_persons.c, institutions.c
+_INSTITUTION_AND_SOURCE = (
+    select(
+        _i.kind.label("institution_kind"), _i.level.label("institution_level"), *source_records.c
+    )
+    .select_from(
+        institutions.outerjoin(
+            source_records,
+            and_(
+                _s.institution_code == _i.code,
+                _s.id_system == bindparam("system"),
+                _s.local_id == bindparam("local_id"),
+            ),
+        )
+    )
+    .where(_i.code == bindparam("institution"))
+)
+_INSTITUTIONS_OF = select(_i.code, _i.kind, _i.level).where(
+    _i.code.in_(bindparam("codes", expanding=True))
+)
+_MASTER = select(master_persons).where(_m.id == bindparam("master_id"))
+_MASTER_BY_INDEX_ID = select(master_persons).where(
+    _m.master_index_id == bindparam("master_index_id")
+)
+_PREDECESSORS = select(master_persons).where(_m.merged_into == bindparam("master_id"))
+_SET_GOLDEN = (
+    update(master_persons)
+    .where(_m.id == bindparam("master_id"))
+    .values(
+        golden=bindparam("golden"),
+        name=bindparam("name"),
+        birth_date=bindparam("birth_date"),
+        sex=bindparam("sex"),
+        version=_m.version + 1,
+        updated_at=bindparam("now"),
+    )
+)
+_SOURCES_OF = (
+    select(source_records).where(_s.master_id.in_(bindparam("master_ids", expanding=True)))
+).order_by(_s.id)
+_SOURCE_BY_FHIR_ID = select(source_records).where(_s.fhir_patient_id == bindparam("patient_id"))
+_MASTER_OF_FHIR_PATIENT = (
+    select(master_persons)
+    .select_from(source_records.join(master_persons, _m.id == _s.master_id))
+    .where(_s.fhir_patient_id == bindparam("patient_id"))
+    .limit(1)
+)
+_CANDIDATE_IDS = (
+    select(mpi_blocking_keys.c.source_id)
+    .where(mpi_blocking_keys.c.key.in_(bindparam("keys", expanding=True)))
+    .distinct()
+    .limit(bindparam("limit", type_=Integer))
+    .subquery()
+)
+_CANDIDATES = select(source_records).where(_s.id.in_(select(_CANDIDATE_IDS.c.source_id)))
+_CANDIDATES_EXCLUDING = _CANDIDATES.where(_s.id != bindparam("exclude"))
+_NAME_COUNTS = {
+    dialect: upsert(mpi_name_counts).on_conflict_do_update(
+        index_elements=[mpi_name_counts.c.name],
+        set_={"count": mpi_name_counts.c.count + bindparam("delta", type_=BigInteger)},
+    )
+    for dialect, upsert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
 class RegistryRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -96,42 +177,52 @@ class RegistryRepository:
         ).first()
         return (row.kind, row.level) if row else None
 
+    def institution_and_source(
+        self, key: SourceKey
+    ) -> tuple[tuple[str, int | None] | None, SourceRow | None]:
+        """:meth:`institution` of the key's institution and :meth:`source_by_key`, in one
+        query (a registration needs both)."""
+        row = self.conn.execute(
+            _INSTITUTION_AND_SOURCE,
+            {"institution": key.institution, "system": key.system, "local_id": key.local_id},
+        ).first()
+        if row is None:
+            return None, None
+        source = _source(row) if row.id is not None else None
+        return (row.institution_kind, row.institution_level), source
+
     def institutions_of(self, codes: Iterable[str]) -> dict[str, tuple[str, int | None]]:
-        rows = self.conn.execute(
-            select(institutions.c.code, institutions.c.kind, institutions.c.level).where(
-                institutions.c.code.in_(set(codes))
-            )
-        )
+        rows = self.conn.execute(_INSTITUTIONS_OF, {"codes": sorted(set(codes))})
         return {r.code: (r.kind, r.level) for r in rows}
 
     # --- master persons ---------------------------------------------------------------------
     def add_master(self, master_index_id: str, now: datetime) -> int:
         result = self.conn.execute(
-            insert(master_persons).values(
-                master_index_id=master_index_id,
-                status="active",
-                merged_into=None,
-                golden={},
-                version=0,
-                created_at=now,
-                updated_at=now,
-            )
+            insert(master_persons),
+            {
+                "master_index_id": master_index_id,
+                "status": "active",
+                "merged_into": None,
+                "golden": {},
+                "version": 0,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
         key = result.inserted_primary_key
         assert key is not None
         return int(key[0])
 
     def master(self, master_id: int, *, lock: bool = False) -> MasterRow | None:
-        query = select(master_persons).where(master_persons.c.id == master_id)
         if lock and self.conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = self.conn.execute(query).first()
+            query = select(master_persons).where(_m.id == master_id).with_for_update()
+            row = self.conn.execute(query).first()
+        else:
+            row = self.conn.execute(_MASTER, {"master_id": master_id}).first()
         return _master(row) if row else None
 
     def master_by_index_id(self, master_index_id: str) -> MasterRow | None:
-        row = self.conn.execute(
-            select(master_persons).where(master_persons.c.master_index_id == master_index_id)
-        ).first()
+        row = self.conn.execute(_MASTER_BY_INDEX_ID, {"master_index_id": master_index_id}).first()
         return _master(row) if row else None
 
     def masters(self, ids: Iterable[int]) -> dict[int, MasterRow]:
@@ -140,16 +231,15 @@ class RegistryRepository:
 
     def set_golden(self, master_id: int, golden: dict[str, Any], now: datetime) -> None:
         self.conn.execute(
-            update(master_persons)
-            .where(master_persons.c.id == master_id)
-            .values(
-                golden=golden,
-                name=golden.get("name") or golden.get("latin_name"),
-                birth_date=golden.get("birth_date"),
-                sex=golden.get("sex"),
-                version=master_persons.c.version + 1,
-                updated_at=now,
-            )
+            _SET_GOLDEN,
+            {
+                "master_id": master_id,
+                "golden": golden,
+                "name": golden.get("name") or golden.get("latin_name"),
+                "birth_date": golden.get("birth_date"),
+                "sex": golden.get("sex"),
+                "now": now,
+            },
         )
 
     def set_status(
@@ -178,9 +268,7 @@ class RegistryRepository:
         return master
 
     def predecessors(self, master_id: int) -> list[MasterRow]:
-        rows = self.conn.execute(
-            select(master_persons).where(master_persons.c.merged_into == master_id)
-        )
+        rows = self.conn.execute(_PREDECESSORS, {"master_id": master_id})
         return [_master(r) for r in rows]
 
     # --- source records ---------------------------------------------------------------------
@@ -201,17 +289,17 @@ class RegistryRepository:
         return _source(row) if row else None
 
     def source_by_fhir_id(self, patient_id: str) -> SourceRow | None:
-        row = self.conn.execute(
-            select(source_records).where(source_records.c.fhir_patient_id == patient_id)
-        ).first()
+        row = self.conn.execute(_SOURCE_BY_FHIR_ID, {"patient_id": patient_id}).first()
         return _source(row) if row else None
 
+    def master_of_fhir_patient(self, patient_id: str) -> MasterRow | None:
+        """The master person of the source record of a FHIR Patient (merges not followed):
+        :meth:`source_by_fhir_id` and :meth:`master` in one join."""
+        row = self.conn.execute(_MASTER_OF_FHIR_PATIENT, {"patient_id": patient_id}).first()
+        return _master(row) if row else None
+
     def sources_of(self, master_ids: Iterable[int]) -> list[SourceRow]:
-        rows = self.conn.execute(
-            select(source_records)
-            .where(source_records.c.master_id.in_(set(master_ids)))
-            .order_by(source_records.c.id)
-        )
+        rows = self.conn.execute(_SOURCES_OF, {"master_ids": sorted(set(master_ids))})
         return [_source(r) for r in rows]
 
     def add_source(
@@ -226,19 +314,20 @@ class RegistryRepository:
         now: datetime,
     ) -> int:
         result = self.conn.execute(
-            insert(source_records).values(
-                institution_code=key.institution,
-                id_system=key.system,
-                local_id=key.local_id,
-                master_id=master_id,
-                link_type=link_type,
-                data=data,
-                normalized=normalized,
-                content_hash=content_hash,
-                fhir_patient_id=fhir_patient_id,
-                created_at=now,
-                updated_at=now,
-            )
+            insert(source_records),
+            {
+                "institution_code": key.institution,
+                "id_system": key.system,
+                "local_id": key.local_id,
+                "master_id": master_id,
+                "link_type": link_type,
+                "data": data,
+                "normalized": normalized,
+                "content_hash": content_hash,
+                "fhir_patient_id": fhir_patient_id,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
         pk = result.inserted_primary_key
         assert pk is not None
@@ -296,40 +385,26 @@ class RegistryRepository:
         wanted = sorted(set(keys))
         if not wanted:
             return []
-        ids = (
-            select(mpi_blocking_keys.c.source_id)
-            .where(mpi_blocking_keys.c.key.in_(wanted))
-            .distinct()
-            .limit(limit)
-            .subquery()
-        )
-        query = select(source_records).where(source_records.c.id.in_(select(ids.c.source_id)))
+        params: dict[str, Any] = {"keys": wanted, "limit": limit}
         if exclude is not None:
-            query = query.where(source_records.c.id != exclude)
-        return [_source(r) for r in self.conn.execute(query)]
+            params["exclude"] = exclude
+        query = _CANDIDATES if exclude is None else _CANDIDATES_EXCLUDING
+        return [_source(r) for r in self.conn.execute(query, params)]
 
     def count_name(self, name: str, delta: int) -> None:
-        # The total first: every writer takes the one total row before any name's row, so two
-        # transactions registering several people (a Bundle, an import chunk, an HL7 group
-        # commit) queue on it instead of locking two names in opposite orders (a deadlock).
-        for key in (TOTAL, name[:200]):
-            updated = self.conn.execute(
-                update(mpi_name_counts)
-                .where(mpi_name_counts.c.name == key)
-                .values(count=mpi_name_counts.c.count + delta)
-            )
-            if updated.rowcount == 0:
-                try:
-                    with self.conn.begin_nested():
-                        self.conn.execute(
-                            insert(mpi_name_counts).values(name=key, count=max(delta, 0))
-                        )
-                except IntegrityError:
-                    self.conn.execute(
-                        update(mpi_name_counts)
-                        .where(mpi_name_counts.c.name == key)
-                        .values(count=mpi_name_counts.c.count + delta)
-                    )
+        """Add ``delta`` to the name's count and to the total, in one upsert of both rows.
+
+        The total first: every writer takes the one total row before any name's row (VALUES
+        rows are inserted or updated in order), so two transactions registering several
+        people (a Bundle, an import chunk, an HL7 group commit) queue on it instead of
+        locking two names in opposite orders (a deadlock)."""
+        self.conn.execute(
+            _NAME_COUNTS[self.conn.dialect.name],
+            [
+                {"name": key, "count": max(delta, 0), "delta": delta}
+                for key in dict.fromkeys((TOTAL, name[:200]))
+            ],
+        )
 
     def name_frequency(self, name: str) -> float:
         rows = {
@@ -481,6 +556,49 @@ class RegistryRepository:
                 [{"institution_code": code, "seq": seq} for code in told],
             )
         return seq
+
+    def add_events(self, events: Sequence[dict[str, Any]]) -> list[int]:
+        """:meth:`add_event` of several events (its keyword arguments, plus ``event_type``,
+        ``master_id`` and ``now``) in one insert, and their recipients in another; the events
+        get ascending seq numbers in the given order."""
+        if not events:
+            return []
+        rows = []
+        for event in events:
+            told = sorted(set(event.get("recipients") or ()))
+            rows.append(
+                {
+                    "occurred_at": event["now"],
+                    "event_type": event["event_type"],
+                    "master_id": event["master_id"],
+                    "other_master_id": event.get("other_master_id"),
+                    "source_id": event.get("source_id"),
+                    "actor_institution": event.get("actor_institution"),
+                    "actor_user": event.get("actor_user"),
+                    "actor_client": event.get("actor_client"),
+                    "reason": event.get("reason"),
+                    "institutions": told,
+                    "detail": event.get("detail"),
+                }
+            )
+        if len(rows) == 1:
+            inserted = self.conn.execute(insert(mpi_events).values(rows[0])).inserted_primary_key
+            assert inserted is not None
+            seqs = [int(inserted[0])]
+        else:
+            result = self.conn.execute(
+                insert(mpi_events).returning(mpi_events.c.seq, sort_by_parameter_order=True),
+                rows,
+            )
+            seqs = [int(seq) for seq in result.scalars()]
+        recipients = [
+            {"institution_code": code, "seq": seq}
+            for seq, row in zip(seqs, rows, strict=True)
+            for code in row["institutions"]
+        ]
+        if recipients:
+            self.conn.execute(insert(mpi_event_recipients), recipients)
+        return seqs
 
     def events_for(self, institution: str | None, after: int, limit: int) -> list[Any]:
         query = select(mpi_events).where(mpi_events.c.seq > after).order_by(mpi_events.c.seq)

@@ -186,14 +186,14 @@ class RegistryService:
     ) -> Registration:
         """Register inside the caller's transaction (the FHIR create and the bulk loader)."""
         repo = RegistryRepository(conn)
-        if repo.institution(record.key.institution) is None:
+        institution, existing = repo.institution_and_source(record.key)
+        if institution is None:
             raise NotFound(
                 f"no institution with code {record.key.institution}", expression="institution"
             )
         now = self.clock()
         data = record_data(record)
         content_hash = _hash(data)
-        existing = repo.source_by_key(record.key)
         if existing is not None and existing.content_hash == content_hash:
             master = repo.merged_into_chain(self._master(repo, existing.master_id))
             return Registration(MatchOutcome.UNCHANGED, master.master_index_id, existing.id)
@@ -205,7 +205,16 @@ class RegistryService:
             )
         else:
             result = self._insert(
-                repo, principal, record, data, normalized, norm_json, content_hash, keys, now
+                repo,
+                principal,
+                record,
+                data,
+                normalized,
+                norm_json,
+                content_hash,
+                keys,
+                now,
+                institution,
             )
         if audit:
             self.audit.append(
@@ -239,20 +248,29 @@ class RegistryService:
         content_hash: str,
         keys: frozenset[str],
         now: datetime,
+        institution: tuple[str, int | None],
     ) -> Registration:
+        """A new source record: linked to the best candidate's person, or a new person.
+        A new person's only record is this one, so its golden record and the events' recipients
+        come from it without reading it back; both events are written in one insert."""
         ranked = self._rank(repo, normalized, keys, exclude_source=None, exclude_master=None)
         target, outcome, weight = self._decide(normalized, ranked)
+        events: list[dict[str, Any]] = []
         if target is None:
-            master_id = repo.add_master(new_master_index_id(), now)
-            repo.add_event(
-                "create",
-                master_id,
-                now,
-                **self._actor(principal),
-                recipients=[record.key.institution],
+            master_index_id: str | None = new_master_index_id()
+            assert master_index_id is not None
+            master_id = repo.add_master(master_index_id, now)
+            events.append(
+                {
+                    "event_type": "create",
+                    "master_id": master_id,
+                    "now": now,
+                    **self._actor(principal),
+                    "recipients": [record.key.institution],
+                }
             )
         else:
-            master_id = target
+            master_index_id, master_id = None, target
         source_id = repo.add_source(
             record.key,
             master_id,
@@ -266,23 +284,45 @@ class RegistryService:
         repo.set_keys(source_id, keys)
         if normalized.name or normalized.latin_name:
             repo.count_name(normalized.name or normalized.latin_name or "", 1)
-        recipients = self._refresh_golden(repo, master_id, now)
-        repo.add_event(
-            "link",
-            master_id,
-            now,
-            source_id=source_id,
-            **self._actor(principal),
-            recipients=recipients,
-            detail={"outcome": outcome.value, "weight": weight},
+        if target is None:
+            source = SourceRow(
+                source_id,
+                record.key.institution,
+                record.key.system,
+                record.key.local_id,
+                master_id,
+                LinkType.AUTO.value,
+                data,
+                norm_json,
+                content_hash,
+                record.fhir_patient_id,
+                now,
+            )
+            recipients = self._set_golden(
+                repo, master_id, [source], {source.institution: institution}, now
+            )
+        else:
+            recipients = self._refresh_golden(repo, master_id, now)
+        events.append(
+            {
+                "event_type": "link",
+                "master_id": master_id,
+                "now": now,
+                "source_id": source_id,
+                **self._actor(principal),
+                "recipients": recipients,
+                "detail": {"outcome": outcome.value, "weight": weight},
+            }
         )
+        repo.add_events(events)
         reviews = self._open_reviews(
             repo, source_id, master_id, ranked, normalized.national_id, now
         )
         if reviews and outcome is MatchOutcome.NEW:
             outcome = MatchOutcome.REVIEW
-        master = self._master(repo, master_id)
-        return Registration(outcome, master.master_index_id, source_id, weight, reviews)
+        if master_index_id is None:
+            master_index_id = self._master(repo, master_id).master_index_id
+        return Registration(outcome, master_index_id, source_id, weight, reviews)
 
     def _update(
         self,
@@ -493,6 +533,17 @@ class RegistryService:
     def _refresh_golden(self, repo: RegistryRepository, master_id: int, now: datetime) -> list[str]:
         sources = repo.sources_of([master_id])
         kinds = repo.institutions_of(s.institution for s in sources)
+        return self._set_golden(repo, master_id, sources, kinds, now)
+
+    @staticmethod
+    def _set_golden(
+        repo: RegistryRepository,
+        master_id: int,
+        sources: Sequence[SourceRow],
+        kinds: dict[str, tuple[str, int | None]],
+        now: datetime,
+    ) -> list[str]:
+        """Store the golden record of ``sources`` (all of the master's); their institutions."""
         linked = [
             LinkedRecord(
                 s.id,
@@ -748,20 +799,22 @@ class RegistryService:
         every source record linked to it: the person across institutions ($everything,
         $recent-results). Callers audit what they read."""
         repo = RegistryRepository(conn)
-        view = self._view(repo, mii)
-        person = view.survivor or view.master
-        sources = (
-            view.sources
-            if view.survivor is None
-            else self._view(repo, person.master_index_id).sources
-        )
+        return self._fhir_patients(repo, self._master_by_mii(repo, mii, "id"))
+
+    @staticmethod
+    def _fhir_patients(repo: RegistryRepository, asked: MasterRow) -> tuple[str, list[str]]:
+        person = repo.merged_into_chain(asked)
+        sources = repo.sources_of([person.id]) if person.status == "active" else []
         return person.master_index_id, [s.fhir_patient_id for s in sources if s.fhir_patient_id]
 
-    def master_of_patient_in(self, conn: Connection, patient_id: str) -> str | None:
-        """The master index id of the person a stored FHIR Patient was registered as."""
+    def fhir_patients_of_patient_in(
+        self, conn: Connection, patient_id: str
+    ) -> tuple[str, list[str]] | None:
+        """:meth:`fhir_patients_in` of the person a stored FHIR Patient was registered as
+        (None when it was not), in two queries where no merge is to be followed."""
         repo = RegistryRepository(conn)
-        source = repo.source_by_fhir_id(patient_id)
-        return None if source is None else self._master(repo, source.master_id).master_index_id
+        master = repo.master_of_fhir_patient(patient_id)
+        return None if master is None else self._fhir_patients(repo, master)
 
     def source_patient(self, patient_id: str) -> tuple[SourceRow, MasterRow] | None:
         with self.db.transaction(readonly=True) as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from healthroam.db.schema import api_clients, client_assertions, institutions
@@ -22,6 +22,10 @@ def _institution(row: Any) -> Institution:
         level=row.level,
         active=row.active,
     )
+
+
+# Read for every order's duplicate-test alerts and care decisions: built once.
+_INSTITUTION = select(institutions).where(institutions.c.code == bindparam("code"))
 
 
 class InstitutionRepository:
@@ -48,7 +52,7 @@ class InstitutionRepository:
         return True
 
     def get(self, code: str) -> Institution | None:
-        row = self.conn.execute(select(institutions).where(institutions.c.code == code)).first()
+        row = self.conn.execute(_INSTITUTION, {"code": code}).first()
         return _institution(row) if row else None
 
     def list(self) -> list[Institution]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -330,6 +331,9 @@ def _select_key(jwks: dict[str, Any], kid: Any, alg: Any) -> Any:
     return jwt.PyJWK(keys[0], algorithm=alg).key
 
 
+_COLLECTING = "healthroam.audit.collecting"  # Connection.info key of collecting()'s list
+
+
 class AuditTrail:
     """The one audit service: every read and write of personal data goes through it."""
 
@@ -397,8 +401,32 @@ class AuditTrail:
 
     def append(self, conn: Connection, records: Sequence[AuditRecord]) -> None:
         """Record inside the caller's transaction, so the audit commits with the data. The
-        entry goes to the inbox; :meth:`seal` chains it (the API server seals continuously)."""
-        AuditRepository(conn).enqueue(records)
+        entry goes to the inbox; :meth:`seal` chains it (the API server seals continuously).
+        Inside :meth:`collecting` on the same connection the records wait for its end."""
+        pending = conn.info.get(_COLLECTING)
+        if pending is not None:
+            pending.extend(records)
+        else:
+            AuditRepository(conn).enqueue(records)
+
+    @contextmanager
+    def collecting(self, conn: Connection) -> Iterator[list[AuditRecord]]:
+        """Entries appended on ``conn`` inside the block are written in one insert when it
+        ends without an error (an HL7 v2 message: its registration, creates, updates and
+        look-ups), in the order appended; on an error nothing is written (the caller's
+        transaction or savepoint is rolled back with the data). A caller that rolls back a
+        savepoint inside the block and carries on truncates the yielded list to its length
+        before the savepoint. A nested block joins the outer one."""
+        if conn.info.get(_COLLECTING) is not None:
+            yield conn.info[_COLLECTING]
+            return
+        pending: list[AuditRecord] = []
+        conn.info[_COLLECTING] = pending
+        try:
+            yield pending
+        finally:
+            del conn.info[_COLLECTING]
+        AuditRepository(conn).enqueue(pending)
 
     def record(self, records: Sequence[AuditRecord]) -> None:
         """Record in a transaction of its own (for failures and reads outside a transaction)."""

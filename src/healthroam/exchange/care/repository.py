@@ -102,6 +102,20 @@ def _exception(row: Any) -> AccessException:
     )
 
 
+# Asked for every care decision (each order's duplicate-test alerts): built once.
+_CURRENT_RELATIONSHIP = (
+    select(care_relationships)
+    .where(
+        care_relationships.c.institution_code == bindparam("institution"),
+        care_relationships.c.master_index_id == bindparam("master_index_id"),
+        care_relationships.c.until > bindparam("now"),
+        care_relationships.c.since <= bindparam("now"),
+    )
+    .order_by(care_relationships.c.until.desc())
+    .limit(1)
+)
+
+
 class CareRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -303,17 +317,9 @@ class CareRepository:
     def current_relationship(
         self, institution: str, master_index_id: str, now: datetime
     ) -> CareRelationship | None:
-        c = care_relationships.c
         row = self.conn.execute(
-            select(care_relationships)
-            .where(
-                c.institution_code == institution,
-                c.master_index_id == master_index_id,
-                c.until > now,
-                c.since <= now,
-            )
-            .order_by(c.until.desc())
-            .limit(1)
+            _CURRENT_RELATIONSHIP,
+            {"institution": institution, "master_index_id": master_index_id, "now": now},
         ).first()
         return _relationship(row) if row is not None else None
 

@@ -122,9 +122,15 @@ class _Work:
     conn: Connection
     context: MessageContext
     message: Message
+    audit: list[AuditRecord]  # the entries written at the message's end (AuditTrail.collecting)
     handled: Handled = field(default_factory=Handled)
     # current rows by (type, id) as far as read in this message (None: no such row)
     rows: dict[tuple[str, str], CurrentRow | None] = field(default_factory=dict)
+    # by_identifier look-ups read with the message's keys, by (type, system, value); dropped
+    # for a type once the message writes a resource of that type
+    identified: dict[tuple[str, str, str], list[tuple[str, CurrentRow]]] = field(
+        default_factory=dict
+    )
     patients: list[str] = field(default_factory=list)  # the Patients the message concerns
     read: bool = False  # a look-up found stored data: audit a read of those patients
     audited: set[str] = field(default_factory=set)
@@ -152,42 +158,51 @@ class Dispatcher:
     def __call__(self, conn: Any, context: MessageContext, message: Any) -> Handled:
         parsed = Message(message)
         kind, event = _route(parsed, context)
-        work = _Work(conn, context, parsed)
-        self._prefetch(work, self._message_keys(work))
-        if kind == "ADT":
-            if event in ("A28", "A31"):
-                self._person(work)
-            elif event == "A40":
-                self._merge(work)
+        # The message's audit entries (registration, writes, look-ups) in one insert at its end.
+        with self.records.audit.collecting(conn) as audit:
+            work = _Work(conn, context, parsed, audit)
+            keys, identifiers = self._message_keys(work)
+            work.rows, work.identified = self._lookups(work.conn, keys, identifiers)
+            if kind == "ADT":
+                if event in ("A28", "A31"):
+                    self._person(work)
+                elif event == "A40":
+                    self._merge(work)
+                else:
+                    self._visit(work, event)
+            elif kind == "ORU":
+                self._results(work)
             else:
-                self._visit(work, event)
-        elif kind == "ORU":
-            self._results(work)
-        else:
-            self._orders(work)
-        self.records.audit.append(conn, self._read_events(work))
+                self._orders(work)
+            audit.extend(self._read_events(work))
         return work.handled
 
     # --- look-ups -----------------------------------------------------------------------------
 
-    def _message_keys(self, work: _Work) -> set[tuple[str, str]]:
-        """The deterministic ids of the Patients, visits and orders a message names, to read
-        in one query (a segment that cannot be read here fails later, where it is mapped)."""
+    def _message_keys(self, work: _Work) -> tuple[set[tuple[str, str]], set[tuple[str, str, str]]]:
+        """The deterministic ids of the Patients, visits and orders a message names, and
+        the (type, system, value) of the identifiers they carry (a resource a FHIR client
+        created), to read in one query (a segment that cannot be read here fails later,
+        where it is mapped)."""
         institution = work.institution
         keys: set[tuple[str, str]] = set()
+        identifiers: set[tuple[str, str, str]] = set()
+
+        def add(rtype: str, system: str, value: str) -> None:
+            keys.add((rtype, resource_id(rtype, institution, system, value)))
+            if not (_UNSAFE_SEARCH & set(value) or _UNSAFE_SEARCH & set(system)):
+                identifiers.add((rtype, system, value))
+
         for seg in work.message.segments:
             try:
                 if seg.id in ("PID", "MRG"):
                     mrn = find_mrn(seg.reps(3 if seg.id == "PID" else 1))
                     if mrn:
-                        keys.add(("Patient", patient_id_for(institution, mrn)))
+                        add("Patient", mrn_system(institution), mrn)
                 elif seg.id == "PV1":
                     number = visit_number(seg)
                     if number:
-                        system = visit_system(institution)
-                        keys.add(
-                            ("Encounter", resource_id("Encounter", institution, system, number))
-                        )
+                        add("Encounter", visit_system(institution), number)
                 elif seg.id in ("ORC", "OBR"):
                     numbers = (
                         order_numbers(seg, None) if seg.id == "ORC" else order_numbers(None, seg)
@@ -198,11 +213,30 @@ class Dispatcher:
                         strict=True,
                     ):
                         if entity is not None:
-                            rid = resource_id("ServiceRequest", institution, system, entity.id)
-                            keys.add(("ServiceRequest", rid))
+                            add("ServiceRequest", system, entity.id)
             except (HealthroamError, IndexError, ValueError):
                 continue
-        return keys
+        return keys, identifiers
+
+    @staticmethod
+    def _lookups(
+        conn: Connection, keys: set[tuple[str, str]], identifiers: set[tuple[str, str, str]]
+    ) -> tuple[
+        dict[tuple[str, str], CurrentRow | None],
+        dict[tuple[str, str, str], list[tuple[str, CurrentRow]]],
+    ]:
+        """The rows of ``keys`` (None: absent) and the identifier look-ups, in one query."""
+        if not keys:
+            return {}, {}
+        found, identified = LookupRepository(conn).current_and_identified(keys, identifiers)
+        return {key: found.get(key) for key in keys}, identified
+
+    @staticmethod
+    def _written(work: _Work, rtype: str, rid: str) -> None:
+        """Forget what the message read of ``rtype`` that a write of (rtype, rid) may change."""
+        work.rows.pop((rtype, rid), None)  # read again if needed
+        if work.identified:
+            work.identified = {k: v for k, v in work.identified.items() if k[0] != rtype}
 
     def _prefetch(self, work: _Work, keys: set[tuple[str, str]]) -> None:
         unknown = {key for key in keys if key not in work.rows}
@@ -275,16 +309,18 @@ class Dispatcher:
         this one becomes its next version instead of failing."""
         principal = work.context.principal
         exists = self._row(work, rtype, rid) is not None
-        work.rows.pop((rtype, rid), None)  # read again if needed
+        self._written(work, rtype, rid)
         if exists:
             return self.records.update_in(work.conn, principal, rtype, rid, resource, gated=False)
         require(principal, rtype, "u")
+        entries = len(work.audit)
         try:
             with work.conn.begin_nested():
                 return self.records.create_in(
                     work.conn, principal, rtype, resource, resource_id=rid
                 )
         except IntegrityError:
+            del work.audit[entries:]  # rolled back with the savepoint
             return self.records.update_in(work.conn, principal, rtype, rid, resource, gated=False)
 
     def _write_new(self, work: _Work, items: list[tuple[Mapped, str, Location]]) -> None:
@@ -303,12 +339,14 @@ class Dispatcher:
                 fresh.append((rtype, rid, resource))
         if fresh:
             events = self._read_events(work)
+            entries = len(work.audit)
             try:
                 with work.conn.begin_nested():
                     self.records.create_many_in(
                         work.conn, work.context.principal, fresh, audit=events
                     )
             except IntegrityError:  # a concurrent message wrote one first: one by one
+                del work.audit[entries:]  # rolled back with the savepoint
                 work.audited.difference_update(e.resource_id for e in events if e.resource_id)
                 fresh = []
             except (InvalidInput, Unprocessable) as error:
@@ -317,7 +355,7 @@ class Dispatcher:
         for mapped, rid, default in items:
             rtype = str(mapped.resource["resourceType"])
             if (rtype, rid) in created:
-                work.rows.pop((rtype, rid), None)
+                self._written(work, rtype, rid)
                 work.handled.written.append((rtype, rid))
             else:
                 self._write(work, mapped, rid, default)  # a new version, as before
@@ -338,7 +376,10 @@ class Dispatcher:
         """A resource of this institution carrying ``system|value`` (the first one found)."""
         if _UNSAFE_SEARCH & set(value) or _UNSAFE_SEARCH & set(system):
             return None
-        for rid, row in LookupRepository(work.conn).by_identifier(rtype, system, value):
+        found = work.identified.get((rtype, system, value))
+        if found is None:
+            found = LookupRepository(work.conn).by_identifier(rtype, system, value)
+        for rid, row in found:
             work.rows.setdefault((rtype, rid), row)
             content = self._current(work, rtype, rid)
             if content is not None and any(
@@ -368,6 +409,11 @@ class Dispatcher:
         return found
 
     def _master_of(self, work: _Work, patient_id: str) -> str | None:
+        """The Patient's master index id: read with its row when that is still current in this
+        message (not written since), otherwise looked up."""
+        row = work.rows.get(("Patient", patient_id))
+        if row is not None and row.master_known:
+            return row.master_index_id
         return LookupRepository(work.conn).master_index_id(patient_id)
 
     # --- patients -----------------------------------------------------------------------------

@@ -6,7 +6,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    bindparam,
+    delete,
+    insert,
+    null,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from healthroam.db.schema import fhir_resources, institutions
@@ -183,6 +194,97 @@ class CurrentRow:
     deleted: bool
     institution_code: str | None
     content: dict[str, Any] | None
+    # A Patient's master index id as registered (LookupRepository.master_index_id), when read
+    # with the row: ``master_known`` says whether it was (None then means "not registered").
+    master_index_id: str | None = None
+    master_known: bool = False
+
+
+# The look-ups run for almost every message: built once (with bound parameters), so a call
+# costs SQLAlchemy's cache look-up and the execution, not the construction of the statement.
+_r, _t = fhir_resources.c, fhir_idx_token.c
+_MASTER_OF_ROW = (
+    select(master_persons.c.master_index_id)
+    .select_from(
+        source_records.join(master_persons, master_persons.c.id == source_records.c.master_id)
+    )
+    .where(source_records.c.fhir_patient_id == _r.id, _r.resource_type == "Patient")
+    .limit(1)
+    .scalar_subquery()
+)
+_CURRENT = select(
+    _r.resource_type,
+    _r.id,
+    _r.deleted,
+    _r.institution_code,
+    _r.content,
+    _MASTER_OF_ROW.label("master_index_id"),
+)
+_CURRENT_ONE = _CURRENT.where(_r.resource_type == bindparam("rtype"), _r.id == bindparam("rid"))
+_CURRENT_MANY = _CURRENT.where(
+    tuple_(_r.resource_type, _r.id).in_(bindparam("keys", expanding=True))
+)
+# current_many and identified_many together: one UNION ALL (key rows carry no system/code).
+_KEYED_PART = select(
+    _r.resource_type,
+    _r.id,
+    _r.deleted,
+    _r.institution_code,
+    _r.content,
+    _MASTER_OF_ROW.label("master_index_id"),
+    null().label("system"),
+    null().label("code"),
+    null().label("last_updated"),
+).where(tuple_(_r.resource_type, _r.id).in_(bindparam("keys", expanding=True)))
+_IDENTIFIED_PART = (
+    select(
+        _r.resource_type,
+        _r.id,
+        _r.deleted,
+        _r.institution_code,
+        _r.content,
+        null().label("master_index_id"),
+        _t.system,
+        _t.code,
+        _r.last_updated,
+    )
+    .select_from(
+        fhir_resources.join(
+            fhir_idx_token, (_t.resource_type == _r.resource_type) & (_t.resource_id == _r.id)
+        )
+    )
+    .where(
+        _t.param == "identifier",
+        tuple_(_t.resource_type, _t.system, _t.code).in_(bindparam("identifiers", expanding=True)),
+        _r.deleted.is_(False),
+    )
+)
+_KEYED_AND_IDENTIFIED = union_all(_KEYED_PART, _IDENTIFIED_PART)
+_BY_IDENTIFIER = (
+    select(_r.id, _r.deleted, _r.institution_code, _r.content)
+    .select_from(
+        fhir_resources.join(
+            fhir_idx_token, (_t.resource_type == _r.resource_type) & (_t.resource_id == _r.id)
+        )
+    )
+    .where(
+        _t.resource_type == bindparam("rtype"),
+        _t.param == "identifier",
+        _t.system == bindparam("system"),
+        _t.code == bindparam("value"),
+        _r.deleted.is_(False),
+    )
+    .order_by(_r.last_updated, _r.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+_MASTER_INDEX_ID = (
+    select(master_persons.c.master_index_id)
+    .select_from(
+        source_records.join(master_persons, master_persons.c.id == source_records.c.master_id)
+    )
+    .where(source_records.c.fhir_patient_id == bindparam("patient_id"))
+    .limit(1)
+)
 
 
 class LookupRepository:
@@ -193,44 +295,69 @@ class LookupRepository:
         self.conn = conn
 
     def current_many(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], CurrentRow]:
-        """The current rows of ``(resource_type, id)`` keys; absent keys are not in the result."""
+        """The current rows of ``(resource_type, id)`` keys, a Patient's with its master index
+        id (:meth:`master_index_id`); absent keys are not in the result."""
         if not keys:
             return {}
-        c = fhir_resources.c
-        query = select(c.resource_type, c.id, c.deleted, c.institution_code, c.content)
         if len(keys) == 1:
             [(rtype, rid)] = keys
-            query = query.where(c.resource_type == rtype, c.id == rid)
+            rows = self.conn.execute(_CURRENT_ONE, {"rtype": rtype, "rid": rid})
         else:
-            query = query.where(tuple_(c.resource_type, c.id).in_(sorted(keys)))
+            rows = self.conn.execute(_CURRENT_MANY, {"keys": sorted(keys)})
         return {
-            (r.resource_type, r.id): CurrentRow(bool(r.deleted), r.institution_code, r.content)
-            for r in self.conn.execute(query)
+            (r.resource_type, r.id): CurrentRow(
+                bool(r.deleted),
+                r.institution_code,
+                r.content,
+                r.master_index_id,
+                master_known=r.resource_type == "Patient",
+            )
+            for r in rows
         }
+
+    def current_and_identified(
+        self, keys: set[tuple[str, str]], identifiers: set[tuple[str, str, str]], limit: int = 5
+    ) -> tuple[
+        dict[tuple[str, str], CurrentRow], dict[tuple[str, str, str], list[tuple[str, CurrentRow]]]
+    ]:
+        """:meth:`current_many` of ``keys`` and :meth:`by_identifier` of each
+        ``(resource_type, system, value)`` of ``identifiers``, in one query; every identifier
+        asked for is in the second result (an empty list: nothing found)."""
+        if not identifiers:
+            return self.current_many(keys), {}
+        current: dict[tuple[str, str], CurrentRow] = {}
+        hits: dict[tuple[str, str, str], list[tuple[Any, str, CurrentRow]]] = {
+            key: [] for key in identifiers
+        }
+        rows = self.conn.execute(
+            _KEYED_AND_IDENTIFIED, {"keys": sorted(keys), "identifiers": sorted(identifiers)}
+        )
+        for r in rows:
+            if r.system is None:
+                current[(r.resource_type, r.id)] = CurrentRow(
+                    bool(r.deleted),
+                    r.institution_code,
+                    r.content,
+                    r.master_index_id,
+                    master_known=r.resource_type == "Patient",
+                )
+            else:
+                row = CurrentRow(bool(r.deleted), r.institution_code, r.content)
+                hits[(r.resource_type, r.system, r.code)].append((r.last_updated, r.id, row))
+        identified = {
+            key: [(rid, row) for _, rid, row in sorted(found, key=lambda h: (h[0], h[1]))[:limit]]
+            for key, found in hits.items()
+        }
+        return current, identified
 
     def by_identifier(
         self, resource_type: str, system: str, value: str, limit: int = 5
     ) -> list[tuple[str, CurrentRow]]:
         """Current rows of ``resource_type`` indexed with ``identifier=system|value`` (what a
         FHIR search ``?identifier=system|value`` finds), oldest first, in one query."""
-        r, t = fhir_resources.c, fhir_idx_token.c
         rows = self.conn.execute(
-            select(r.id, r.deleted, r.institution_code, r.content)
-            .select_from(
-                fhir_resources.join(
-                    fhir_idx_token,
-                    (t.resource_type == r.resource_type) & (t.resource_id == r.id),
-                )
-            )
-            .where(
-                t.resource_type == resource_type,
-                t.param == "identifier",
-                t.system == system,
-                t.code == value,
-                r.deleted.is_(False),
-            )
-            .order_by(r.last_updated, r.id)
-            .limit(limit)
+            _BY_IDENTIFIER,
+            {"rtype": resource_type, "system": system, "value": value, "limit": limit},
         )
         return [
             (row.id, CurrentRow(bool(row.deleted), row.institution_code, row.content))
@@ -240,14 +367,5 @@ class LookupRepository:
     def master_index_id(self, patient_id: str) -> str | None:
         """The master index id of the person a stored Patient was registered as (not
         following merges, like the registry's own source look-up)."""
-        row = self.conn.execute(
-            select(master_persons.c.master_index_id)
-            .select_from(
-                source_records.join(
-                    master_persons, master_persons.c.id == source_records.c.master_id
-                )
-            )
-            .where(source_records.c.fhir_patient_id == patient_id)
-            .limit(1)
-        ).first()
+        row = self.conn.execute(_MASTER_INDEX_ID, {"patient_id": patient_id}).first()
         return str(row.master_index_id) if row else None

@@ -177,10 +177,10 @@ class RecognitionService:
         stored, _deleted = ResourceRepository(conn).read("Patient", patient_id)
         if stored is None:
             return None
-        master = self.registry.master_of_patient_in(conn, patient_id)
-        if master is None:
+        found = self.registry.fhir_patients_of_patient_in(conn, patient_id)
+        if found is None:
             return Person([patient_id], [f"Patient/{patient_id}"])
-        mii, ids = self.registry.fhir_patients_in(conn, master)
+        mii, ids = found
         ids = list(dict.fromkeys([patient_id, *ids]))
         return Person(ids, [f"Patient/{mii}", *(f"Patient/{p}" for p in ids)])
 
