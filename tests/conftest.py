@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -21,6 +22,11 @@ from healthroam.config import Settings
 from healthroam.db.engine import create_database_engine
 from healthroam.db.migrate import upgrade
 from healthroam.db.schema import metadata
+
+# Property tests assert behaviour, never speed: Hypothesis's per-example deadline (200 ms) is a
+# timing assertion that fails on a loaded machine (it did, on a 2-core host at load 10).
+hypothesis_settings.register_profile("healthroam", deadline=None)
+hypothesis_settings.load_profile("healthroam")
 
 BACKENDS = [
     b.strip()
