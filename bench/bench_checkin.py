@@ -208,12 +208,31 @@ def main() -> None:
         errors: list[str] = []
         lock = threading.Lock()
 
+        last_code_second: dict[str, int] = {}
+
+        def wait_for_fresh_second(card_id: str) -> None:
+            # A dynamic code has one-second resolution: two codes made for the same card in the
+            # same second are identical, and the platform rightly refuses the second as a
+            # replay. A resident cannot be at two terminals at once, so the bench waits until
+            # the second in which the card's last code came back has passed.
+            while True:
+                with lock:
+                    last = last_code_second.get(card_id)
+                    if last is None or int(time.time()) > last:
+                        # Reserved until this code comes back: no other thread makes one.
+                        last_code_second[card_id] = 2**62
+                        return
+                time.sleep(1.0 - (time.time() % 1.0) + 0.001)
+
         def worker(part: list[tuple[str, str]]) -> None:
             with httpx.Client(base_url=base, timeout=30) as http:
                 for card_id, mii in part:
+                    wait_for_fresh_second(card_id)
                     # The resident's phone shows a fresh code (not timed).
                     made = http.post(f"/cards/{card_id}/$dynamic-code", headers=headers["clerk"])
                     code = made.json()["text"]
+                    with lock:
+                        last_code_second[card_id] = int(time.time())
                     started = time.perf_counter()
                     checked = http.post(
                         "/care/check-in",
@@ -235,7 +254,9 @@ def main() -> None:
                             timings.append(elapsed)
                             parts.append(((middle - started) * 1000, elapsed))
                         else:
-                            errors.append(f"{checked.status_code}/{summary.status_code}")
+                            errors.append(
+                                f"{checked.status_code}/{summary.status_code} {checked.text[:200]}"
+                            )
 
         rounds = [people[r % len(people)] for r in range(args.rounds)]
         threads = [
