@@ -16,6 +16,7 @@ summary's body. Rounds run one after another (``--clients 1``) or from several t
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -130,7 +131,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1)
     args = parser.parse_args()
     name, url = benchlib.create_database()
-    tmp = Path(tempfile.mkdtemp(prefix="healthroam-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="hr-bench-checkin-"))
     server: subprocess.Popen[bytes] | None = None
     try:
         port = benchlib.free_port()
@@ -294,6 +295,7 @@ def main() -> None:
         if server is not None:
             benchlib.stop_process(server)
         benchlib.drop_database(name)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

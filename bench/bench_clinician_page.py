@@ -18,9 +18,7 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -125,8 +123,10 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="postgresql")
     parser.add_argument("--residents", type=int, default=200)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="hr-bench-page-"))
-    with benchlib.temporary_database(args.backend == "postgresql", folder) as (_, url):
+    with (
+        benchlib.work_folder("hr-bench-page-") as folder,
+        benchlib.temporary_database(args.backend == "postgresql", folder) as (_, url),
+    ):
         benchlib.migrate(url)
         port = benchlib.free_port()
         base = f"http://127.0.0.1:{port}"

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -65,8 +63,10 @@ def main() -> None:
     parser.add_argument("--results", type=int, default=20)
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp())
-    with benchlib.temporary_database(args.backend == "postgresql", tmp) as (_, url):
+    with (
+        benchlib.work_folder("hr-bench-recognition-") as tmp,
+        benchlib.temporary_database(args.backend == "postgresql", tmp) as (_, url),
+    ):
         benchlib.migrate(url)
         run(Settings(database_url=url, data_dir=tmp, audit_seal_interval_ms=0), args)
 

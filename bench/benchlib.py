@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,6 +70,16 @@ def temporary_database(postgres: bool, folder: Path) -> Iterator[tuple[str, str]
         yield name, url
     finally:
         drop_database(name)
+
+
+@contextmanager
+def work_folder(prefix: str) -> Iterator[Path]:
+    """A new folder under the system's temporary folder for one run, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def recreate_database(url: str) -> None:
