@@ -157,6 +157,11 @@ class MessageLogRepository:
         """Insert the message's row; raises IntegrityError when its key is already taken."""
         self.conn.execute(insert(hl7_messages), values)  # parameters: a cached statement
 
+    def record_accepted_many(self, rows: list[dict[str, Any]]) -> None:
+        """Insert several messages' rows (same keys) in one statement; raises IntegrityError
+        when a key is already taken."""
+        self.conn.execute(insert(hl7_messages), rows)
+
     def record_rejected(self, **values: Any) -> None:
         self.conn.execute(insert(hl7_rejections), values)
 
