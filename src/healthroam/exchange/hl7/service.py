@@ -46,11 +46,11 @@ from healthroam.exchange.hl7.codec import (
     parse,
 )
 from healthroam.exchange.hl7.contract import (
+    NO_SAVEPOINTS,
     AckCode,
     ErrorCode,
     Hl7Problem,
     Location,
-    NO_SAVEPOINTS,
     MessageContext,
     MessageHandler,
 )
@@ -60,6 +60,7 @@ from healthroam.exchange.hl7.repository import (
     StoredAck,
 )
 from healthroam.exchange.hl7.senders import SenderBinding, check_namespace_id, principal_for
+from healthroam.records.deferred import deferring
 from healthroam.security.service import Clock, deferred_audit, utcnow
 
 log = logging.getLogger("healthroam.exchange.hl7")
@@ -316,7 +317,7 @@ class GatewayService:
         results: list[Outcome | Race | None] = []
         conn.info[NO_SAVEPOINTS] = True
         try:
-            with deferred_audit(conn) as audit:
+            with deferred_audit(conn) as audit, deferring(conn):
                 for job in jobs:
                     mark = len(audit)
                     result = self.apply(conn, job, view, savepoint=False, accepted=accepted)
