@@ -517,6 +517,9 @@ class ResourceRepository:
 
     def index_many(self, resources: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
         """Write the index rows of several resources, one multi-row insert per table."""
+        deferred = deferred_on(self.conn) if self.postgres else None
+        if deferred:  # rows deferred for the same keys go first (records/deferred.py)
+            deferred.flush(self)
         self._write(self._index_batches(resources))
 
     @staticmethod
