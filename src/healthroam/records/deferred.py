@@ -54,6 +54,13 @@ class DeferredRows:
     snapshots: dict[Key, Snapshot] = field(default_factory=dict)
     flushes: int = 0
     _bypass: bool = False
+    # What the look-ups ask, kept as the rows come (a look-up costs no pass over the rows):
+    # identifier (type, system, value) -> keys; reference target (type, id) -> key -> params
+    _identifiers: dict[tuple[str, str, str], dict[Key, None]] = field(default_factory=dict)
+    _targets: dict[tuple[str, str], dict[Key, set[str]]] = field(default_factory=dict)
+    _summary: dict[Key, tuple[list[tuple[str, str, str]], list[tuple[str, str]]]] = field(
+        default_factory=dict
+    )
 
     def __bool__(self) -> bool:
         return bool(self.versions or self.index or self.stale)
@@ -66,8 +73,7 @@ class DeferredRows:
         snapshot: Snapshot,
     ) -> None:
         self.versions.append(version)
-        self.index[key] = index
-        self.snapshots[key] = snapshot
+        self._set(key, index, snapshot)
 
     def replaced(
         self,
@@ -80,26 +86,45 @@ class DeferredRows:
         those deferred for it are replaced by ``index``."""
         self.versions.append(version)
         self.stale.add(key)
+        self._set(key, index, snapshot)
+
+    def _set(
+        self, key: Key, index: list[tuple[Table, list[dict[str, Any]]]], snapshot: Snapshot
+    ) -> None:
+        old_identifiers, old_targets = self._summary.pop(key, ([], []))
+        for wanted in old_identifiers:
+            self._identifiers.get(wanted, {}).pop(key, None)
+        for target in old_targets:
+            self._targets.get(target, {}).pop(key, None)
+        identifiers: list[tuple[str, str, str]] = []
+        targets: list[tuple[str, str]] = []
+        for table, rows in index:
+            if table is fhir_idx_token:
+                for row in rows:
+                    if row["param"] == "identifier":
+                        wanted = (row["resource_type"], row["system"], row["code"])
+                        self._identifiers.setdefault(wanted, {})[key] = None
+                        identifiers.append(wanted)
+            elif table is fhir_idx_reference:
+                for row in rows:
+                    target = (row["target_type"], row["target_id"])
+                    self._targets.setdefault(target, {}).setdefault(key, set()).add(row["param"])
+                    targets.append(target)
+        self._summary[key] = (identifiers, targets)
         self.index[key] = index
         self.snapshots[key] = snapshot
 
     def identified(
         self, wanted: set[tuple[str, str, str]]
-    ) -> tuple[set[Key], dict[tuple[str, str, str], list[tuple[Key, Snapshot]]]]:
+    ) -> tuple[Collection[Key], dict[tuple[str, str, str], list[tuple[Key, Snapshot]]]]:
         """For identifier look-ups ``(resource_type, system, value)``: the keys whose stored
         index rows are not to be trusted (written in the block), and the deferred matches."""
-        hits: dict[tuple[str, str, str], list[tuple[Key, Snapshot]]] = {}
-        for key, batches in self.index.items():
-            for table, rows in batches:
-                if table is not fhir_idx_token:
-                    continue
-                for row in rows:
-                    if row["param"] != "identifier":
-                        continue
-                    wanted_key = (row["resource_type"], row["system"], row["code"])
-                    if wanted_key in wanted:
-                        hits.setdefault(wanted_key, []).append((key, self.snapshots[key]))
-        return {*self.index, *self.stale}, hits
+        hits = {
+            one: [(key, self.snapshots[key]) for key in self._identifiers[one]]
+            for one in wanted
+            if self._identifiers.get(one)
+        }
+        return self.index.keys(), hits
 
     def concerns(
         self, types: Collection[str], param: str, target_type: str, targets: Collection[str]
@@ -108,42 +133,24 @@ class DeferredRows:
         ``target_type``/one of ``targets`` may differ before and after a flush: a resource of
         those types was given a new version in the block (its stored index rows are stale),
         or one written in the block has such a reference."""
-        wanted = set(targets)
-        for key in self.stale:
-            if key[0] in types:
-                return True
-        for key, batches in self.index.items():
-            if key[0] not in types:
-                continue
-            for table, rows in batches:
-                if table is not fhir_idx_reference:
-                    continue
-                for row in rows:
-                    if (
-                        row["param"] == param
-                        and row["target_type"] == target_type
-                        and row["target_id"] in wanted
-                    ):
-                        return True
-        return False
+        if any(key[0] in types for key in self.stale):
+            return True
+        return any(
+            key[0] in types and param in params
+            for target in targets
+            for key, params in self._targets.get((target_type, target), {}).items()
+        )
 
-    def referring(self, targets: Collection[tuple[str, str]]) -> tuple[set[Key], list[Key]]:
+    def referring(self, targets: Collection[tuple[str, str]]) -> tuple[Collection[Key], list[Key]]:
         """For a read of the resources that refer to one of ``targets`` (type, id) by any
         reference: the keys whose stored index rows are not to be trusted (written in the
         block), and the live deferred resources that do refer to one."""
-        wanted = set(targets)
-        found: list[Key] = []
-        for key, batches in self.index.items():
-            if self.snapshots[key].deleted:
-                continue
-            if any(
-                (row["target_type"], row["target_id"]) in wanted
-                for table, rows in batches
-                if table is fhir_idx_reference
-                for row in rows
-            ):
-                found.append(key)
-        return {*self.index, *self.stale}, found
+        found: dict[Key, None] = {}
+        for target in targets:
+            for key in self._targets.get(tuple(target), {}):  # type: ignore[arg-type]
+                if not self.snapshots[key].deleted:
+                    found[key] = None
+        return self.index.keys(), list(found)
 
     @contextmanager
     def bypass(self) -> Iterator[None]:
@@ -176,6 +183,7 @@ class DeferredRows:
             for table, rows in batches:
                 by_table.setdefault(table, []).extend(rows)
         self.versions, self.index, self.stale, self.snapshots = [], {}, set(), {}
+        self._identifiers, self._targets, self._summary = {}, {}, {}
         self.flushes += 1
         repo.write_now(list(by_table.items()), before=before)
 
