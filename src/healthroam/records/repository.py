@@ -68,6 +68,7 @@ from healthroam.db.tables_records import (
 )
 from healthroam.errors import InvalidInput
 from healthroam.records import fulltext, hierarchy
+from healthroam.records.deferred import Snapshot, deferred_on
 from healthroam.records.model import StoredResource, stored_body
 from healthroam.records.search import (
     Chain,
@@ -115,6 +116,10 @@ Key = tuple[str, str]
 # resource row -> true when the caller may see it (built in exchange/care/repository.py).
 VisibleCondition = Callable[[Any, Any, Any, Any], ColumnElement[bool]]
 COPY_THRESHOLD = 50  # rows from which PostgreSQL inserts use COPY
+_UPDATE_CURRENT = (
+    'UPDATE "fhir_resources" SET "version" = %s, "last_updated" = %s, "deleted" = %s, '
+    '"content" = %s WHERE "resource_type" = %s AND "id" = %s'
+)
 
 
 def _cut(value: str | None, length: int) -> str | None:
@@ -380,13 +385,24 @@ class ResourceRepository:
                     "content": body,
                 }
             )
-        self._write(
-            [
-                (fhir_resources, current_rows),
-                (fhir_resource_versions, version_rows),
-                *self._index_batches(resources),
-            ]
-        )
+        deferred = deferred_on(self.conn) if self.postgres else None
+        if deferred is not None:  # the current rows now; history and index rows later
+            self._write([(fhir_resources, current_rows)])
+            for (rtype, rid, content), version_row in zip(resources, version_rows, strict=True):
+                deferred.created(
+                    (rtype, rid),
+                    version_row,
+                    self._index_batches([(rtype, rid, content)]),
+                    Snapshot(False, institution_code, version_row["content"], now),
+                )
+        else:
+            self._write(
+                [
+                    (fhir_resources, current_rows),
+                    (fhir_resource_versions, version_rows),
+                    *self._index_batches(resources),
+                ]
+            )
         return [
             StoredResource(
                 row["resource_type"], row["id"], 1, now, row["content"], institution_code
@@ -407,18 +423,46 @@ class ResourceRepository:
         body = None if content is None else stored_body(content)
         # Served with millisecond precision, so stored so too (and each version is later).
         now = max(_millis(now), _aware(current.last_updated) + timedelta(milliseconds=1))
+        deferred = deferred_on(self.conn) if self.postgres else None
+        if deferred is not None:  # the current row now; history and index rows later
+            self._write(
+                [],
+                before=[
+                    (
+                        _UPDATE_CURRENT,
+                        [
+                            version,
+                            now,
+                            content is None,
+                            None if body is None else Jsonb(body),
+                            rtype,
+                            rid,
+                        ],
+                    )
+                ],
+            )
+            deferred.replaced(
+                (rtype, rid),
+                {
+                    "resource_type": rtype,
+                    "id": rid,
+                    "version": version,
+                    "last_updated": now,
+                    "deleted": content is None,
+                    "method": method,
+                    "content": body,
+                },
+                self._index_batches([(rtype, rid, content)]) if content is not None else [],
+                Snapshot(content is None, current.institution_code, body, now),
+            )
+            return StoredResource(rtype, rid, version, now, body or {})
         if self.postgres:
             # The row, its version, the old index rows' deletion and the new ones in one
             # pipeline (one round trip, where each statement waited for the server).
             document = None if body is None else Jsonb(body)
             key = [rtype, rid]
             before: list[tuple[str, list[Any]]] = [
-                (
-                    'UPDATE "fhir_resources" SET "version" = %s, "last_updated" = %s, '
-                    '"deleted" = %s, "content" = %s '
-                    'WHERE "resource_type" = %s AND "id" = %s',
-                    [version, now, content is None, document, *key],
-                ),
+                (_UPDATE_CURRENT, [version, now, content is None, document, *key]),
                 (
                     'INSERT INTO "fhir_resource_versions" ("resource_type", "id", "version", '
                     '"last_updated", "deleted", "method", "content") '
@@ -473,6 +517,9 @@ class ResourceRepository:
 
     def index_many(self, resources: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
         """Write the index rows of several resources, one multi-row insert per table."""
+        deferred = deferred_on(self.conn) if self.postgres else None
+        if deferred:  # rows deferred for the same keys go first (records/deferred.py)
+            deferred.flush(self)
         self._write(self._index_batches(resources))
 
     @staticmethod
@@ -485,6 +532,15 @@ class ResourceRepository:
             for table, rows in index_rows(rtype, rid, full).items():
                 by_table.setdefault(table, []).extend(rows)
         return list(by_table.items())
+
+    def write_now(
+        self,
+        batches: Sequence[tuple[Table, list[dict[str, Any]]]],
+        *,
+        before: Sequence[tuple[str, list[Any]]] = (),
+    ) -> None:
+        """:meth:`_write`, for the deferred rows' flush (records/deferred.py)."""
+        self._write(batches, before=before)
 
     def _write(
         self,

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, and_, false, literal, select
 
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_records import fhir_idx_reference, fhir_idx_token
+from healthroam.records.deferred import deferred_on
 from healthroam.records.model import StoredResource
 
 SUBJECT_PARAM = "subject"
@@ -67,13 +68,19 @@ def patient_results(
             )
             .exists()
         )
-    rows = conn.execute(
+    query = (
         select(r.resource_type, r.id, r.version, r.last_updated, r.content, r.institution_code)
         .select_from(joined)
         .where(and_(*conditions))
         .order_by(r.last_updated.desc(), r.resource_type, r.id)
         .limit(MAX_RESULTS)
     )
+    deferred = deferred_on(conn)
+    if deferred and not deferred.concerns(types, SUBJECT_PARAM, "Patient", patient_ids):
+        with deferred.bypass():  # nothing deferred could change the answer: no flush
+            rows = conn.execute(query).all()
+    else:
+        rows = conn.execute(query).all()
     return [
         ResultRow(
             StoredResource(row.resource_type, row.id, row.version, row.last_updated, row.content),

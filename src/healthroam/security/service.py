@@ -334,6 +334,24 @@ def _select_key(jwks: dict[str, Any], kid: Any, alg: Any) -> Any:
 _COLLECTING = "healthroam.audit.collecting"  # Connection.info key of collecting()'s list
 
 
+@contextmanager
+def deferred_audit(conn: Connection) -> Iterator[list[AuditRecord]]:
+    """Like :meth:`AuditTrail.collecting`, for a caller that holds no AuditTrail (the HL7 v2
+    gateway around a whole group of messages): entries appended on ``conn`` inside the block
+    (including those of nested ``collecting`` blocks, which join this one) are written in one
+    insert when it ends without an error, in the order appended. A caller that rolls back part
+    of its work truncates the yielded list to its length before that part. Not nestable."""
+    if conn.info.get(_COLLECTING) is not None:
+        raise RuntimeError("audit entries are already being collected on this connection")
+    pending: list[AuditRecord] = []
+    conn.info[_COLLECTING] = pending
+    try:
+        yield pending
+    finally:
+        del conn.info[_COLLECTING]
+    AuditRepository(conn).enqueue(pending)
+
+
 class AuditTrail:
     """The one audit service: every read and write of personal data goes through it."""
 

@@ -36,6 +36,7 @@ from healthroam.exchange.care.model import (
     ReviewOutcome,
     ReviewStatus,
 )
+from healthroam.records.deferred import deferred_on
 from healthroam.records.repository import Key, VisibleCondition
 from healthroam.registry.model import check_master_index_id
 from healthroam.registry.repository import MasterRow, RegistryRepository, SourceRow
@@ -161,7 +162,18 @@ class CareRepository:
             )
             .distinct()
         )
-        found = [RecordKey(r[0], r[1], r[2]) for r in self.conn.execute(query)]
+        deferred = deferred_on(self.conn)
+        if deferred:  # rows not stored yet (the HL7 gateway's group): merged, no flush
+            with deferred.bypass():
+                stored = self.conn.execute(query).all()
+            unsure, pending = deferred.referring(patient_keys)
+            found = [RecordKey(r[0], r[1], r[2]) for r in stored if (r[0], r[1]) not in unsure]
+            found.extend(
+                RecordKey(key[0], key[1], deferred.snapshots[key].institution_code)
+                for key in pending
+            )
+        else:
+            found = [RecordKey(r[0], r[1], r[2]) for r in self.conn.execute(query)]
         # A source Patient is written by its source institution (the registry keeps which).
         found.extend(
             RecordKey("Patient", s.fhir_patient_id, s.institution)
@@ -300,16 +312,28 @@ class CareRepository:
             )
             .distinct()
         )
-        rows = self.conn.execute(
-            select(res.id, res.content).where(
-                res.resource_type == "Encounter",
-                res.id.in_(ids),
-                res.institution_code == institution,
-                res.deleted == false(),
-            )
+        query = select(res.id, res.content).where(
+            res.resource_type == "Encounter",
+            res.id.in_(ids),
+            res.institution_code == institution,
+            res.deleted == false(),
         )
+        deferred = deferred_on(self.conn)
+        if deferred:  # rows not stored yet (the HL7 gateway's group): merged, no flush
+            with deferred.bypass():
+                stored = self.conn.execute(query).all()
+            unsure, pending = deferred.referring(patient_keys)
+            rows = [(r.id, r.content) for r in stored if ("Encounter", r.id) not in unsure]
+            for key in pending:
+                snap = deferred.snapshots[key]
+                if key[0] == "Encounter" and snap.institution_code == institution:
+                    rows.append((key[1], snap.content))
+        else:
+            rows = [(r.id, r.content) for r in self.conn.execute(query)]
         return [
-            (r.id, r.content) for r in rows if (r.content or {}).get("status") in ACTIVE_ENCOUNTER
+            (rid, content)
+            for rid, content in rows
+            if (content or {}).get("status") in ACTIVE_ENCOUNTER
         ]
 
     # --- relationships --------------------------------------------------------------------

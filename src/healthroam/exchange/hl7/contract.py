@@ -138,3 +138,16 @@ class MessageHandler(Protocol):
     then rolls the transaction back and answers AE/AR. Never commits."""
 
     def __call__(self, conn: Any, context: MessageContext, message: Any) -> Handled: ...
+
+
+# Connection.info key, True while the gateway applies a group of messages without a savepoint
+# per message (GatewayService.apply_batch with savepoints=False). A handler may then write
+# without savepoints of its own: any error after a message started writing makes the gateway
+# roll the whole group back and apply it again with one savepoint per message, where the
+# handler's own savepoints (a create that lost a race to a concurrent message) apply again.
+NO_SAVEPOINTS = "healthroam.hl7.no_savepoints"
+
+
+def without_savepoints(conn: Any) -> bool:
+    """Whether ``conn`` is applying a group without savepoints (see NO_SAVEPOINTS)."""
+    return bool(conn.info.get(NO_SAVEPOINTS))

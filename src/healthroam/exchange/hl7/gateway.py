@@ -110,7 +110,13 @@ class Gateway:
         if self._server is not None:
             await self._server.wait_closed()
         await asyncio.to_thread(self.committer.close)
-        log.info("hl7 gateway stopped")
+        c = self.committer
+        log.info(
+            "hl7 gateway stopped: %d messages in %d groups, %d applied again with savepoints",
+            c.messages,
+            c.batches,
+            c.retries,
+        )
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

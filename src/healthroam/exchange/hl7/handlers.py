@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from healthroam.exchange.hl7.contract import (
     MessageContext,
     MessageHandler,
     Note,
+    without_savepoints,
 )
 from healthroam.exchange.hl7.mapping_encounter import (
     encounter_from_pv1,
@@ -313,6 +315,10 @@ class Dispatcher:
         if exists:
             return self.records.update_in(work.conn, principal, rtype, rid, resource, gated=False)
         require(principal, rtype, "u")
+        if without_savepoints(work.conn):
+            # No savepoint (two statements): a lost race fails this message, and the gateway
+            # applies the group again with savepoints, where the branch below applies.
+            return self.records.create_in(work.conn, principal, rtype, resource, resource_id=rid)
         entries = len(work.audit)
         try:
             with work.conn.begin_nested():
@@ -340,12 +346,18 @@ class Dispatcher:
         if fresh:
             events = self._read_events(work)
             entries = len(work.audit)
+            # Without the gateway's savepoints none here either (see _put).
+            scope: AbstractContextManager[Any] = (
+                nullcontext() if without_savepoints(work.conn) else work.conn.begin_nested()
+            )
             try:
-                with work.conn.begin_nested():
+                with scope:
                     self.records.create_many_in(
                         work.conn, work.context.principal, fresh, audit=events
                     )
             except IntegrityError:  # a concurrent message wrote one first: one by one
+                if without_savepoints(work.conn):
+                    raise
                 del work.audit[entries:]  # rolled back with the savepoint
                 work.audited.difference_update(e.resource_id for e in events if e.resource_id)
                 fresh = []

@@ -25,6 +25,7 @@ from healthroam.db.tables_exchange import hl7_messages, hl7_rejections, hl7_send
 from healthroam.db.tables_records import fhir_idx_token
 from healthroam.db.tables_registry import master_persons, source_records
 from healthroam.exchange.hl7.senders import SenderBinding
+from healthroam.records.deferred import deferred_on
 
 
 def _binding(row: Any) -> SenderBinding:
@@ -157,6 +158,11 @@ class MessageLogRepository:
         """Insert the message's row; raises IntegrityError when its key is already taken."""
         self.conn.execute(insert(hl7_messages), values)  # parameters: a cached statement
 
+    def record_accepted_many(self, rows: list[dict[str, Any]]) -> None:
+        """Insert several messages' rows (same keys) in one statement; raises IntegrityError
+        when a key is already taken."""
+        self.conn.execute(insert(hl7_messages), rows)
+
     def record_rejected(self, **values: Any) -> None:
         self.conn.execute(insert(hl7_rejections), values)
 
@@ -277,6 +283,22 @@ _BY_IDENTIFIER = (
     .order_by(_r.last_updated, _r.id)
     .limit(bindparam("limit", type_=Integer))
 )
+# The same without a limit and with the time: merged with rows not stored yet (deferred).
+_BY_IDENTIFIER_ALL = (
+    select(_r.id, _r.institution_code, _r.content, _r.last_updated)
+    .select_from(
+        fhir_resources.join(
+            fhir_idx_token, (_t.resource_type == _r.resource_type) & (_t.resource_id == _r.id)
+        )
+    )
+    .where(
+        _t.resource_type == bindparam("rtype"),
+        _t.param == "identifier",
+        _t.system == bindparam("system"),
+        _t.code == bindparam("value"),
+        _r.deleted.is_(False),
+    )
+)
 _MASTER_INDEX_ID = (
     select(master_persons.c.master_index_id)
     .select_from(
@@ -329,9 +351,20 @@ class LookupRepository:
         hits: dict[tuple[str, str, str], list[tuple[Any, str, CurrentRow]]] = {
             key: [] for key in identifiers
         }
-        rows = self.conn.execute(
-            _KEYED_AND_IDENTIFIED, {"keys": sorted(keys), "identifiers": sorted(identifiers)}
-        )
+        params = {"keys": sorted(keys), "identifiers": sorted(identifiers)}
+        deferred = deferred_on(self.conn)
+        if deferred:  # the index rows written in this block are not stored yet: merged below
+            with deferred.bypass():
+                rows = self.conn.execute(_KEYED_AND_IDENTIFIED, params).all()
+            unsure, pending = deferred.identified(identifiers)
+            rows = [r for r in rows if r.system is None or (r.resource_type, r.id) not in unsure]
+            for wanted, found in pending.items():
+                for (_, rid), snap in found:
+                    if not snap.deleted:
+                        row = CurrentRow(False, snap.institution_code, snap.content)
+                        hits[wanted].append((snap.last_updated, rid, row))
+        else:
+            rows = self.conn.execute(_KEYED_AND_IDENTIFIED, params).all()
         for r in rows:
             if r.system is None:
                 current[(r.resource_type, r.id)] = CurrentRow(
@@ -355,14 +388,33 @@ class LookupRepository:
     ) -> list[tuple[str, CurrentRow]]:
         """Current rows of ``resource_type`` indexed with ``identifier=system|value`` (what a
         FHIR search ``?identifier=system|value`` finds), oldest first, in one query."""
-        rows = self.conn.execute(
-            _BY_IDENTIFIER,
-            {"rtype": resource_type, "system": system, "value": value, "limit": limit},
-        )
-        return [
-            (row.id, CurrentRow(bool(row.deleted), row.institution_code, row.content))
-            for row in rows
+        params = {"rtype": resource_type, "system": system, "value": value, "limit": limit}
+        deferred = deferred_on(self.conn)
+        if not deferred:
+            rows = self.conn.execute(_BY_IDENTIFIER, params)
+            return [
+                (row.id, CurrentRow(bool(row.deleted), row.institution_code, row.content))
+                for row in rows
+            ]
+        # The index rows written in this block are not stored yet: merged here.
+        wanted = (resource_type, system, value)
+        with deferred.bypass():
+            stored = self.conn.execute(
+                _BY_IDENTIFIER_ALL, {"rtype": resource_type, "system": system, "value": value}
+            ).all()
+        unsure, pending = deferred.identified({wanted})
+        found = [
+            (row.last_updated, row.id, CurrentRow(False, row.institution_code, row.content))
+            for row in stored
+            if (resource_type, row.id) not in unsure
         ]
+        found += [
+            (snap.last_updated, rid, CurrentRow(False, snap.institution_code, snap.content))
+            for (_, rid), snap in pending.get(wanted, [])
+            if not snap.deleted
+        ]
+        found.sort(key=lambda h: (h[0], h[1]))
+        return [(rid, row) for _, rid, row in found[:limit]]
 
     def master_index_id(self, patient_id: str) -> str | None:
         """The master index id of the person a stored Patient was registered as (not

@@ -46,6 +46,7 @@ from healthroam.exchange.hl7.codec import (
     parse,
 )
 from healthroam.exchange.hl7.contract import (
+    NO_SAVEPOINTS,
     AckCode,
     ErrorCode,
     Hl7Problem,
@@ -59,7 +60,8 @@ from healthroam.exchange.hl7.repository import (
     StoredAck,
 )
 from healthroam.exchange.hl7.senders import SenderBinding, check_namespace_id, principal_for
-from healthroam.security.service import Clock, utcnow
+from healthroam.records.deferred import deferring
+from healthroam.security.service import Clock, deferred_audit, utcnow
 
 log = logging.getLogger("healthroam.exchange.hl7")
 
@@ -299,9 +301,41 @@ class GatewayService:
         """Several messages in the caller's transaction. With ``savepoints`` each runs in its
         own; without, a message failing after it started writing raises
         :class:`NeedsSavepoints` (the caller rolls back and applies the batch again with them).
-        The view's refusal log lines are for the caller to emit once it committed."""
+        The view's refusal log lines are for the caller to emit once it committed.
+
+        Without savepoints the group's message-log rows and audit entries are written once,
+        at its end (two inserts for the group instead of two per message; nothing in the
+        group reads them back: a repeated control id is answered from the view), and the
+        handler creates resources without savepoints of its own (``NO_SAVEPOINTS``). A
+        control id that a concurrent transaction committed meanwhile fails that insert: the
+        group raises :class:`NeedsSavepoints` too, and applied again it answers that message
+        with the stored ACK."""
         view = BatchView.load(conn, jobs)
-        return [self.apply(conn, job, view, savepoint=savepoints) for job in jobs], view
+        if savepoints:
+            return [self.apply(conn, job, view) for job in jobs], view
+        accepted: list[dict[str, Any]] = []
+        results: list[Outcome | Race | None] = []
+        conn.info[NO_SAVEPOINTS] = True
+        try:
+            with deferred_audit(conn) as audit, deferring(conn):
+                for job in jobs:
+                    mark = len(audit)
+                    result = self.apply(conn, job, view, savepoint=False, accepted=accepted)
+                    if not (
+                        isinstance(result, Outcome)
+                        and result.code is AckCode.ACCEPT
+                        and not result.duplicate
+                    ):
+                        del audit[mark:]  # nothing of a refused message is kept
+                    results.append(result)
+                if accepted:
+                    try:
+                        MessageLogRepository(conn).record_accepted_many(accepted)
+                    except IntegrityError:
+                        raise NeedsSavepoints from None
+        finally:
+            del conn.info[NO_SAVEPOINTS]
+        return results, view
 
     def apply(
         self,
@@ -310,9 +344,11 @@ class GatewayService:
         view: BatchView | None = None,
         *,
         savepoint: bool = True,
+        accepted: list[dict[str, Any]] | None = None,
     ) -> Outcome | Race | None:
         """One message inside the caller's transaction (in its own savepoint). None: the
-        database failed, nothing of this message is stored and no ACK may be sent."""
+        database failed, nothing of this message is stored and no ACK may be sent. With
+        ``accepted`` the message-log row is appended there for the caller to insert."""
         if view is None:
             view = BatchView.load(conn, [job])
         if isinstance(job, Refusal):
@@ -362,25 +398,29 @@ class GatewayService:
                     ),
                     job.decoded.codec,
                 )
-                try:
-                    messages.record_accepted(
-                        application=application,
-                        facility=facility,
-                        control_id=header.control_id,
-                        received_at=job.received_at,
-                        institution_code=institution,
-                        message_type=header.message_type,
-                        trigger_event=header.trigger_event,
-                        version=header.version,
-                        charset=job.decoded.charset,
-                        size=len(job.raw),
-                        digest=digest,
-                        written=len(handled.written),
-                        ack_code=AckCode.ACCEPT.value,
-                        ack=ack,
-                    )
-                except IntegrityError:
-                    raise _AlreadyRecorded from None
+                row: dict[str, Any] = {
+                    "application": application,
+                    "facility": facility,
+                    "control_id": header.control_id,
+                    "received_at": job.received_at,
+                    "institution_code": institution,
+                    "message_type": header.message_type,
+                    "trigger_event": header.trigger_event,
+                    "version": header.version,
+                    "charset": job.decoded.charset,
+                    "size": len(job.raw),
+                    "digest": digest,
+                    "written": len(handled.written),
+                    "ack_code": AckCode.ACCEPT.value,
+                    "ack": ack,
+                }
+                if accepted is not None:
+                    accepted.append(row)
+                else:
+                    try:
+                        messages.record_accepted(**row)
+                    except IntegrityError:
+                        raise _AlreadyRecorded from None
             view.acks[key] = StoredAck(ack, AckCode.ACCEPT.value, digest)
             return Outcome(ack, AckCode.ACCEPT)
         except Exception:

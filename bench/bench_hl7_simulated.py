@@ -1,0 +1,97 @@
+"""HL7 v2 gateway driven by the hospital simulator (issue 6): msg/s, ACK latency and CPU per
+message of the gateway process(es) and of PostgreSQL's backends, over real MLLP sockets.
+
+A fresh PostgreSQL database is created, migrated and dropped; `healthroam gateway` (the
+platform's dispatcher: FHIR mapping, registry, recognition, message log) runs on a free port;
+`healthroam simulate hospitals --setup` registers the hospitals and warms up for a few seconds,
+then `healthroam simulate hospitals` runs for --seconds (HL7 only). CPU is read from /proc
+around the measured run (gateway with its children; the database's backends).
+
+Run: PYTHONPATH=src .venv/bin/python bench/bench_hl7_simulated.py [--processes 2] [--writers 1]
+Prints the gateway's "stopped" log lines (groups, second passes), then one Markdown table row:
+label | processes x writers | sent | AA / AE / AR / no ACK | msg/s | ACK p50 / p95 ms | gateway
+CPU ms/msg | PostgreSQL CPU ms/msg | both | load average | elapsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import benchlib
+from bench_hl7_gateway import ROOT, GatewayProcess
+
+
+def simulate(port: int, env: dict[str, str], seconds: float, rate: float, setup: bool) -> str:
+    command = [sys.executable, "-m", "healthroam", "simulate", "hospitals", "--count", "20"]
+    command += ["--rate", str(rate), "--seconds", str(seconds), "--port", str(port)]
+    if setup:
+        command.append("--setup")
+    done = subprocess.run(
+        command, env=env | {"COLUMNS": "200"}, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--processes", type=int, default=1, help="gateway processes")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--rate", type=float, default=1000, help="offered messages/s")
+    parser.add_argument("--writers", type=int, default=4, help="writer threads per process")
+    parser.add_argument("--label", default="", help="a name for the code measured")
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        benchlib.temporary_database(True, Path(tmp)) as (name, url),
+    ):
+        benchlib.migrate(url)
+        workdir = Path(tmp)
+        env = benchlib.server_env(
+            PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+            HEALTHROAM_DATABASE_URL=url,
+            HEALTHROAM_DATA_DIR=str(workdir),
+        )
+        gateway = GatewayProcess(
+            url,
+            workdir,
+            handler="healthroam.exchange.hl7.handlers:platform_dispatcher",
+            processes=args.processes,
+            gateway_writer_threads=str(args.writers),
+        )
+        gateway.start()
+        try:
+            simulate(gateway.port, env, 3, args.rate, setup=True)  # hospitals, warm-up
+            pids = benchlib.backend_pids(name)
+            before = benchlib.cpu_of(pids)
+            cpu_before = gateway.cpu_seconds()
+            started = time.monotonic()
+            out = simulate(gateway.port, env, args.seconds, args.rate, setup=False)
+            elapsed = time.monotonic() - started
+            cpu = gateway.cpu_seconds() - cpu_before
+            pids = sorted({*pids, *benchlib.backend_pids(name)})
+            server = benchlib.cpu_spent(before, benchlib.cpu_of(pids))
+        finally:
+            gateway.stop()
+        stopped = re.findall(r"hl7 gateway stopped: .*", gateway.log_path.read_text())
+    row = next(line for line in out.splitlines() if re.match(r"^\W*\d+\s*\W", line))
+    sent, aa, ae, ar, none, rate, p50, p95 = re.findall(r"[\d.]+", row)[:8]
+    total = max(int(aa) + int(ae) + int(ar), 1)
+    for line in stopped:  # groups and second passes, per process (where the code logs them)
+        print(f"  {line}")
+    print(
+        f"| {args.label} | {args.processes} x {args.writers} | {sent} | "
+        f"{aa} / {ae} / {ar} / {none} | {rate} | "
+        f"{p50} / {p95} | {cpu / total * 1000:.2f} | {server / total * 1000:.2f} | "
+        f"{(cpu + server) / total * 1000:.2f} | {os.getloadavg()[0]:.1f} | {elapsed:.0f} s |"
+    )
+
+
+if __name__ == "__main__":
+    main()
