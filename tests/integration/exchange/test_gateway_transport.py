@@ -180,3 +180,16 @@ def test_tls_connection(platform: Platform, tmp_path: Path) -> None:
 
 def running_observations(platform: Platform) -> list[dict[str, Any]]:
     return Running(platform, None).observations()  # type: ignore[arg-type]
+
+
+
+def test_search_parameters_are_compiled_before_the_port_opens(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first message must not wait for the FHIR search parameters to compile.
+    from healthroam.records import search_params
+
+    monkeypatch.setattr(search_params, "_index", None)  # as in a new process
+    with start(platform) as gateway:
+        assert gateway.port is not None
+        assert search_params._index is not None

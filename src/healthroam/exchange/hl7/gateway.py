@@ -22,6 +22,7 @@ from pathlib import Path
 from healthroam.exchange.hl7.groupcommit import GroupCommitter, RawMessage
 from healthroam.exchange.hl7.mllp import BadFraming, Frame, FrameDecoder, Oversized, frame
 from healthroam.exchange.hl7.service import GatewayService, Outcome
+from healthroam.records.search_params import search_index
 
 log = logging.getLogger("healthroam.exchange.hl7")
 
@@ -70,6 +71,9 @@ class Gateway:
         self.port: int | None = None
 
     async def start(self) -> None:
+        # The FHIR search parameters (index extraction on every write) are compiled before
+        # the port opens: done lazily, the first message of the process waited ~2 s for them.
+        await asyncio.to_thread(search_index)
         self.committer.start()
         self._server = await asyncio.start_server(
             self._connection,
