@@ -52,11 +52,12 @@ from healthroam.records.bulk_prepare import (
 )
 from healthroam.records.repository import millis
 from healthroam.records.service import RecordService
-from healthroam.security.audit import Action
+from healthroam.security.audit import Action, AuditRecord
 from healthroam.security.model import Principal
 from healthroam.security.service import AuditTrail, Clock, utcnow
 
 MAX_ERRORS = 1000  # reported in full up to this many; counted beyond
+PIECE = 250  # lines per task for the worker processes (a chunk is written as one)
 TABLES = {t.name: t for t in INDEX_TABLES}
 COLUMNS: dict[str, tuple[str, ...]] = {
     t.name: tuple(c.name for c in t.columns if c.name != "row_id") for t in INDEX_TABLES
@@ -156,11 +157,13 @@ class BulkImporter:
 
     # --- parsing and validation (no database; worker processes for large imports) -------------
 
-    def _raw_chunks(self, lines: Iterable[bytes | str]) -> Iterator[list[tuple[int, bytes | str]]]:
+    def _raw_chunks(
+        self, lines: Iterable[bytes | str], size: int
+    ) -> Iterator[list[tuple[int, bytes | str]]]:
         chunk: list[tuple[int, bytes | str]] = []
         for number, raw in enumerate(lines, start=1):
             chunk.append((number, raw))
-            if len(chunk) >= self.chunk_size:
+            if len(chunk) >= size:
                 yield chunk
                 chunk = []
         if chunk:
@@ -180,9 +183,11 @@ class BulkImporter:
     def _prepared(
         self, principal: Principal, lines: Iterable[bytes | str]
     ) -> Iterator[list[Prepared]]:
-        """Prepared chunks in input order; a pool works a few chunks ahead once there is
-        more than one."""
-        raw = self._raw_chunks(lines)
+        """Prepared pieces in input order. With worker processes, lines go to them in pieces
+        of :data:`PIECE` lines (so that even a one-chunk import uses every worker), a few
+        chunks ahead of the writer, once there is more than one piece."""
+        size = min(self.chunk_size, PIECE) if self.processes > 0 else self.chunk_size
+        raw = self._raw_chunks(lines, size)
         first = next(raw, None)
         if first is None:
             return
@@ -196,7 +201,7 @@ class BulkImporter:
                 yield prepare_chunk(principal, chunk, COLUMNS, self.copy_text)
             return
         pending: deque[Future[list[Prepared]]] = deque()
-        ahead = 2 * self.processes
+        ahead = 2 * self.processes * max(1, self.chunk_size // size)
         for chunk in chunks:
             pending.append(pool.submit(prepare_chunk, principal, chunk, COLUMNS, self.copy_text))
             if len(pending) > ahead:
@@ -267,21 +272,32 @@ class BulkImporter:
             self._one(conn, principal, line, report, update=found is not None)
         if fast:
             self._write_new(conn, fast, millis(self.clock()), principal.institution_code)
-            self.audit.append(
-                conn,
-                [
-                    self.audit.event(
-                        principal,
-                        action=Action.CREATE,
-                        subtype="import",
-                        resource_type=line.resource_type,
-                        resource_id=line.resource_id,
-                        patient_ref=line.patient_ref,
-                    )
-                    for line in fast
-                ],
-            )
+            self.audit.append(conn, self._audit_records(principal, fast))
             report.add(created=len(fast))
+
+    def _audit_records(self, principal: Principal, lines: list[PreparedLine]) -> list[AuditRecord]:
+        """One audit entry per patient (and one for resources about no patient) for the
+        resources of a chunk written on the fast path (decision 0036): who (the principal),
+        what (every resource, ``Type/id`` in ``detail``; the type when there is one), about
+        whom (``patient_ref``), when, why (purpose of use)."""
+        groups: dict[str | None, list[PreparedLine]] = {}
+        for line in lines:
+            groups.setdefault(line.patient_ref, []).append(line)
+        records = []
+        for patient_ref, group in groups.items():
+            types = {line.resource_type for line in group}
+            records.append(
+                self.audit.event(
+                    principal,
+                    action=Action.CREATE,
+                    subtype="import",
+                    resource_type=types.pop() if len(types) == 1 else None,
+                    resource_id=group[0].resource_id if len(group) == 1 else None,
+                    patient_ref=patient_ref,
+                    detail=" ".join(f"{line.resource_type}/{line.resource_id}" for line in group),
+                )
+            )
+        return records
 
     def _write_new(
         self, conn: Connection, lines: list[PreparedLine], now: datetime, institution: str | None
@@ -291,15 +307,13 @@ class BulkImporter:
             raw: Any = conn.connection.dbapi_connection
             assert raw is not None
             stamp, owner = copy_field(now), copy_field(institution)
+            keys = [f"{line.resource_type}\t{line.resource_id}\t1\t{stamp}\tf\t" for line in lines]
+            bodies = [copy_field(line.body) for line in lines]
             current = "".join(
-                f"{line.resource_type}\t{line.resource_id}\t1\t{stamp}\tf\t{owner}\t"
-                f"{copy_field(line.body)}\n"
-                for line in lines
+                [f"{key}{owner}\t{body}\n" for key, body in zip(keys, bodies, strict=True)]
             )
             versions = "".join(
-                f"{line.resource_type}\t{line.resource_id}\t1\t{stamp}\tf\tPOST\t"
-                f"{copy_field(line.body)}\n"
-                for line in lines
+                [f"{key}POST\t{body}\n" for key, body in zip(keys, bodies, strict=True)]
             )
             blocks: list[tuple[str, tuple[str, ...], str]] = [
                 (
