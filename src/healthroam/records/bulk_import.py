@@ -252,10 +252,11 @@ class BulkImporter:
             )
             existing.update({(row.resource_type, row.id): row for row in rows})
         fast: list[PreparedLine] = []
+        patients: list[PreparedLine] = []
         for line in chunk:
             found = existing.get((line.resource_type, line.resource_id))
-            if found is None and line.resource_type != "Patient":
-                fast.append(line)
+            if found is None:
+                (patients if line.resource_type == "Patient" else fast).append(line)
                 continue
             if found is not None:
                 if found.institution_code not in (None, principal.institution_code):
@@ -269,7 +270,9 @@ class BulkImporter:
                 if not found.deleted and found.content == line.stored():
                     report.add(unchanged=1)
                     continue
-            self._one(conn, principal, line, report, update=found is not None)
+            self._one(conn, principal, line, report, update=True)
+        if patients:
+            self._new_patients(conn, principal, patients, report)
         if fast:
             self._write_new(conn, fast, millis(self.clock()), principal.institution_code)
             self.audit.append(conn, self._audit_records(principal, fast))
@@ -376,6 +379,34 @@ class BulkImporter:
             ]
             if rows:
                 conn.execute(insert(TABLES[name]), rows)
+
+    def _new_patients(
+        self,
+        conn: Connection,
+        principal: Principal,
+        lines: list[PreparedLine],
+        report: ImportReport,
+    ) -> None:
+        """New Patients of a chunk through the record service in one batch (one insert per
+        table and one audit insert; each is matched and linked in the registry as by a
+        create), in a savepoint. If one is refused, the batch is rolled back and each is
+        created on its own so that the refused line alone is reported."""
+        if len(lines) > 1:
+            savepoint = conn.begin_nested()
+            try:
+                self.records.create_many_in(
+                    conn,
+                    principal,
+                    [(line.resource_type, line.resource_id, line.content()) for line in lines],
+                )
+            except HealthroamError:
+                savepoint.rollback()
+            else:
+                savepoint.commit()
+                report.add(created=len(lines))
+                return
+        for line in lines:
+            self._one(conn, principal, line, report, update=False)
 
     def _one(
         self,
