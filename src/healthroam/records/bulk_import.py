@@ -14,9 +14,12 @@ whose id already exists at the same institution becomes a new version, unless it
 unchanged (then nothing is written): re-sending a file after fixing its bad lines is safe.
 An import that grows the store by a tenth or more ends with ``ANALYZE``.
 
-Speed (decision 0027): parsing, validation and index extraction
-(:mod:`healthroam.records.bulk_prepare`) run in worker processes once an import is larger
-than one chunk, a few chunks ahead of the writer; on PostgreSQL they hand over finished
+Audit (decision 0036): the fast path writes one entry per chunk and patient, naming every
+resource it wrote (``detail``); Patients and new versions keep one entry each.
+
+Speed (decisions 0027, 0036): parsing, validation and index extraction
+(:mod:`healthroam.records.bulk_prepare`) run in worker processes, 250 lines per task, once an
+import is larger than that, a few chunks ahead of the writer; on PostgreSQL they hand over finished
 ``COPY`` text. Patients are registered on a second connection beside the fast path (each of
 the two commits its share of a chunk before the chunk is counted), because registry matching
 waits on the database far more than it computes.
