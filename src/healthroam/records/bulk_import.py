@@ -14,9 +14,12 @@ whose id already exists at the same institution becomes a new version, unless it
 unchanged (then nothing is written): re-sending a file after fixing its bad lines is safe.
 An import that grows the store by a tenth or more ends with ``ANALYZE``.
 
-Speed (decision 0027): parsing, validation and index extraction
-(:mod:`healthroam.records.bulk_prepare`) run in worker processes once an import is larger
-than one chunk, a few chunks ahead of the writer; on PostgreSQL they hand over finished
+Audit (decision 0036): the fast path writes one entry per chunk and patient, naming every
+resource it wrote (``detail``); Patients and new versions keep one entry each.
+
+Speed (decisions 0027, 0036): parsing, validation and index extraction
+(:mod:`healthroam.records.bulk_prepare`) run in worker processes, 250 lines per task, once an
+import is larger than that, a few chunks ahead of the writer; on PostgreSQL they hand over finished
 ``COPY`` text. Patients are registered on a second connection beside the fast path (each of
 the two commits its share of a chunk before the chunk is counted), because registry matching
 waits on the database far more than it computes.
@@ -52,11 +55,12 @@ from healthroam.records.bulk_prepare import (
 )
 from healthroam.records.repository import millis
 from healthroam.records.service import RecordService
-from healthroam.security.audit import Action
+from healthroam.security.audit import Action, AuditRecord
 from healthroam.security.model import Principal
 from healthroam.security.service import AuditTrail, Clock, utcnow
 
 MAX_ERRORS = 1000  # reported in full up to this many; counted beyond
+PIECE = 250  # lines per task for the worker processes (a chunk is written as one)
 TABLES = {t.name: t for t in INDEX_TABLES}
 COLUMNS: dict[str, tuple[str, ...]] = {
     t.name: tuple(c.name for c in t.columns if c.name != "row_id") for t in INDEX_TABLES
@@ -156,11 +160,13 @@ class BulkImporter:
 
     # --- parsing and validation (no database; worker processes for large imports) -------------
 
-    def _raw_chunks(self, lines: Iterable[bytes | str]) -> Iterator[list[tuple[int, bytes | str]]]:
+    def _raw_chunks(
+        self, lines: Iterable[bytes | str], size: int
+    ) -> Iterator[list[tuple[int, bytes | str]]]:
         chunk: list[tuple[int, bytes | str]] = []
         for number, raw in enumerate(lines, start=1):
             chunk.append((number, raw))
-            if len(chunk) >= self.chunk_size:
+            if len(chunk) >= size:
                 yield chunk
                 chunk = []
         if chunk:
@@ -180,9 +186,11 @@ class BulkImporter:
     def _prepared(
         self, principal: Principal, lines: Iterable[bytes | str]
     ) -> Iterator[list[Prepared]]:
-        """Prepared chunks in input order; a pool works a few chunks ahead once there is
-        more than one."""
-        raw = self._raw_chunks(lines)
+        """Prepared pieces in input order. With worker processes, lines go to them in pieces
+        of :data:`PIECE` lines (so that even a one-chunk import uses every worker), a few
+        chunks ahead of the writer, once there is more than one piece."""
+        size = min(self.chunk_size, PIECE) if self.processes > 0 else self.chunk_size
+        raw = self._raw_chunks(lines, size)
         first = next(raw, None)
         if first is None:
             return
@@ -196,7 +204,7 @@ class BulkImporter:
                 yield prepare_chunk(principal, chunk, COLUMNS, self.copy_text)
             return
         pending: deque[Future[list[Prepared]]] = deque()
-        ahead = 2 * self.processes
+        ahead = 2 * self.processes * max(1, self.chunk_size // size)
         for chunk in chunks:
             pending.append(pool.submit(prepare_chunk, principal, chunk, COLUMNS, self.copy_text))
             if len(pending) > ahead:
@@ -247,10 +255,11 @@ class BulkImporter:
             )
             existing.update({(row.resource_type, row.id): row for row in rows})
         fast: list[PreparedLine] = []
+        patients: list[PreparedLine] = []
         for line in chunk:
             found = existing.get((line.resource_type, line.resource_id))
-            if found is None and line.resource_type != "Patient":
-                fast.append(line)
+            if found is None:
+                (patients if line.resource_type == "Patient" else fast).append(line)
                 continue
             if found is not None:
                 if found.institution_code not in (None, principal.institution_code):
@@ -264,24 +273,37 @@ class BulkImporter:
                 if not found.deleted and found.content == line.stored():
                     report.add(unchanged=1)
                     continue
-            self._one(conn, principal, line, report, update=found is not None)
+            self._one(conn, principal, line, report, update=True)
+        if patients:
+            self._new_patients(conn, principal, patients, report)
         if fast:
             self._write_new(conn, fast, millis(self.clock()), principal.institution_code)
-            self.audit.append(
-                conn,
-                [
-                    self.audit.event(
-                        principal,
-                        action=Action.CREATE,
-                        subtype="import",
-                        resource_type=line.resource_type,
-                        resource_id=line.resource_id,
-                        patient_ref=line.patient_ref,
-                    )
-                    for line in fast
-                ],
-            )
+            self.audit.append(conn, self._audit_records(principal, fast))
             report.add(created=len(fast))
+
+    def _audit_records(self, principal: Principal, lines: list[PreparedLine]) -> list[AuditRecord]:
+        """One audit entry per patient (and one for resources about no patient) for the
+        resources of a chunk written on the fast path (decision 0036): who (the principal),
+        what (every resource, ``Type/id`` in ``detail``; the type when there is one), about
+        whom (``patient_ref``), when, why (purpose of use)."""
+        groups: dict[str | None, list[PreparedLine]] = {}
+        for line in lines:
+            groups.setdefault(line.patient_ref, []).append(line)
+        records = []
+        for patient_ref, group in groups.items():
+            types = {line.resource_type for line in group}
+            records.append(
+                self.audit.event(
+                    principal,
+                    action=Action.CREATE,
+                    subtype="import",
+                    resource_type=types.pop() if len(types) == 1 else None,
+                    resource_id=group[0].resource_id if len(group) == 1 else None,
+                    patient_ref=patient_ref,
+                    detail=" ".join(f"{line.resource_type}/{line.resource_id}" for line in group),
+                )
+            )
+        return records
 
     def _write_new(
         self, conn: Connection, lines: list[PreparedLine], now: datetime, institution: str | None
@@ -291,15 +313,13 @@ class BulkImporter:
             raw: Any = conn.connection.dbapi_connection
             assert raw is not None
             stamp, owner = copy_field(now), copy_field(institution)
+            keys = [f"{line.resource_type}\t{line.resource_id}\t1\t{stamp}\tf\t" for line in lines]
+            bodies = [copy_field(line.body) for line in lines]
             current = "".join(
-                f"{line.resource_type}\t{line.resource_id}\t1\t{stamp}\tf\t{owner}\t"
-                f"{copy_field(line.body)}\n"
-                for line in lines
+                [f"{key}{owner}\t{body}\n" for key, body in zip(keys, bodies, strict=True)]
             )
             versions = "".join(
-                f"{line.resource_type}\t{line.resource_id}\t1\t{stamp}\tf\tPOST\t"
-                f"{copy_field(line.body)}\n"
-                for line in lines
+                [f"{key}POST\t{body}\n" for key, body in zip(keys, bodies, strict=True)]
             )
             blocks: list[tuple[str, tuple[str, ...], str]] = [
                 (
@@ -362,6 +382,34 @@ class BulkImporter:
             ]
             if rows:
                 conn.execute(insert(TABLES[name]), rows)
+
+    def _new_patients(
+        self,
+        conn: Connection,
+        principal: Principal,
+        lines: list[PreparedLine],
+        report: ImportReport,
+    ) -> None:
+        """New Patients of a chunk through the record service in one batch (one insert per
+        table and one audit insert; each is matched and linked in the registry as by a
+        create), in a savepoint. If one is refused, the batch is rolled back and each is
+        created on its own so that the refused line alone is reported."""
+        if len(lines) > 1:
+            savepoint = conn.begin_nested()
+            try:
+                self.records.create_many_in(
+                    conn,
+                    principal,
+                    [(line.resource_type, line.resource_id, line.content()) for line in lines],
+                )
+            except HealthroamError:
+                savepoint.rollback()
+            else:
+                savepoint.commit()
+                report.add(created=len(lines))
+                return
+        for line in lines:
+            self._one(conn, principal, line, report, update=False)
 
     def _one(
         self,

@@ -85,6 +85,23 @@ def copy_line(values: tuple[Any, ...] | list[Any]) -> str:
     return "\t".join(copy_field(v) for v in values) + "\n"
 
 
+def copy_row(values: list[Any]) -> str:
+    """The same text as :func:`copy_line`, faster for the usual row: strings and NULLs are
+    placed without a call each, and the joined line is checked once (by C scans) for
+    anything that needs escaping - a tab, newline, carriage return or backslash that is not
+    one of the NULL markers - in which case the row is formatted by :func:`copy_line`."""
+    parts = [v if type(v) is str else "\\N" if v is None else copy_field(v) for v in values]
+    line = "\t".join(parts)
+    if (
+        line.count("\t") != len(parts) - 1
+        or line.count("\\") != values.count(None)
+        or "\n" in line
+        or "\r" in line
+    ):
+        return copy_line(values)
+    return line + "\n"
+
+
 def prepare_chunk(
     principal: Principal,
     lines: list[tuple[int, bytes | str]],
@@ -138,8 +155,10 @@ def _prepare(
     index: dict[str, Any] = {}
     for table, dicts in rows.items():
         order = columns[table.name]
-        tuples = [tuple(row.get(c) for c in order) for row in dicts]
-        index[table.name] = "".join(copy_line(t) for t in tuples) if copy_text else tuples
+        if copy_text:
+            index[table.name] = "".join([copy_row([row.get(c) for c in order]) for row in dicts])
+        else:
+            index[table.name] = [tuple([row.get(c) for c in order]) for row in dicts]
     return PreparedLine(
         number,
         resource_type,

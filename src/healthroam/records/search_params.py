@@ -133,8 +133,7 @@ def normalize(text: str) -> str:
     """Case- and accent-folded, whitespace collapsed: the default string match form."""
     if text.isascii():
         return " ".join(text.lower().split())
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    stripped = unicodedata.normalize("NFKD", text).translate(fulltext.DROP_COMBINING)
     return " ".join(stripped.casefold().split())
 
 

@@ -153,7 +153,25 @@ def to_audit_event(
                 },
             }
         )
-    if record.resource_type:
+    if record.subtype == "import" and record.outcome == "0" and record.detail:
+        # A bulk import's entry names every resource it wrote for one patient (decision 0036).
+        for reference in record.detail.split():
+            event["entity"].append(
+                {
+                    "what": {"reference": reference},
+                    "type": {
+                        "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                        "code": "2",
+                        "display": "System Object",
+                    },
+                    "role": {
+                        "system": "http://terminology.hl7.org/CodeSystem/object-role",
+                        "code": "4",
+                        "display": "Domain Resource",
+                    },
+                }
+            )
+    elif record.resource_type:
         what = (
             {"reference": f"{record.resource_type}/{record.resource_id}"}
             if record.resource_id

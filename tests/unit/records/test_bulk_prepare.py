@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from healthroam.records.bulk_prepare import LineError, PreparedLine, copy_field, prepare_chunk
+from hypothesis import given
+from hypothesis import strategies as st
+
+from healthroam.records.bulk_prepare import (
+    LineError,
+    PreparedLine,
+    copy_field,
+    copy_line,
+    copy_row,
+    prepare_chunk,
+)
 from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
 
@@ -51,3 +62,26 @@ def test_prepare_chunk_reports_bad_lines_and_indexes_good_ones() -> None:
     assert len(out) == 3  # the blank line is skipped
     assert isinstance(out[2], LineError)
     assert out[2].line == 4  # no scope for Patient
+
+
+# Values as index rows carry them: text (with every character COPY treats specially, the
+# literal "\N" and Han), NULLs, booleans, numbers and instants.
+_VALUES = st.one_of(
+    st.none(),
+    st.text(alphabet=st.sampled_from(["a", "\\", "\t", "\n", "\r", "N", "血", " "])),
+    st.just("\\N"),
+    st.text(),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.integers(),
+    st.datetimes(timezones=st.just(UTC)),
+)
+
+
+@given(st.lists(_VALUES, min_size=1, max_size=12))
+def test_copy_row_writes_exactly_what_copy_line_writes(values: list[Any]) -> None:
+    assert copy_row(values) == copy_line(values)
+
+
+def test_copy_row_escapes_a_literal_backslash_n_unlike_a_null() -> None:
+    assert copy_row([None, "\\N", "a\tb"]) == "\\N\t\\\\N\ta\\tb\n"

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from healthroam.errors import InvalidInput
 from healthroam.records import fulltext, hierarchy
 from healthroam.records.fulltext import Term
+from healthroam.records.search_params import normalize
 
 ICD10, ATC = hierarchy.ICD10, hierarchy.ATC
 
@@ -136,3 +142,27 @@ def test_uri_hierarchy() -> None:
     for bad in ("urn:oid:1.2.3", "ValueSet/1", "a.org/fhir"):
         with pytest.raises(InvalidInput):
             hierarchy.check_uri(bad, "url:below", "below")
+
+
+def test_the_combining_marks_table_covers_every_code_point() -> None:
+    every = {c for c in range(sys.maxunicode + 1) if unicodedata.combining(chr(c))}
+    assert set(fulltext.DROP_COMBINING) == every
+    assert max(every) < fulltext.COMBINING_LIMIT
+
+
+def _fold_by_character(text: str) -> str:
+    """The folding as first written: a Python test per character."""
+    if text.isascii():
+        return text.lower()
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+@given(st.text())
+def test_fold_drops_the_same_characters_as_a_test_per_character(text: str) -> None:
+    assert fulltext.fold(text) == _fold_by_character(text)
+    assert normalize(text) == " ".join(_fold_by_character(text).split())
+
+
+def test_fold_examples() -> None:
+    assert fulltext.fold("Crème Brûlée ＡＢＣ 高血压") == "creme brulee abc 高血压"
