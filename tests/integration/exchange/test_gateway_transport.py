@@ -182,7 +182,6 @@ def running_observations(platform: Platform) -> list[dict[str, Any]]:
     return Running(platform, None).observations()  # type: ignore[arg-type]
 
 
-
 def test_search_parameters_are_compiled_before_the_port_opens(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
