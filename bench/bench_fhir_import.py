@@ -40,18 +40,9 @@ from healthroam.synth.clinical import ClinicalGenerator
 import benchlib
 
 
-def descendants(pid: int) -> list[int]:
-    found, frontier = [pid], [pid]
-    while frontier:
-        children = [c for p in frontier for c in benchlib.child_pids(p)]
-        found.extend(children)
-        frontier = children
-    return found
-
-
 def cpu(server_pid: int, database: str) -> tuple[dict[int, float], dict[int, float]]:
     return (
-        benchlib.cpu_of(descendants(server_pid)),
+        benchlib.cpu_of(benchlib.with_children(server_pid)),
         benchlib.cpu_of(benchlib.backend_pids(database)) if database else {},
     )
 

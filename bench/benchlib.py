@@ -174,7 +174,14 @@ def child_pids(pid: int) -> list[int]:
 
 
 def with_children(pid: int) -> list[int]:
-    return [pid, *child_pids(pid)]
+    """``pid`` and all its descendants: uvicorn's or the gateway's worker processes, and the
+    import's worker processes, which are children of a forkserver under the server."""
+    found, frontier = [pid], [pid]
+    while frontier:
+        children = [c for p in frontier for c in child_pids(p)]
+        found.extend(children)
+        frontier = children
+    return found
 
 
 def backend_pids(database: str, conn: Connection | None = None) -> list[int]:
