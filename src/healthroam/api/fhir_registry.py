@@ -23,7 +23,7 @@ from healthroam.errors import Conflict, InvalidInput, NotFound
 from healthroam.exchange.care.service import Grant
 from healthroam.records.everything import Everything, everything
 from healthroam.records.model import operation_outcome
-from healthroam.records.searchset import bundle_json, entry_json
+from healthroam.records.searchset import bundle_json
 from healthroam.records.validation import validate_resource
 from healthroam.registry.fhir import (
     fhir_path,
@@ -201,6 +201,10 @@ def read_golden_patient(
     return fhir_response(golden_patient(view))
 
 
+def _fhir_base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
 def _everything_params(request: Request) -> dict[str, Any]:
     params = request.query_params
     known = {"_since", "_type", "_count", "_offset"}
@@ -229,7 +233,6 @@ def _everything_params(request: Request) -> dict[str, Any]:
 def _everything_bundle(
     request: Request, result: Everything, options: dict[str, Any], grant: Grant | None = None
 ) -> Response:
-    base = str(request.base_url).rstrip("/") + "/fhir"
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
@@ -244,9 +247,9 @@ def _everything_bundle(
         bundle["link"].append({"relation": "next", "url": f"{request.url.path}?{urlencode(kept)}"})
     if grant is not None:
         _consent_note(bundle, grant)
-    # The resources' stored JSON text is spliced in, not decoded and encoded again.
-    entries = [entry_json(r, base, "match", None) for r in result.resources]
-    return Response(bundle_json(bundle, entries), media_type=FHIR_JSON)
+    # The entries come as JSON text (the resources' stored text spliced in, on PostgreSQL
+    # the whole entry written by the database), not decoded and encoded again.
+    return Response(bundle_json(bundle, result.entries), media_type=FHIR_JSON)
 
 
 BREAK_GLASS_HEADER = "x-break-glass-reason"
@@ -298,7 +301,8 @@ def golden_everything(master_index_id: str, request: Request, caller: PatientRea
         grant.principal,
         [*patient_ids, *goldens],
         audit_refs=[f"Patient/{person.master_index_id}", *(f"Patient/{p}" for p in patient_ids)],
-        keep=lambda r: grant.visible(r.institution_code),
+        base=_fhir_base(request),
+        visible=grant.visible,
         detail=platform.care.detail(grant),
         compartment=[(k.resource_type, k.id) for k in grant.record],
         **options,
@@ -327,7 +331,8 @@ def patient_everything(patient_id: str, request: Request, caller: PatientReader)
         grant.principal if grant else caller,
         [patient_id],
         audit_refs=[f"Patient/{patient_id}"],
-        keep=(lambda r: grant.visible(r.institution_code)) if grant else None,
+        base=_fhir_base(request),
+        visible=grant.visible if grant else None,
         detail=platform.care.detail(grant) if grant else None,
         **options,
     )
