@@ -90,7 +90,8 @@ def test_entries_are_the_python_assembly(
             repo = ResourceRepository(conn)
             found = [("Patient", pid), *repo.pointing_at([("Patient", pid)])]
             rows = _rows_postgres(conn, found, '"' + base + "/")
-        assert rows is not None and len(rows) == 6
+        assert rows is not None
+        assert len(rows) == 6
         assert sum(isinstance(r[4], str) for r in rows) == 4
         assert sum(isinstance(r[4], StoredResource) for r in rows) == 2
     for entry in result.entries:
@@ -136,7 +137,8 @@ def test_visibility_since_and_unknown_patient(
         base=base,
         visible=lambda institution: institution is None,
     )
-    assert hidden.entries == [] and hidden.total == 0
+    assert hidden.entries == []
+    assert hidden.total == 0
     later = everything(
         platform.db,
         platform.audit,
