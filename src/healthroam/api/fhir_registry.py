@@ -19,9 +19,9 @@ from starlette.convertors import Convertor, register_url_convertor
 from healthroam.api.auth import cached_scoped, platform_of
 from healthroam.api.errors import FHIR_JSON
 from healthroam.api.fhir import fhir_response, json_body
-from healthroam.errors import Conflict, InvalidInput, NotFound
+from healthroam.errors import Conflict, Forbidden, InvalidInput, NotFound
 from healthroam.exchange.care.service import Grant
-from healthroam.records.everything import Everything, everything
+from healthroam.records.everything import Everything, everything, everything_in
 from healthroam.records.model import operation_outcome
 from healthroam.records.searchset import bundle_json
 from healthroam.records.validation import validate_resource
@@ -284,29 +284,52 @@ def golden_everything(master_index_id: str, request: Request, caller: PatientRea
     see docs/cross-institution-care.md."""
     options = _everything_params(request)
     platform = platform_of(request)
-    grant = platform.care.authorize(
-        caller,
-        master_index_id,
-        access="everything",
-        break_glass_reason=request.headers.get(BREAK_GLASS_HEADER),
-    )
-    person = grant.person
-    patient_ids = [s.fhir_patient_id for s in person.sources if s.fhir_patient_id]
-    if not patient_ids:
-        raise NotFound("no FHIR Patient is linked to this person yet", expression="Patient.id")
-    goldens = [pid for _, pid in person.patient_keys if pid not in patient_ids]
-    result = everything(
-        platform.db,
-        platform.audit,
-        grant.principal,
-        [*patient_ids, *goldens],
-        audit_refs=[f"Patient/{person.master_index_id}", *(f"Patient/{p}" for p in patient_ids)],
-        base=_fhir_base(request),
-        visible=grant.visible,
-        detail=platform.care.detail(grant),
-        compartment=[(k.resource_type, k.id) for k in grant.record],
-        **options,
-    )
+    care = platform.care
+    missing: NotFound | None = None
+    # The access decision and the read in one transaction (two round trips fewer than a
+    # transaction each). A refusal rolls it back and is audited in its own, as `authorize`
+    # does; a 404 after the decision is raised once the decision's writes (a relationship
+    # found, a break-the-glass exception) are committed, as when they had their own.
+    try:
+        with platform.db.transaction() as conn:
+            grant, keys = care.gate_in(
+                conn,
+                caller,
+                master_index_id,
+                access="everything",
+                break_glass_reason=request.headers.get(BREAK_GLASS_HEADER),
+            )
+            person = grant.person
+            patient_ids = [s.fhir_patient_id for s in person.sources if s.fhir_patient_id]
+            goldens = [pid for _, pid in person.patient_keys if pid not in patient_ids]
+            if not patient_ids:
+                missing = NotFound(
+                    "no FHIR Patient is linked to this person yet", expression="Patient.id"
+                )
+            else:
+                try:
+                    result = everything_in(
+                        conn,
+                        platform.audit,
+                        grant.principal,
+                        [*patient_ids, *goldens],
+                        audit_refs=[
+                            f"Patient/{person.master_index_id}",
+                            *(f"Patient/{p}" for p in patient_ids),
+                        ],
+                        base=_fhir_base(request),
+                        visible=grant.visible,
+                        detail=care.detail(grant),
+                        compartment=[(k.resource_type, k.id) for k in keys],
+                        **options,
+                    )
+                except NotFound as error:  # nothing written by the read yet
+                    missing = error
+    except Forbidden as error:
+        care.audit_refusal(caller, master_index_id, "everything", error)
+        raise
+    if missing is not None:
+        raise missing
     return _everything_bundle(request, result, options, grant)
 
 

@@ -148,45 +148,80 @@ def everything(
     resources about these Patients when the caller has just listed them (the access decision
     does), else they are looked up here."""
     with db.transaction() as conn:
-        repo = ResourceRepository(conn)
-        patients: list[Key] = [("Patient", pid) for pid in patient_ids]
-        about = list(compartment) if compartment is not None else repo.pointing_at(patients)
-        found: list[Key] = list(dict.fromkeys(patients + about))[:MAX_RESOURCES]
-        rows = None
-        if conn.dialect.name == "postgresql":
-            rows = _rows_postgres(conn, found, json_string(f"{base}/")[:-1])
-        if rows is None:
-            rows = _rows_general(conn, found)
-        wanted = set(patients)
-        if not any((r[0], r[1]) in wanted for r in rows):
-            raise NotFound("no such Patient", expression="Patient.id")
-        allowed: dict[str, bool] = {}
-        shown: dict[str | None, bool] = {}
-        kept: list[_Row] = []
-        for row in rows:
-            rtype = row[0]
-            ok = allowed.get(rtype)
-            if ok is None:
-                ok = allowed[rtype] = principal.scopes.allows(rtype, "r") and (
-                    types is None or rtype in types
-                )
-            if not ok:
-                continue
-            if visible is not None:
-                seen = shown.get(row[3])
-                if seen is None:
-                    seen = shown[row[3]] = visible(row[3])
-                if not seen:
-                    continue
-            if since is not None and _aware(row[2]) < since:
-                continue
-            kept.append(row)
-        kept.sort(key=lambda r: (r[0] != "Patient", -_aware(r[2]).timestamp(), r[0], r[1]))
-        entries = [
-            r[4] if isinstance(r[4], str) else entry_json(r[4], base, "match", None)
-            for r in kept[offset : offset + count]
-        ]
-        audit.append(
-            conn, audit.patient_queries(principal, audit_refs, subtype="everything", detail=detail)
+        return everything_in(
+            conn,
+            audit,
+            principal,
+            patient_ids,
+            audit_refs=audit_refs,
+            base=base,
+            since=since,
+            types=types,
+            count=count,
+            offset=offset,
+            visible=visible,
+            detail=detail,
+            compartment=compartment,
         )
+
+
+def everything_in(
+    conn: Connection,
+    audit: AuditTrail,
+    principal: Principal,
+    patient_ids: Sequence[str],
+    *,
+    audit_refs: Sequence[str],
+    base: str,
+    since: datetime | None = None,
+    types: frozenset[str] | None = None,
+    count: int = 1000,
+    offset: int = 0,
+    visible: Callable[[str | None], bool] | None = None,
+    detail: str | None = None,
+    compartment: Sequence[Key] | None = None,
+) -> Everything:
+    """:func:`everything` in the caller's transaction (the golden record's access decision
+    and its read share one); NotFound is raised before anything is written."""
+    repo = ResourceRepository(conn)
+    patients: list[Key] = [("Patient", pid) for pid in patient_ids]
+    about = list(compartment) if compartment is not None else repo.pointing_at(patients)
+    found: list[Key] = list(dict.fromkeys(patients + about))[:MAX_RESOURCES]
+    rows = None
+    if conn.dialect.name == "postgresql":
+        rows = _rows_postgres(conn, found, json_string(f"{base}/")[:-1])
+    if rows is None:
+        rows = _rows_general(conn, found)
+    wanted = set(patients)
+    if not any((r[0], r[1]) in wanted for r in rows):
+        raise NotFound("no such Patient", expression="Patient.id")
+    allowed: dict[str, bool] = {}
+    shown: dict[str | None, bool] = {}
+    kept: list[_Row] = []
+    for row in rows:
+        rtype = row[0]
+        ok = allowed.get(rtype)
+        if ok is None:
+            ok = allowed[rtype] = principal.scopes.allows(rtype, "r") and (
+                types is None or rtype in types
+            )
+        if not ok:
+            continue
+        if visible is not None:
+            seen = shown.get(row[3])
+            if seen is None:
+                seen = shown[row[3]] = visible(row[3])
+            if not seen:
+                continue
+        if since is not None and _aware(row[2]) < since:
+            continue
+        kept.append(row)
+    kept.sort(key=lambda r: (r[0] != "Patient", -_aware(r[2]).timestamp(), r[0], r[1]))
+    entries = [
+        r[4] if isinstance(r[4], str) else entry_json(r[4], base, "match", None)
+        for r in kept[offset : offset + count]
+    ]
+    audit.append(
+        conn, audit.patient_queries(principal, audit_refs, subtype="everything", detail=detail)
+    )
     return Everything(entries, len(kept))
