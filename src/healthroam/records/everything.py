@@ -71,21 +71,26 @@ WITH found(resource_type, id) AS (
      WHERE ref.target_type IS NOT NULL AND ref.target_id IS NOT NULL
 )
 SELECT r.resource_type, r.id, r.last_updated, r.institution_code,
-       CASE WHEN jsonb_exists(r.content, 'meta') THEN NULL ELSE
-           '{"fullUrl":' || :prefix || r.resource_type || '/' || r.id
-           || '","resource":{"resourceType":"' || r.resource_type || '","id":"' || r.id
-           || '","meta":{"versionId":"' || r.version || '","lastUpdated":"'
-           || to_char(r.last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
-           || '"}'
-           || CASE WHEN r.content = '{}'::jsonb THEN '}' ELSE ',' || substr(r.content::text, 2) END
-           || ',"search":{"mode":"match"}}'
-       END AS entry,
+       CASE WHEN m.meta IS NULL THEN concat(
+           '{"fullUrl":', CAST(:prefix AS text), r.resource_type, '/', r.id,
+           '","resource":{"resourceType":"', r.resource_type, '","id":"', r.id,
+           '","meta":{"versionId":"', r.version, '","lastUpdated":"',
+           to_char(r.last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), '"}',
+           CASE WHEN r.content = '{}'::jsonb THEN '}' ELSE ',' || substr(r.content::text, 2) END,
+           ',"search":{"mode":"match"}}'
+       ) END AS entry,
        r.version,
-       CASE WHEN jsonb_exists(r.content, 'meta') THEN (r.content - 'meta')::text END AS body,
-       CASE WHEN jsonb_exists(r.content, 'meta') THEN (r.content -> 'meta')::text END AS meta
-  FROM fhir_resources r
-  JOIN wanted ON r.resource_type = wanted.resource_type AND r.id = wanted.id
- WHERE NOT r.deleted
+       CASE WHEN m.meta IS NOT NULL THEN (r.content - 'meta')::text END AS body,
+       m.meta::text AS meta
+  FROM wanted
+ -- one primary-key look-up per wanted key (OFFSET 0 keeps the planner from hashing the
+ -- whole table: it cannot estimate the unnested list)
+ CROSS JOIN LATERAL (
+       SELECT * FROM fhir_resources r
+        WHERE r.resource_type = wanted.resource_type AND r.id = wanted.id AND NOT r.deleted
+       OFFSET 0
+ ) r
+ CROSS JOIN LATERAL (SELECT r.content -> 'meta' AS meta) m
 """
 )
 
