@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 
 from sqlalchemy import Connection, select, text
 
@@ -96,6 +97,12 @@ SELECT r.resource_type, r.id, r.last_updated, r.institution_code,
 
 # (type, id, lastUpdated, institution, entry text or a stored resource to turn into one)
 _Row = tuple[str, str, datetime, str | None, str | StoredResource]
+_TYPE_ID = itemgetter(0, 1)
+_UPDATED = itemgetter(2)
+
+
+def _not_patient(row: _Row) -> bool:
+    return row[0] != "Patient"
 
 
 def _rows_postgres(conn: Connection, found: Sequence[Key], prefix: str) -> list[_Row] | None:
@@ -221,7 +228,12 @@ def everything_in(
         if since is not None and _aware(row[2]) < since:
             continue
         kept.append(row)
-    kept.sort(key=lambda r: (r[0] != "Patient", -_aware(r[2]).timestamp(), r[0], r[1]))
+    # Patients first, then newest first, then by type and id: three stable sorts, least
+    # significant key first (lastUpdated compared as datetimes: all aware on PostgreSQL, all
+    # naive UTC on SQLite).
+    kept.sort(key=_TYPE_ID)
+    kept.sort(key=_UPDATED, reverse=True)
+    kept.sort(key=_not_patient)
     entries = [
         r[4] if isinstance(r[4], str) else entry_json(r[4], base, "match", None)
         for r in kept[offset : offset + count]
