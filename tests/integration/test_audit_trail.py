@@ -254,3 +254,39 @@ def test_background_sealer_seals_and_stops(platform: Platform) -> None:
         assert platform.audit.pending() == 0
     finally:
         sealer.stop()
+
+
+def test_a_large_seal_keeps_every_field_and_the_chain(platform: Platform) -> None:
+    """From COPY_ROWS entries a seal writes by COPY on PostgreSQL: the same rows, hashes and
+    order as the insert it replaces (a batch below the threshold goes by insert)."""
+    from dataclasses import replace
+    from datetime import UTC
+
+    from healthroam.security.audit import Action
+    from healthroam.security.audit_repository import COPY_ROWS
+
+    platform.audit.seal()
+    first = platform.audit.event(
+        None,
+        action=Action.EXECUTE,
+        subtype="search-type",
+        event_type="query",
+        resource_type="Condition",
+        query='code=http://hl7.org/fhir/sid/icd-10|I10 \t 引号 " \\',
+        detail="access=care-relationship",
+    )
+    records = [replace(first, patient_ref=f"Patient/p{i}") for i in range(COPY_ROWS + 5)]
+    records.append(replace(first, patient_ref=None, query=None, detail=None))
+    platform.audit.record(records)
+    assert platform.audit.seal() == len(records)
+    with platform.db.transaction(readonly=True) as conn:
+        last = conn.execute(select(audit_events.c.seq).order_by(audit_events.c.seq.desc())).first()
+    assert last is not None
+    stored = [platform.audit.get(seq) for seq in range(last[0] - len(records) + 1, last[0] + 1)]
+    assert [s.patient_ref for s in stored] == [r.patient_ref for r in records]
+    assert stored[0].query == first.query
+    assert stored[0].detail == first.detail
+    moment = stored[0].recorded_at  # naive UTC from SQLite
+    assert moment.replace(tzinfo=moment.tzinfo or UTC) == first.recorded_at
+    assert stored[-1].query is None
+    assert platform.audit.verify().ok

@@ -19,11 +19,11 @@ from starlette.convertors import Convertor, register_url_convertor
 from healthroam.api.auth import cached_scoped, platform_of
 from healthroam.api.errors import FHIR_JSON
 from healthroam.api.fhir import fhir_response, json_body
-from healthroam.errors import Conflict, InvalidInput, NotFound
+from healthroam.errors import Conflict, Forbidden, InvalidInput, NotFound
 from healthroam.exchange.care.service import Grant
-from healthroam.records.everything import Everything, everything
+from healthroam.records.everything import Everything, everything, everything_in
 from healthroam.records.model import operation_outcome
-from healthroam.records.searchset import bundle_json, entry_json
+from healthroam.records.searchset import bundle_json
 from healthroam.records.validation import validate_resource
 from healthroam.registry.fhir import (
     fhir_path,
@@ -201,6 +201,10 @@ def read_golden_patient(
     return fhir_response(golden_patient(view))
 
 
+def _fhir_base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
 def _everything_params(request: Request) -> dict[str, Any]:
     params = request.query_params
     known = {"_since", "_type", "_count", "_offset"}
@@ -229,7 +233,6 @@ def _everything_params(request: Request) -> dict[str, Any]:
 def _everything_bundle(
     request: Request, result: Everything, options: dict[str, Any], grant: Grant | None = None
 ) -> Response:
-    base = str(request.base_url).rstrip("/") + "/fhir"
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
@@ -244,9 +247,9 @@ def _everything_bundle(
         bundle["link"].append({"relation": "next", "url": f"{request.url.path}?{urlencode(kept)}"})
     if grant is not None:
         _consent_note(bundle, grant)
-    # The resources' stored JSON text is spliced in, not decoded and encoded again.
-    entries = [entry_json(r, base, "match", None) for r in result.resources]
-    return Response(bundle_json(bundle, entries), media_type=FHIR_JSON)
+    # The entries come as JSON text (the resources' stored text spliced in, on PostgreSQL
+    # the whole entry written by the database), not decoded and encoded again.
+    return Response(bundle_json(bundle, result.entries), media_type=FHIR_JSON)
 
 
 BREAK_GLASS_HEADER = "x-break-glass-reason"
@@ -281,28 +284,52 @@ def golden_everything(master_index_id: str, request: Request, caller: PatientRea
     see docs/cross-institution-care.md."""
     options = _everything_params(request)
     platform = platform_of(request)
-    grant = platform.care.authorize(
-        caller,
-        master_index_id,
-        access="everything",
-        break_glass_reason=request.headers.get(BREAK_GLASS_HEADER),
-    )
-    person = grant.person
-    patient_ids = [s.fhir_patient_id for s in person.sources if s.fhir_patient_id]
-    if not patient_ids:
-        raise NotFound("no FHIR Patient is linked to this person yet", expression="Patient.id")
-    goldens = [pid for _, pid in person.patient_keys if pid not in patient_ids]
-    result = everything(
-        platform.db,
-        platform.audit,
-        grant.principal,
-        [*patient_ids, *goldens],
-        audit_refs=[f"Patient/{person.master_index_id}", *(f"Patient/{p}" for p in patient_ids)],
-        keep=lambda r: grant.visible(r.institution_code),
-        detail=platform.care.detail(grant),
-        compartment=[(k.resource_type, k.id) for k in grant.record],
-        **options,
-    )
+    care = platform.care
+    missing: NotFound | None = None
+    # The access decision and the read in one transaction (two round trips fewer than a
+    # transaction each). A refusal rolls it back and is audited in its own, as `authorize`
+    # does; a 404 after the decision is raised once the decision's writes (a relationship
+    # found, a break-the-glass exception) are committed, as when they had their own.
+    try:
+        with platform.db.transaction() as conn:
+            grant, keys = care.gate_in(
+                conn,
+                caller,
+                master_index_id,
+                access="everything",
+                break_glass_reason=request.headers.get(BREAK_GLASS_HEADER),
+            )
+            person = grant.person
+            patient_ids = [s.fhir_patient_id for s in person.sources if s.fhir_patient_id]
+            goldens = [pid for _, pid in person.patient_keys if pid not in patient_ids]
+            if not patient_ids:
+                missing = NotFound(
+                    "no FHIR Patient is linked to this person yet", expression="Patient.id"
+                )
+            else:
+                try:
+                    result = everything_in(
+                        conn,
+                        platform.audit,
+                        grant.principal,
+                        [*patient_ids, *goldens],
+                        audit_refs=[
+                            f"Patient/{person.master_index_id}",
+                            *(f"Patient/{p}" for p in patient_ids),
+                        ],
+                        base=_fhir_base(request),
+                        visible=grant.visible,
+                        detail=care.detail(grant),
+                        compartment=[(k.resource_type, k.id) for k in keys],
+                        **options,
+                    )
+                except NotFound as error:  # nothing written by the read yet
+                    missing = error
+    except Forbidden as error:
+        care.audit_refusal(caller, master_index_id, "everything", error)
+        raise
+    if missing is not None:
+        raise missing
     return _everything_bundle(request, result, options, grant)
 
 
@@ -327,7 +354,8 @@ def patient_everything(patient_id: str, request: Request, caller: PatientReader)
         grant.principal if grant else caller,
         [patient_id],
         audit_refs=[f"Patient/{patient_id}"],
-        keep=(lambda r: grant.visible(r.institution_code)) if grant else None,
+        base=_fhir_base(request),
+        visible=grant.visible if grant else None,
         detail=platform.care.detail(grant) if grant else None,
         **options,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
@@ -957,7 +957,7 @@ class RecordService:
         total: int | None = None
         if request.snapshot is not None:
             keys, total = repo.snapshot_page(request.snapshot, request.offset, request.count + 1)
-        elif request.sort:
+        elif request.sort:  # (the default order is found and loaded below)
             all_keys = repo.find(request, condition, SNAPSHOT_LIMIT + 1)
             total = len(all_keys) if len(all_keys) <= SNAPSHOT_LIMIT else None
             keys = all_keys[: request.count + 1]
@@ -966,11 +966,14 @@ class RecordService:
                     all_keys[:SNAPSHOT_LIMIT], total or repo.count(condition), self.clock()
                 )
                 request.snapshot = search_id
+        if request.snapshot is None and not request.sort:
+            # The default order: the page and its resources in one statement.
+            loaded = repo.find_loaded(request, condition, request.count + 1)
+            more = len(loaded) > request.count
+            matches = loaded[: request.count]
         else:
-            keys = repo.find(request, condition, request.count + 1)
-        more = len(keys) > request.count
-        keys = keys[: request.count]
-        matches = repo.load(keys)
+            more = len(keys) > request.count
+            matches = repo.load(keys[: request.count])
         if more:
             if request.snapshot is not None:
                 next_params = [
@@ -978,10 +981,11 @@ class RecordService:
                     ("_snapshot", request.snapshot),
                     ("_offset", str(request.offset + request.count)),
                 ]
-            else:
-                cursor = repo.cursor_of(keys[-1])
-                if cursor is not None:
-                    next_params = [*kept, ("_cursor", f"{cursor[0].isoformat()}|{cursor[1]}")]
+            else:  # the page's last match says where the next one starts
+                last = matches[-1]
+                moment = last.last_updated
+                moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+                next_params = [*kept, ("_cursor", f"{moment.isoformat()}|{last.id}")]
         if total is None and request.total != "none":
             if not more and request.cursor is None and request.snapshot is None:
                 total = len(matches)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -63,8 +63,10 @@ class PersonRecord:
         return self.master.master_index_id
 
 
-@dataclass(frozen=True, slots=True)
-class RecordKey:
+class RecordKey(NamedTuple):
+    """A resource of the person's record and the institution that wrote it (a named tuple:
+    a whole record's keys, ~1,000 of them, are built per ``$everything``)."""
+
     resource_type: str
     id: str
     institution_code: str | None
@@ -173,7 +175,7 @@ class CareRepository:
                 for key in pending
             )
         else:
-            found = [RecordKey(r[0], r[1], r[2]) for r in self.conn.execute(query)]
+            found = [RecordKey._make(r) for r in self.conn.execute(query).all()]
         # A source Patient is written by its source institution (the registry keeps which).
         found.extend(
             RecordKey("Patient", s.fhir_patient_id, s.institution)
