@@ -9,8 +9,8 @@ around the measured run (gateway with its children; the database's backends).
 
 Run: PYTHONPATH=src .venv/bin/python bench/bench_hl7_simulated.py [--processes 2] [--writers 1]
 Prints the gateway's "stopped" log lines (groups, second passes), then one Markdown table row:
-label | processes x writers | sent | AA / AE / AR / no ACK | msg/s | ACK p50 / p95 ms | gateway
-CPU ms/msg | PostgreSQL CPU ms/msg | both | load average | elapsed.
+label | hospitals | processes x writers | sent | AA / AE / AR / no ACK | msg/s | ACK p50 / p95
+ms | gateway CPU ms/msg | PostgreSQL CPU ms/msg | both | load average | elapsed.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ import benchlib
 from bench_hl7_gateway import ROOT, GatewayProcess
 
 
-def simulate(port: int, env: dict[str, str], seconds: float, rate: float, setup: bool) -> str:
-    command = [sys.executable, "-m", "healthroam", "simulate", "hospitals", "--count", "20"]
+def simulate(
+    port: int, env: dict[str, str], seconds: float, rate: float, setup: bool, hospitals: int
+) -> str:
+    command = [sys.executable, "-m", "healthroam", "simulate", "hospitals"]
+    command += ["--count", str(hospitals)]
     command += ["--rate", str(rate), "--seconds", str(seconds), "--port", str(port)]
     if setup:
         command.append("--setup")
@@ -46,6 +49,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000, help="offered messages/s")
     parser.add_argument("--writers", type=int, default=4, help="writer threads per process")
     parser.add_argument("--label", default="", help="a name for the code measured")
+    parser.add_argument(
+        "--hospitals",
+        type=int,
+        default=20,
+        help="simulated hospitals: one connection each, each waiting for its ACK, so at most "
+        "this many messages are in flight",
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -67,12 +77,16 @@ def main() -> None:
         )
         gateway.start()
         try:
-            simulate(gateway.port, env, 3, args.rate, setup=True)  # hospitals, warm-up
+            simulate(
+                gateway.port, env, 3, args.rate, setup=True, hospitals=args.hospitals
+            )  # hospitals, warm-up
             pids = benchlib.backend_pids(name)
             before = benchlib.cpu_of(pids)
             cpu_before = gateway.cpu_seconds()
             started = time.monotonic()
-            out = simulate(gateway.port, env, args.seconds, args.rate, setup=False)
+            out = simulate(
+                gateway.port, env, args.seconds, args.rate, setup=False, hospitals=args.hospitals
+            )
             elapsed = time.monotonic() - started
             cpu = gateway.cpu_seconds() - cpu_before
             pids = sorted({*pids, *benchlib.backend_pids(name)})
@@ -86,7 +100,7 @@ def main() -> None:
     for line in stopped:  # groups and second passes, per process (where the code logs them)
         print(f"  {line}")
     print(
-        f"| {args.label} | {args.processes} x {args.writers} | {sent} | "
+        f"| {args.label} | {args.hospitals} | {args.processes} x {args.writers} | {sent} | "
         f"{aa} / {ae} / {ar} / {none} | {rate} | "
         f"{p50} / {p95} | {cpu / total * 1000:.2f} | {server / total * 1000:.2f} | "
         f"{(cpu + server) / total * 1000:.2f} | {os.getloadavg()[0]:.1f} | {elapsed:.0f} s |"
