@@ -108,6 +108,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="Keep an already loaded database.")
     parser.add_argument("--workers", type=int, default=2, help="Bulk-load worker processes.")
     parser.add_argument("--load-only", action="store_true", help="Measure the load only.")
+    parser.add_argument(
+        "--initial", action="store_true", help="Load as an initial load (decision 0038)."
+    )
     args = parser.parse_args()
 
     province = args.work / f"province-{args.people}"
@@ -141,6 +144,7 @@ def main() -> None:
             source="POP",
             mapping=Mapping.load("population"),
             reject_file=args.work / "rejects.csv",
+            initial=args.initial,
         )
         elapsed = time.perf_counter() - started
         cpu = process_cpu() - cpu

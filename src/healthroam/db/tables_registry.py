@@ -146,3 +146,17 @@ registry_loads = Table(
     Column("summary", Document, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# An initial load's rows that wait for the matcher until its indexes are rebuilt
+# (registry/initial_load.py). Written with the chunk that read them, deleted once matched.
+registry_load_deferred = Table(
+    "registry_load_deferred",
+    metadata,
+    Column("file_hash", String(64), primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("row_number", BigInteger, primary_key=True),
+    Column("local_id", String(200), nullable=True),
+    Column("id_system", String(200), nullable=False),
+    Column("record_data", Text, nullable=False),  # the mapped record, as JSON text
+    Column("normalized", Text, nullable=False),  # its NormalizedRecord, as JSON text
+)

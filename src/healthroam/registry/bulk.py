@@ -34,7 +34,8 @@ from healthroam.db.tables_registry import (
     mpi_name_counts,
     source_records,
 )
-from healthroam.errors import HealthroamError
+from healthroam.errors import Conflict, HealthroamError
+from healthroam.registry import initial_load
 from healthroam.registry.blocking import blocking_keys
 from healthroam.registry.codec import from_json, to_json
 from healthroam.registry.loader import (
@@ -45,6 +46,7 @@ from healthroam.registry.loader import (
     finish_load,
     loader_principal,
     open_reject_file,
+    record_progress,
     start_load,
     unread_rows,
 )
@@ -104,6 +106,39 @@ class Prepared(NamedTuple):
         return SourceRecord(key=SourceKey(source, self.system, str(self.local_id)), **data)
 
 
+class Seen:
+    """What an initial load has written: national IDs and source keys, as hashes (a false hit
+    only sends a row to the matcher, which decides correctly anyway)."""
+
+    def __init__(self) -> None:
+        self.ids: set[int] = set()
+        self.sources: set[int] = set()
+
+    @classmethod
+    def from_registry(cls, conn: Connection, source: str) -> Seen:
+        """For a resumed load: what its committed chunks wrote."""
+        seen = cls()
+        ids, keys = initial_load.written_keys(conn, source)
+        seen.ids.update(hash(k) for k in ids)
+        seen.sources.update(hash(k) for k in keys)
+        return seen
+
+    def split(self, good: Sequence[Prepared]) -> tuple[list[Prepared], list[Prepared]]:
+        """New persons, and the rows that must wait for the matcher."""
+        fast: list[Prepared] = []
+        slow: list[Prepared] = []
+        for p in good:
+            national = hash(p.national_key) if p.national_key else None
+            key = hash((p.system, str(p.local_id)))
+            if national is None or national in self.ids or key in self.sources:
+                slow.append(p)
+            else:
+                self.ids.add(national)
+                self.sources.add(key)
+                fast.append(p)
+        return fast, slow
+
+
 class Actor(NamedTuple):
     """Who the bulk-created events name (the loader's principal)."""
 
@@ -115,11 +150,11 @@ class Actor(NamedTuple):
 # One encoder for every document: json.dumps with options builds a new encoder per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _json: Callable[[Any], str] = _ENCODER.encode
-_SPECIAL = re.compile(r"[\\\t\n\r{}]")  # what _field must escape
+_SPECIAL = re.compile(r"[\\\t\n\r]")  # what _field must escape
 
 
 def _field(value: str | None) -> str:
-    """A value for a COPY text line that is also a str.format template."""
+    """A value for a COPY text line."""
     if value is None:
         return "\\N"
     if _SPECIAL.search(value) is None:  # the usual case: nothing to escape
@@ -127,9 +162,16 @@ def _field(value: str | None) -> str:
     # str.replace is many times faster than str.translate on non-ASCII text.
     if "\\" in value:
         value = value.replace("\\", "\\\\")
-    if "\t" in value or "\n" in value or "\r" in value:
-        value = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return value.replace("{", "{{").replace("}", "}}")
+    return value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class Ids(NamedTuple):
+    """Primary keys reserved for one row (PostgreSQL: taken from the tables' sequences before
+    the row goes to a worker, so the worker renders finished COPY lines)."""
+
+    master: int
+    source: int
+    event: int
 
 
 def _copy_lines(
@@ -142,55 +184,56 @@ def _copy_lines(
     keys: tuple[str, ...],
     golden: dict[str, Any],
     actor: Actor,
+    ids: Ids,
+    stamp: str,
 ) -> tuple[str, str, str, str]:
-    """COPY text lines of a new person, as templates: {0} master id, {1} source id, {2} event
-    seq, {3} timestamp. Column orders: see ``_COPY_COLUMNS``."""
-    provenance = golden.pop("provenance")
-    head = _field(_json(golden))[:-2]  # without the closing "}}" (an escaped "}")
-    golden_text = head + _provenance_template(tuple(provenance))
+    """COPY text lines of a new person: master, source record, blocking keys, event. Column
+    orders: see ``_COPY_COLUMNS``."""
     name = golden.get("name") or golden.get("latin_name")
-    master = (
-        "{0}\t"
-        + new_master_index_id()
-        + "\tactive\t\\N\t"
-        + golden_text
-        + "\t"
-        + _field(name)
-        + "\t"
-        + _field(golden.get("birth_date"))
-        + "\t"
-        + _field(golden.get("sex"))
-        + "\t1\t{3}\t{3}\n"
+    master_id, source_id = str(ids.master), str(ids.source)
+    master = "\t".join(
+        (
+            master_id,
+            new_master_index_id(),
+            "active\t\\N",
+            _field(_json(golden)),
+            _field(name),
+            _field(golden.get("birth_date")),
+            _field(golden.get("sex")),
+            "1",
+            stamp,
+            stamp + "\n",
+        )
     )
-    record = (
-        "{1}\t"
-        + "\t".join(_field(v) for v in (source, system, local_id))
-        + "\t{0}\t"
-        + LinkType.AUTO.value
-        + "\t"
-        + _field(data_json)
-        + "\t"
-        + _field(normalized_json)
-        + "\t"
-        + content_hash
-        + "\t\\N\t{3}\t{3}\n"
+    record = "\t".join(
+        (
+            source_id,
+            _field(source),
+            _field(system),
+            _field(local_id),
+            master_id,
+            LinkType.AUTO.value,
+            _field(data_json),
+            _field(normalized_json),
+            content_hash,
+            "\\N",
+            stamp,
+            stamp + "\n",
+        )
     )
-    key_lines = "".join([_field(k[:255]) + "\t{1}\n" for k in keys])
-    return master, record, key_lines, _event_line(source, actor)
-
-
-@functools.lru_cache(maxsize=1024)
-def _provenance_template(fields: tuple[str, ...]) -> str:
-    """The golden record's closing provenance object: every field from source {1}."""
-    return ',"provenance":{{' + ",".join(f'"{field}":{{1}}' for field in fields) + "}}}}"
+    tail = "\t" + source_id + "\n"
+    key_lines = "".join([_field(k[:255]) + tail for k in keys])
+    event = f"{ids.event}\t{stamp}\tcreate\t{master_id}\t\\N\t{source_id}\t" + _event_tail(
+        source, actor
+    )
+    return master, record, key_lines, event
 
 
 @functools.lru_cache(maxsize=64)
-def _event_line(source: str, actor: Actor) -> str:
-    """The create event's COPY line template: the same for every new person of a load."""
+def _event_tail(source: str, actor: Actor) -> str:
+    """The end of a create event's COPY line: the same for every new person of a load."""
     return (
-        "{2}\t{3}\tcreate\t{0}\t\\N\t{1}\t"
-        + "\t".join(_field(v) for v in (actor.institution, actor.user, actor.client))
+        "\t".join(_field(v) for v in (actor.institution, actor.user, actor.client))
         + "\tbulk load\t"
         + _field(_json([source]))
         + "\t"
@@ -211,15 +254,27 @@ _COPY_COLUMNS = {
 }
 
 
-def _prepare(
-    args: tuple[list[dict[str, Any]], int, str, Mapping, Actor, int, bool],
-) -> list[Prepared]:
+class Piece(NamedTuple):
+    """A slice of a chunk for one worker: its rows, the number of rows before it in the file,
+    and (PostgreSQL) the ids reserved for its rows and the chunk's timestamp."""
+
+    rows: list[dict[str, Any]]
+    first: int
+    source: str
+    mapping: Mapping
+    actor: Actor
+    trust: int
+    ids: list[Ids] | None
+    stamp: datetime
+
+
+def _prepare(piece: Piece) -> list[Prepared]:
     """Map, normalise and (for PostgreSQL) render the rows of one piece of a chunk."""
-    rows, first, source, mapping, actor, trust, render = args
+    source, mapping, trust, stamp = piece.source, piece.mapping, piece.trust, piece.stamp
+    stamp_text = stamp.isoformat()
     result = []
-    epoch = datetime.now(UTC)
-    for offset, row in enumerate(rows):
-        number = first + offset + 1
+    for offset, row in enumerate(piece.rows):
+        number = piece.first + offset + 1
         local_id = row.get(mapping.columns["local_id"])
         try:
             record = mapping.record(row, source)
@@ -237,9 +292,10 @@ def _prepare(
         data_json, normalized_json, content_hash = _json(data), _json(norm), _hash(data)
         name = (normalized.name or normalized.latin_name or "")[:200]
         copy = None
-        if render:
+        if piece.ids is not None:
+            ids = piece.ids[offset]
             golden = golden_record(
-                [LinkedRecord(0, source, trust, epoch, golden_values(data, norm))]
+                [LinkedRecord(ids.source, source, trust, stamp, golden_values(data, norm))]
             )
             copy = _copy_lines(
                 source,
@@ -250,7 +306,9 @@ def _prepare(
                 content_hash,
                 keys,
                 golden,
-                actor,
+                piece.actor,
+                ids,
+                stamp_text,
             )
         result.append(
             Prepared(
@@ -261,7 +319,7 @@ def _prepare(
                 name,
                 data_json,
                 normalized_json,
-                () if render else keys,
+                () if copy is not None else keys,
                 content_hash,
                 copy,
             )
@@ -284,32 +342,47 @@ class BulkLoader:
         operator: str | None = None,
         progress: Callable[[int], None] | None = None,
         stop_after_chunks: int | None = None,
+        initial: bool = False,
     ) -> LoadSummary:
+        """Load ``path`` as the records of institution ``source``.
+
+        ``initial`` (PostgreSQL, an empty registry): build the registry's secondary indexes
+        and foreign keys after the rows instead of row by row (:mod:`initial_load`); rows that
+        need the matcher wait until then. On SQLite the flag changes nothing.
+        ``stop_after_chunks`` ends the run early after that many committed chunks (to test
+        resuming as a crash would leave it).
+        """
         digest = file_hash(path)
         summary = start_load(self.db, digest, source)
         if summary.already_loaded:
             return summary
         loader = loader_principal("registry-bulk-loader", source, operator)
         skip = summary.resumed_from
-        with (
-            open_reject_file(reject_file, resuming=skip > 0) as handle,
-            ProcessPoolExecutor(max_workers=self.workers, initializer=tune_gc_for_batches) as pool,
-        ):
+        with self.db.transaction(readonly=True) as conn:
+            trust = self.registry_kind(conn, source)
+            render = conn.dialect.name == "postgresql"
+        seen: Seen | None = None
+        if render and (initial or summary.initial is not None):
+            seen = self._start_initial(digest, source, summary)
+        with open_reject_file(reject_file, resuming=skip > 0) as handle:
             rejects = csv.writer(handle)
-            with self.db.transaction(readonly=True) as conn:
-                trust = self.registry_kind(conn, source)
-                render = conn.dialect.name == "postgresql"
-            actor = Actor(source, operator, loader.client_id)
-            settings = (actor, trust, render)
-            for chunks, (prepared, size) in enumerate(
-                self._prepared(pool, path, source, mapping, settings, chunk_size, skip), start=1
-            ):
-                self._commit_chunk(prepared, source, loader, summary, rejects, digest)
-                handle.flush()
-                if progress:
-                    progress(size)
-                if stop_after_chunks is not None and chunks >= stop_after_chunks:
-                    return summary
+            if summary.initial is None or summary.initial.get("phase") == "rows":
+                actor = Actor(source, operator, loader.client_id)
+                with ProcessPoolExecutor(
+                    max_workers=self.workers, initializer=tune_gc_for_batches
+                ) as pool:
+                    chunks = self._prepared(
+                        pool, path, source, mapping, (actor, trust), chunk_size, skip, render
+                    )
+                    for count, (prepared, size) in enumerate(chunks, start=1):
+                        self._commit_chunk(prepared, source, loader, summary, rejects, digest, seen)
+                        handle.flush()
+                        if progress:
+                            progress(size)
+                        if stop_after_chunks is not None and count >= stop_after_chunks:
+                            return summary
+            if summary.initial is not None:
+                self._finish_initial(digest, source, loader, summary, rejects)
         finish_load(self.db, digest, source, summary)
         self.refresh_statistics()
         return summary
@@ -327,22 +400,82 @@ class BulkLoader:
                 conn.exec_driver_sql("ANALYZE")
                 conn.commit()
 
+    def _start_initial(self, digest: str, source: str, summary: LoadSummary) -> Seen:
+        """Begin (or resume) an initial load: defer the indexes and foreign keys, and know
+        which national IDs and source keys the load has already written."""
+        with self.db.transaction() as conn:
+            if summary.initial is None:
+                existing = initial_load.registry_rows(conn)
+                if existing:
+                    raise Conflict(
+                        f"an initial load needs an empty registry; it holds {existing} source "
+                        "records: load without --initial",
+                        expression="initial",
+                    )
+                summary.initial = {"phase": "rows", "ddl": initial_load.defer(conn)}
+                record_progress(conn, digest, source, summary)
+                return Seen()
+            if summary.initial.get("phase") != "rows":
+                return Seen()
+            return Seen.from_registry(conn, source)
+
+    def _finish_initial(
+        self, digest: str, source: str, loader: Principal, summary: LoadSummary, rejects: Any
+    ) -> None:
+        """Build what the initial load deferred, then match the rows that waited for it."""
+        assert summary.initial is not None
+        if summary.initial.get("phase") == "rows":
+            with self.db.transaction() as conn:
+                initial_load.restore(conn, list(summary.initial["ddl"]))
+                summary.initial = {"phase": "deferred"}
+                record_progress(conn, digest, source, summary)
+            self.refresh_statistics()
+        while True:
+            with self.db.transaction() as conn:
+                waiting = initial_load.deferred_rows(conn, digest, source, limit=1000)
+                if not waiting:
+                    break
+                slow = [
+                    Prepared(number, local_id, system, "", "", data, normalized)
+                    for number, local_id, system, data, normalized in waiting
+                ]
+                counts, rejected = self._match(conn, slow, source, loader)
+                initial_load.forget_deferred(conn, digest, source, [p.number for p in slow])
+                summary.new += counts[MatchOutcome.NEW]
+                summary.linked += counts[MatchOutcome.LINKED]
+                summary.review += counts[MatchOutcome.REVIEW]
+                summary.unchanged += counts[MatchOutcome.UNCHANGED]
+                summary.rejected += len(rejected)
+                record_progress(conn, digest, source, summary)
+            _write_rejects(rejects, rejected)
+
     def _prepared(
         self,
         pool: ProcessPoolExecutor,
         path: Path,
         source: str,
         mapping: Mapping,
-        settings: tuple[Actor, int, bool],
+        settings: tuple[Actor, int],
         chunk_size: int,
         skip: int,
+        render: bool,
     ) -> Iterator[tuple[list[Prepared], int]]:
         """Prepared chunks in file order; workers run ahead by a few chunks."""
         part = max(1, chunk_size // (self.workers * 2))
         pending: list[tuple[Any, int]] = []
         for first, rows in unread_rows(path, mapping.needed_columns(), chunk_size, skip):
+            stamp = datetime.now(UTC)
+            ids = self._reserve(len(rows)) if render else None
             pieces = [
-                (rows[i : i + part], first + i, source, mapping, *settings)
+                Piece(
+                    rows[i : i + part],
+                    first + i,
+                    source,
+                    mapping,
+                    *settings,
+                    ids[i : i + part] if ids is not None else None,
+                    stamp,
+                )
                 for i in range(0, len(rows), part)
             ]
             pending.append((pool.map(_prepare, pieces), len(rows)))
@@ -352,6 +485,14 @@ class BulkLoader:
         for futures, size in pending:
             yield [p for piece in futures for p in piece], size
 
+    def _reserve(self, count: int) -> list[Ids]:
+        """PostgreSQL: ids for ``count`` new persons from the three tables' sequences (the
+        rows that turn out not to be new leave gaps, as rolled-back inserts do)."""
+        with self.db.engine.connect() as conn:
+            columns = [_allocate(conn, table, count) for table in _ID_TABLES]
+            conn.commit()
+        return [Ids(*ids) for ids in zip(*columns, strict=True)]
+
     def _commit_chunk(
         self,
         prepared: Sequence[Prepared],
@@ -360,54 +501,27 @@ class BulkLoader:
         summary: LoadSummary,
         rejects: Any,
         digest: str,
+        seen: Seen | None,
     ) -> None:
-        now = datetime.now(UTC)
         rejected = [p for p in prepared if p.reject is not None]
         good = [p for p in prepared if p.reject is None]
         with self.db.transaction() as conn:
-            known_ids = self._known_keys(conn, [p.national_key for p in good if p.national_key])
-            known_sources = self._known_sources(conn, source, good)
-            fast: list[Prepared] = []
-            slow: list[Prepared] = []
-            seen: set[str] = set()
-            seen_sources: set[tuple[str, str | None]] = set()
-            for p in good:
-                key = p.national_key
-                if (
-                    not key
-                    or key in known_ids
-                    or key in seen
-                    or (p.system, p.local_id) in known_sources
-                    or (p.system, p.local_id) in seen_sources
-                ):
-                    slow.append(p)
-                else:
-                    seen.add(key)
-                    seen_sources.add((p.system, p.local_id))
-                    fast.append(p)
+            if seen is not None:
+                fast, slow = seen.split(good)
+            else:
+                fast, slow = self._split(conn, source, good)
             kind = self.registry_kind(conn, source)
             if fast and all(p.copy is not None for p in fast):
-                self._copy_new(conn, fast, source, now)
+                self._copy_new(conn, fast, source)
             else:
-                self._insert_new(conn, fast, source, loader, kind, now)
-            counts = Counter({MatchOutcome.NEW: len(fast)})
-            for p in slow:
-                try:
-                    with conn.begin_nested():
-                        result = self.registry.register_in(
-                            conn,
-                            loader,
-                            p.record(source),
-                            from_json(p.normalized),
-                            audit=False,
-                        )
-                    counts[result.outcome] += 1
-                except HealthroamError as error:
-                    rejected.append(
-                        Prepared(
-                            p.number, p.local_id, reject=(error.expression or "", error.detail)
-                        )
-                    )
+                self._insert_new(conn, fast, source, loader, kind, datetime.now(UTC))
+            counts: Counter[MatchOutcome] = Counter({MatchOutcome.NEW: len(fast)})
+            if seen is not None:  # the rows that need the matcher wait for the indexes
+                initial_load.defer_rows(conn, digest, source, slow)
+            else:
+                matched, failed = self._match(conn, slow, source, loader)
+                counts.update(matched)
+                rejected.extend(failed)
             finish_chunk(
                 conn,
                 self.registry,
@@ -421,9 +535,53 @@ class BulkLoader:
                 digest=digest,
                 source=source,
             )
-        for p in sorted(rejected, key=lambda p: p.number):
-            assert p.reject is not None
-            rejects.writerow([p.number, p.local_id, *p.reject])
+        _write_rejects(rejects, rejected)
+
+    def _split(
+        self, conn: Connection, source: str, good: list[Prepared]
+    ) -> tuple[list[Prepared], list[Prepared]]:
+        """New persons (a valid national ID new to the registry and to the chunk, from a
+        source key not seen before) and the rows that go through the matcher."""
+        known_ids = self._known_keys(conn, [p.national_key for p in good if p.national_key])
+        known_sources = self._known_sources(conn, source, good)
+        fast: list[Prepared] = []
+        slow: list[Prepared] = []
+        seen: set[str] = set()
+        seen_sources: set[tuple[str, str | None]] = set()
+        for p in good:
+            key = p.national_key
+            if (
+                not key
+                or key in known_ids
+                or key in seen
+                or (p.system, p.local_id) in known_sources
+                or (p.system, p.local_id) in seen_sources
+            ):
+                slow.append(p)
+            else:
+                seen.add(key)
+                seen_sources.add((p.system, p.local_id))
+                fast.append(p)
+        return fast, slow
+
+    def _match(
+        self, conn: Connection, rows: Sequence[Prepared], source: str, loader: Principal
+    ) -> tuple[Counter[MatchOutcome], list[Prepared]]:
+        """Rows through the real-time matcher, each in a savepoint; rejects returned."""
+        counts: Counter[MatchOutcome] = Counter()
+        rejected: list[Prepared] = []
+        for p in rows:
+            try:
+                with conn.begin_nested():
+                    result = self.registry.register_in(
+                        conn, loader, p.record(source), from_json(p.normalized), audit=False
+                    )
+                counts[result.outcome] += 1
+            except HealthroamError as error:
+                rejected.append(
+                    Prepared(p.number, p.local_id, reject=(error.expression or "", error.detail))
+                )
+        return counts, rejected
 
     @staticmethod
     def registry_kind(conn: Connection, source: str) -> int:
@@ -485,27 +643,25 @@ class BulkLoader:
                 found.update((system, local_id) for local_id in rows.scalars())
         return found
 
-    def _copy_new(
-        self, conn: Connection, rows: Sequence[Prepared], source: str, now: datetime
-    ) -> None:
-        """PostgreSQL: the rows' pre-rendered COPY lines, with ids and the timestamp filled in."""
-        master_ids = _allocate(conn, master_persons, len(rows))
-        source_ids = _allocate(conn, source_records, len(rows))
-        event_ids = _allocate(conn, mpi_events, len(rows))
-        stamp = now.isoformat()
+    def _copy_new(self, conn: Connection, rows: Sequence[Prepared], source: str) -> None:
+        """PostgreSQL: the rows' finished COPY lines, one COPY per table."""
         lines: tuple[list[str], ...] = ([], [], [], [])
         names: Counter[str] = Counter()
-        for p, ids in zip(rows, zip(master_ids, source_ids, event_ids, strict=True), strict=True):
+        for p in rows:
             assert p.copy is not None
-            for out, template in zip(lines, p.copy, strict=True):
-                out.append(template.format(*ids, stamp))
+            for out, line in zip(lines, p.copy, strict=True):
+                out.append(line)
             if p.name:
                 names[p.name] += 1
-        recipient = _field(source)
         tables = (master_persons, source_records, mpi_blocking_keys, mpi_events)
         for table, out in zip(tables, lines, strict=True):
             _copy(conn, table.name, "".join(out))
-        _copy(conn, "mpi_event_recipients", "".join(f"{recipient}\t{seq}\n" for seq in event_ids))
+        recipient = _field(source) + "\t"
+        _copy(
+            conn,
+            "mpi_event_recipients",
+            "".join([recipient + line[: line.index("\t")] + "\n" for line in lines[3]]),
+        )
         _add_name_counts(conn, names)
 
     def _insert_new(
@@ -596,20 +752,30 @@ class BulkLoader:
         _add_name_counts(conn, names)
 
 
+_ID_TABLES = (master_persons, source_records, mpi_events)
+
+
 def _allocate(conn: Connection, table: Table, count: int) -> list[int]:
-    """Reserve ``count`` primary keys: the table's sequence on PostgreSQL; on SQLite, above the
-    current maximum (the load holds SQLite's write lock)."""
+    """Reserve ``count`` primary keys: the table's sequence on PostgreSQL (one round trip);
+    on SQLite, above the current maximum (the load holds SQLite's write lock)."""
     pk = next(iter(table.primary_key.columns))
     if conn.dialect.name == "postgresql":
         sequence = conn.execute(
             text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": table.name, "c": pk.name}
         ).scalar_one()
-        rows = conn.execute(
-            text("SELECT nextval(:s) FROM generate_series(1, :n)"), {"s": sequence, "n": count}
-        )
-        return [int(r[0]) for r in rows]
+        found = conn.execute(
+            text("SELECT array_agg(nextval(:s)) FROM generate_series(1, :n)"),
+            {"s": sequence, "n": count},
+        ).scalar_one()
+        return [int(v) for v in found or ()]
     start = int(conn.execute(select(func.coalesce(func.max(pk), 0))).scalar_one())
     return list(range(start + 1, start + 1 + count))
+
+
+def _write_rejects(rejects: Any, rows: Sequence[Prepared]) -> None:
+    for p in sorted(rows, key=lambda p: p.number):
+        assert p.reject is not None
+        rejects.writerow([p.number, p.local_id, *p.reject])
 
 
 def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

@@ -62,6 +62,15 @@ def load(
             "registry are inserted set-wise (COPY); the rest are matched one by one.",
         ),
     ] = False,
+    initial: Annotated[
+        bool,
+        typer.Option(
+            "--initial",
+            help="First load into an empty registry (implies --bulk; PostgreSQL): indexes and "
+            "foreign keys are rebuilt after the rows, and rows needing the matcher wait until "
+            "then. Run it before the registry takes registrations.",
+        ),
+    ] = False,
     workers: Annotated[int, typer.Option(min=1, max=32, help="Worker processes (--bulk).")] = 2,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -77,7 +86,7 @@ def load(
             file_progress(quiet) as bar,
         ):
             task = bar.add_task(f"loading {file.name}", total=total)
-            if bulk:
+            if bulk or initial:
                 summary = BulkLoader(platform.db, platform.registry, workers=workers).load(
                     file,
                     source=source,
@@ -86,6 +95,7 @@ def load(
                     chunk_size=max(chunk_size, 5000),
                     operator=operator,
                     progress=lambda n: bar.advance(task, n),
+                    initial=initial,
                 )
             else:
                 summary = FeedLoader(platform.db, platform.registry).load(

@@ -240,6 +240,12 @@ class LoadSummary:
     rejected: int = 0
     resumed_from: int = 0
     already_loaded: bool = False
+    # An initial load's state (registry/initial_load.py): its phase and what it deferred.
+    initial: dict[str, Any] | None = None
+
+    def stored(self) -> dict[str, Any]:
+        """What the progress row keeps: the counts, and an initial load's state."""
+        return {**self.as_dict(), "initial_load": self.initial}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -291,7 +297,7 @@ def finish_chunk(
             )
         ],
     )
-    _record_progress(conn, digest, source, rows_done=last_row, summary=summary.as_dict())
+    _record_progress(conn, digest, source, rows_done=last_row, summary=summary.stored())
 
 
 def loader_principal(client_id: str, source: str, operator: str | None) -> Principal:
@@ -332,7 +338,9 @@ def start_load(db: Database, digest: str, source: str) -> LoadSummary:
             except IntegrityError:
                 pass  # the same file's load started at the same moment elsewhere
             return LoadSummary()
-        summary = LoadSummary(**{k: v for k, v in (row.summary or {}).items() if k in fields})
+        stored = dict(row.summary or {})
+        summary = LoadSummary(**{k: v for k, v in stored.items() if k in fields and k != "initial"})
+        summary.initial = stored.get("initial_load")
         if row.finished:
             summary.already_loaded = True
         else:
@@ -342,7 +350,14 @@ def start_load(db: Database, digest: str, source: str) -> LoadSummary:
 
 def finish_load(db: Database, digest: str, source: str, summary: LoadSummary) -> None:
     with db.transaction() as conn:
-        _record_progress(conn, digest, source, finished=1, summary=summary.as_dict())
+        if summary.initial is not None:
+            summary.initial = {"phase": "done"}
+        _record_progress(conn, digest, source, finished=1, summary=summary.stored())
+
+
+def record_progress(conn: Any, digest: str, source: str, summary: LoadSummary) -> None:
+    """Store the summary (and an initial load's state) without moving the row count."""
+    _record_progress(conn, digest, source, summary=summary.stored())
 
 
 def _record_progress(conn: Any, digest: str, source: str, **values: Any) -> None:

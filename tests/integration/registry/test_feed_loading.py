@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy import func, select
 
 from healthroam.bootstrap import Platform
 from healthroam.db.tables_registry import master_persons, source_records
-from healthroam.registry.loader import FeedLoader, Mapping
+from healthroam.registry.loader import FeedLoader, LoadSummary, Mapping
 from healthroam.synth.writer import write_province
 
 from helpers import national_id
@@ -337,3 +338,146 @@ def test_bulk_and_streaming_loads_write_the_same_registry(
     # source record, the matcher a "create" and a "link" (docs/registry-loading.md).
     assert bulk_snapshot["names"] == streaming_snapshot["names"]
     assert bulk_snapshot["sources"] == streaming_snapshot["sources"]
+
+
+def _feed_with_repeats(province_files: Path, out: Path) -> Path:
+    """The population feed with rows that need the matcher in its first chunk: three persons
+    again under new record keys (the same national ID), and one again without its ID number."""
+    import pyarrow as pa
+
+    table = pq.read_table(province_files / "sources" / "population.parquet")
+    rows = table.to_pylist()
+    extra = []
+    for i, row in enumerate(rows[5:8]):
+        extra.append({**row, "record_key": f"POP-AGAIN-{i}"})
+    extra.append({**rows[9], "record_key": "POP-NO-ID", "id_number": None})
+    path = out / "population-repeats.parquet"
+    rows[20:20] = extra
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    return path
+
+
+def _catalog(platform: Platform) -> list[tuple[str, ...]]:
+    """Every index and constraint of the database, as PostgreSQL defines them."""
+    from sqlalchemy import text
+
+    with platform.db.transaction(readonly=True) as conn:
+        if conn.dialect.name != "postgresql":
+            return []
+        indexes = conn.execute(
+            text(
+                "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+            )
+        ).all()
+        constraints = conn.execute(
+            text(
+                "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+                " FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
+            )
+        ).all()
+    return sorted(tuple(r) for r in [*indexes, *constraints])
+
+
+def _load_fresh(platform: Platform, feed: Path, rejects: Path, **options: Any) -> LoadSummary:
+    from healthroam.db.metadata import metadata
+    from healthroam.registry.bulk import BulkLoader
+
+    with platform.db.transaction() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    platform.institutions.add(code="POP", name="POP", kind="agency", region="460000")
+    return BulkLoader(platform.db, platform.registry, workers=2).load(
+        feed, source="POP", mapping=Mapping.load("population"), reject_file=rejects, **options
+    )
+
+
+def test_initial_load_writes_the_same_registry_and_rebuilds_every_index(
+    platform: Platform, province_files: Path, tmp_path: Path
+) -> None:
+    feed = _feed_with_repeats(province_files, tmp_path)
+    catalog = _catalog(platform)
+    try:
+        _check_initial_load(platform, feed, catalog, tmp_path)
+    finally:
+        _restore_deferred(platform)
+
+
+def _restore_deferred(platform: Platform) -> None:
+    """Put back what an interrupted initial load dropped (the database is shared by tests)."""
+    from healthroam.db.tables_registry import registry_loads
+    from healthroam.registry import initial_load
+
+    with platform.db.transaction() as conn:
+        for (summary,) in conn.execute(select(registry_loads.c.summary)):
+            state = (summary or {}).get("initial_load") or {}
+            if state.get("phase") == "rows":
+                initial_load.restore(conn, state["ddl"])
+
+
+def _check_initial_load(
+    platform: Platform, feed: Path, catalog: list[tuple[str, ...]], tmp_path: Path
+) -> None:
+    from healthroam.db.tables_registry import registry_load_deferred
+
+    bulk = _load_fresh(platform, feed, tmp_path / "bulk.csv", chunk_size=120)
+    expected = _registry_snapshot(platform)
+
+    # Stopped after its first chunk, as a crash would leave it; then run again.
+    stopped = _load_fresh(
+        platform, feed, tmp_path / "initial.csv", chunk_size=120, initial=True, stop_after_chunks=1
+    )
+    postgres = platform.db.engine.dialect.name == "postgresql"
+    with platform.db.transaction(readonly=True) as conn:
+        waiting = conn.execute(select(func.count()).select_from(registry_load_deferred)).scalar()
+    if postgres:
+        assert _catalog(platform) != catalog  # the deferred indexes are gone meanwhile
+        assert waiting == 4  # the first chunk's repeated persons wait for the matcher
+    else:
+        assert waiting == 0  # SQLite: --initial is the ordinary bulk load
+    from healthroam.registry.bulk import BulkLoader
+
+    resumed = BulkLoader(platform.db, platform.registry, workers=2).load(
+        feed,
+        source="POP",
+        mapping=Mapping.load("population"),
+        reject_file=tmp_path / "initial.csv",
+        chunk_size=120,
+    )
+    assert stopped.rows == 120
+    assert resumed.resumed_from == 120
+    assert _catalog(platform) == catalog  # every index and constraint is back, as defined
+    assert _registry_snapshot(platform) == expected
+    for name in ("rows", "new", "linked", "review", "rejected"):
+        assert getattr(resumed, name) == getattr(bulk, name), name
+    assert resumed.linked >= 3  # the repeats were matched, not made new persons
+    with platform.db.transaction(readonly=True) as conn:
+        assert conn.execute(select(func.count()).select_from(registry_load_deferred)).scalar() == 0
+    with (tmp_path / "bulk.csv").open() as a, (tmp_path / "initial.csv").open() as b:
+        assert sorted(csv.reader(a)) == sorted(csv.reader(b))
+
+
+def test_initial_load_refuses_a_registry_that_has_records(
+    platform: Platform, province_files: Path, tmp_path: Path
+) -> None:
+    from healthroam.errors import Conflict
+    from healthroam.registry.bulk import BulkLoader
+
+    catalog = _catalog(platform)
+    _load_fresh(platform, province_files / "sources" / "population.parquet", tmp_path / "a.csv")
+
+    def again() -> LoadSummary:
+        return BulkLoader(platform.db, platform.registry).load(
+            _feed_with_repeats(province_files, tmp_path),
+            source="POP",
+            mapping=Mapping.load("population"),
+            reject_file=tmp_path / "b.csv",
+            initial=True,
+        )
+
+    if platform.db.engine.dialect.name == "postgresql":
+        with pytest.raises(Conflict, match="empty registry"):
+            again()
+        assert _catalog(platform) == catalog  # nothing was dropped
+    else:  # SQLite has no initial mode: the flag loads as the ordinary bulk path does
+        summary = again()
+        assert summary.linked >= 3

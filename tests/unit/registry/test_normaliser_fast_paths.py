@@ -7,7 +7,9 @@ compare it with the general algorithm it replaces, written out here as the refer
 from __future__ import annotations
 
 import gc
+import json
 import random
+import re
 import unicodedata
 from datetime import date
 
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 
 from healthroam.errors import InvalidInput
 from healthroam.registry import addresses, idnumber, linkage_prepare, names, normalize
-from healthroam.registry.bulk import Actor, _event_line, _field, _provenance_template
+from healthroam.registry.bulk import Actor, Ids, _copy_lines, _field
 from healthroam.registry.model import Identifier, SourceKey, SourceRecord
 
 TODAY = date(2026, 11, 25)
@@ -218,8 +220,7 @@ def reference_field(value: str | None) -> str:
     if value is None:
         return "\\N"
     value = value.replace("\\", "\\\\")
-    value = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return value.replace("{", "{{").replace("}", "}}")
+    return value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 @given(st.one_of(st.none(), st.text(alphabet=st.sampled_from("ab张\\\t\n\r{}"), max_size=12)))
@@ -227,13 +228,57 @@ def test_copy_field_escapes_as_before(value: str | None) -> None:
     assert _field(value) == reference_field(value)
 
 
-def test_copy_templates_fill_in_as_the_loader_expects() -> None:
-    provenance = _provenance_template(("name", "sex"))
-    assert ('{{"a":1' + provenance).format(0, 42) == '{"a":1,"provenance":{"name":42,"sex":42}}'
-    event = _event_line("POP", Actor("POP", None, "loader"))
-    assert event.format(7, 8, 9, "T") == (
-        '9\tT\tcreate\t7\t\\N\t8\tPOP\t\\N\tloader\tbulk load\t["POP"]\t{"outcome":"new"}\n'
+def _copy_values(line: str) -> list[str | None]:
+    """A COPY text line back to its values (PostgreSQL's reading of the escapes we write)."""
+    assert line.endswith("\n")
+    escapes = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
+    return [
+        None if f == "\\N" else re.sub(r"\\(.)", lambda m: escapes[m.group(1)], f)
+        for f in line[:-1].split("\t")
+    ]
+
+
+def test_copy_lines_carry_the_reserved_ids_and_read_back_as_written() -> None:
+    golden = {
+        "name": "张\t{三}",
+        "sex": "1",
+        "birth_date": "1990-01-01",
+        "identifiers": [],
+        "sources": 1,
+        "provenance": {"name": 42},
+    }
+    data = json.dumps({"a": "x\ty\\z"})
+    master, record, keys, event = _copy_lines(
+        "POP",
+        "urn:sys",
+        "L\\1",
+        data,
+        "{}",
+        "h" * 64,
+        ("id:1", "n:张"),
+        golden,
+        Actor("POP", None, "loader"),
+        Ids(7, 42, 9),
+        "T",
     )
+    m = _copy_values(master)
+    assert m[0] == "7"
+    assert re.fullmatch("[0-9A-F]{64}", m[1] or "")
+    assert m[2:4] == ["active", None]
+    assert json.loads(m[4] or "") == golden
+    assert m[5:] == ["张\t{三}", "1990-01-01", "1", "1", "T", "T"]
+    r = _copy_values(record)
+    assert r[:6] == ["42", "POP", "urn:sys", "L\\1", "7", "auto"]
+    assert json.loads(r[6] or "") == {"a": "x\ty\\z"}
+    assert r[7:] == ["{}", "h" * 64, None, "T", "T"]
+    assert [_copy_values(line + "\n") for line in keys.splitlines()] == [
+        ["id:1", "42"],
+        ["n:张", "42"],
+    ]
+    assert _copy_values(event) == [
+        "9", "T", "create", "7", None, "42", "POP", None, "loader", "bulk load", '["POP"]',
+        '{"outcome":"new"}',
+    ]  # fmt: skip
 
 
 def test_normalise_batch_of_no_rows_and_of_rejects() -> None:

@@ -1,0 +1,178 @@
+"""The initial load of an empty registry on PostgreSQL (decision 0038).
+
+Loading the population base into an empty registry is the one time millions of persons arrive
+at once. Maintaining every index and foreign key row by row is then most of the database's
+work: each foreign-key check locks the referenced row (a page write and a WAL record), and the
+blocking-key and master-index-ID indexes take their keys in random order. So an initial load:
+
+1. records, in its progress row, the statements that rebuild the registry tables' secondary
+   indexes, the blocking-key primary key, the master-index-ID unique constraint and every
+   foreign key, then drops them (the id primary keys and the source-key unique constraint
+   stay: they take appends, and they keep source keys unique throughout);
+2. writes the new persons with COPY, and keeps the rows that need the matcher (a national ID
+   or source key already seen in the load, no valid national ID) in
+   ``registry_load_deferred``, in the same transaction as each chunk;
+3. rebuilds what it dropped (a sort per index, one validating join per foreign key), then
+   matches the deferred rows in file order through the real-time matcher.
+
+A crash in any step resumes at that step: the statements and the deferred rows are in the
+database, committed with the chunk that needed them.
+"""
+
+# SQL here is built from the catalog's own definitions of our tables, never from values.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy import Connection, delete, func, insert, select, text
+
+from healthroam.db.tables_registry import registry_load_deferred, source_records
+
+TABLES = (
+    "master_persons",
+    "source_records",
+    "mpi_blocking_keys",
+    "mpi_events",
+    "mpi_event_recipients",
+)
+# Constraints kept during the load: keys that only grow at the end, and the source key.
+KEPT = frozenset(
+    {
+        "pk_master_persons",
+        "pk_source_records",
+        "uq_source_records_key",
+        "pk_mpi_events",
+        "pk_mpi_event_recipients",
+    }
+)
+
+
+class DeferredRow(Protocol):
+    @property
+    def number(self) -> int: ...
+    @property
+    def local_id(self) -> str | None: ...
+    @property
+    def system(self) -> str: ...
+    @property
+    def data_json(self) -> str: ...
+    @property
+    def normalized_json(self) -> str: ...
+
+
+def registry_rows(conn: Connection) -> int:
+    """How many source records the registry holds (an initial load needs none)."""
+    return int(conn.execute(select(func.count()).select_from(source_records)).scalar_one())
+
+
+def deferrable(conn: Connection) -> list[str]:
+    """The statements that recreate what an initial load drops, in the order to run them:
+    indexes, then primary and unique keys, then foreign keys."""
+    names = ", ".join(f"'{t}'" for t in TABLES)
+    kept = ", ".join(f"'{c}'" for c in sorted(KEPT))
+    constraints = conn.execute(
+        text(
+            "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid)"
+            f" FROM pg_constraint WHERE conrelid::regclass::text IN ({names})"
+            f" AND contype IN ('p', 'u', 'f') AND conname NOT IN ({kept})"
+            " ORDER BY contype = 'f', conrelid::regclass::text, conname"
+        )
+    ).all()
+    indexes = conn.execute(
+        text(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+            f" AND tablename IN ({names})"
+            " AND indexname NOT IN (SELECT conname FROM pg_constraint)"
+            " ORDER BY tablename, indexname"
+        )
+    ).scalars()
+    return [
+        *indexes,
+        *(
+            f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}"
+            for table, name, _, definition in constraints
+        ),
+    ]
+
+
+def defer(conn: Connection) -> list[str]:
+    """Drop the deferrable indexes and constraints; return the statements that rebuild them."""
+    statements = deferrable(conn)
+    for statement in reversed(statements):
+        if statement.startswith("ALTER TABLE"):
+            table, name = statement.split()[2], statement.split()[5]
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
+        else:
+            conn.exec_driver_sql(f"DROP INDEX {statement.split()[2]}")
+    return statements
+
+
+def restore(conn: Connection, statements: Sequence[str]) -> None:
+    """Rebuild what ``defer`` dropped: each index by one sort, each foreign key validated by
+    one join (with the memory for it, in this transaction only)."""
+    conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")
+    conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+    for statement in statements:
+        conn.exec_driver_sql(statement)
+
+
+def defer_rows(conn: Connection, digest: str, source: str, rows: Sequence[DeferredRow]) -> None:
+    """Keep rows that need the matcher until the indexes are back (in the chunk's
+    transaction)."""
+    if rows:
+        conn.execute(
+            insert(registry_load_deferred),
+            [
+                {
+                    "file_hash": digest,
+                    "source": source,
+                    "row_number": p.number,
+                    "local_id": p.local_id,
+                    "id_system": p.system,
+                    "record_data": p.data_json,
+                    "normalized": p.normalized_json,
+                }
+                for p in rows
+            ],
+        )
+
+
+def deferred_rows(
+    conn: Connection, digest: str, source: str, limit: int
+) -> list[tuple[int, str | None, str, str, str]]:
+    """The next deferred rows in file order."""
+    d = registry_load_deferred.c
+    found = conn.execute(
+        select(d.row_number, d.local_id, d.id_system, d.record_data, d.normalized)
+        .where(d.file_hash == digest, d.source == source)
+        .order_by(d.row_number)
+        .limit(limit)
+    ).all()
+    return [(int(r[0]), r[1], str(r[2]), str(r[3]), str(r[4])) for r in found]
+
+
+def forget_deferred(conn: Connection, digest: str, source: str, numbers: Sequence[int]) -> None:
+    d = registry_load_deferred.c
+    conn.execute(
+        delete(registry_load_deferred).where(
+            d.file_hash == digest, d.source == source, d.row_number.in_(list(numbers))
+        )
+    )
+
+
+def written_keys(conn: Connection, source: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """National-ID blocking keys and source keys already in the registry (to resume)."""
+    ids = (
+        conn.execute(text("SELECT key FROM mpi_blocking_keys WHERE key LIKE 'id:%'"))
+        .scalars()
+        .all()
+    )
+    keys = conn.execute(
+        select(source_records.c.id_system, source_records.c.local_id).where(
+            source_records.c.institution_code == source
+        )
+    ).all()
+    return [str(k) for k in ids], [(str(a), str(b)) for a, b in keys]
