@@ -384,18 +384,22 @@ class BulkLoader:
             if summary.initial is not None:
                 self._finish_initial(digest, source, loader, summary, rejects)
         finish_load(self.db, digest, source, summary)
-        self.refresh_statistics()
+        if summary.initial is None:
+            self.refresh_statistics()
         return summary
 
-    def refresh_statistics(self) -> None:
+    def refresh_statistics(self, *, vacuum: bool = True) -> None:
         """VACUUM and ANALYZE the registry's tables after a bulk load: without fresh statistics
         PostgreSQL may plan the real-time candidate lookup as a scan, and without the vacuum
-        autovacuum's catch-up on millions of new rows competes with matching for minutes."""
+        autovacuum's catch-up on millions of new rows competes with matching for minutes.
+        An initial load only analyses (a sample): vacuuming tens of gigabytes of new rows is
+        left to autovacuum, the registry works without it."""
         tables = ("master_persons", "source_records", "mpi_blocking_keys", "mpi_name_counts")
         with self.db.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 auto = conn.execution_options(isolation_level="AUTOCOMMIT")
-                auto.exec_driver_sql("VACUUM (ANALYZE) " + ", ".join(tables))
+                command = "VACUUM (ANALYZE) " if vacuum else "ANALYZE "
+                auto.exec_driver_sql(command + ", ".join(tables))
             else:
                 conn.exec_driver_sql("ANALYZE")
                 conn.commit()
@@ -429,7 +433,7 @@ class BulkLoader:
                 initial_load.restore(conn, list(summary.initial["ddl"]))
                 summary.initial = {"phase": "deferred"}
                 record_progress(conn, digest, source, summary)
-            self.refresh_statistics()
+            self.refresh_statistics(vacuum=False)
         while True:
             with self.db.transaction() as conn:
                 waiting = initial_load.deferred_rows(conn, digest, source, limit=1000)
@@ -836,15 +840,19 @@ def _add_name_counts(conn: Connection, names: Counter[str]) -> None:
         return
     total = sum(v for k, v in names.items() if k != TOTAL) + names.get(TOTAL, 0)
     ordered = [(TOTAL, total), *sorted((k, v) for k, v in names.items() if k != TOTAL)]
-    if conn.dialect.name == "postgresql":  # one statement with array parameters
+    if conn.dialect.name == "postgresql":  # one statement; names never hold a newline
         conn.execute(
             text(
                 "INSERT INTO mpi_name_counts (name, count)"
-                " SELECT * FROM unnest(CAST(:names AS text[]), CAST(:counts AS bigint[]))"
+                " SELECT * FROM unnest(string_to_array(:names, E'\\n'),"
+                " CAST(string_to_array(:counts, ',') AS bigint[]))"
                 " ON CONFLICT (name) DO UPDATE"
                 " SET count = mpi_name_counts.count + excluded.count"
             ),
-            {"names": [k for k, _ in ordered], "counts": [v for _, v in ordered]},
+            {
+                "names": "\n".join(k for k, _ in ordered),
+                "counts": ",".join(str(v) for _, v in ordered),
+            },
         )
         return
     rows = [{"name": name, "count": count} for name, count in ordered]
