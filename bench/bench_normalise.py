@@ -73,17 +73,17 @@ def loader_run(province: Path, limit: int | None) -> dict[str, object]:
         table = table.slice(0, limit)
     mapping = Mapping.load("population")
     columns = sorted(mapping.needed_columns())
-    rows = table.select(columns).to_pylist()
+    rows = table.select(columns)
     actor = bulk.Actor("POP", None, "registry-bulk-loader")
     stamp = datetime(2026, 11, 30, tzinfo=UTC)  # fixed, so that digests compare
     digest = hashlib.sha256()
     cpu = 0.0
     part = 5_000  # as the loader's pieces: chunk 20,000 over 2 workers x 2
     getattr(normalize, "tune_gc_for_batches", lambda: None)()  # as the workers (if any)
-    for first in range(0, len(rows), part):
-        piece = rows[first : first + part]
+    for first in range(0, rows.num_rows, part):
+        piece = rows.slice(first, part)
         started = time.process_time()
-        ids = [bulk.Ids(first + i, first + i, first + i) for i in range(1, len(piece) + 1)]
+        ids = [bulk.Ids(first + i, first + i, first + i) for i in range(1, piece.num_rows + 1)]
         prepared = bulk._prepare(bulk.Piece(piece, first, "POP", mapping, actor, 3, ids, stamp))
         cpu += time.process_time() - started
         for p in prepared:
@@ -91,7 +91,7 @@ def loader_run(province: Path, limit: int | None) -> dict[str, object]:
             if p.copy is not None:
                 values[-2] = [_MASTER_INDEX_ID.sub("\t<mid>\t", p.copy[0]), *p.copy[1:]]
             digest.update(json.dumps(values, ensure_ascii=False).encode())
-    return _result(len(rows), cpu, digest)
+    return _result(rows.num_rows, cpu, digest)
 
 
 def _result(rows: int, cpu: float, digest: Any) -> dict[str, object]:

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pyarrow as pa
 from sqlalchemy import Connection, Table, func, insert, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -48,7 +49,7 @@ from healthroam.registry.loader import (
     open_reject_file,
     record_progress,
     start_load,
-    unread_rows,
+    unread_batches,
 )
 from healthroam.registry.model import (
     Identifier,
@@ -85,13 +86,22 @@ class Prepared(NamedTuple):
     copy: tuple[str, str, str, str] | None = None
     reject: tuple[str, str] | None = None  # (column, reason)
 
+    def with_documents(self) -> Prepared:
+        """The row with its JSON texts (a rendered row carries them in its COPY line only)."""
+        if self.data_json or self.copy is None:
+            return self
+        fields = self.copy[1][:-1].split("\t")
+        return self._replace(data_json=_unescape(fields[6]), normalized_json=_unescape(fields[7]))
+
     @property
     def data(self) -> dict[str, Any]:
-        return dict(json.loads(self.data_json)) if self.data_json else {}
+        text = self.with_documents().data_json
+        return dict(json.loads(text)) if text else {}
 
     @property
     def normalized(self) -> dict[str, Any]:
-        return dict(json.loads(self.normalized_json)) if self.normalized_json else {}
+        text = self.with_documents().normalized_json
+        return dict(json.loads(text)) if text else {}
 
     def record(self, source: str) -> SourceRecord:
         """The source record again (for the rows that go through the matcher)."""
@@ -163,6 +173,15 @@ def _field(value: str | None) -> str:
     if "\\" in value:
         value = value.replace("\\", "\\\\")
     return value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+_ESCAPED = re.compile(r"\\(.)")
+_UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
+
+
+def _unescape(value: str) -> str:
+    """A COPY text field back to its value (the inverse of ``_field`` for non-null values)."""
+    return _ESCAPED.sub(lambda m: _UNESCAPE[m.group(1)], value) if "\\" in value else value
 
 
 class Ids(NamedTuple):
@@ -258,7 +277,7 @@ class Piece(NamedTuple):
     """A slice of a chunk for one worker: its rows, the number of rows before it in the file,
     and (PostgreSQL) the ids reserved for its rows and the chunk's timestamp."""
 
-    rows: list[dict[str, Any]]
+    rows: pa.Table  # (Arrow, so that handing it to a worker is a buffer copy)
     first: int
     source: str
     mapping: Mapping
@@ -273,7 +292,7 @@ def _prepare(piece: Piece) -> list[Prepared]:
     source, mapping, trust, stamp = piece.source, piece.mapping, piece.trust, piece.stamp
     stamp_text = stamp.isoformat()
     result = []
-    for offset, row in enumerate(piece.rows):
+    for offset, row in enumerate(piece.rows.to_pylist()):
         number = piece.first + offset + 1
         local_id = row.get(mapping.columns["local_id"])
         try:
@@ -310,18 +329,22 @@ def _prepare(piece: Piece) -> list[Prepared]:
                 ids,
                 stamp_text,
             )
+        national_key = f"id:{normalized.national_id}" if normalized.national_id else ""
+        if copy is not None:  # the documents travel once, inside the source record's line
+            prepared = Prepared(number, record.key.local_id, record.key.system, national_key, name)
+            result.append(prepared._replace(content_hash=content_hash, copy=copy))
+            continue
         result.append(
             Prepared(
                 number,
                 record.key.local_id,
                 record.key.system,
-                f"id:{normalized.national_id}" if normalized.national_id else "",
+                national_key,
                 name,
                 data_json,
                 normalized_json,
-                () if copy is not None else keys,
+                keys,
                 content_hash,
-                copy,
             )
         )
     return result
@@ -467,12 +490,12 @@ class BulkLoader:
         """Prepared chunks in file order; workers run ahead by a few chunks."""
         part = max(1, chunk_size // (self.workers * 2))
         pending: list[tuple[Any, int]] = []
-        for first, rows in unread_rows(path, mapping.needed_columns(), chunk_size, skip):
+        for first, rows in unread_batches(path, mapping.needed_columns(), chunk_size, skip):
             stamp = datetime.now(UTC)
-            ids = self._reserve(len(rows)) if render else None
+            ids = self._reserve(rows.num_rows) if render else None
             pieces = [
                 Piece(
-                    rows[i : i + part],
+                    rows.slice(i, part),
                     first + i,
                     source,
                     mapping,
@@ -480,9 +503,9 @@ class BulkLoader:
                     ids[i : i + part] if ids is not None else None,
                     stamp,
                 )
-                for i in range(0, len(rows), part)
+                for i in range(0, rows.num_rows, part)
             ]
-            pending.append((pool.map(_prepare, pieces), len(rows)))
+            pending.append((pool.map(_prepare, pieces), rows.num_rows))
             if len(pending) > 2:
                 futures, size = pending.pop(0)
                 yield [p for piece in futures for p in piece], size
@@ -521,7 +544,7 @@ class BulkLoader:
                 self._insert_new(conn, fast, source, loader, kind, datetime.now(UTC))
             counts: Counter[MatchOutcome] = Counter({MatchOutcome.NEW: len(fast)})
             if seen is not None:  # the rows that need the matcher wait for the indexes
-                initial_load.defer_rows(conn, digest, source, slow)
+                initial_load.defer_rows(conn, digest, source, [p.with_documents() for p in slow])
             else:
                 matched, failed = self._match(conn, slow, source, loader)
                 counts.update(matched)

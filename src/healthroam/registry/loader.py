@@ -175,18 +175,19 @@ def _date(value: Any, column: Any) -> date | None:
         raise InvalidInput("not a date (YYYY-MM-DD)", expression=str(column)) from None
 
 
-def read_rows(path: Path, columns: set[str], batch_size: int) -> Iterator[list[dict[str, Any]]]:
-    """Stream the file in batches of row dicts (Parquet or CSV, by extension)."""
+def read_batches(path: Path, columns: set[str], batch_size: int) -> Iterator[pa.Table]:
+    """Stream the file (Parquet or CSV, by extension) as Arrow tables of ``batch_size`` rows
+    (the last may be shorter)."""
     if path.suffix.lower() == ".parquet":
         parquet = pq.ParquetFile(path)
         present = [c for c in parquet.schema_arrow.names if c in columns]
         missing = columns - set(parquet.schema_arrow.names)
         if missing:
             raise InvalidInput(f"file has no column {sorted(missing)[0]}", expression="mapping")
-        for batch in parquet.iter_batches(batch_size=batch_size, columns=present):
-            yield batch.to_pylist()
-        return
-    if path.suffix.lower() in (".csv", ".txt"):
+        batches: Iterator[pa.RecordBatch] = parquet.iter_batches(
+            batch_size=batch_size, columns=present
+        )
+    elif path.suffix.lower() in (".csv", ".txt"):
         reader = pacsv.open_csv(
             path,
             read_options=pacsv.ReadOptions(block_size=1 << 22),
@@ -197,29 +198,51 @@ def read_rows(path: Path, columns: set[str], batch_size: int) -> Iterator[list[d
         missing = columns - set(reader.schema.names)
         if missing:
             raise InvalidInput(f"file has no column {sorted(missing)[0]}", expression="mapping")
-        pending: list[dict[str, Any]] = []
-        for batch in reader:
-            pending.extend(batch.to_pylist())
-            while len(pending) >= batch_size:
-                yield pending[:batch_size]
-                pending = pending[batch_size:]
-        if pending:
-            yield pending
-        return
-    raise InvalidInput("the feed must be .parquet or .csv", expression="file")
+        batches = iter(reader)
+    else:
+        raise InvalidInput("the feed must be .parquet or .csv", expression="file")
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        pending.append(batch)
+        held += batch.num_rows
+        if held < batch_size:
+            continue
+        table = pa.Table.from_batches(pending)
+        for start in range(0, held - batch_size + 1, batch_size):
+            yield table.slice(start, batch_size)
+        rest = held % batch_size
+        pending = table.slice(held - rest).to_batches() if rest else []
+        held = rest
+    if held:
+        yield pa.Table.from_batches(pending)
+
+
+def read_rows(path: Path, columns: set[str], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    """Stream the file in batches of row dicts (Parquet or CSV, by extension)."""
+    for table in read_batches(path, columns, batch_size):
+        yield table.to_pylist()
+
+
+def unread_batches(
+    path: Path, columns: set[str], batch_size: int, skip: int
+) -> Iterator[tuple[int, pa.Table]]:
+    """``read_batches`` after the first ``skip`` rows (those a resumed load committed before):
+    each batch with the number of rows before it in the file."""
+    position = 0
+    for batch in read_batches(path, columns, batch_size):
+        if position + batch.num_rows > skip:
+            start = max(0, skip - position)
+            yield position + start, batch.slice(start)
+        position += batch.num_rows
 
 
 def unread_rows(
     path: Path, columns: set[str], batch_size: int, skip: int
 ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    """``read_rows`` after the first ``skip`` rows (those a resumed load committed before):
-    each batch with the number of rows before it in the file."""
-    position = 0
-    for batch in read_rows(path, columns, batch_size):
-        if position + len(batch) > skip:
-            start = max(0, skip - position)
-            yield position + start, batch[start:]
-        position += len(batch)
+    """``read_rows`` after the first ``skip`` rows, each batch with the rows before it."""
+    for first, batch in unread_batches(path, columns, batch_size, skip):
+        yield first, batch.to_pylist()
 
 
 def file_hash(path: Path) -> str:
