@@ -61,7 +61,12 @@ from healthroam.registry.model import (
 )
 from healthroam.registry.normalize import normalize_record, tune_gc_for_batches
 from healthroam.registry.repository import TOTAL
-from healthroam.registry.service import RegistryService, _hash, golden_values, record_data
+from healthroam.registry.service import (
+    RegistryService,
+    content_hash,
+    golden_values,
+    record_data,
+)
 from healthroam.registry.survivorship import LinkedRecord, golden_record
 from healthroam.security.model import Principal
 
@@ -199,7 +204,7 @@ def _copy_lines(
     local_id: str,
     data_json: str,
     normalized_json: str,
-    content_hash: str,
+    hashed: str,
     keys: tuple[str, ...],
     golden: dict[str, Any],
     actor: Actor,
@@ -234,7 +239,7 @@ def _copy_lines(
             LinkType.AUTO.value,
             _field(data_json),
             _field(normalized_json),
-            content_hash,
+            hashed,
             "\\N",
             stamp,
             stamp + "\n",
@@ -308,7 +313,8 @@ def _prepare(piece: Piece) -> list[Prepared]:
         data = record_data(record)
         norm = to_json(normalized)
         keys = tuple(sorted(blocking_keys(normalized)))
-        data_json, normalized_json, content_hash = _json(data), _json(norm), _hash(data)
+        data_json, normalized_json = _json(data), _json(norm)
+        digest = content_hash(data_json)
         name = (normalized.name or normalized.latin_name or "")[:200]
         copy = None
         if piece.ids is not None:
@@ -322,7 +328,7 @@ def _prepare(piece: Piece) -> list[Prepared]:
                 record.key.local_id,
                 data_json,
                 normalized_json,
-                content_hash,
+                digest,
                 keys,
                 golden,
                 piece.actor,
@@ -332,7 +338,7 @@ def _prepare(piece: Piece) -> list[Prepared]:
         national_key = f"id:{normalized.national_id}" if normalized.national_id else ""
         if copy is not None:  # the documents travel once, inside the source record's line
             prepared = Prepared(number, record.key.local_id, record.key.system, national_key, name)
-            result.append(prepared._replace(content_hash=content_hash, copy=copy))
+            result.append(prepared._replace(content_hash=digest, copy=copy))
             continue
         result.append(
             Prepared(
@@ -344,7 +350,7 @@ def _prepare(piece: Piece) -> list[Prepared]:
                 data_json,
                 normalized_json,
                 keys,
-                content_hash,
+                digest,
             )
         )
     return result

@@ -71,20 +71,21 @@ class Candidate:
 
 
 def record_data(record: SourceRecord) -> dict[str, Any]:
-    """The record as stored (JSON-ready), without its key."""
+    """The record as stored (JSON-ready), without its key. Keys in sorted order, so that its
+    compact JSON text is also the text its content hash is taken over (``content_hash``)."""
     return {
-        "name": record.name,
-        "family": record.family,
-        "sex": record.sex,
-        "birth_date": record.birth_date.isoformat() if record.birth_date else None,
-        "national_id": record.national_id,
-        "identifiers": [f"{i.system}|{i.value}" for i in record.identifiers],
-        "phones": list(record.phones),
         "address": record.address,
-        "region": record.region,
-        "ethnicity": record.ethnicity,
+        "birth_date": record.birth_date.isoformat() if record.birth_date else None,
         "death_date": record.death_date.isoformat() if record.death_date else None,
+        "ethnicity": record.ethnicity,
+        "family": record.family,
         "fhir_patient_id": record.fhir_patient_id,
+        "identifiers": [f"{i.system}|{i.value}" for i in record.identifiers],
+        "name": record.name,
+        "national_id": record.national_id,
+        "phones": list(record.phones),
+        "region": record.region,
+        "sex": record.sex,
     }
 
 
@@ -94,6 +95,12 @@ _HASH_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=
 
 def _hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(_HASH_ENCODER.encode(data).encode()).hexdigest()
+
+
+def content_hash(data_json: str) -> str:
+    """The content hash of ``record_data``'s compact JSON text (keys already sorted): the
+    same as ``_hash`` of the record without encoding it a second time."""
+    return hashlib.sha256(data_json.encode()).hexdigest()
 
 
 def _golden_values(source: SourceRow) -> dict[str, Any]:

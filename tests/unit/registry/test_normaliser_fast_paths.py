@@ -302,3 +302,27 @@ def test_normalise_batch_of_no_rows_and_of_rejects() -> None:
     assert out[1]["reject_reason"] == "a name is required"
     assert out[1]["name"] is None
     assert out[1]["pinyin_keys"] is None
+
+
+@given(
+    st.text(max_size=8),
+    st.one_of(st.none(), st.text(alphabet=st.sampled_from('张"\\\t a1'), max_size=8)),
+    st.lists(st.text(max_size=6), max_size=3),
+    st.one_of(st.none(), st.dates()),
+)
+def test_content_hash_of_the_stored_text_equals_the_hash_of_the_record(
+    name: str, address: str | None, phones: list[str], birth: date | None
+) -> None:
+    from healthroam.registry.bulk import _json
+    from healthroam.registry.service import _hash, content_hash, record_data
+
+    record = SourceRecord(
+        key=SourceKey("POP", "urn:sys", "1"),
+        name=name,
+        address=address,
+        phones=tuple(phones),
+        birth_date=birth,
+        identifiers=(Identifier("urn:x", "9"),),
+    )
+    data = record_data(record)
+    assert content_hash(_json(data)) == _hash(data)
