@@ -838,12 +838,12 @@ class ResourceRepository:
         param: str,
         value: str,
     ) -> Select[Any]:
-        """The page's keys, in the default order, of a search on one code: read from the code's
-        token rows in ``ix_fhir_idx_token_code_updated`` order (lastUpdated, resource id: the
-        resource's, written with the row), each resource checked against the rest of the
-        condition (type, not deleted, the record gate), so the walk stops once the page is
-        full instead of sorting every match (decision 0039). ``DISTINCT``: a resource may
-        carry the code twice."""
+        """The page's keys, in the default order, of a search on one system|code: read from
+        the code's token rows in ``ix_fhir_idx_token_system_code_updated`` order (lastUpdated,
+        resource id: the resource's, written with the row), each resource checked against the
+        rest of the condition (type, not deleted, the record gate), so the walk stops once the
+        page is full instead of sorting every match (decision 0039). ``DISTINCT``: a resource
+        may carry the code twice."""
         r = fhir_resources.c
         t = fhir_idx_token.alias("page_token")
         conds = [
@@ -1390,9 +1390,10 @@ def _date_bounds(clauses: Sequence[Clause]) -> tuple[list[Clause], dict[str, lis
 
 
 def _page_token(clauses: Sequence[Clause]) -> tuple[str, str] | None:
-    """(param, value) when the search is on one code alone (``code=system|code`` or
-    ``code=code``, no modifier, one value): its page can be read in order from the token rows
-    (:meth:`ResourceRepository._token_page`)."""
+    """(param, value) when the search is on one code of one system alone
+    (``code=system|code``, no modifier, one value): its page can be read in order from the
+    token rows (:meth:`ResourceRepository._token_page`). A code without its system (any
+    system) is not in one stretch of that index."""
     if len(clauses) != 1:
         return None
     m = clauses[0]
@@ -1400,9 +1401,9 @@ def _page_token(clauses: Sequence[Clause]) -> tuple[str, str] | None:
         return None
     if len(m.values) != 1:
         return None
-    _system, bar, code = m.values[0].partition("|")
-    if bar and not code:
-        return None  # a system alone
+    system, bar, code = m.values[0].partition("|")
+    if not (system and bar and code):
+        return None
     return m.code, m.values[0]
 
 

@@ -5,7 +5,7 @@ order (lastUpdated, then id), page after page:
   date index alone, every match then sorted: checked against the intersection of its two
   single-bound searches (the general statement), over visits inside the window, across its
   edges, reaching back over the SHORT_SPAN slack, long-running and open-ended;
-- a search on one code is read from the token rows in (lastUpdated, id) order: checked
+- a search on one system|code is read from the token rows in (lastUpdated, id) order: checked
   against the same search sorted by ``_sort=_lastUpdated`` (the general statement), with ties
   in lastUpdated (one batch is one instant), a code carried twice, another system, updates
   (which move a resource to the end) and deletes.
@@ -193,7 +193,8 @@ def test_a_code_alone_pages_as_the_general_statement_orders_it(
     platform: Platform, value: str, count: int
 ) -> None:
     query = [("code", value)]
-    assert _page_token(parse_search("Condition", query).clauses)  # the path under test
+    # The path under test, but for a code of any system (the general statement).
+    assert (_page_token(parse_search("Condition", query).clauses) is not None) == ("|" in value)
     found = _pages(platform, "Condition", query, count)
     general = _pages(platform, "Condition", [*query, ("_sort", "_lastUpdated")], 500)
     assert found == general
@@ -220,6 +221,8 @@ def test_a_code_with_other_clauses_or_values_keeps_the_general_statement(
     assert not driving([("code", f"{ICD}|E78.5"), ("subject", "Patient/p1")])
     assert not driving([("code:not", f"{ICD}|E78.5")])
     assert not driving([("code", f"{ICD}|")])
+    assert not driving([("code", "E78.5")])
+    assert driving([("code", f"{ICD}|E78.5")])
     both = _pages(platform, "Condition", [("code", f"{ICD}|E78.5,{ICD}|I10")], 3)
     one = _pages(platform, "Condition", [("code", f"{ICD}|E78.5")], 3)
     other = _pages(platform, "Condition", [("code", f"{ICD}|I10")], 3)

@@ -8,10 +8,11 @@ A search on one code (``Condition?code=system|code``) returns its page in the de
 ``lastUpdated`` then id. The token rows did not know the order, so every match's resource row
 was read and sorted for a page of 20 (832 rows for one ICD-10 code at 10,000 people, growing
 with the store). Each token row now carries the resource's ``lastUpdated`` (rewritten with
-every version, as the index rows are), and ``ix_fhir_idx_token_code_updated`` (resource type,
-param, code, lastUpdated, resource id, system) gives a code's rows in page order. It replaces
-``ix_fhir_idx_token_code`` (resource type, param, code), its prefix. Existing rows are stamped
-from ``fhir_resources``.
+every version, as the index rows are), and ``ix_fhir_idx_token_system_code_updated``
+(resource type, param, system, code, lastUpdated, resource id) gives a code's rows in page
+order. It replaces ``ix_fhir_idx_token_system_code`` (resource type, param, system, code), its
+prefix, so that no other index with the same four equality columns competes for the search.
+Existing rows are stamped from ``fhir_resources``.
 """
 
 from __future__ import annotations
@@ -48,15 +49,17 @@ def upgrade() -> None:
         batch_op.alter_column(
             "last_updated", existing_type=sa.DateTime(timezone=True), nullable=False
         )
-        batch_op.drop_index("ix_fhir_idx_token_code")
+        batch_op.drop_index("ix_fhir_idx_token_system_code")
         batch_op.create_index(
-            "ix_fhir_idx_token_code_updated",
-            ["resource_type", "param", "code", "last_updated", "resource_id", "system"],
+            "ix_fhir_idx_token_system_code_updated",
+            ["resource_type", "param", "system", "code", "last_updated", "resource_id"],
         )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("fhir_idx_token") as batch_op:
-        batch_op.drop_index("ix_fhir_idx_token_code_updated")
-        batch_op.create_index("ix_fhir_idx_token_code", ["resource_type", "param", "code"])
+        batch_op.drop_index("ix_fhir_idx_token_system_code_updated")
+        batch_op.create_index(
+            "ix_fhir_idx_token_system_code", ["resource_type", "param", "system", "code"]
+        )
         batch_op.drop_column("last_updated")
