@@ -814,11 +814,12 @@ class ResourceRepository:
             # (they began in a bounded stretch of the date index), so PostgreSQL must not walk
             # the store in last_updated order on a guess of how soon the page fills (its
             # estimate of the window's rows is far too high; decision 0039). A materialised
-            # CTE is planned for all its rows, the page then sorted from them.
+            # CTE is planned for all its rows, the page then sorted from them. (SQLite, whose
+            # planner does not make that walk, gets the plain CTE: MATERIALIZED needs 3.35.)
             columns = [*query.selected_columns, r.last_updated]
-            found = (
-                query.with_only_columns(*columns).cte("window_matches").prefix_with("MATERIALIZED")
-            )
+            found = query.with_only_columns(*columns).cte("window_matches")
+            if self.postgres:
+                found = found.prefix_with("MATERIALIZED")
             return (
                 select(found.c.resource_type, found.c.id)
                 .order_by(found.c.last_updated, found.c.id)
