@@ -17,8 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from alembic import command
+from sqlalchemy import and_, inspect, select
 
 from healthroam.bootstrap import Platform
+from healthroam.db.migrate import alembic_config, upgrade
+from healthroam.db.schema import fhir_resources
+from healthroam.db.tables_records import fhir_idx_token
 from healthroam.records.repository import SHORT_SPAN, _page_token, _short_window
 from healthroam.records.search import parse_search
 from healthroam.security.model import Principal
@@ -227,3 +232,41 @@ def test_a_code_with_other_clauses_or_values_keeps_the_general_statement(
     one = _pages(platform, "Condition", [("code", f"{ICD}|E78.5")], 3)
     other = _pages(platform, "Condition", [("code", f"{ICD}|I10")], 3)
     assert both == _order(platform, "Condition", set(one) | set(other))
+
+
+def test_the_migration_stamps_token_rows_stored_before_it(platform: Platform) -> None:
+    """0007_tokenorder down and up again over stored resources: every token row gets its
+    resource's lastUpdated, and the one-code pages come out as the general statement's."""
+    platform.institutions.add(code="HCP", name="卫健委", kind="agency", region="460106")
+    for b in range(3):
+        with platform.db.transaction() as conn:
+            platform.records.create_many_in(
+                conn,
+                AGENCY,
+                [_condition(f"m{n}-{b}", [(ICD, "E78.5" if n % 2 else "I10")]) for n in range(6)],
+            )
+    platform.records.update(AGENCY, "Condition", "m1-0", _condition("m1-0", [(ICD, "E78.5")])[2])
+    engine = platform.db.engine
+    try:
+        command.downgrade(alembic_config(engine), "0007_tokenorder-1")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("fhir_idx_token")}
+        assert "last_updated" not in columns
+    finally:
+        upgrade(engine)
+    with platform.db.transaction(readonly=True) as conn:
+        t, r = fhir_idx_token.c, fhir_resources.c
+        rows = conn.execute(
+            select(t.last_updated, r.last_updated).join_from(
+                fhir_idx_token,
+                fhir_resources,
+                and_(r.resource_type == t.resource_type, r.id == t.resource_id),
+            )
+        ).all()
+    assert len(rows) >= 18
+    assert all(stamped == resource for stamped, resource in rows)
+    query = [("code", f"{ICD}|E78.5")]
+    found = _pages(platform, "Condition", query, 2)
+    assert found == _pages(platform, "Condition", [*query, ("_sort", "_lastUpdated")], 100)
+    assert len(found) == 9
+    assert found[-1] == "m1-0"
