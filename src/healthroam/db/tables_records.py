@@ -49,7 +49,20 @@ fhir_idx_token = Table(
     Column("text", String(255), nullable=True),  # folded display/text, for :text
     Column("type_system", String(255), nullable=True),  # Identifier.type, for :of-type
     Column("type_code", String(100), nullable=True),
-    Index("ix_fhir_idx_token_system_code", "resource_type", "param", "system", "code"),
+    # The resource's lastUpdated, written with the row (index rows are rewritten with every
+    # version): a search on one system|code reads its page in the default order (lastUpdated,
+    # id) from ix_fhir_idx_token_system_code_updated instead of sorting every match (migration
+    # 0007_tokenorder, decision 0039).
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Index(
+        "ix_fhir_idx_token_system_code_updated",
+        "resource_type",
+        "param",
+        "system",
+        "code",
+        "last_updated",
+        "resource_id",
+    ),
     Index("ix_fhir_idx_token_code", "resource_type", "param", "code"),
     Index("ix_fhir_idx_token_owner", "resource_type", "resource_id"),
 )

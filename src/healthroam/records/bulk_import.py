@@ -44,7 +44,7 @@ from sqlalchemy import Connection, insert, select, tuple_
 from healthroam.db.engine import Database
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
 from healthroam.db.statistics import refresh_statistics
-from healthroam.db.tables_records import INDEX_TABLES, STORE_TABLES
+from healthroam.db.tables_records import INDEX_TABLES, STORE_TABLES, fhir_idx_token
 from healthroam.errors import HealthroamError
 from healthroam.records.bulk_prepare import (
     LineError,
@@ -62,8 +62,12 @@ from healthroam.security.service import AuditTrail, Clock, utcnow
 MAX_ERRORS = 1000  # reported in full up to this many; counted beyond
 PIECE = 250  # lines per task for the worker processes (a chunk is written as one)
 TABLES = {t.name: t for t in INDEX_TABLES}
+# Written by the write, not prepared by the workers: the token rows' lastUpdated (the chunk's
+# time, known only when it is written), always the last column.
+STAMPED = {fhir_idx_token.name: "last_updated"}
 COLUMNS: dict[str, tuple[str, ...]] = {
-    t.name: tuple(c.name for c in t.columns if c.name != "row_id") for t in INDEX_TABLES
+    t.name: tuple(c.name for c in t.columns if c.name != "row_id" and c.name != STAMPED.get(t.name))
+    for t in INDEX_TABLES
 }
 __all__ = ["BulkImporter", "ImportReport", "LineError"]
 
@@ -337,6 +341,10 @@ class BulkImporter:
             ]  # fmt: skip
             for name, columns in COLUMNS.items():
                 block = "".join(str(line.index.get(name, "")) for line in lines)
+                if block and name in STAMPED:
+                    # A raw newline only ever ends a row in COPY text (a value's are escaped).
+                    block = block.replace("\n", f"\t{stamp}\n")
+                    columns = (*columns, STAMPED[name])
                 if block:
                     blocks.append((name, columns, block))
             with raw.cursor() as cursor:
@@ -374,8 +382,9 @@ class BulkImporter:
             ],
         )
         for name, columns in COLUMNS.items():
+            stamped = {STAMPED[name]: now} if name in STAMPED else {}
             rows = [
-                dict(zip(columns, values, strict=True))
+                dict(zip(columns, values, strict=True)) | stamped
                 for line in lines
                 for values in line.index.get(name, ())
                 if not isinstance(values, str)

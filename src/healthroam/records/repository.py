@@ -134,7 +134,8 @@ def _float(value: Decimal | None) -> float | None:
 def index_rows(
     resource_type: str, resource_id: str, resource: dict[str, Any]
 ) -> dict[Table, list[dict[str, Any]]]:
-    """The index table rows of one resource, by table."""
+    """The index table rows of one resource, by table; the token rows' ``last_updated`` (the
+    resource's) is for the writer to add."""
     out: dict[Table, list[dict[str, Any]]] = {}
     owner = {"resource_type": resource_type, "resource_id": resource_id}
     for value in extract_index_values(resource):
@@ -333,6 +334,9 @@ class ResourceRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.postgres = conn.dialect.name == "postgresql"
+        # The last search condition made, and the same without its one code clause, for a
+        # page read from the token rows (:meth:`_token_page`).
+        self._without_code: tuple[ColumnElement[bool], ColumnElement[bool]] | None = None
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -394,7 +398,7 @@ class ResourceRepository:
                 deferred.created(
                     (rtype, rid),
                     version_row,
-                    self._index_batches([(rtype, rid, content)]),
+                    self._index_batches([(rtype, rid, content)], now),
                     Snapshot(False, institution_code, version_row["content"], now),
                 )
         else:
@@ -402,7 +406,7 @@ class ResourceRepository:
                 [
                     (fhir_resources, current_rows),
                     (fhir_resource_versions, version_rows),
-                    *self._index_batches(resources),
+                    *self._index_batches(resources, now),
                 ]
             )
         return [
@@ -454,7 +458,7 @@ class ResourceRepository:
                     "method": method,
                     "content": body,
                 },
-                self._index_batches([(rtype, rid, content)]) if content is not None else [],
+                self._index_batches([(rtype, rid, content)], now) if content is not None else [],
                 Snapshot(content is None, current.institution_code, body, now),
             )
             return StoredResource(rtype, rid, version, now, body or {})
@@ -481,7 +485,9 @@ class ResourceRepository:
                     for table in INDEX_TABLES
                 ),
             ]
-            batches = self._index_batches([(rtype, rid, content)]) if content is not None else []
+            batches = (
+                self._index_batches([(rtype, rid, content)], now) if content is not None else []
+            )
             self._write(batches, before=before)
             return StoredResource(rtype, rid, version, now, body or {})
         self.conn.execute(
@@ -492,7 +498,7 @@ class ResourceRepository:
         self._version(rtype, rid, version, now, content is None, method, body)
         self.unindex(rtype, rid)
         if content is not None:
-            self.index_many([(rtype, rid, content)])
+            self.index_many([(rtype, rid, content)], now)
         return StoredResource(rtype, rid, version, now, body or {})
 
     def _version(
@@ -517,21 +523,29 @@ class ResourceRepository:
             )
         )
 
-    def index_many(self, resources: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
-        """Write the index rows of several resources, one multi-row insert per table."""
+    def index_many(
+        self, resources: Iterable[tuple[str, str, dict[str, Any]]], now: datetime
+    ) -> None:
+        """Write the index rows of several resources, one multi-row insert per table;
+        ``now``: their ``lastUpdated``."""
         deferred = deferred_on(self.conn) if self.postgres else None
         if deferred:  # rows deferred for the same keys go first (records/deferred.py)
             deferred.flush(self)
-        self._write(self._index_batches(resources))
+        self._write(self._index_batches(resources, now))
 
     @staticmethod
     def _index_batches(
         resources: Iterable[tuple[str, str, dict[str, Any]]],
+        now: datetime,
     ) -> list[tuple[Table, list[dict[str, Any]]]]:
+        """The index rows by table, token rows stamped with the resources' ``lastUpdated``."""
         by_table: dict[Table, list[dict[str, Any]]] = {}
         for rtype, rid, resource in resources:
             full = {**resource, "resourceType": rtype, "id": rid}
             for table, rows in index_rows(rtype, rid, full).items():
+                if table is fhir_idx_token:
+                    for row in rows:
+                        row["last_updated"] = now
                 by_table.setdefault(table, []).extend(rows)
         return list(by_table.items())
 
@@ -738,7 +752,13 @@ class ResourceRepository:
             conditions.append(compiler.clause(request.resource_type, r.id, clause, top=True))
         for code, matches in bounds.items():
             conditions.append(compiler.date_range(request.resource_type, r.id, code, matches))
-        return and_(*conditions)
+        condition = and_(*conditions)
+        if _page_token(request.clauses) is not None:
+            # The clause is then the join to the token rows itself: a second copy as EXISTS
+            # would let PostgreSQL (whose estimate for one code is often one row) drive from
+            # it and sort every match again.
+            self._without_code = (condition, and_(*conditions[:-1]))
+        return condition
 
     def count(self, condition: ColumnElement[bool]) -> int:
         return int(
@@ -780,17 +800,78 @@ class ResourceRepository:
         limit: int,
     ) -> Select[Any]:
         r = fhir_resources.c
+        driving = None if request.sort else _page_token(request.clauses)
+        if driving is not None and self._without_code and self._without_code[0] is condition:
+            return self._token_page(request, self._without_code[1], limit, *driving)
         query = query.where(condition)
         if request.cursor is not None:
             moment, rid = request.cursor
             query = query.where(
                 or_(r.last_updated > moment, and_(r.last_updated == moment, r.id > rid))
             )
+        if not request.sort and _short_window(request.clauses):
+            # Every match first, then the page: the matches of a short date window are few
+            # (they began in a bounded stretch of the date index), so PostgreSQL must not walk
+            # the store in last_updated order on a guess of how soon the page fills (its
+            # estimate of the window's rows is far too high; decision 0039). A materialised
+            # CTE is planned for all its rows, the page then sorted from them. (SQLite, whose
+            # planner does not make that walk, gets the plain CTE: MATERIALIZED needs 3.35.)
+            columns = [*query.selected_columns, r.last_updated]
+            found = query.with_only_columns(*columns).cte("window_matches")
+            if self.postgres:
+                found = found.prefix_with("MATERIALIZED")
+            return (
+                select(found.c.resource_type, found.c.id)
+                .order_by(found.c.last_updated, found.c.id)
+                .limit(limit)
+            )
         order: list[Any] = []
         for key in request.sort:
             order.append(_sort_expression(request.resource_type, key))
         order += [r.last_updated, r.id]
         return query.order_by(*order).limit(limit)
+
+    @staticmethod
+    def _token_page(
+        request: SearchRequest,
+        rest: ColumnElement[bool],
+        limit: int,
+        param: str,
+        value: str,
+    ) -> Select[Any]:
+        """The page's keys, in the default order, of a search on one system|code: read from
+        the code's token rows in ``ix_fhir_idx_token_system_code_updated`` order (lastUpdated,
+        resource id: the resource's, written with the row), each resource checked against the
+        rest of the condition (type, not deleted, the record gate), so the walk stops once the
+        page is full instead of sorting every match (decision 0039). ``DISTINCT``: a resource
+        may carry the code twice."""
+        r = fhir_resources.c
+        t = fhir_idx_token.alias("page_token")
+        conds = [
+            t.c.resource_type == request.resource_type,
+            t.c.param == param,
+            _token_columns(t.c.system, t.c.code, value),
+            rest,
+        ]
+        if request.cursor is not None:
+            moment, rid = request.cursor
+            conds += [
+                t.c.last_updated >= moment,
+                or_(t.c.last_updated > moment, t.c.resource_id > rid),
+            ]
+        joined = t.join(
+            fhir_resources, and_(r.resource_type == t.c.resource_type, r.id == t.c.resource_id)
+        )
+        page = (
+            select(t.c.resource_type, t.c.resource_id.label("id"), t.c.last_updated)
+            .distinct()
+            .select_from(joined)
+            .where(*conds)
+            .order_by(t.c.last_updated, t.c.resource_id)
+            .limit(limit)
+            .subquery("token_page")
+        )
+        return select(page.c.resource_type, page.c.id).order_by(page.c.last_updated, page.c.id)
 
     def cursor_of(self, key: Key) -> tuple[datetime, str] | None:
         row = self.current(*key)
@@ -1307,6 +1388,43 @@ def _date_bounds(clauses: Sequence[Clause]) -> tuple[list[Clause], dict[str, lis
     bounds = {code: found for code, found in candidates.items() if len(found) > 1}
     combined = {id(m) for found in bounds.values() for m in found}
     return [c for c in clauses if id(c) not in combined], bounds
+
+
+def _page_token(clauses: Sequence[Clause]) -> tuple[str, str] | None:
+    """(param, value) when the search is on one code of one system alone
+    (``code=system|code``, no modifier, one value): its page can be read in order from the
+    token rows (:meth:`ResourceRepository._token_page`). A code without its system (any
+    system) is not in one stretch of that index."""
+    if len(clauses) != 1:
+        return None
+    m = clauses[0]
+    if not isinstance(m, Match) or m.kind != "token" or m.modifier is not None:
+        return None
+    if len(m.values) != 1:
+        return None
+    system, bar, code = m.values[0].partition("|")
+    if not (system and bar and code):
+        return None
+    return m.code, m.values[0]
+
+
+def _short_window(clauses: Sequence[Clause]) -> bool:
+    """Whether a date parameter is bounded on both sides (``ge``/``gt`` and ``lt``/``le``) to a
+    window no longer than ``SHORT_SPAN``: its matches are then sought from the date index
+    alone (:meth:`ResourceRepository._ordered`)."""
+    for matches in _date_bounds(clauses)[1].values():
+        floors: list[datetime] = []
+        ceilings: list[datetime] = []
+        for m in matches:
+            prefix, low, high = parse_date(m.values[0], m.code)
+            floor = _high_floor(prefix, low, high)
+            if floor is not None:
+                floors.append(floor)
+            elif prefix in ("lt", "le"):
+                ceilings.append(low if prefix == "lt" else high)
+        if floors and ceilings and min(ceilings) - max(floors) <= SHORT_SPAN:
+            return True
+    return False
 
 
 def _token_columns(system_col: Any, code_col: Any, value: str) -> ColumnElement[bool]:

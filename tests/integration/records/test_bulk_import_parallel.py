@@ -66,7 +66,8 @@ def _history(prefix: str) -> list[dict[str, Any]]:
 
 
 def _snapshot(platform: Platform, prefix: str) -> dict[str, Any]:
-    """Every row this prefix wrote, ids with the prefix removed, server stamps left out."""
+    """Every row this prefix wrote, ids with the prefix removed, server stamps left out (the
+    token rows' copy of the resource's lastUpdated as whether it is the same)."""
 
     def strip(value: Any) -> Any:
         return value.replace(prefix, "", 1) if isinstance(value, str) else value
@@ -84,13 +85,25 @@ def _snapshot(platform: Platform, prefix: str) -> dict[str, Any]:
                 ).replace(prefix, "")
                 for row in rows
             )
+        times = {
+            (row.resource_type, row.id): row.last_updated
+            for row in conn.execute(
+                select(fhir_resources).where(fhir_resources.c.id.like(f"{prefix}%"))
+            )
+        }
         for table in INDEX_TABLES:
             rows = conn.execute(
                 select(table).where(table.c.resource_id.like(f"{prefix}%"))
             ).mappings()
             out[table.name] = sorted(
                 json.dumps(
-                    {k: strip(v) for k, v in row.items() if k != "row_id"},
+                    {
+                        k: (v == times[(row["resource_type"], row["resource_id"])])
+                        if k == "last_updated"
+                        else strip(v)
+                        for k, v in row.items()
+                        if k != "row_id"
+                    },
                     sort_keys=True,
                     default=str,
                     ensure_ascii=False,
@@ -132,6 +145,7 @@ def test_worker_processes_store_exactly_what_the_importing_process_stores(
     for table, rows in a.items():
         assert rows == b[table], table
     assert len(a["fhir_idx_token"]) > 24
+    assert all('"last_updated": true' in row for row in a["fhir_idx_token"])
     assert len(a["fhir_idx_composite"]) >= 12
 
 
