@@ -83,7 +83,7 @@ def loader_run(province: Path, limit: int | None) -> dict[str, object]:
     for first in range(0, rows.num_rows, part):
         piece = rows.slice(first, part)
         started = time.process_time()
-        ids = [bulk.Ids(first + i, first + i, first + i) for i in range(1, piece.num_rows + 1)]
+        ids = [bulk.Ids(first + i, first + i) for i in range(1, piece.num_rows + 1)]
         prepared = bulk._prepare(bulk.Piece(piece, first, "POP", mapping, actor, 3, ids, stamp))
         cpu += time.process_time() - started
         for p in prepared:

@@ -191,11 +191,13 @@ def _unescape(value: str) -> str:
 
 class Ids(NamedTuple):
     """Primary keys reserved for one row (PostgreSQL: taken from the tables' sequences before
-    the row goes to a worker, so the worker renders finished COPY lines)."""
+    the row goes to a worker, so the worker renders finished COPY lines). The event's sequence
+    number is not among them: it is taken in the chunk's own transaction, as the matcher
+    takes it, so that the event log's order stays close to commit order for consumers who
+    read it by sequence number."""
 
     master: int
     source: int
-    event: int
 
 
 def _copy_lines(
@@ -211,8 +213,8 @@ def _copy_lines(
     ids: Ids,
     stamp: str,
 ) -> tuple[str, str, str, str]:
-    """COPY text lines of a new person: master, source record, blocking keys, event. Column
-    orders: see ``_COPY_COLUMNS``."""
+    """COPY text lines of a new person: master, source record, blocking keys, and the event
+    without its leading sequence number. Column orders: see ``_COPY_COLUMNS``."""
     name = golden.get("name") or golden.get("latin_name")
     master_id, source_id = str(ids.master), str(ids.source)
     master = "\t".join(
@@ -247,9 +249,7 @@ def _copy_lines(
     )
     tail = "\t" + source_id + "\n"
     key_lines = "".join([_field(k[:255]) + tail for k in keys])
-    event = f"{ids.event}\t{stamp}\tcreate\t{master_id}\t\\N\t{source_id}\t" + _event_tail(
-        source, actor
-    )
+    event = f"\t{stamp}\tcreate\t{master_id}\t\\N\t{source_id}\t" + _event_tail(source, actor)
     return master, record, key_lines, event
 
 
@@ -519,8 +519,8 @@ class BulkLoader:
             yield [p for piece in futures for p in piece], size
 
     def _reserve(self, count: int) -> list[Ids]:
-        """PostgreSQL: ids for ``count`` new persons from the three tables' sequences (the
-        rows that turn out not to be new leave gaps, as rolled-back inserts do)."""
+        """PostgreSQL: ids for ``count`` new persons from the master and source tables'
+        sequences (rows that turn out not to be new leave gaps, as rolled-back inserts do)."""
         with self.db.engine.connect() as conn:
             columns = [_allocate(conn, table, count) for table in _ID_TABLES]
             conn.commit()
@@ -680,21 +680,20 @@ class BulkLoader:
         """PostgreSQL: the rows' finished COPY lines, one COPY per table."""
         lines: tuple[list[str], ...] = ([], [], [], [])
         names: Counter[str] = Counter()
-        for p in rows:
+        seqs = [str(seq) for seq in _allocate(conn, mpi_events, len(rows))]
+        for p, seq in zip(rows, seqs, strict=True):
             assert p.copy is not None
-            for out, line in zip(lines, p.copy, strict=True):
-                out.append(line)
+            lines[0].append(p.copy[0])
+            lines[1].append(p.copy[1])
+            lines[2].append(p.copy[2])
+            lines[3].append(seq + p.copy[3])
             if p.name:
                 names[p.name] += 1
         tables = (master_persons, source_records, mpi_blocking_keys, mpi_events)
         for table, out in zip(tables, lines, strict=True):
             _copy(conn, table.name, "".join(out))
         recipient = _field(source) + "\t"
-        _copy(
-            conn,
-            "mpi_event_recipients",
-            "".join([recipient + line[: line.index("\t")] + "\n" for line in lines[3]]),
-        )
+        _copy(conn, "mpi_event_recipients", "".join([recipient + seq + "\n" for seq in seqs]))
         _add_name_counts(conn, names)
 
     def _insert_new(
@@ -785,7 +784,7 @@ class BulkLoader:
         _add_name_counts(conn, names)
 
 
-_ID_TABLES = (master_persons, source_records, mpi_events)
+_ID_TABLES = (master_persons, source_records)
 
 
 def _allocate(conn: Connection, table: Table, count: int) -> list[int]:
