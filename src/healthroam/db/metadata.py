@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Integer, MetaData
+from sqlalchemy import JSON, BigInteger, Integer, MetaData, String
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeEngine
 
 metadata = MetaData(
     naming_convention={
@@ -19,3 +20,11 @@ metadata = MetaData(
 Document = JSON().with_variant(JSONB(), "postgresql")
 # 64-bit autoincrement keys that SQLite also auto-increments (SQLite only does INTEGER PKs).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def key_text(length: int) -> TypeEngine[str]:
+    """A string compared byte by byte: identifiers and lookup keys, never shown in order to
+    people. On PostgreSQL it has the "C" collation, whatever the database's, so that its
+    indexes sort and compare with memcmp instead of the locale (index builds of a
+    10-million-person registry took about twice as long under the locale; decision 0041)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")

@@ -16,7 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from healthroam.db.metadata import BigId, Document, metadata
+from healthroam.db.metadata import BigId, Document, key_text, metadata
 
 # 主索引: one row per resident, never deleted; a merged-away row points at its survivor.
 master_persons = Table(
@@ -42,8 +42,8 @@ source_records = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("institution_code", String(64), ForeignKey("institutions.code"), nullable=False),
-    Column("id_system", String(200), nullable=False),
-    Column("local_id", String(200), nullable=False),
+    Column("id_system", key_text(200), nullable=False),
+    Column("local_id", key_text(200), nullable=False),
     Column("master_id", BigInteger, ForeignKey("master_persons.id"), nullable=False, index=True),
     Column("link_type", String(16), nullable=False),
     Column("data", Document, nullable=False),  # the record as sent (normalised by the source)
@@ -59,7 +59,7 @@ source_records = Table(
 mpi_blocking_keys = Table(
     "mpi_blocking_keys",
     metadata,
-    Column("key", String(255), primary_key=True),
+    Column("key", key_text(255), primary_key=True),
     Column(
         "source_id",
         BigInteger,

