@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import orjson
 import pyarrow as pa
 from sqlalchemy import Connection, Table, func, insert, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -303,13 +304,14 @@ def _prepare(piece: Piece) -> list[Prepared]:
     source, mapping, trust, stamp = piece.source, piece.mapping, piece.trust, piece.stamp
     stamp_text = stamp.isoformat()
     index_ids = new_master_index_ids(piece.rows.num_rows) if piece.ids is not None else []
+    today = date.today()  # once per piece, not per row
     result = []
     for offset, row in enumerate(piece.rows.to_pylist()):
         number = piece.first + offset + 1
         local_id = row.get(mapping.columns["local_id"])
         try:
             record = mapping.record(row, source)
-            normalized = normalize_record(record)
+            normalized = normalize_record(record, today=today)
         except HealthroamError as error:
             result.append(
                 Prepared(
@@ -320,8 +322,9 @@ def _prepare(piece: Piece) -> list[Prepared]:
         data = record_data(record)
         norm = to_json(normalized)
         keys = tuple(sorted(blocking_keys(normalized)))
-        data_json, normalized_json = _json(data), _json(norm)
-        digest = content_hash(data_json)
+        data_text = orjson.dumps(data)  # compact_json's text, hashed as the bytes it is
+        data_json, normalized_json = data_text.decode(), _json(norm)
+        digest = content_hash(data_text)
         name = (normalized.name or normalized.latin_name or "")[:200]
         copy = None
         if piece.ids is not None:
@@ -345,8 +348,17 @@ def _prepare(piece: Piece) -> list[Prepared]:
             )
         national_key = f"id:{normalized.national_id}" if normalized.national_id else ""
         if copy is not None:  # the documents travel once, inside the source record's line
-            prepared = Prepared(number, record.key.local_id, record.key.system, national_key, name)
-            result.append(prepared._replace(content_hash=digest, copy=copy))
+            result.append(
+                Prepared(
+                    number,
+                    record.key.local_id,
+                    record.key.system,
+                    national_key,
+                    name,
+                    content_hash=digest,
+                    copy=copy,
+                )
+            )
             continue
         result.append(
             Prepared(

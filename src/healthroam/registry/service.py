@@ -92,10 +92,11 @@ def _hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(compact_json(data, sort_keys=True).encode()).hexdigest()
 
 
-def content_hash(data_json: str) -> str:
-    """The content hash of ``record_data``'s compact JSON text (keys already sorted): the
-    same as ``_hash`` of the record without encoding it a second time."""
-    return hashlib.sha256(data_json.encode()).hexdigest()
+def content_hash(data_json: str | bytes) -> str:
+    """The content hash of ``record_data``'s compact JSON text (keys already sorted; as text
+    or as its UTF-8 bytes): the same as ``_hash`` of the record without encoding it again."""
+    raw = data_json.encode() if isinstance(data_json, str) else data_json
+    return hashlib.sha256(raw).hexdigest()
 
 
 def _golden_values(source: SourceRow) -> dict[str, Any]:
