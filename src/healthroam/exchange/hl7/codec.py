@@ -369,7 +369,7 @@ _HEADER_SEGMENTS = ("MSH", "BHS", "FHS")
 
 
 class Er7Message:
-    """A parsed message: its segments, each the list of its fields' raw (still escaped) texts,
+    """A parsed message: ``field_texts``, per segment the list of its fields' raw (escaped) texts,
     numbered as python-hl7 numbers them (``fields[0]`` is the segment id; in MSH ``fields[1]``
     is MSH-1, the field separator, and ``fields[2]`` MSH-2, the encoding characters).
 
@@ -380,11 +380,11 @@ class Er7Message:
     the python-hl7 ``hl7.Message`` of the same text, parsed on first use.
     """
 
-    __slots__ = ("_hl7", "segments", "text")
+    __slots__ = ("_hl7", "field_texts", "text")
 
-    def __init__(self, text: str, segments: list[list[str]]) -> None:
+    def __init__(self, text: str, field_texts: list[list[str]]) -> None:
         self.text = text
-        self.segments = segments
+        self.field_texts = field_texts  # per segment (python-hl7's ``segments`` is a method)
         self._hl7: Any = None
 
     @property
@@ -403,7 +403,7 @@ class Er7Message:
         return iter(self.hl7)
 
     def __len__(self) -> int:
-        return len(self.segments)
+        return len(self.field_texts)
 
     def __getitem__(self, key: Any) -> Any:
         return self.hl7[key]

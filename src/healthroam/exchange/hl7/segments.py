@@ -191,8 +191,8 @@ class Message:
     def __init__(self, parsed: Any) -> None:
         """``parsed``: the parser's :class:`~healthroam.exchange.hl7.codec.Er7Message`, or a
         python-hl7 ``hl7.Message`` (its fields read back as text)."""
-        fields: list[list[str]] = getattr(parsed, "segments", None) or []
-        if not isinstance(fields, list):  # python-hl7's ``segments`` is a method
+        fields: list[list[str]] | None = getattr(parsed, "field_texts", None)
+        if fields is None:
             fields = [[str(f) for f in segment] for segment in parsed]
         msh = next((f for f in fields if f[0] == "MSH"), None)
         if msh is None:
