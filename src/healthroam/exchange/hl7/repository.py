@@ -9,14 +9,11 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Integer,
-    Text,
     bindparam,
-    column,
     delete,
     insert,
     null,
     select,
-    text,
     tuple_,
     union_all,
     update,
@@ -234,7 +231,7 @@ _CURRENT_MANY = _CURRENT.where(
     tuple_(_r.resource_type, _r.id).in_(bindparam("keys", expanding=True))
 )
 # current_many and identified_many together: one UNION ALL (key rows carry no system/code).
-_KEYED_COLUMNS = select(
+_KEYED_PART = select(
     _r.resource_type,
     _r.id,
     _r.deleted,
@@ -244,52 +241,31 @@ _KEYED_COLUMNS = select(
     null().label("system"),
     null().label("code"),
     null().label("last_updated"),
-)
-_IDENTIFIED_COLUMNS = select(
-    _r.resource_type,
-    _r.id,
-    _r.deleted,
-    _r.institution_code,
-    _r.content,
-    null().label("master_index_id"),
-    _t.system,
-    _t.code,
-    _r.last_updated,
-).select_from(
-    fhir_resources.join(
-        fhir_idx_token, (_t.resource_type == _r.resource_type) & (_t.resource_id == _r.id)
+).where(tuple_(_r.resource_type, _r.id).in_(bindparam("keys", expanding=True)))
+_IDENTIFIED_PART = (
+    select(
+        _r.resource_type,
+        _r.id,
+        _r.deleted,
+        _r.institution_code,
+        _r.content,
+        null().label("master_index_id"),
+        _t.system,
+        _t.code,
+        _r.last_updated,
     )
-)
-_KEYED_AND_IDENTIFIED = union_all(
-    _KEYED_COLUMNS.where(tuple_(_r.resource_type, _r.id).in_(bindparam("keys", expanding=True))),
-    _IDENTIFIED_COLUMNS.where(
+    .select_from(
+        fhir_resources.join(
+            fhir_idx_token, (_t.resource_type == _r.resource_type) & (_t.resource_id == _r.id)
+        )
+    )
+    .where(
         _t.param == "identifier",
         tuple_(_t.resource_type, _t.system, _t.code).in_(bindparam("identifiers", expanding=True)),
         _r.deleted.is_(False),
-    ),
+    )
 )
-# The same on PostgreSQL with the keys and identifiers as arrays: one statement text whatever
-# their number (an expanding IN is a new text for each count: compiled again by SQLAlchemy,
-# parsed again by PostgreSQL, never prepared by psycopg).
-_KEYED_AND_IDENTIFIED_ARRAYS = union_all(
-    _KEYED_COLUMNS.where(
-        tuple_(_r.resource_type, _r.id).in_(
-            text(
-                "SELECT * FROM unnest(CAST(:key_types AS text[]), CAST(:key_ids AS text[]))"
-            ).columns(column("rtype", Text), column("rid", Text))
-        )
-    ),
-    _IDENTIFIED_COLUMNS.where(
-        _t.param == "identifier",
-        tuple_(_t.resource_type, _t.system, _t.code).in_(
-            text(
-                "SELECT * FROM unnest(CAST(:id_types AS text[]), CAST(:id_systems AS text[]), "
-                "CAST(:id_values AS text[]))"
-            ).columns(column("rtype", Text), column("system", Text), column("value", Text))
-        ),
-        _r.deleted.is_(False),
-    ),
-)
+_KEYED_AND_IDENTIFIED = union_all(_KEYED_PART, _IDENTIFIED_PART)
 _BY_IDENTIFIER = (
     select(_r.id, _r.deleted, _r.institution_code, _r.content)
     .select_from(
@@ -375,11 +351,11 @@ class LookupRepository:
         hits: dict[tuple[str, str, str], list[tuple[Any, str, CurrentRow]]] = {
             key: [] for key in identifiers
         }
-        query, params = self._keyed_and_identified(keys, identifiers)
+        params = {"keys": sorted(keys), "identifiers": sorted(identifiers)}
         deferred = deferred_on(self.conn)
         if deferred:  # the index rows written in this block are not stored yet: merged below
             with deferred.bypass():
-                rows = self.conn.execute(query, params).all()
+                rows = self.conn.execute(_KEYED_AND_IDENTIFIED, params).all()
             unsure, pending = deferred.identified(identifiers)
             rows = [r for r in rows if r.system is None or (r.resource_type, r.id) not in unsure]
             for wanted, found in pending.items():
@@ -388,7 +364,7 @@ class LookupRepository:
                         row = CurrentRow(False, snap.institution_code, snap.content)
                         hits[wanted].append((snap.last_updated, rid, row))
         else:
-            rows = self.conn.execute(query, params).all()
+            rows = self.conn.execute(_KEYED_AND_IDENTIFIED, params).all()
         for r in rows:
             if r.system is None:
                 current[(r.resource_type, r.id)] = CurrentRow(
@@ -406,20 +382,6 @@ class LookupRepository:
             for key, found in hits.items()
         }
         return current, identified
-
-    def _keyed_and_identified(
-        self, keys: set[tuple[str, str]], identifiers: set[tuple[str, str, str]]
-    ) -> tuple[Any, dict[str, Any]]:
-        if self.conn.dialect.name != "postgresql":
-            return _KEYED_AND_IDENTIFIED, {"keys": sorted(keys), "identifiers": sorted(identifiers)}
-        ordered, wanted = sorted(keys), sorted(identifiers)
-        return _KEYED_AND_IDENTIFIED_ARRAYS, {
-            "key_types": [k[0] for k in ordered],
-            "key_ids": [k[1] for k in ordered],
-            "id_types": [i[0] for i in wanted],
-            "id_systems": [i[1] for i in wanted],
-            "id_values": [i[2] for i in wanted],
-        }
 
     def by_identifier(
         self, resource_type: str, system: str, value: str, limit: int = 5
