@@ -212,3 +212,73 @@ def test_fast_parse_matches_python_hl7_on_random_text(tail: str) -> None:
             parse_er7(text)
         return
     assert parse_er7(text) == reference
+
+
+def _python_hl7_fields(text: str) -> list[list[str]]:
+    return [[str(field) for field in segment] for segment in hl7.parse(text)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        oru("S1"),
+        oru("S2", delimiters="#$*%@", values=("a%F%b", "c$d@e")),
+        oru("S3", values=("x~y^z&w", "")),
+        "MSH|^~\\&|A|B|||||ADT^A04|1|P|2.5\rPID|||1~2~3||a^b&c^d~e\r\rZZZ\r",
+        "MSH|^~\\&\rPID",
+        "MSH|^~\\&|A\rBHS|^~\\&|B\rFHS\rMSH^x\rPID|1|\\F\\|\\X41\\|\\.br\\||\r",
+        "  MSH|^~\\&|A|B||||||||||||||GB 18030-2000\rPID|||1||王^小明\r\n",
+        "MSH|^~\\&|A\rAB^C\rPID\\x\rOBX|1|ST|||",
+    ],
+)
+def test_split_gives_python_hl7s_field_texts(text: str) -> None:
+    from healthroam.exchange.hl7.codec import split_er7
+
+    assert split_er7(text) == _python_hl7_fields(text)
+
+
+@given(
+    st.text(alphabet="AB|^~\\&\r12", max_size=80),
+    st.sampled_from(["|^~\\&", "|^~\\&|", "#$*%@#", "|^~\\&|A|B|||||ADT^A04|1|P|2.5\r"]),
+)
+def test_split_matches_python_hl7_on_random_text(tail: str, head: str) -> None:
+    """Five distinct delimiters (what decode lets through), then anything."""
+    from healthroam.exchange.hl7.codec import split_er7
+
+    text = "MSH" + head + tail
+    try:
+        reference = _python_hl7_fields(text)
+    except Exception:
+        with pytest.raises((ValueError, IndexError)):
+            split_er7(text)
+        return
+    assert split_er7(text) == reference
+
+
+def test_parse_gives_field_texts_and_python_hl7_on_request() -> None:
+    text = oru("P9", delimiters="#$*%@", values=("a%F%b", "c$d@e"))
+    message = parse(decode(text.encode(), "UTF-8"))
+    assert message.field_texts == _python_hl7_fields(text.strip("\r"))
+    assert len(message) == len(message.field_texts)
+    # what a python-hl7 handler asks is answered by python-hl7's message of the same text
+    assert message.hl7 == hl7.parse(text.strip("\r"))
+    assert str(message.segment("PID")(5)(1)(2)) == "阿妹"
+    assert [str(s[0]) for s in message] == [f[0] for f in message.field_texts]
+    assert [str(s[0]) for s in message.segments("OBX")] == ["OBX", "OBX"]
+    assert str(message) == str(hl7.parse(text.strip("\r")))
+
+
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        ("MSH|^~\\&|A|B|||||ADT^A04|1|P|2.5\rpid|1", "segment 2 has no valid segment id"),
+        ("MSH|^~\\&|A|B|||||ADT^A04|1|P|2.5\rPI", "segment 2 has no valid segment id"),
+        ("MSH|^~\\&|A|B|||||ADT^A04|1|P|2.5\rP1D^|1", "segment 2 has no valid segment id"),
+    ],
+)
+def test_segments_without_a_valid_id_are_refused(text: str, detail: str) -> None:
+    with pytest.raises(Hl7Problem) as caught:
+        parse(decode(text.encode(), "UTF-8"))
+    assert caught.value.detail == detail
+    assert caught.value.error_code == ErrorCode.SEGMENT_SEQUENCE
+    assert caught.value.ack == AckCode.REJECT

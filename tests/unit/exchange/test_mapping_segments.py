@@ -5,6 +5,7 @@ from __future__ import annotations
 import hl7
 import pytest
 
+from healthroam.exchange.hl7.codec import Er7Message, split_er7
 from healthroam.exchange.hl7.contract import ErrorCode, Hl7Problem, Location
 from healthroam.exchange.hl7.segments import (
     Message,
@@ -52,8 +53,16 @@ def test_unescape(raw: str, text: str) -> None:
 
 
 def test_separators_come_from_msh() -> None:
-    parsed = hl7.parse("MSH|^~\\&|A\rPID|1||x")
-    assert Separators.of(parsed) == Separators("|", "^", "~", "\\", "&")
+    text = "MSH|^~\\&|A\rPID|1||x"
+    assert Separators.of(split_er7(text)[0]) == Separators("|", "^", "~", "\\", "&")
+    assert Message(hl7.parse(text)).sep == Message(Er7Message(text, split_er7(text))).sep
+
+
+def test_a_field_read_twice_is_split_once() -> None:
+    pid = message("PID|1||123^^^H001^MR~ID9").require("PID")
+    assert pid.reps(3) is pid.reps(3)
+    assert pid.value(3, 4) == "H001"
+    assert pid.value(3, rep=1) == "ID9"
 
 
 def test_repetitions_components_subcomponents_whatever_python_hl7_nested() -> None:

@@ -3,9 +3,11 @@
 The bytes of a message are decoded in three steps: MSH-18 is read from the raw bytes (the MSH
 segment is ASCII in every character set this gateway accepts), the whole message is decoded
 with that character set, and the header is read again from the decoded text to check it says
-the same. Parsing into segments, fields, repetitions and components is python-hl7's, with the
-delimiters the message declares in MSH-1 and MSH-2. ACKs are built here, in the message's
-delimiters, version and character set.
+the same. Parsing splits the text once into segments and their fields' raw texts (the texts
+python-hl7 would give, with the delimiters the message declares in MSH-1 and MSH-2); a field is
+split into repetitions, components and subcomponents, and unescaped, when a handler reads it
+(healthroam.exchange.hl7.segments). ACKs are built here, in the message's delimiters, version
+and character set.
 """
 
 from __future__ import annotations
@@ -362,27 +364,106 @@ def parse_er7(text: str) -> Any:
     return _split(text, plans, 0)
 
 
-def parse(decoded: Decoded) -> Any:
-    """The python-hl7 ``hl7.Message`` of a decoded message."""
+_SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
+_HEADER_SEGMENTS = ("MSH", "BHS", "FHS")
+
+
+class Er7Message:
+    """A parsed message: ``field_texts``, per segment the list of its fields' raw (escaped) texts,
+    numbered as python-hl7 numbers them (``fields[0]`` is the segment id; in MSH ``fields[1]``
+    is MSH-1, the field separator, and ``fields[2]`` MSH-2, the encoding characters).
+
+    The gateway's own handlers read fields from these lists (healthroam.exchange.hl7.segments
+    splits a field into repetitions, components and subcomponents when it is read, with the
+    message's separators). A handler written against python-hl7 (``message.segment("PID")``,
+    ``message.unescape(...)``) still works: anything else asked of this object is answered by
+    the python-hl7 ``hl7.Message`` of the same text, parsed on first use.
+    """
+
+    __slots__ = ("_hl7", "field_texts", "text")
+
+    def __init__(self, text: str, field_texts: list[list[str]]) -> None:
+        self.text = text
+        self.field_texts = field_texts  # per segment (python-hl7's ``segments`` is a method)
+        self._hl7: Any = None
+
+    @property
+    def hl7(self) -> Any:
+        """The python-hl7 ``hl7.Message`` of the same text (parsed once, when first asked)."""
+        if self._hl7 is None:
+            self._hl7 = parse_er7(self.text)
+        return self._hl7
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.hl7, name)
+
+    def __iter__(self) -> Any:
+        return iter(self.hl7)
+
+    def __len__(self) -> int:
+        return len(self.field_texts)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.hl7[key]
+
+    def __call__(self, index: int) -> Any:
+        return self.hl7(index)
+
+    def __str__(self) -> str:
+        return str(self.hl7)
+
+
+def split_er7(text: str) -> list[list[str]]:
+    """The segments of ``text`` (MSH first, ``\\r``-separated) as lists of field texts, split
+    with the field separator MSH-1 declares: the texts python-hl7 gives as ``str(field)``
+    (the same rules, the MSH/BHS/FHS header fields included), without building its containers.
+    A segment holding no separator at all stays one field, as in python-hl7."""
+    text = text.strip()
+    if text[:3] not in _HEADER_SEGMENTS or len(text) < 5:
+        raise ValueError("a message starts with MSH, BHS or FHS and its separators")
+    field_sep = text[3]
+    end = text.find(field_sep, 4)
+    seps = text[4:end]  # python-hl7's reading of MSH-2 (MSH-2 without its last character
+    # when no field follows it: then the message is refused at its header anyway)
+    # python-hl7's separators: field, repetition, component, subcomponent (not the escape)
+    children = field_sep + (seps[1] if len(seps) > 1 else "~") + (seps[0] if seps else "^")
+    children += seps[3] if len(seps) > 3 else "&"
+    segments: list[list[str]] = []
+    for segment in text.split("\r"):
+        if segment[:3] in _HEADER_SEGMENTS and any(c in segment for c in children):
+            sep0 = segment[3]
+            stop = segment.find(sep0, 4)
+            head = [segment[:3], sep0, segment[4:stop]]
+            rest = segment[stop + 1 :]
+            segments.append(head + rest.split(field_sep) if rest else head)
+        else:
+            segments.append(segment.split(field_sep))
+    return segments
+
+
+def parse(decoded: Decoded) -> Er7Message:
+    """The decoded message's segments and fields (:class:`Er7Message`); refuses a segment
+    without a valid segment id."""
     try:
-        message = parse_er7(decoded.text)
-    except Exception:  # python-hl7 raises several types on malformed text
+        segments = split_er7(decoded.text)
+    except (ValueError, IndexError):
         raise Hl7Problem(
             "the message could not be split into segments and fields",
             location=Location("MSH"),
             error_code=ErrorCode.SEGMENT_SEQUENCE,
             ack=AckCode.REJECT,
         ) from None
-    for number, segment in enumerate(message, start=1):
-        name = str(segment[0]) if len(segment) else ""
-        if not re.fullmatch(r"[A-Z][A-Z0-9]{2}", name):
+    for number, fields in enumerate(segments, start=1):
+        if not _SEGMENT_ID.fullmatch(fields[0]):
             raise Hl7Problem(
                 f"segment {number} has no valid segment id",
                 location=Location("MSH"),
                 error_code=ErrorCode.SEGMENT_SEQUENCE,
                 ack=AckCode.REJECT,
             )
-    return message
+    return Er7Message(decoded.text, segments)
 
 
 # --- ACKs ----------------------------------------------------------------------------------

@@ -133,7 +133,9 @@ class Handled:
 
 
 class MessageHandler(Protocol):
-    """Applies one parsed message (a ``hl7.Message`` from python-hl7) inside the caller's open
+    """Applies one parsed message (a :class:`healthroam.exchange.hl7.codec.Er7Message`: its
+    segments' field texts, and python-hl7's ``hl7.Message`` API - ``segment()``,
+    ``segments()``, ``unescape()`` - on request, decision 0040) inside the caller's open
     transaction. Raises :class:`Hl7Problem` (or any HealthroamError) to refuse it; the transport
     then rolls the transaction back and answers AE/AR. Never commits."""
 

@@ -1,11 +1,12 @@
 """Typed reads of HL7 v2 segments: repetitions, components, escape sequences and datatypes.
 
-python-hl7 gives a segment as nested lists whose depth depends on which separators a field
-happened to contain. Here every field is read from its raw text and split with the message's
-own separators (MSH-1/MSH-2), so ``reps(3)`` is always repetitions -> components ->
-subcomponents, each leaf unescaped. The datatype readers (XPN, CX, XAD, XTN, TS/DTM, CE/CWE,
-XCN, EI) return small dataclasses; a value that breaks its datatype raises :class:`Hl7Problem`
-(DATA_TYPE_ERROR) naming the field, and a missing required one REQUIRED_FIELD_MISSING.
+The parser (healthroam.exchange.hl7.codec) gives a segment as the list of its fields' raw
+texts. Here every field is split when first read, with the message's own separators
+(MSH-1/MSH-2), so ``reps(3)`` is always repetitions -> components -> subcomponents, each leaf
+unescaped (kept per segment: handlers read the same field several times). The datatype
+readers (XPN, CX, XAD, XTN, TS/DTM, CE/CWE, XCN, EI) return small dataclasses; a value that
+breaks its datatype raises :class:`Hl7Problem` (DATA_TYPE_ERROR) naming the field, and a
+missing required one REQUIRED_FIELD_MISSING.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ class Separators:
     subcomponent: str = "&"
 
     @classmethod
-    def of(cls, message: Any) -> Separators:
-        """The separators a python-hl7 message was parsed with."""
-        msh = message.segment("MSH")
-        encoding = str(msh[2]) if len(msh) > 2 else "^~\\&"
+    def of(cls, msh: list[str]) -> Separators:
+        """The separators declared by an MSH segment's fields (MSH-1, MSH-2)."""
+        encoding = msh[2] if len(msh) > 2 else "^~\\&"
         chars = (encoding + "^~\\&"[len(encoding) :])[:4]
-        return cls(str(msh[1]), chars[0], chars[1], chars[2], chars[3])
+        return cls(msh[1], chars[0], chars[1], chars[2], chars[3])
 
 
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
@@ -90,23 +90,29 @@ def unescape(text: str, sep: Separators) -> str:
 class Segment:
     """One segment of a message: its id, its occurrence number and typed field access."""
 
-    def __init__(self, raw: Any, sequence: int, sep: Separators) -> None:
-        self.raw = raw
-        self.id = str(raw[0])
+    def __init__(self, fields: list[str], sequence: int, sep: Separators) -> None:
+        self.fields = fields  # raw texts; fields[0] is the segment id
+        self.id = fields[0]
         self.sequence = sequence
         self.sep = sep
+        self._reps: dict[int, list[Components]] = {}
 
     def at(self, field: int, component: int = 0) -> Location:
         return Location(self.id, self.sequence, field, component)
 
     def text(self, field: int) -> str:
         """The field's raw (still escaped) text, '' when absent."""
-        if field >= len(self.raw):
-            return ""
-        return str(self.raw[field])
+        return self.fields[field] if field < len(self.fields) else ""
 
     def reps(self, field: int) -> list[Components]:
-        """Repetitions -> components -> subcomponents, unescaped; [] when empty."""
+        """Repetitions -> components -> subcomponents, unescaped; [] when empty. The lists are
+        the segment's own (read again, a field is not split again): do not change them."""
+        found = self._reps.get(field)
+        if found is None:
+            found = self._reps[field] = self._split(field)
+        return found
+
+    def _split(self, field: int) -> list[Components]:
         raw = self.text(field)
         if raw == "":
             return []
@@ -183,14 +189,21 @@ class Message:
     """A parsed message as a list of :class:`Segment`, in order, numbered per segment id."""
 
     def __init__(self, parsed: Any) -> None:
-        self.parsed = parsed
-        self.sep = Separators.of(parsed)
+        """``parsed``: the parser's :class:`~healthroam.exchange.hl7.codec.Er7Message`, or a
+        python-hl7 ``hl7.Message`` (its fields read back as text)."""
+        fields: list[list[str]] | None = getattr(parsed, "field_texts", None)
+        if fields is None:
+            fields = [[str(f) for f in segment] for segment in parsed]
+        msh = next((f for f in fields if f[0] == "MSH"), None)
+        if msh is None:
+            raise KeyError("MSH")  # python-hl7's message.segment("MSH") raised it too
+        self.sep = Separators.of(msh)
         counts: dict[str, int] = {}
         self.segments: list[Segment] = []
-        for raw in parsed:
-            name = str(raw[0])
+        for segment in fields:
+            name = segment[0]
             counts[name] = counts.get(name, 0) + 1
-            self.segments.append(Segment(raw, counts[name], self.sep))
+            self.segments.append(Segment(segment, counts[name], self.sep))
 
     def first(self, segment_id: str) -> Segment | None:
         return next((s for s in self.segments if s.id == segment_id), None)

@@ -37,6 +37,7 @@ from healthroam.errors import (
 from healthroam.exchange.hl7.codec import (
     AckContent,
     Decoded,
+    Er7Message,
     Header,
     build_ack,
     check_header,
@@ -139,7 +140,7 @@ class Inbound:
 
     raw: bytes
     decoded: Decoded
-    message: Any  # hl7.Message
+    message: Er7Message
     received_at: datetime
     peer: str | None
 
