@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from healthroam.errors import InvalidInput
 from healthroam.registry import addresses, idnumber, linkage_prepare, names, normalize
-from healthroam.registry.bulk import Actor, Ids, _copy_lines, _field, _json_field
+from healthroam.registry.bulk import Actor, Ids, Prepared, Seen, _copy_lines, _field, _json_field
 from healthroam.registry.codec import compact_json
 from healthroam.registry.model import (
     Identifier,
@@ -368,3 +368,20 @@ def test_master_index_ids_in_bulk_are_fresh_and_well_formed() -> None:
     assert len(set(ids)) == len(ids) == 1000
     assert all(check_master_index_id(i) == i for i in ids)
     assert new_master_index_ids(0) == []
+
+
+def test_what_an_initial_load_has_seen_stays_out_of_the_garbage_collectors_walk() -> None:
+    rows = [Prepared(n, f"L{n}", "urn:sys", f"id:{n:018d}", "张三") for n in range(1, 1001)] + [
+        Prepared(2000, "L1", "urn:sys", "id:999", "张三")
+    ]  # a source key seen before
+    seen = Seen()
+    fast, slow = seen.split(rows)
+    assert [p.number for p in slow] == [2000]
+    assert len(fast) == 1000
+    # A full collection never walks an untracked container: 20 million hashes in a set cost
+    # about a second per collection.
+    assert not gc.is_tracked(seen.ids)
+    assert not gc.is_tracked(seen.sources)
+    again, waiting = seen.split([Prepared(3000, "L3000", "urn:sys", "id:000000000000000001", "")])
+    assert again == []
+    assert [p.number for p in waiting] == [3000]
