@@ -12,7 +12,9 @@ writes and the commit). Prints latencies (p50/p95/p99), throughput and peak memo
 The load also reports CPU seconds per 1,000 rows: the loader (main process and its worker
 processes) and PostgreSQL (the backends connected to the bench database, sampled from /proc,
 so only when the server runs on this machine). On a shared machine these are steadier than
-rows/s.
+rows/s. `rows_per_s_by_tenth` is the rows phase's rate over each tenth of the file (from the
+committed chunks; fewer entries when the file has fewer than ten chunks): a load that slows
+down as the registry grows shows it there.
 """
 
 from __future__ import annotations
@@ -76,6 +78,30 @@ class ServerCpu:
     @property
     def seconds(self) -> float | None:
         return round(sum(self.seen.values()), 1) if self.seen else None
+
+
+class RateMarks:
+    """When each committed chunk's rows were done: the rows phase's rate over each tenth of
+    the file, to see whether a load slows down as the registry grows."""
+
+    def __init__(self, started: float, rows: int) -> None:
+        self.started, self.rows = started, rows
+        self.marks: list[tuple[float, int]] = [(started, 0)]
+
+    def chunk(self, size: int) -> None:
+        self.marks.append((time.perf_counter(), self.marks[-1][1] + size))
+
+    def rows_phase_seconds(self) -> float:
+        return round(self.marks[-1][0] - self.started, 1)
+
+    def by_tenth(self) -> list[int]:
+        rates: list[int] = []
+        last_time, last_rows = self.marks[0]
+        for moment, done in self.marks[1:]:
+            if done >= self.rows * (len(rates) + 1) / 10 and moment > last_time:
+                rates.append(round((done - last_rows) / (moment - last_time)))
+                last_time, last_rows = moment, done
+        return rates
 
 
 def process_cpu() -> float:
@@ -160,12 +186,14 @@ def main() -> None:
         cpu = process_cpu()
         load_average = os.getloadavg()[0]
         started = time.perf_counter()
+        marks = RateMarks(started, rows)
         summary = BulkLoader(platform.db, platform.registry, workers=args.workers).load(
             population,
             source="POP",
             mapping=Mapping.load("population"),
             reject_file=args.work / "rejects.csv",
             initial=args.initial,
+            progress=marks.chunk,
         )
         elapsed = time.perf_counter() - started
         cpu = process_cpu() - cpu
@@ -183,6 +211,8 @@ def main() -> None:
                 round(server_cpu / rows * 1000, 3) if server_cpu is not None else None
             ),
             "load_average_1min": [round(load_average, 1), round(os.getloadavg()[0], 1)],
+            "rows_phase_s": marks.rows_phase_seconds(),
+            "rows_per_s_by_tenth": marks.by_tenth(),
             **summary.as_dict(),
         }
         if args.load_only:
