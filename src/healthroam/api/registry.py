@@ -150,8 +150,8 @@ async def split(master_index_id: str, request: Request, caller: Steward) -> JSON
 @router.get("/events")
 def events(request: Request, caller: EventReader) -> JSONResponse:
     """Changes to persons whose records the caller's institution holds (agencies: all).
-    Poll with ?after=<last seq seen>."""
+    Poll with ?after=<next_after of the last answer> (the feed's position, decision 0044)."""
     after = _int(request.query_params.get("after"), "after", 0, 0, 2**62)
     limit = _int(request.query_params.get("limit"), "limit", 100, 1, 1000)
     items = platform_of(request).registry.events(caller, after, limit)
-    return JSONResponse({"events": items, "next_after": items[-1]["seq"] if items else after})
+    return JSONResponse({"events": items, "next_after": items[-1]["position"] if items else after})

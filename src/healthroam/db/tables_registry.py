@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from healthroam.db.metadata import BigId, Document, key_text, metadata
@@ -110,10 +111,15 @@ mpi_pair_decisions = Table(
 )
 
 # History and notification log: every link, unlink, merge, split, golden-record change.
+# ``seq`` is taken when the event is written, so concurrent transactions can commit their
+# events out of ``seq`` order; ``position`` is the feed's order, handed out after commit (or
+# by a bulk load inside its own transaction) under the lock of ``mpi_event_head``, so a reader
+# polling ``position > after`` never steps past an event that commits later (decision 0044).
 mpi_events = Table(
     "mpi_events",
     metadata,
     Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("position", BigInteger, nullable=True),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("event_type", String(32), nullable=False),
     Column("master_id", BigInteger, ForeignKey("master_persons.id"), nullable=False, index=True),
@@ -125,6 +131,22 @@ mpi_events = Table(
     Column("reason", Text, nullable=True),
     Column("institutions", Document, nullable=False),  # institutions holding affected records
     Column("detail", Document, nullable=True),
+    Index("ux_mpi_events_position", "position", unique=True),
+    Index(
+        "ix_mpi_events_unpositioned",
+        "seq",
+        postgresql_where=text("position IS NULL"),
+        sqlite_where=text("position IS NULL"),
+    ),
+)
+
+# One row: the last position handed out. Whoever hands out positions locks it until commit,
+# so positions become visible in the order they were given.
+mpi_event_head = Table(
+    "mpi_event_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("position", BigInteger, nullable=False),
 )
 
 # Who is told about an event: each institution holding a record of an affected person.

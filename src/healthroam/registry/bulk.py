@@ -40,6 +40,7 @@ from healthroam.errors import Conflict, HealthroamError
 from healthroam.registry import initial_load
 from healthroam.registry.blocking import blocking_keys
 from healthroam.registry.codec import compact_json, from_json, to_json
+from healthroam.registry.event_feed import take_positions
 from healthroam.registry.loader import (
     LoadSummary,
     Mapping,
@@ -226,7 +227,8 @@ def _copy_lines(
     stamp: str,
 ) -> tuple[str, str, str, str]:
     """COPY text lines of a new person: master, source record, blocking keys, and the event
-    without its leading sequence number. Column orders: see ``_COPY_COLUMNS``."""
+    without its leading sequence number and feed position. Column orders: see
+    ``_COPY_COLUMNS``."""
     name = golden.get("name") or golden.get("latin_name")
     master_id, source_id = str(ids.master), str(ids.source)
     master = "\t".join(
@@ -284,7 +286,7 @@ _COPY_COLUMNS = {
     "source_records": "id, institution_code, id_system, local_id, master_id, link_type, data, "
     "normalized, content_hash, fhir_patient_id, created_at, updated_at",
     "mpi_blocking_keys": "key, source_id",
-    "mpi_events": "seq, occurred_at, event_type, master_id, other_master_id, source_id, "
+    "mpi_events": "seq, position, occurred_at, event_type, master_id, other_master_id, source_id, "
     "actor_institution, actor_user, actor_client, reason, institutions, detail",
     "mpi_event_recipients": "institution_code, seq",
 }
@@ -709,12 +711,13 @@ class BulkLoader:
         lines: tuple[list[str], ...] = ([], [], [], [])
         names: Counter[str] = Counter()
         seqs = [str(seq) for seq in _allocate(conn, mpi_events, len(rows))]
-        for p, seq in zip(rows, seqs, strict=True):
+        first = take_positions(conn, len(rows))
+        for position, (p, seq) in enumerate(zip(rows, seqs, strict=True), start=first):
             assert p.copy is not None
             lines[0].append(p.copy[0])
             lines[1].append(p.copy[1])
             lines[2].append(p.copy[2])
-            lines[3].append(seq + p.copy[3])
+            lines[3].append(f"{seq}\t{position}{p.copy[3]}")
             if p.name:
                 names[p.name] += 1
         tables = (master_persons, source_records, mpi_blocking_keys, mpi_events)
@@ -738,14 +741,15 @@ class BulkLoader:
         master_ids = _allocate(conn, master_persons, len(rows))
         source_ids = _allocate(conn, source_records, len(rows))
         event_ids = _allocate(conn, mpi_events, len(rows))
+        first = take_positions(conn, len(rows))
         masters: list[dict[str, Any]] = []
         sources: list[dict[str, Any]] = []
         keys: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         recipients: list[dict[str, Any]] = []
         names: Counter[str] = Counter()
-        for p, master_id, source_id, seq in zip(
-            rows, master_ids, source_ids, event_ids, strict=True
+        for position, (p, master_id, source_id, seq) in enumerate(
+            zip(rows, master_ids, source_ids, event_ids, strict=True), start=first
         ):
             data, normalized = p.data, p.normalized
             values = golden_values(data, normalized)
@@ -785,6 +789,7 @@ class BulkLoader:
             events.append(
                 {
                     "seq": seq,
+                    "position": position,
                     "occurred_at": now,
                     "event_type": "create",
                     "master_id": master_id,

@@ -108,7 +108,8 @@ def defer(conn: Connection) -> list[str]:
             table, name = statement.split()[2], statement.split()[5]
             conn.exec_driver_sql(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
         else:
-            conn.exec_driver_sql(f"DROP INDEX {statement.split()[2]}")
+            words = statement.split()  # CREATE [UNIQUE] INDEX name ON ...
+            conn.exec_driver_sql(f"DROP INDEX {words[words.index('INDEX') + 1]}")
     return statements
 
 

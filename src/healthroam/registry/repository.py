@@ -35,6 +35,7 @@ from healthroam.db.tables_registry import (
     mpi_reviews,
     source_records,
 )
+from healthroam.registry import event_feed
 from healthroam.registry.model import SourceKey
 
 TOTAL = ""  # the mpi_name_counts row holding the number of named records
@@ -600,8 +601,17 @@ class RegistryRepository:
             self.conn.execute(insert(mpi_event_recipients), recipients)
         return seqs
 
+    def events_unpositioned(self) -> bool:
+        return event_feed.pending(self.conn)
+
+    def position_events(self, limit: int) -> int:
+        return event_feed.assign_positions(self.conn, limit)
+
     def events_for(self, institution: str | None, after: int, limit: int) -> list[Any]:
-        query = select(mpi_events).where(mpi_events.c.seq > after).order_by(mpi_events.c.seq)
+        """Events in feed order (``position``, decision 0044) after the position ``after``."""
+        query = (
+            select(mpi_events).where(mpi_events.c.position > after).order_by(mpi_events.c.position)
+        )
         if institution is not None:
             query = query.join(
                 mpi_event_recipients,

@@ -38,6 +38,7 @@ from healthroam.security.model import Principal
 from healthroam.security.service import AuditTrail, Clock, utcnow
 
 STEWARD_SCOPE = "MasterPerson"
+POSITION_BATCH = 10_000  # events given feed positions per transaction (decision 0044)
 
 
 @dataclass(frozen=True, slots=True)
@@ -844,6 +845,7 @@ class RegistryService:
             if principal.institution_code in self.steward_agencies
             else principal.institution_code
         )
+        self.position_events()
         with self.db.transaction(readonly=True) as conn:
             repo = RegistryRepository(conn)
             rows = repo.events_for(institution, after, limit)
@@ -851,6 +853,20 @@ class RegistryService:
                 {r.master_id for r in rows} | {r.other_master_id for r in rows if r.other_master_id}
             )
         return [self._event_json(r, masters) for r in rows]
+
+    def position_events(self) -> int:
+        """Hand feed positions to every committed event still without one (decision 0044);
+        how many. Each batch in its own short write transaction."""
+        with self.db.transaction(readonly=True) as conn:
+            if not RegistryRepository(conn).events_unpositioned():
+                return 0
+        total = 0
+        while True:
+            with self.db.transaction() as conn:
+                given = RegistryRepository(conn).position_events(POSITION_BATCH)
+            total += given
+            if given < POSITION_BATCH:
+                return total
 
     def reviews(
         self, principal: Principal, status: str | None, limit: int, after: int | None
@@ -898,6 +914,7 @@ class RegistryService:
         other = masters.get(row.other_master_id) if row.other_master_id else None
         return {
             "seq": row.seq,
+            "position": row.position,
             "type": row.event_type,
             "occurred_at": row.occurred_at.isoformat(),
             "master_index_id": masters[row.master_id].master_index_id,
