@@ -52,6 +52,12 @@ class PreconditionFailed(HealthroamError):
     status, code, title = 412, "conflict", "Precondition failed"
 
 
+class Unavailable(HealthroamError):
+    """The platform cannot take this request now; the same request later can succeed."""
+
+    status, code, title = 503, "transient", "Service unavailable"
+
+
 class OAuthError(HealthroamError):
     """An error at the token endpoint, carrying the RFC 6749 ``error`` code."""
 

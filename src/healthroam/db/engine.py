@@ -11,6 +11,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
+from healthroam.errors import Unavailable
+
+# The SQLSTATE of a write the initial load's guard refused (registry/initial_load.py).
+REFUSED_DURING_INITIAL_LOAD = "HRL01"
+
 # Pooled PostgreSQL connections older than this are replaced at checkout (firewalls and
 # server-side idle limits drop connections silently; a closed one is caught at checkout).
 POOL_RECYCLE_SECONDS = 1800
@@ -119,8 +124,16 @@ class Database:
         engine = (
             self.engine.execution_options(healthroam_readonly=True) if readonly else self.engine
         )
-        with engine.begin() as conn:
-            yield conn
+        try:
+            with engine.begin() as conn:
+                yield conn
+        except exc.DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) == REFUSED_DURING_INITIAL_LOAD:
+                raise Unavailable(
+                    "the registry's initial load is running: registry changes are refused "
+                    "until it has finished; retry later"
+                ) from None
+            raise
 
     def dispose(self) -> None:
         self.engine.dispose()

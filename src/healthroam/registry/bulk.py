@@ -570,6 +570,7 @@ class BulkLoader:
         good = [p for p in prepared if p.reject is None]
         with self.db.transaction() as conn:
             if seen is not None:
+                initial_load.as_loader(conn)
                 fast, slow = seen.split(good)
             else:
                 fast, slow = self._split(conn, source, good)

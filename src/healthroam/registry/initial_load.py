@@ -5,7 +5,8 @@ at once. Maintaining every index and foreign key row by row is then most of the 
 work: each foreign-key check locks the referenced row (a page write and a WAL record), and the
 blocking-key and master-index-ID indexes take their keys in random order. So an initial load:
 
-1. records, in its progress row, the statements that rebuild the registry tables' secondary
+1. refuses every other writer of the registry's tables until step 3 (``guard``), records, in
+   its progress row, the statements that rebuild the registry tables' secondary
    indexes, the blocking-key primary key, the master-index-ID unique constraint and every
    foreign key, then drops them (the id primary keys stay: they take appends; the source-key
    unique constraint is rebuilt like the others, and the load keeps source keys unique itself);
@@ -29,6 +30,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection, delete, func, insert, select, text
 
+from healthroam.db.engine import REFUSED_DURING_INITIAL_LOAD
 from healthroam.db.tables_registry import registry_load_deferred, source_records
 
 TABLES = (
@@ -50,6 +52,16 @@ KEPT = frozenset(
         "pk_mpi_event_recipients",
     }
 )
+
+
+# Tables whose dropped keys and indexes the load alone may write around: any other writer of
+# them (a FHIR Patient create, an HL7 registration, a steward's merge) is refused while the
+# load runs, by a statement-level trigger, so nothing it writes can break the rebuild (a
+# duplicate source key) or go unmatched (no blocking-key index). The refusal's SQLSTATE is
+# turned into "unavailable, retry later" by the database layer.
+GUARDED = ("master_persons", "source_records", "mpi_blocking_keys")
+_GUARD = "healthroam_initial_load_guard"
+_LOADER_SETTING = "healthroam.initial_load"
 
 
 class DeferredRow(Protocol):
@@ -100,8 +112,37 @@ def deferrable(conn: Connection) -> list[str]:
     ]
 
 
+def guard(conn: Connection) -> None:
+    """Refuse every other writer of the registry's tables until ``unguard`` (the transaction
+    that commits this is the load's start)."""
+    conn.exec_driver_sql(
+        f"CREATE OR REPLACE FUNCTION {_GUARD}() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN IF coalesce(current_setting('{_LOADER_SETTING}', true), '') <> 'on' THEN"
+        " RAISE EXCEPTION 'the registry''s initial load is running'"
+        f" USING ERRCODE = '{REFUSED_DURING_INITIAL_LOAD}'; END IF; RETURN NULL; END $$"
+    )
+    for table in GUARDED:
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER {_GUARD} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE"
+            f" ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {_GUARD}()"
+        )
+
+
+def unguard(conn: Connection) -> None:
+    for table in GUARDED:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_GUARD} ON {table}")
+    conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_GUARD}()")
+
+
+def as_loader(conn: Connection) -> None:
+    """This transaction is the initial load's own: the guard lets it write."""
+    conn.exec_driver_sql(f"SET LOCAL {_LOADER_SETTING} = 'on'")
+
+
 def defer(conn: Connection) -> list[str]:
-    """Drop the deferrable indexes and constraints; return the statements that rebuild them."""
+    """Refuse other writers (``guard``), drop the deferrable indexes and constraints; return
+    the statements that rebuild them."""
+    guard(conn)
     statements = deferrable(conn)
     for statement in reversed(statements):
         if statement.startswith("ALTER TABLE"):
@@ -116,6 +157,8 @@ def defer(conn: Connection) -> list[str]:
 def restore(conn: Connection, statements: Sequence[str]) -> None:
     """Rebuild what ``defer`` dropped: each index by one sort, each foreign key validated by
     one join (with the memory for it, in this transaction only)."""
+    # Other writers wait for this transaction's table locks, then find the guard gone.
+    unguard(conn)
     conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")
     conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
     for statement in statements:

@@ -8,10 +8,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from healthroam.bootstrap import Platform
 from healthroam.db.tables_registry import master_persons, source_records
+from healthroam.errors import Unavailable
 from healthroam.registry.loader import FeedLoader, LoadSummary, Mapping
 from healthroam.synth.writer import write_province
 
@@ -432,6 +433,9 @@ def _check_initial_load(
     if postgres:
         assert _catalog(platform) != catalog  # the deferred indexes are gone meanwhile
         assert waiting == 4  # the first chunk's repeated persons wait for the matcher
+        # Meanwhile every other writer of the registry is refused, as unavailable (retry).
+        with pytest.raises(Unavailable, match="initial load is running"):
+            _touch_masters(platform)
     else:
         assert waiting == 0  # SQLite: --initial is the ordinary bulk load
     from healthroam.registry.bulk import BulkLoader
@@ -445,6 +449,7 @@ def _check_initial_load(
     )
     assert stopped.rows == 120
     assert resumed.resumed_from == 120
+    _touch_masters(platform)  # the load has finished: others may write again
     assert _catalog(platform) == catalog  # every index and constraint is back, as defined
     assert _registry_snapshot(platform) == expected
     for name in ("rows", "new", "linked", "review", "rejected"):
@@ -454,6 +459,11 @@ def _check_initial_load(
         assert conn.execute(select(func.count()).select_from(registry_load_deferred)).scalar() == 0
     with (tmp_path / "bulk.csv").open() as a, (tmp_path / "initial.csv").open() as b:
         assert sorted(csv.reader(a)) == sorted(csv.reader(b))
+
+
+def _touch_masters(platform: Platform) -> None:
+    with platform.db.transaction() as conn:
+        conn.execute(update(master_persons).values(version=master_persons.c.version))
 
 
 def test_initial_load_refuses_a_registry_that_has_records(
@@ -481,3 +491,29 @@ def test_initial_load_refuses_a_registry_that_has_records(
     else:  # SQLite has no initial mode: the flag loads as the ordinary bulk path does
         summary = again()
         assert summary.linked >= 3
+
+
+def test_a_patient_registered_during_an_initial_load_is_told_to_retry(
+    platform: Platform, province: Any, http: Any
+) -> None:
+    from healthroam.registry import initial_load
+
+    from helpers import patient
+
+    if platform.db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no initial mode: nothing is dropped, nothing is refused")
+    headers = province.headers("system/Patient.cruds")
+    with platform.db.transaction() as conn:
+        rebuild = initial_load.defer(conn)
+    try:
+        refused = http.post("/fhir/Patient", json=patient("林芳", sequence=301), headers=headers)
+        assert refused.status_code == 503
+        outcome = refused.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["code"] == "transient"
+        assert "initial load" in outcome["issue"][0]["diagnostics"]
+    finally:
+        with platform.db.transaction() as conn:
+            initial_load.restore(conn, rebuild)
+    created = http.post("/fhir/Patient", json=patient("林芳", sequence=301), headers=headers)
+    assert created.status_code == 201, created.text
