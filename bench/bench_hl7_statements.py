@@ -168,6 +168,19 @@ def digest(url: str) -> dict[str, str]:
         "mpi_blocking_keys", "mpi_name_counts", "mpi_reviews", "mpi_events",
         "recognition_alerts", "care_relationships",
     ]  # fmt: skip
+    # Rows whose meaning is in generated keys: who is told of which event, and each
+    # person's events in sequence order.
+    queries = {name: f"SELECT * FROM {name}" for name in tables}
+    queries["mpi_event_recipients"] = (
+        "SELECT e.event_type, e.occurred_at IS NOT NULL, r.institution_code, s.institution_code,"
+        " s.local_id FROM mpi_event_recipients r JOIN mpi_events e ON e.seq = r.seq"
+        " LEFT JOIN source_records s ON s.id = e.source_id"
+    )
+    queries["mpi_events (order per person)"] = (
+        "SELECT min(s.local_id), string_agg(e.event_type, ',' ORDER BY e.seq)"
+        " FROM mpi_events e LEFT JOIN source_records s ON s.id = e.source_id"
+        " GROUP BY e.master_id"
+    )
     engine = create_engine(url)
     found: dict[str, str] = {}
     with engine.connect() as conn:
@@ -177,8 +190,8 @@ def digest(url: str) -> dict[str, str]:
         }
         pattern = re.compile("|".join(re.escape(v) for v in sorted(randoms, key=len)[::-1]))
         clock = re.compile(r"\|20\d{12}[+-]\d{4}\|\|ACK\^[A-Z0-9]*\^ACK\|[0-9A-F]{20}\|")
-        for name in tables:
-            result = conn.execute(text(f"SELECT * FROM {name}"))
+        for name, query in queries.items():
+            result = conn.execute(text(query))
             keep = [
                 i
                 for i, c in enumerate(result.keys())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -24,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from healthroam.db.raw import dbapi, is_postgres, sqlalchemy_errors
 from healthroam.db.schema import institutions
 from healthroam.db.tables_registry import (
     master_persons,
@@ -167,6 +169,67 @@ _NAME_COUNTS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class NewSource:
+    """A source record to insert (:meth:`RegistryRepository.add_person`)."""
+
+    key: SourceKey
+    link_type: str
+    data: dict[str, Any]
+    normalized: dict[str, Any]
+    content_hash: str
+    fhir_patient_id: str | None
+    now: datetime
+
+
+def _golden_columns(golden: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A master person's golden record and the columns PDQm searches on."""
+    return {
+        "golden": golden,
+        "name": golden.get("name") or golden.get("latin_name"),
+        "birth_date": golden.get("birth_date"),
+        "sex": golden.get("sex"),
+        "now": now,
+    }
+
+
+# A new person on PostgreSQL (add_person): ids first, then the rows in one pipeline.
+_PG_NEW_IDS = (
+    "SELECT nextval(pg_get_serial_sequence('master_persons', 'id')),"
+    " nextval(pg_get_serial_sequence('source_records', 'id')),"
+    " ARRAY(SELECT nextval(pg_get_serial_sequence('mpi_events', 'seq'))"
+    " FROM generate_series(1, %s))"
+)
+_PG_ADD_MASTER = (
+    "INSERT INTO master_persons (id, master_index_id, status, merged_into, golden, name,"
+    " birth_date, sex, version, created_at, updated_at)"
+    " VALUES (%s, %s, 'active', NULL, %s, %s, %s, %s, 1, %s, %s)"
+)
+_PG_ADD_SOURCE = (
+    "INSERT INTO source_records (id, institution_code, id_system, local_id, master_id,"
+    " link_type, data, normalized, content_hash, fhir_patient_id, created_at, updated_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_PG_ADD_KEYS = (
+    "INSERT INTO mpi_blocking_keys (key, source_id) SELECT k, %s FROM unnest(%s::text[]) AS k"
+)
+# One new named record: +1 on the total and on the name, the total first (count_name's order).
+_PG_COUNT_NAMES = (
+    "INSERT INTO mpi_name_counts (name, count)"
+    " SELECT n, 1 FROM unnest(%s::text[]) WITH ORDINALITY AS t(n, i) ORDER BY i"
+    " ON CONFLICT (name) DO UPDATE SET count = mpi_name_counts.count + 1"
+)
+_PG_ADD_EVENT = (
+    "INSERT INTO mpi_events (seq, occurred_at, event_type, master_id, other_master_id,"
+    " source_id, actor_institution, actor_user, actor_client, reason, institutions, detail)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_PG_ADD_RECIPIENTS = (
+    "INSERT INTO mpi_event_recipients (institution_code, seq)"
+    " SELECT * FROM unnest(%s::text[], %s::bigint[])"
+)
+
+
 class RegistryRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -231,17 +294,130 @@ class RegistryRepository:
         return {r.id: _master(r) for r in rows}
 
     def set_golden(self, master_id: int, golden: dict[str, Any], now: datetime) -> None:
-        self.conn.execute(
-            _SET_GOLDEN,
-            {
-                "master_id": master_id,
-                "golden": golden,
-                "name": golden.get("name") or golden.get("latin_name"),
-                "birth_date": golden.get("birth_date"),
-                "sex": golden.get("sex"),
-                "now": now,
-            },
-        )
+        self.conn.execute(_SET_GOLDEN, {"master_id": master_id, **_golden_columns(golden, now)})
+
+    def add_person(
+        self,
+        master_index_id: str,
+        source: NewSource,
+        keys: Iterable[str],
+        name: str | None,
+        golden_of: Callable[[int], dict[str, Any]],
+        events: Sequence[dict[str, Any]],
+    ) -> tuple[int, int]:
+        """A new master person with its one source record: :meth:`add_master`,
+        :meth:`add_source`, :meth:`set_keys`, :meth:`count_name` (when ``name``),
+        :meth:`set_golden` with ``golden_of(source_id)`` and :meth:`add_events` (each event's
+        ``master_id`` filled in, and its ``source_id`` where it has ``names_source``). Returns
+        (master id, source id).
+
+        On PostgreSQL the ids are drawn from the sequences first (one round trip) and the rows
+        are sent together in one pipeline over psycopg, the master already with its golden
+        record (version 1, as the insert and the update made it): two round trips instead of
+        eight statements. Same rows either way."""
+        now = source.now
+        if not is_postgres(self.conn):
+            master_id = self.add_master(master_index_id, now)
+            source_id = self.add_source(
+                source.key,
+                master_id,
+                source.link_type,
+                source.data,
+                source.normalized,
+                source.content_hash,
+                source.fhir_patient_id,
+                now,
+            )
+            self.set_keys(source_id, keys)
+            if name:
+                self.count_name(name, 1)
+            self.set_golden(master_id, golden_of(source_id), now)
+            self.add_events(
+                [
+                    {
+                        **e,
+                        "master_id": master_id,
+                        "source_id": source_id if e.get("names_source") else None,
+                    }
+                    for e in events
+                ]
+            )
+            return master_id, source_id
+        raw = dbapi(self.conn)
+        with sqlalchemy_errors("INSERT master person (pipelined)"):
+            cursor = raw.cursor()
+            row = cursor.execute(_PG_NEW_IDS, (len(events),)).fetchone()
+            assert row is not None
+            master_id, source_id, seqs = int(row[0]), int(row[1]), sorted(row[2])
+            golden = _golden_columns(golden_of(source_id), now)
+            told = [sorted(set(e.get("recipients") or ())) for e in events]
+            with raw.pipeline():
+                cursor.execute(
+                    _PG_ADD_MASTER,
+                    (
+                        master_id,
+                        master_index_id,
+                        Jsonb(golden["golden"]),
+                        golden["name"],
+                        golden["birth_date"],
+                        golden["sex"],
+                        now,
+                        now,
+                    ),
+                )
+                cursor.execute(
+                    _PG_ADD_SOURCE,
+                    (
+                        source_id,
+                        source.key.institution,
+                        source.key.system,
+                        source.key.local_id,
+                        master_id,
+                        source.link_type,
+                        Jsonb(source.data),
+                        Jsonb(source.normalized),
+                        source.content_hash,
+                        source.fhir_patient_id,
+                        now,
+                        now,
+                    ),
+                )
+                wanted = [k[:255] for k in sorted(set(keys))]
+                if wanted:
+                    cursor.execute(_PG_ADD_KEYS, (source_id, wanted))
+                if name:
+                    names = list(dict.fromkeys((TOTAL, name[:200])))
+                    cursor.execute(_PG_COUNT_NAMES, (names,))
+                if events:
+                    cursor.executemany(
+                        _PG_ADD_EVENT,
+                        [
+                            (
+                                seq,
+                                e["now"],
+                                e["event_type"],
+                                master_id,
+                                e.get("other_master_id"),
+                                source_id if e.get("names_source") else None,
+                                e.get("actor_institution"),
+                                e.get("actor_user"),
+                                e.get("actor_client"),
+                                e.get("reason"),
+                                Jsonb(codes),
+                                Jsonb(e["detail"]) if e.get("detail") is not None else None,
+                            )
+                            for seq, e, codes in zip(seqs, events, told, strict=True)
+                        ],
+                    )
+                recipients = [
+                    (c, seq) for seq, codes in zip(seqs, told, strict=True) for c in codes
+                ]
+                if recipients:
+                    cursor.execute(
+                        _PG_ADD_RECIPIENTS,
+                        ([c for c, _ in recipients], [seq for _, seq in recipients]),
+                    )
+        return master_id, source_id
 
     def set_status(
         self, master_id: int, status: str, merged_into: int | None, now: datetime

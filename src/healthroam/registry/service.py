@@ -30,7 +30,7 @@ from healthroam.registry.model import (
     new_master_index_id,
 )
 from healthroam.registry.normalize import normalize_record
-from healthroam.registry.repository import MasterRow, RegistryRepository, SourceRow
+from healthroam.registry.repository import MasterRow, NewSource, RegistryRepository, SourceRow
 from healthroam.registry.scoring import MatchModel, Score
 from healthroam.registry.survivorship import LinkedRecord, golden_record, trust_of
 from healthroam.security.audit import Action, AuditRecord
@@ -256,44 +256,60 @@ class RegistryService:
     ) -> Registration:
         """A new source record: linked to the best candidate's person, or a new person.
         A new person's only record is this one, so its golden record and the events' recipients
-        come from it without reading it back; both events are written in one insert."""
+        come from it without reading it back, and its rows are written together
+        (:meth:`RegistryRepository.add_person`: one pipeline on PostgreSQL)."""
         ranked = self._rank(repo, normalized, keys, exclude_source=None, exclude_master=None)
         target, outcome, weight = self._decide(normalized, ranked)
-        events: list[dict[str, Any]] = []
+        name = normalized.name or normalized.latin_name or None
+        link = {
+            "event_type": "link",
+            "now": now,
+            **self._actor(principal),
+            "detail": {"outcome": outcome.value, "weight": weight},
+        }
+        master_index_id: str | None
         if target is None:
-            master_index_id: str | None = new_master_index_id()
-            assert master_index_id is not None
-            master_id = repo.add_master(master_index_id, now)
-            events.append(
-                {
-                    "event_type": "create",
-                    "master_id": master_id,
-                    "now": now,
-                    **self._actor(principal),
-                    "recipients": [record.key.institution],
-                }
+            master_index_id = new_master_index_id()
+            new = NewSource(
+                record.key,
+                LinkType.AUTO.value,
+                data,
+                norm_json,
+                content_hash,
+                record.fhir_patient_id,
+                now,
+            )
+
+            def golden_of(source_id: int) -> dict[str, Any]:
+                row = SourceRow(
+                    source_id,
+                    record.key.institution,
+                    record.key.system,
+                    record.key.local_id,
+                    0,  # not read by survivorship
+                    new.link_type,
+                    data,
+                    norm_json,
+                    content_hash,
+                    record.fhir_patient_id,
+                    now,
+                )
+                return golden_of_sources([row], {row.institution: institution})
+
+            create = {
+                "event_type": "create",
+                "now": now,
+                **self._actor(principal),
+                "recipients": [record.key.institution],
+            }
+            link.update(recipients=[record.key.institution], names_source=True)
+            master_id, source_id = repo.add_person(
+                master_index_id, new, keys, name, golden_of, [create, link]
             )
         else:
             master_index_id, master_id = None, target
-        source_id = repo.add_source(
-            record.key,
-            master_id,
-            LinkType.AUTO.value,
-            data,
-            norm_json,
-            content_hash,
-            record.fhir_patient_id,
-            now,
-        )
-        repo.set_keys(source_id, keys)
-        if normalized.name or normalized.latin_name:
-            repo.count_name(normalized.name or normalized.latin_name or "", 1)
-        if target is None:
-            source = SourceRow(
-                source_id,
-                record.key.institution,
-                record.key.system,
-                record.key.local_id,
+            source_id = repo.add_source(
+                record.key,
                 master_id,
                 LinkType.AUTO.value,
                 data,
@@ -302,23 +318,11 @@ class RegistryService:
                 record.fhir_patient_id,
                 now,
             )
-            recipients = self._set_golden(
-                repo, master_id, [source], {source.institution: institution}, now
-            )
-        else:
-            recipients = self._refresh_golden(repo, master_id, now)
-        events.append(
-            {
-                "event_type": "link",
-                "master_id": master_id,
-                "now": now,
-                "source_id": source_id,
-                **self._actor(principal),
-                "recipients": recipients,
-                "detail": {"outcome": outcome.value, "weight": weight},
-            }
-        )
-        repo.add_events(events)
+            repo.set_keys(source_id, keys)
+            if name:
+                repo.count_name(name, 1)
+            link["recipients"] = self._refresh_golden(repo, master_id, now)
+            repo.add_events([{**link, "master_id": master_id, "source_id": source_id}])
         reviews = self._open_reviews(
             repo, source_id, master_id, ranked, normalized.national_id, now
         )
@@ -548,18 +552,7 @@ class RegistryService:
         now: datetime,
     ) -> list[str]:
         """Store the golden record of ``sources`` (all of the master's); their institutions."""
-        linked = [
-            LinkedRecord(
-                s.id,
-                s.institution,
-                trust_of(*kinds.get(s.institution, ("", None))),
-                s.updated_at,
-                _golden_values(s),
-                s.fhir_patient_id,
-            )
-            for s in sources
-        ]
-        repo.set_golden(master_id, golden_record(linked), now)
+        repo.set_golden(master_id, golden_of_sources(sources, kinds), now)
         return sorted({s.institution for s in sources})
 
     # --- stewardship ------------------------------------------------------------------------
@@ -1063,6 +1056,26 @@ class RegistryService:
             resource_id=mii,
             patient_ref=f"Patient/{mii}" if mii else None,
         )
+
+
+def golden_of_sources(
+    sources: Sequence[SourceRow], kinds: dict[str, tuple[str, int | None]]
+) -> dict[str, Any]:
+    """The golden record of a master person's source records (``kinds``: their institutions'
+    kind and level)."""
+    return golden_record(
+        [
+            LinkedRecord(
+                s.id,
+                s.institution,
+                trust_of(*kinds.get(s.institution, ("", None))),
+                s.updated_at,
+                _golden_values(s),
+                s.fhir_patient_id,
+            )
+            for s in sources
+        ]
+    )
 
 
 def today_utc() -> date:
