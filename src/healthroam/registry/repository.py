@@ -170,6 +170,25 @@ _NAME_COUNTS = {
 
 
 @dataclass(frozen=True, slots=True)
+class KnownPerson:
+    """A master person as read in the current transaction (the survivor of any merges) and
+    its source records (none when it is not active), so a later step of the same work (the
+    care gate after result recognition) need not read them again."""
+
+    master: MasterRow
+    sources: list[SourceRow]
+
+    @classmethod
+    def of(cls, repo: RegistryRepository, asked: MasterRow) -> KnownPerson:
+        master = repo.merged_into_chain(asked)
+        return cls(master, repo.sources_of([master.id]) if master.status == "active" else [])
+
+    @property
+    def fhir_patient_ids(self) -> list[str]:
+        return [s.fhir_patient_id for s in self.sources if s.fhir_patient_id]
+
+
+@dataclass(frozen=True, slots=True)
 class NewSource:
     """A source record to insert (:meth:`RegistryRepository.add_person`)."""
 

@@ -30,7 +30,13 @@ from healthroam.registry.model import (
     new_master_index_id,
 )
 from healthroam.registry.normalize import normalize_record
-from healthroam.registry.repository import MasterRow, NewSource, RegistryRepository, SourceRow
+from healthroam.registry.repository import (
+    KnownPerson,
+    MasterRow,
+    NewSource,
+    RegistryRepository,
+    SourceRow,
+)
 from healthroam.registry.scoring import MatchModel, Score
 from healthroam.registry.survivorship import LinkedRecord, golden_record, trust_of
 from healthroam.security.audit import Action, AuditRecord
@@ -800,18 +806,23 @@ class RegistryService:
 
     @staticmethod
     def _fhir_patients(repo: RegistryRepository, asked: MasterRow) -> tuple[str, list[str]]:
-        person = repo.merged_into_chain(asked)
-        sources = repo.sources_of([person.id]) if person.status == "active" else []
-        return person.master_index_id, [s.fhir_patient_id for s in sources if s.fhir_patient_id]
+        person = KnownPerson.of(repo, asked)
+        return person.master.master_index_id, person.fhir_patient_ids
 
     def fhir_patients_of_patient_in(
         self, conn: Connection, patient_id: str
     ) -> tuple[str, list[str]] | None:
         """:meth:`fhir_patients_in` of the person a stored FHIR Patient was registered as
         (None when it was not), in two queries where no merge is to be followed."""
+        found = self.person_of_patient_in(conn, patient_id)
+        return None if found is None else (found.master.master_index_id, found.fhir_patient_ids)
+
+    def person_of_patient_in(self, conn: Connection, patient_id: str) -> KnownPerson | None:
+        """The person (merges followed) a stored FHIR Patient was registered as, with the
+        source records read on the way (None when it was not registered)."""
         repo = RegistryRepository(conn)
         master = repo.master_of_fhir_patient(patient_id)
-        return None if master is None else self._fhir_patients(repo, master)
+        return None if master is None else KnownPerson.of(repo, master)
 
     def source_patient(self, patient_id: str) -> tuple[SourceRow, MasterRow] | None:
         with self.db.transaction(readonly=True) as conn:

@@ -39,7 +39,7 @@ from healthroam.exchange.care.model import (
 from healthroam.records.deferred import deferred_on
 from healthroam.records.repository import Key, VisibleCondition
 from healthroam.registry.model import check_master_index_id
-from healthroam.registry.repository import MasterRow, RegistryRepository, SourceRow
+from healthroam.registry.repository import KnownPerson, MasterRow, RegistryRepository, SourceRow
 
 ACTIVE_ENCOUNTER = frozenset({"arrived", "in-progress"})
 PRIVACY_SCOPE = "patient-privacy"
@@ -131,15 +131,22 @@ class CareRepository:
         field_name: str = "masterIndexId",
         *,
         predecessors: bool = True,
+        known: KnownPerson | None = None,
     ) -> PersonRecord:
         """``predecessors``: also the golden Patients of merged-away master persons (for reads
-        of the record; a check-in needs only the sources)."""
+        of the record; a check-in needs only the sources). ``known``: the person's master and
+        sources as already read in this transaction (result recognition's), used instead of
+        reading them again when it is the person asked for."""
         registry = RegistryRepository(self.conn)
-        asked = registry.master_by_index_id(check_master_index_id(master_index_id, field_name))
-        if asked is None:
-            raise NotFound("no person with this master index ID", expression=field_name)
-        current = registry.merged_into_chain(asked)
-        sources = registry.sources_of([current.id]) if current.status == "active" else []
+        mii = check_master_index_id(master_index_id, field_name)
+        if known is not None and known.master.master_index_id == mii:
+            current, sources = known.master, known.sources
+        else:
+            asked = registry.master_by_index_id(mii)
+            if asked is None:
+                raise NotFound("no person with this master index ID", expression=field_name)
+            current = registry.merged_into_chain(asked)
+            sources = registry.sources_of([current.id]) if current.status == "active" else []
         goldens = [current, *(registry.predecessors(current.id) if predecessors else [])]
         keys: list[Key] = [("Patient", s.fhir_patient_id) for s in sources if s.fhir_patient_id]
         keys += [("Patient", m.master_index_id) for m in goldens]

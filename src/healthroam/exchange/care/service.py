@@ -38,6 +38,7 @@ from healthroam.exchange.care.summary import SUMMARY_TYPES, build_summary
 from healthroam.exchange.recognition.service import ResultAccess
 from healthroam.records.repository import ResourceRepository
 from healthroam.records.service import RecordService, require
+from healthroam.registry.repository import KnownPerson
 from healthroam.security.access import (
     BREAK_GLASS_PURPOSE,
     AccessBasis,
@@ -281,17 +282,19 @@ class CareService:
         whole_record: bool = True,
         foreign_known: bool = False,
         record: bool = True,
+        known: KnownPerson | None = None,
     ) -> tuple[Grant, list[RecordKey]]:
         """Decide a read of the person's record; refuse with Forbidden (audited by the
         caller) or return the grant and the record's keys. ``whole_record`` False (plain FHIR
         reads and searches): only find out who wrote about the person, without listing the
         record (the keys returned are then empty); ``foreign_known``: another institution's
         resource is being read, so who else wrote does not matter. ``record`` False: an active
-        Encounter counts without being recorded as a relationship (no write)."""
+        Encounter counts without being recorded as a relationship (no write). ``known``: the
+        person's registry rows already read in this transaction (CareRepository.person)."""
         reason = check_break_glass_reason(break_glass_reason)
         now = self.clock()
         repo = CareRepository(conn)
-        person = repo.person(master_index_id)
+        person = repo.person(master_index_id, known=known)
         own = principal.institution_code
         care_provider = self._care_provider(conn, own)
         if whole_record:
@@ -354,14 +357,24 @@ class CareService:
         return grant, keys
 
     def visibility_in(
-        self, conn: Connection, principal: Principal, master_index_id: str
+        self,
+        conn: Connection,
+        principal: Principal,
+        master_index_id: str,
+        known: KnownPerson | None = None,
     ) -> Callable[[str | None], bool]:
         """Whose data about the person the caller may see now without breaking the glass
         (result recognition's look-ups and order alerts): every institution's with a care
-        relationship (and consent), otherwise only its own."""
+        relationship (and consent), otherwise only its own. ``known``: the person's registry
+        rows as recognition read them in this transaction (not read again)."""
         try:
             grant, _ = self.gate_in(
-                conn, principal, master_index_id, access="recent-results", break_glass_reason=None
+                conn,
+                principal,
+                master_index_id,
+                access="recent-results",
+                break_glass_reason=None,
+                known=known,
             )
         except Forbidden:
             own = principal.institution_code

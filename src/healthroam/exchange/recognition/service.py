@@ -43,6 +43,7 @@ from healthroam.records.repository import ResourceRepository
 from healthroam.records.results import patient_results
 from healthroam.records.service import Notice, require
 from healthroam.records.validation import ID_PATTERN
+from healthroam.registry.repository import KnownPerson
 from healthroam.registry.service import RegistryService
 from healthroam.security.access import check_break_glass_reason
 from healthroam.security.audit import Action, Outcome
@@ -61,10 +62,15 @@ COUNT_SCOPE_TYPE = "ResultRecognition"  # system/ResultRecognition.s reads the c
 class Person:
     patient_ids: list[str]  # every source Patient of the person
     audit_refs: list[str]  # Patient/<master index id> and Patient/<each source id>
+    # The registry's rows of the person as read here (handed to the care gate), if any.
+    known: KnownPerson | None = None
 
 
-# (connection, caller, master index id) -> may the caller see this institution's data?
-Visibility = Callable[[Connection, Principal, str], Callable[[str | None], bool]]
+# (connection, caller, master index id, the person's registry rows if already read in this
+# transaction) -> may the caller see this institution's data?
+Visibility = Callable[
+    [Connection, Principal, str, KnownPerson | None], Callable[[str | None], bool]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +183,12 @@ class RecognitionService:
         stored, _deleted = ResourceRepository(conn).read("Patient", patient_id)
         if stored is None:
             return None
-        found = self.registry.fhir_patients_of_patient_in(conn, patient_id)
+        found = self.registry.person_of_patient_in(conn, patient_id)
         if found is None:
             return Person([patient_id], [f"Patient/{patient_id}"])
-        mii, ids = found
-        ids = list(dict.fromkeys([patient_id, *ids]))
-        return Person(ids, [f"Patient/{mii}", *(f"Patient/{p}" for p in ids)])
+        mii = found.master.master_index_id
+        ids = list(dict.fromkeys([patient_id, *found.fhir_patient_ids]))
+        return Person(ids, [f"Patient/{mii}", *(f"Patient/{p}" for p in ids)], found)
 
     def _find(
         self,
@@ -203,7 +209,7 @@ class RecognitionService:
         rows = patient_results(conn, person.patient_ids, types, codes=self.table.codings_of(chosen))
         master = person.audit_refs[0].removeprefix("Patient/")
         if visible is None and self.visibility is not None and MASTER_INDEX_ID.match(master):
-            visible = self.visibility(conn, principal, master)
+            visible = self.visibility(conn, principal, master, person.known)
         if visible is not None:
             rows = [row for row in rows if visible(row.institution_code)]
         sites: dict[str | None, Site | None] = {}
