@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from healthroam.db.raw import dbapi, is_postgres, sqlalchemy_errors
-from healthroam.db.schema import institutions
+from healthroam.db.schema import fhir_resources, institutions
 from healthroam.db.tables_registry import (
     master_persons,
     mpi_blocking_keys,
@@ -149,6 +149,21 @@ _MASTER_OF_FHIR_PATIENT = (
     select(master_persons)
     .select_from(source_records.join(master_persons, _m.id == _s.master_id))
     .where(_s.fhir_patient_id == bindparam("patient_id"))
+    .limit(1)
+)
+# A stored, not deleted FHIR Patient and the master person of its source record (if any).
+_LIVE_PATIENT_AND_MASTER = (
+    select(fhir_resources.c.id.label("patient_id"), *master_persons.c)
+    .select_from(
+        fhir_resources.outerjoin(
+            source_records, _s.fhir_patient_id == fhir_resources.c.id
+        ).outerjoin(master_persons, _m.id == _s.master_id)
+    )
+    .where(
+        fhir_resources.c.resource_type == "Patient",
+        fhir_resources.c.id == bindparam("patient_id"),
+        fhir_resources.c.deleted.is_(False),
+    )
     .limit(1)
 )
 _CANDIDATE_IDS = (
@@ -493,6 +508,14 @@ class RegistryRepository:
         :meth:`source_by_fhir_id` and :meth:`master` in one join."""
         row = self.conn.execute(_MASTER_OF_FHIR_PATIENT, {"patient_id": patient_id}).first()
         return _master(row) if row else None
+
+    def master_of_live_patient(self, patient_id: str) -> tuple[bool, MasterRow | None]:
+        """Whether a FHIR Patient with this id is stored and not deleted, and
+        :meth:`master_of_fhir_patient`, in one query."""
+        row = self.conn.execute(_LIVE_PATIENT_AND_MASTER, {"patient_id": patient_id}).first()
+        if row is None:
+            return False, None
+        return True, _master(row) if row.id is not None else None
 
     def sources_of(self, master_ids: Iterable[int]) -> list[SourceRow]:
         rows = self.conn.execute(_SOURCES_OF, {"master_ids": sorted(set(master_ids))})

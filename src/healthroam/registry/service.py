@@ -817,6 +817,15 @@ class RegistryService:
         found = self.person_of_patient_in(conn, patient_id)
         return None if found is None else (found.master.master_index_id, found.fhir_patient_ids)
 
+    def person_of_live_patient_in(
+        self, conn: Connection, patient_id: str
+    ) -> tuple[bool, KnownPerson | None]:
+        """Whether a FHIR Patient with this id is stored and not deleted, and
+        :meth:`person_of_patient_in` (the existence and the master in one query)."""
+        repo = RegistryRepository(conn)
+        stored, master = repo.master_of_live_patient(patient_id)
+        return stored, None if master is None else KnownPerson.of(repo, master)
+
     def person_of_patient_in(self, conn: Connection, patient_id: str) -> KnownPerson | None:
         """The person (merges followed) a stored FHIR Patient was registered as, with the
         source records read on the way (None when it was not registered)."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -20,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from healthroam.db.raw import dbapi, is_postgres, sqlalchemy_errors
 from healthroam.db.schema import fhir_resources, institutions
 from healthroam.db.tables_exchange import hl7_messages, hl7_rejections, hl7_senders
 from healthroam.db.tables_records import fhir_idx_token
@@ -266,6 +268,38 @@ _IDENTIFIED_PART = (
     )
 )
 _KEYED_AND_IDENTIFIED = union_all(_KEYED_PART, _IDENTIFIED_PART)
+# The same on PostgreSQL, sent over psycopg (db/raw.py): the keys and identifiers as arrays,
+# one text whatever their number (so psycopg prepares it once per connection).
+_PG_KEYED_AND_IDENTIFIED = """\
+SELECT r.resource_type, r.id, r.deleted, r.institution_code, r.content,
+  (SELECT m.master_index_id FROM source_records s JOIN master_persons m ON m.id = s.master_id
+   WHERE s.fhir_patient_id = r.id AND r.resource_type = 'Patient' LIMIT 1),
+  NULL, NULL, NULL::timestamptz
+FROM fhir_resources r
+WHERE (r.resource_type, r.id) IN (SELECT * FROM unnest(%s::varchar[], %s::varchar[]))
+UNION ALL
+SELECT r.resource_type, r.id, r.deleted, r.institution_code, r.content, NULL,
+  t.system, t.code, r.last_updated
+FROM fhir_resources r
+JOIN fhir_idx_token t ON t.resource_type = r.resource_type AND t.resource_id = r.id
+WHERE t.param = 'identifier'
+  AND (t.resource_type, t.system, t.code)
+    IN (SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]))
+  AND r.deleted IS false"""
+
+
+class _LookupRow(NamedTuple):
+    resource_type: str
+    id: str
+    deleted: bool
+    institution_code: str | None
+    content: dict[str, Any] | None
+    master_index_id: str | None
+    system: str | None
+    code: str | None
+    last_updated: Any
+
+
 _BY_IDENTIFIER = (
     select(_r.id, _r.deleted, _r.institution_code, _r.content)
     .select_from(
@@ -321,11 +355,14 @@ class LookupRepository:
         id (:meth:`master_index_id`); absent keys are not in the result."""
         if not keys:
             return {}
-        if len(keys) == 1:
+        rows: Sequence[Any]
+        if is_postgres(self.conn):
+            rows = self._keyed_and_identified(keys, set())
+        elif len(keys) == 1:
             [(rtype, rid)] = keys
-            rows = self.conn.execute(_CURRENT_ONE, {"rtype": rtype, "rid": rid})
+            rows = self.conn.execute(_CURRENT_ONE, {"rtype": rtype, "rid": rid}).all()
         else:
-            rows = self.conn.execute(_CURRENT_MANY, {"keys": sorted(keys)})
+            rows = self.conn.execute(_CURRENT_MANY, {"keys": sorted(keys)}).all()
         return {
             (r.resource_type, r.id): CurrentRow(
                 bool(r.deleted),
@@ -351,11 +388,10 @@ class LookupRepository:
         hits: dict[tuple[str, str, str], list[tuple[Any, str, CurrentRow]]] = {
             key: [] for key in identifiers
         }
-        params = {"keys": sorted(keys), "identifiers": sorted(identifiers)}
         deferred = deferred_on(self.conn)
         if deferred:  # the index rows written in this block are not stored yet: merged below
             with deferred.bypass():
-                rows = self.conn.execute(_KEYED_AND_IDENTIFIED, params).all()
+                rows = self._keyed_and_identified(keys, identifiers)
             unsure, pending = deferred.identified(identifiers)
             rows = [r for r in rows if r.system is None or (r.resource_type, r.id) not in unsure]
             for wanted, found in pending.items():
@@ -364,7 +400,7 @@ class LookupRepository:
                         row = CurrentRow(False, snap.institution_code, snap.content)
                         hits[wanted].append((snap.last_updated, rid, row))
         else:
-            rows = self.conn.execute(_KEYED_AND_IDENTIFIED, params).all()
+            rows = self._keyed_and_identified(keys, identifiers)
         for r in rows:
             if r.system is None:
                 current[(r.resource_type, r.id)] = CurrentRow(
@@ -382,6 +418,29 @@ class LookupRepository:
             for key, found in hits.items()
         }
         return current, identified
+
+    def _keyed_and_identified(
+        self, keys: set[tuple[str, str]], identifiers: set[tuple[str, str, str]]
+    ) -> Sequence[Any]:
+        """The rows of ``_KEYED_AND_IDENTIFIED`` (on PostgreSQL through psycopg: it runs for
+        nearly every message, and SQLAlchemy's work per execution was most of its cost)."""
+        if not is_postgres(self.conn):
+            params = {"keys": sorted(keys), "identifiers": sorted(identifiers)}
+            return self.conn.execute(_KEYED_AND_IDENTIFIED, params).all()
+        ordered, wanted = sorted(keys), sorted(identifiers)
+        with sqlalchemy_errors("SELECT the message's look-ups"):
+            cursor = dbapi(self.conn).cursor()
+            cursor.execute(
+                _PG_KEYED_AND_IDENTIFIED,
+                (
+                    [k[0] for k in ordered],
+                    [k[1] for k in ordered],
+                    [i[0] for i in wanted],
+                    [i[1] for i in wanted],
+                    [i[2] for i in wanted],
+                ),
+            )
+            return [_LookupRow._make(row) for row in cursor.fetchall()]
 
     def by_identifier(
         self, resource_type: str, system: str, value: str, limit: int = 5

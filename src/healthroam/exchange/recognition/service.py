@@ -39,7 +39,6 @@ from healthroam.exchange.recognition.repository import (
     RecognitionRepository,
 )
 from healthroam.records.model import StoredResource
-from healthroam.records.repository import ResourceRepository
 from healthroam.records.results import patient_results
 from healthroam.records.service import Notice, require
 from healthroam.records.validation import ID_PATTERN
@@ -180,10 +179,9 @@ class RecognitionService:
             return Person(ids, [f"Patient/{mii}", *(f"Patient/{p}" for p in ids)])
         if not ID_PATTERN.match(patient_id):
             return None
-        stored, _deleted = ResourceRepository(conn).read("Patient", patient_id)
-        if stored is None:
+        stored, found = self.registry.person_of_live_patient_in(conn, patient_id)
+        if not stored:
             return None
-        found = self.registry.person_of_patient_in(conn, patient_id)
         if found is None:
             return Person([patient_id], [f"Patient/{patient_id}"])
         mii = found.master.master_index_id
@@ -401,8 +399,10 @@ class RecognitionService:
         if patient_id is None or content.get("status") not in OPEN_ORDER_STATUSES:
             return [], patient_id
         matched = self.table.match(principal.institution_code, codings(content.get("code")))
+        if matched is None:  # not a tabled test: the ordering site is not needed
+            return [], patient_id
         ordering = _site(conn, principal.institution_code)
-        if matched is None or ordering is None:
+        if ordering is None:
             return [], patient_id
         person = self._person(conn, patient_id)
         if person is None:
