@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -51,6 +51,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import KeyedColumnElement
 
+from healthroam.db.raw import dbapi, sqlalchemy_errors
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
 from healthroam.db.tables_records import (
     FTS5_TABLE,
@@ -280,7 +281,26 @@ _BY_KEY = (
     fhir_resources.c.id == bindparam("rid"),
 )
 _CURRENT = select(fhir_resources).where(*_BY_KEY)
-_CURRENT_LOCKED = _CURRENT.with_for_update()
+# The same on PostgreSQL, sent over psycopg (ResourceRepository.current).
+_PG_CURRENT = (
+    "SELECT resource_type, id, version, last_updated, deleted, institution_code, content"
+    " FROM fhir_resources WHERE resource_type = %s AND id = %s"
+)
+_PG_CURRENT_LOCKED = _PG_CURRENT + " FOR UPDATE"
+
+
+class _CurrentRow(NamedTuple):
+    """A row of fhir_resources as ``_CURRENT`` gives it (columns in the table's order)."""
+
+    resource_type: str
+    id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+    institution_code: str | None
+    content: dict[str, Any] | None
+
+
 _READ_POSTGRES = select(*_raw_columns(True)).where(*_BY_KEY)
 _READ_SQLITE = select(*_raw_columns(False)).where(*_BY_KEY)
 
@@ -650,9 +670,20 @@ class ResourceRepository:
     # --- reads --------------------------------------------------------------------------------
 
     def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Any:
-        """The current row (deleted or not), locked for update on PostgreSQL when asked."""
-        query = _CURRENT_LOCKED if lock and self.postgres else _CURRENT
-        return self.conn.execute(query, {"rtype": resource_type, "rid": resource_id}).first()
+        """The current row (deleted or not), locked for update on PostgreSQL when asked.
+
+        On PostgreSQL through psycopg (db/raw.py): every new version of a resource reads it
+        (an HL7 A08, A01 or A03 does), and SQLAlchemy's work per execution was most of the
+        statement's client CPU. The current rows are never deferred (records/deferred.py)."""
+        if not self.postgres:
+            return self.conn.execute(_CURRENT, {"rtype": resource_type, "rid": resource_id}).first()
+        with sqlalchemy_errors("SELECT the current row"):
+            cursor = dbapi(self.conn).cursor()
+            cursor.execute(
+                _PG_CURRENT_LOCKED if lock else _PG_CURRENT, (resource_type, resource_id)
+            )
+            row = cursor.fetchone()
+        return None if row is None else _CurrentRow._make(row)
 
     def read(self, resource_type: str, resource_id: str) -> tuple[StoredResource | None, bool]:
         """The current version, and whether the resource exists but is deleted."""

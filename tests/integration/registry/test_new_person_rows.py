@@ -20,7 +20,8 @@ from healthroam.db.tables_registry import (
 )
 from healthroam.registry.model import MatchOutcome, SourceKey, SourceRecord
 from healthroam.registry.repository import TOTAL
-from healthroam.security.model import Principal, ScopeSet
+from healthroam.security.model import Principal
+from healthroam.security.scopes import ScopeSet
 
 from hl7_helpers import add_hospital
 
