@@ -12,7 +12,9 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     Integer,
+    String,
     and_,
+    any_,
     bindparam,
     delete,
     func,
@@ -21,11 +23,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from healthroam.db.raw import dbapi, is_postgres, sqlalchemy_errors
+from healthroam.db.raw import RawSelect, dbapi, is_postgres, sqlalchemy_errors
 from healthroam.db.schema import fhir_resources, institutions
 from healthroam.db.tables_registry import (
     master_persons,
@@ -264,6 +267,28 @@ _PG_ADD_RECIPIENTS = (
 )
 
 
+# The reads of a registration and of the care gate on PostgreSQL, through psycopg (db/raw.py);
+# the lists as arrays (``= ANY``) instead of an expanding IN, so the text is compiled once.
+_PG_INSTITUTION_AND_SOURCE = RawSelect(_INSTITUTION_AND_SOURCE)
+_PG_CANDIDATE_IDS = (
+    select(mpi_blocking_keys.c.source_id)
+    .where(mpi_blocking_keys.c.key == any_(bindparam("keys", type_=ARRAY(String))))
+    .distinct()
+    .limit(bindparam("limit", type_=Integer))
+    .subquery()
+)
+_PG_CANDIDATES = select(source_records).where(_s.id.in_(select(_PG_CANDIDATE_IDS.c.source_id)))
+_PG_CANDIDATES_ANY = RawSelect(_PG_CANDIDATES)
+_PG_CANDIDATES_EXCLUDING = RawSelect(_PG_CANDIDATES.where(_s.id != bindparam("exclude")))
+_PG_SOURCES_OF = RawSelect(
+    select(source_records)
+    .where(_s.master_id == any_(bindparam("master_ids", type_=ARRAY(BigInteger))))
+    .order_by(_s.id)
+)
+_PG_PREDECESSORS = RawSelect(_PREDECESSORS)
+_PG_LIVE_PATIENT_AND_MASTER = RawSelect(_LIVE_PATIENT_AND_MASTER)
+
+
 class RegistryRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -280,10 +305,11 @@ class RegistryRepository:
     ) -> tuple[tuple[str, int | None] | None, SourceRow | None]:
         """:meth:`institution` of the key's institution and :meth:`source_by_key`, in one
         query (a registration needs both)."""
-        row = self.conn.execute(
-            _INSTITUTION_AND_SOURCE,
-            {"institution": key.institution, "system": key.system, "local_id": key.local_id},
-        ).first()
+        params = {"institution": key.institution, "system": key.system, "local_id": key.local_id}
+        if is_postgres(self.conn):
+            row = _PG_INSTITUTION_AND_SOURCE.first(self.conn, params)
+        else:
+            row = self.conn.execute(_INSTITUTION_AND_SOURCE, params).first()
         if row is None:
             return None, None
         source = _source(row) if row.id is not None else None
@@ -479,8 +505,10 @@ class RegistryRepository:
         return master
 
     def predecessors(self, master_id: int) -> list[MasterRow]:
-        rows = self.conn.execute(_PREDECESSORS, {"master_id": master_id})
-        return [_master(r) for r in rows]
+        params = {"master_id": master_id}
+        if is_postgres(self.conn):
+            return [_master(r) for r in _PG_PREDECESSORS.rows(self.conn, params)]
+        return [_master(r) for r in self.conn.execute(_PREDECESSORS, params)]
 
     # --- source records ---------------------------------------------------------------------
     def source_by_key(self, key: SourceKey) -> SourceRow | None:
@@ -512,14 +540,20 @@ class RegistryRepository:
     def master_of_live_patient(self, patient_id: str) -> tuple[bool, MasterRow | None]:
         """Whether a FHIR Patient with this id is stored and not deleted, and
         :meth:`master_of_fhir_patient`, in one query."""
-        row = self.conn.execute(_LIVE_PATIENT_AND_MASTER, {"patient_id": patient_id}).first()
+        params = {"patient_id": patient_id}
+        if is_postgres(self.conn):
+            row = _PG_LIVE_PATIENT_AND_MASTER.first(self.conn, params)
+        else:
+            row = self.conn.execute(_LIVE_PATIENT_AND_MASTER, params).first()
         if row is None:
             return False, None
         return True, _master(row) if row.id is not None else None
 
     def sources_of(self, master_ids: Iterable[int]) -> list[SourceRow]:
-        rows = self.conn.execute(_SOURCES_OF, {"master_ids": sorted(set(master_ids))})
-        return [_source(r) for r in rows]
+        params = {"master_ids": sorted(set(master_ids))}
+        if is_postgres(self.conn):
+            return [_source(r) for r in _PG_SOURCES_OF.rows(self.conn, params)]
+        return [_source(r) for r in self.conn.execute(_SOURCES_OF, params)]
 
     def add_source(
         self,
@@ -607,6 +641,9 @@ class RegistryRepository:
         params: dict[str, Any] = {"keys": wanted, "limit": limit}
         if exclude is not None:
             params["exclude"] = exclude
+        if is_postgres(self.conn):
+            raw = _PG_CANDIDATES_ANY if exclude is None else _PG_CANDIDATES_EXCLUDING
+            return [_source(r) for r in raw.rows(self.conn, params)]
         query = _CANDIDATES if exclude is None else _CANDIDATES_EXCLUDING
         return [_source(r) for r in self.conn.execute(query, params)]
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 
+from healthroam.db.raw import RawSelect, is_postgres
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_care import access_exceptions, care_relationships
 from healthroam.db.tables_records import fhir_idx_reference, fhir_idx_token
@@ -117,6 +118,7 @@ _CURRENT_RELATIONSHIP = (
     .order_by(care_relationships.c.until.desc())
     .limit(1)
 )
+_PG_CURRENT_RELATIONSHIP = RawSelect(_CURRENT_RELATIONSHIP)
 
 
 class CareRepository:
@@ -350,10 +352,11 @@ class CareRepository:
     def current_relationship(
         self, institution: str, master_index_id: str, now: datetime
     ) -> CareRelationship | None:
-        row = self.conn.execute(
-            _CURRENT_RELATIONSHIP,
-            {"institution": institution, "master_index_id": master_index_id, "now": now},
-        ).first()
+        params = {"institution": institution, "master_index_id": master_index_id, "now": now}
+        if is_postgres(self.conn):  # every order with alerts asks: through psycopg (db/raw.py)
+            row = _PG_CURRENT_RELATIONSHIP.first(self.conn, params)
+        else:
+            row = self.conn.execute(_CURRENT_RELATIONSHIP, params).first()
         return _relationship(row) if row is not None else None
 
     def add_relationship(
