@@ -269,23 +269,31 @@ _IDENTIFIED_PART = (
 )
 _KEYED_AND_IDENTIFIED = union_all(_KEYED_PART, _IDENTIFIED_PART)
 # The same on PostgreSQL, sent over psycopg (db/raw.py): the keys and identifiers as arrays,
-# one text whatever their number (so psycopg prepares it once per connection).
+# one text whatever their number (so psycopg prepares it once per connection). Each key and
+# identifier drives an index look-up (LATERAL, kept from being flattened by OFFSET 0): a
+# generic plan of ``IN (SELECT unnest ...)`` scanned every identifier row of the token index.
 _PG_KEYED_AND_IDENTIFIED = """\
 SELECT r.resource_type, r.id, r.deleted, r.institution_code, r.content,
   (SELECT m.master_index_id FROM source_records s JOIN master_persons m ON m.id = s.master_id
    WHERE s.fhir_patient_id = r.id AND r.resource_type = 'Patient' LIMIT 1),
   NULL, NULL, NULL::timestamptz
-FROM fhir_resources r
-WHERE (r.resource_type, r.id) IN (SELECT * FROM unnest(%s::varchar[], %s::varchar[]))
+FROM unnest(%s::varchar[], %s::varchar[]) AS k(resource_type, id)
+CROSS JOIN LATERAL (
+  SELECT * FROM fhir_resources r WHERE r.resource_type = k.resource_type AND r.id = k.id
+  OFFSET 0
+) AS r
 UNION ALL
 SELECT r.resource_type, r.id, r.deleted, r.institution_code, r.content, NULL,
   t.system, t.code, r.last_updated
-FROM fhir_resources r
-JOIN fhir_idx_token t ON t.resource_type = r.resource_type AND t.resource_id = r.id
-WHERE t.param = 'identifier'
-  AND (t.resource_type, t.system, t.code)
-    IN (SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]))
-  AND r.deleted IS false"""
+FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) AS w(resource_type, system, code)
+CROSS JOIN LATERAL (
+  SELECT * FROM fhir_idx_token t
+  WHERE t.resource_type = w.resource_type AND t.param = 'identifier'
+    AND t.system = w.system AND t.code = w.code
+  OFFSET 0
+) AS t
+JOIN fhir_resources r ON r.resource_type = t.resource_type AND r.id = t.resource_id
+WHERE r.deleted IS false"""
 
 
 class _LookupRow(NamedTuple):
