@@ -19,8 +19,10 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -270,9 +272,23 @@ _PG_ADD_RECIPIENTS = (
 # The reads of a registration and of the care gate on PostgreSQL, through psycopg (db/raw.py);
 # the lists as arrays (``= ANY``) instead of an expanding IN, so the text is compiled once.
 _PG_INSTITUTION_AND_SOURCE = RawSelect(_INSTITUTION_AND_SOURCE)
-_PG_CANDIDATE_IDS = (
+# Each blocking key drives its own look-up of the (key, source) index: LATERAL, kept from
+# being flattened by OFFSET 0. psycopg prepares a statement on its fifth execution and
+# PostgreSQL then settles on a generic plan; for ``key = ANY($1)`` that plan walked the whole
+# source-id index filtering on the key (a scan of every blocking key of the registry), priced
+# below the custom plan because it cannot know how few keys match.
+_PG_KEYS = (
+    func.unnest(bindparam("keys", type_=ARRAY(String))).table_valued("key").render_derived(name="k")
+)
+_PG_KEY_HITS = (
     select(mpi_blocking_keys.c.source_id)
-    .where(mpi_blocking_keys.c.key == any_(bindparam("keys", type_=ARRAY(String))))
+    .where(mpi_blocking_keys.c.key == _PG_KEYS.c.key)
+    .offset(literal_column("0"))
+    .lateral("hits")
+)
+_PG_CANDIDATE_IDS = (
+    select(_PG_KEY_HITS.c.source_id)
+    .select_from(_PG_KEYS.join(_PG_KEY_HITS, true()))
     .distinct()
     .limit(bindparam("limit", type_=Integer))
     .subquery()
