@@ -479,14 +479,18 @@ class RecordService:
     # --- read ---------------------------------------------------------------------------------
 
     def read(self, principal: Principal, resource_type: str, resource_id: str) -> StoredResource:
+        """Read and audit. The entry is committed with concurrent reads' entries (group
+        commit, :meth:`AuditTrail.record_shared`) after the read's own transaction ended and
+        before this returns; if that commit fails the read fails (``AuditNotRecorded``)."""
         require(principal, resource_type, "r")
         with self.db.transaction() as conn:
-            stored, deleted, refused = self._read_audited(
+            stored, deleted, refused, event = self._read_checked(
                 conn, principal, resource_type, resource_id
             )
         if refused is not None:
             self.record_refusal(refused)
             raise refused
+        self.audit.record_shared([event])
         return self._found(stored, deleted, resource_type, resource_id)
 
     def read_in(
@@ -533,6 +537,19 @@ class RecordService:
         """Read and audit. A failed read is audited in ``conn``; a refused one comes back as
         :class:`ReadRefused` carrying its entry, for the caller to record once ``conn``'s
         transaction has ended (a Bundle's may roll back)."""
+        stored, deleted, refused, event = self._read_checked(
+            conn, principal, resource_type, resource_id
+        )
+        if refused is None:
+            self.audit.append(conn, [event])
+        return stored, deleted, refused
+
+    def _read_checked(
+        self, conn: Connection, principal: Principal, resource_type: str, resource_id: str
+    ) -> tuple[StoredResource | None, bool, ReadRefused | None, AuditRecord]:
+        """Read and decide (the record gate); the audit entry is returned, not written: a
+        refused read comes back as :class:`ReadRefused` carrying it, any other read's entry
+        is for the caller to record."""
         require(principal, resource_type, "r")
         stored, deleted = ResourceRepository(conn).read(resource_type, resource_id)
         access, refused = Access(principal), None
@@ -556,9 +573,8 @@ class RecordService:
             detail=access.detail if stored else ("deleted" if deleted else "not found"),
         )
         if refused is not None:
-            return None, deleted, ReadRefused(refused, event)
-        self.audit.append(conn, [event])
-        return stored, deleted, None
+            return None, deleted, ReadRefused(refused, event), event
+        return stored, deleted, None, event
 
     @staticmethod
     def _found(
