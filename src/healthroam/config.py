@@ -244,6 +244,12 @@ class Settings(BaseSettings):
         "routing (same checks, answers and errors; requests it cannot take as is go to the "
         "route). false: every verification goes through the FastAPI route.",
     )
+    fhir_read_fast_path: bool = Field(
+        default=True,
+        description="Answer the FHIR read (`GET /fhir/<type>/<id>`) in a lean ASGI handler "
+        "ahead of the FastAPI routing (same checks, audit, answers and errors; other requests "
+        "go to the routes). false: every read goes through the FastAPI route.",
+    )
     card_use_log_flush_ms: int = Field(
         default=2,
         ge=0,
