@@ -66,8 +66,10 @@ def one_run(
         HEALTHROAM_LOG_LEVEL="WARNING",
         HEALTHROAM_PUBLIC_BASE_URL=base,
         HEALTHROAM_TOKEN_TTL_SECONDS="3600",
-        PYTHONPATH=tree,
+        PYTHONPATH=tree.split("+")[0],
     )
+    # A tree may carry settings: "src+HEALTHROAM_X=1+HEALTHROAM_Y=2".
+    env.update(item.split("=", 1) for item in tree.split("+")[1:])
     command = [sys.executable, "-m", "healthroam", "serve", "--port", str(port)]
     if args.workers > 1:
         command += ["--workers", str(args.workers)]
@@ -115,7 +117,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--template", required=True, help="the loaded database's name")
-    parser.add_argument("--trees", required=True, help="comma-separated src folders, in turn")
+    parser.add_argument(
+        "--trees",
+        required=True,
+        help="comma-separated src folders, in turn; settings may follow a folder: "
+        "src+HEALTHROAM_DATABASE_POOL_SIZE=20",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)

@@ -36,7 +36,10 @@ class Settings(BaseSettings):
         "or `postgresql+psycopg://user@host:5432/dbname`.",
     )
     database_pool_size: int = Field(
-        default=10, ge=1, description="Connections kept open per process (PostgreSQL only)."
+        default=20,
+        ge=1,
+        description="Connections kept open per process (PostgreSQL only); as many again may "
+        "open for a burst and are closed when returned.",
     )
     sqlite_busy_timeout_ms: int = Field(
         default=30_000,
