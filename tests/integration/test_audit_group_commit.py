@@ -50,26 +50,24 @@ def observation(http: TestClient, headers: dict[str, str]) -> tuple[str, str]:
 
 
 class Gate:
-    """Wraps the group commit: holds the first group before its transaction opens until
-    released (so others queue meanwhile; on SQLite an open write transaction would block
-    their reads), counts the entries per group, and fails the write on demand."""
+    """Wraps the group commit: holds the first group after its commit, before the others are
+    told (a commit in progress, so reads arriving meanwhile queue), counts the entries per
+    group, and fails the write on demand."""
 
     def __init__(self, group: AuditGroupCommit) -> None:
-        self.group, self.inner, self.db = group, group.write, group.db
+        self.group, self.inner, self.finish = group, group.write, group._finish
         self.held = threading.Event()
         self.release = threading.Event()
         self.sizes: list[int] = []
         self.fail = False
         self.first = True
 
-    @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def hold(self, tickets: Any, error: BaseException | None) -> None:
         if self.first:
             self.first = False
             self.held.set()
             assert self.release.wait(30)
-        with self.db.transaction() as conn:
-            yield conn
+        self.finish(tickets, error)
 
     def __call__(self, conn: Connection, records: list[AuditRecord]) -> None:
         self.sizes.append(len(records))
@@ -82,11 +80,13 @@ class Gate:
 def gated(platform: Platform) -> Iterator[Gate]:
     group = platform.audit.group_commit
     gate = Gate(group)
-    group.write, group.db = gate, gate  # type: ignore[assignment]
+    group.write = gate
+    group._finish = gate.hold  # type: ignore[method-assign]
     try:
         yield gate
     finally:
-        group.write, group.db = gate.inner, gate.db
+        group.write = gate.inner
+        del group._finish
 
 
 def waiting(group: AuditGroupCommit, count: int) -> None:
@@ -172,8 +172,9 @@ def test_a_failed_audit_commit_fails_every_read_of_its_group(
         assert "audit" in outcome["issue"][0]["diagnostics"]
         assert "pulse" not in refused.text  # nothing of the resource
 
-        # A group: the held leader and the five queued behind it all fail.
-        gate.first = True
+        # A group: five reads queue while a commit is in progress; their group's commit
+        # fails, so all five fail (the read whose commit was in progress had succeeded).
+        gate.first, gate.fail = True, False
         principal: Principal = platform.auth.principal(
             platform.auth.token(headers["Authorization"].split()[1])
         )
@@ -193,15 +194,18 @@ def test_a_failed_audit_commit_fails_every_read_of_its_group(
         )
         others.start()
         waiting(group, 5)
+        gate.fail = True
         gate.release.set()
         leader.join(60)
         others.join(60)
         assert len(results) == 6
-        assert all(isinstance(r, AuditNotRecorded) for r in results), results
+        assert results[0].id == obs  # the leader's own commit had succeeded
+        assert all(isinstance(r, AuditNotRecorded) for r in results[1:]), results
+        assert gate.sizes == [1, 1, 5]
         gate.fail = False
         assert http.get(f"/fhir/Observation/{obs}", headers=headers).status_code == 200
-    # Only the read that was answered left an entry.
-    assert len(read_entries(platform, obs)) == 1
+    # Only the reads that were answered left entries.
+    assert len(read_entries(platform, obs)) == 2
 
 
 def test_a_lone_caller_leads_and_a_read_without_access_is_still_audited(

@@ -47,6 +47,7 @@ from healthroam.registry.fhir import fhir_path, patient_to_source
 from healthroam.registry.normalize import normalize_record
 from healthroam.registry.service import Registration, RegistryService
 from healthroam.security.audit import Action, AuditRecord, Outcome
+from healthroam.security.group_commit import Joined
 from healthroam.security.model import Principal
 from healthroam.security.service import AuditTrail, Clock, utcnow
 
@@ -480,17 +481,29 @@ class RecordService:
 
     def read(self, principal: Principal, resource_type: str, resource_id: str) -> StoredResource:
         """Read and audit. The entry is committed with concurrent reads' entries (group
-        commit, :meth:`AuditTrail.record_shared`) after the read's own transaction ended and
+        commit, :meth:`AuditTrail.join_shared`: by this read's transaction or another's)
         before this returns; if that commit fails the read fails (``AuditNotRecorded``)."""
         require(principal, resource_type, "r")
-        with self.db.transaction() as conn:
-            stored, deleted, refused, event = self._read_checked(
-                conn, principal, resource_type, resource_id
-            )
+        joined: Joined | None = None
+        try:
+            with self.db.transaction() as conn:
+                stored, deleted, refused, event = self._read_checked(
+                    conn, principal, resource_type, resource_id
+                )
+                if refused is None:
+                    joined = self.audit.join_shared(conn, [event])
+        except BaseException as error:
+            if joined is None:
+                raise
+            failure = joined.failed(error)
+            if failure is error:
+                raise
+            raise failure from error
+        if joined is not None:
+            joined.committed()  # returns once the entry is committed
         if refused is not None:
             self.record_refusal(refused)
             raise refused
-        self.audit.record_shared([event])
         return self._found(stored, deleted, resource_type, resource_id)
 
     def read_in(

@@ -1,15 +1,26 @@
-"""Group commit of audit entries: concurrent requests share one transaction for their entries.
+"""Group commit of audit entries: concurrent reads share one commit for their entries.
 
-A read's entry must be committed before the answer is sent. Committed one transaction per read,
-every read paid an insert statement and a commit (a WAL flush on PostgreSQL) of its own. Here
-the first caller that finds no commit running takes every entry waiting (its own included),
-writes them in one insert and commits; callers that arrive meanwhile wait, and when that commit
-ends one of them takes the next group. No timer and no thread of its own: a lone caller commits
-at once, and groups grow with the load (as the HL7 gateway's group commit, decision 0012).
+A read's entry must be committed before the answer is sent. Committed in each read's own
+transaction, every read paid an insert statement and a durable commit (a WAL flush on
+PostgreSQL). Here a read joins the group commit inside its transaction, before it commits:
 
-Each caller returns only after the transaction holding its entries committed; if that commit
-failed, every caller of the group gets :class:`AuditNotRecorded` (the caller must then not
-answer with the data).
+- if no group is being committed, it **leads**: it takes every entry waiting (its own and
+  those of reads that arrived meanwhile), writes them in one insert into its own transaction,
+  and its commit commits them all; then it tells the others;
+- if a group is being committed, it **follows**: its entry waits, its own transaction ends
+  (read-only, unless the record gate wrote), and it waits, outside any transaction, until a
+  leader has committed its entry. If the group being committed did not hold it and nobody
+  else took it, it leads a group of its own in a new transaction.
+
+A lone read thus commits exactly as before (one transaction with its entry); under load one
+insert and one durable commit serve a group. No timer and no thread of its own (like the HL7
+gateway's group commit, decision 0012). A follower never waits inside its transaction: a
+leader may wait for a follower's row locks (two reads recording the same care relationship),
+never the reverse, so the two cannot deadlock.
+
+Each read returns only after the transaction holding its entry committed; if that commit
+failed, every read of the group gets :class:`AuditNotRecorded` (and must not answer with the
+data).
 """
 
 from __future__ import annotations
@@ -42,11 +53,47 @@ class _Ticket:
         self.error: BaseException | None = None
 
 
-class AuditGroupCommit:
-    """Commits the entries of concurrent callers together (see the module's docstring).
+class Joined:
+    """A read's place in the group commit, from :meth:`AuditGroupCommit.join` (inside its
+    transaction) to :meth:`committed` or :meth:`failed` (once that transaction ended)."""
 
-    ``write`` puts a group's entries into the open transaction (the audit inbox); at most
-    ``max_group`` callers share one transaction."""
+    __slots__ = ("_group", "_owner", "_ticket")
+
+    def __init__(
+        self, owner: AuditGroupCommit, ticket: _Ticket, group: list[_Ticket] | None
+    ) -> None:
+        self._owner, self._ticket, self._group = owner, ticket, group
+
+    @property
+    def leads(self) -> bool:
+        return self._group is not None
+
+    def committed(self) -> None:
+        """The read's transaction committed: as leader, the group's entries are in; as
+        follower, wait for them (leading a group of its own if nobody took its entry).
+        Raises :class:`AuditNotRecorded` if the entry's commit failed."""
+        if self._group is not None:
+            self._owner._finish(self._group, None)
+        else:
+            self._owner._await(self._ticket)
+
+    def failed(self, error: BaseException) -> BaseException:
+        """The read's transaction failed (its commit or anything before it): the error to
+        raise. A leader's failure is the group's: :class:`AuditNotRecorded` for all."""
+        if self._group is None:
+            self._owner._withdraw(self._ticket)
+            return error
+        self._owner._finish(self._group, error)
+        if isinstance(error, Exception) and not isinstance(error, AuditNotRecorded):
+            return not_recorded()
+        return error
+
+
+class AuditGroupCommit:
+    """Commits the entries of concurrent reads together (see the module's docstring).
+
+    ``write`` puts a group's entries into an open transaction (the audit inbox); at most
+    ``max_group`` reads share one commit."""
 
     def __init__(
         self,
@@ -55,53 +102,97 @@ class AuditGroupCommit:
         max_group: int = 256,
     ) -> None:
         self.db, self.write, self.max_group = db, write, max_group
-        self._lock = threading.Lock()
-        self._turn = threading.Condition(self._lock)
+        self._turn = threading.Condition(threading.Lock())
         self._waiting: list[_Ticket] = []
         self._busy = False
-        # Counters (tests and benchmarks): transactions committed and callers served.
+        # Counters (tests and benchmarks): commits that carried entries, and reads served.
         self.groups = 0
         self.callers = 0
 
+    def join(self, conn: Connection, records: Sequence[AuditRecord]) -> Joined:
+        """Inside the read's transaction, before it commits. The caller must end with the
+        result's :meth:`Joined.committed` after its commit or :meth:`Joined.failed`."""
+        ticket = _Ticket(records)
+        with self._turn:
+            if self._busy:
+                self._waiting.append(ticket)
+                return Joined(self, ticket, None)
+            self._busy = True
+            group = self._take(ticket)
+        try:
+            self.write(conn, [r for t in group for r in t.records])
+        except Exception as exc:
+            self._finish(group, exc)
+            raise not_recorded() from exc
+        except BaseException as exc:
+            self._finish(group, exc)
+            raise
+        return Joined(self, ticket, group)
+
     def commit(self, records: Sequence[AuditRecord]) -> None:
-        """Return once ``records`` are committed; raise :class:`AuditNotRecorded` if not."""
+        """Outside any transaction: return once ``records`` are committed (in a group, in a
+        transaction of the group commit's own if this call leads)."""
         ticket = _Ticket(records)
         with self._turn:
             self._waiting.append(ticket)
+        self._await(ticket)
+
+    def _take(self, ticket: _Ticket) -> list[_Ticket]:
+        """Under the lock: ``ticket`` and the oldest others waiting, up to ``max_group``."""
+        group = [*self._waiting[: self.max_group - 1], ticket]
+        del self._waiting[: self.max_group - 1]
+        return group
+
+    def _await(self, ticket: _Ticket) -> None:
+        """Wait (queued, outside any transaction) until ``ticket`` is committed; lead a group
+        in a new transaction if no commit is running and it is still waiting."""
+        group: list[_Ticket] | None = None
+        with self._turn:
             while not ticket.done and self._busy:
                 self._turn.wait()
-            if ticket.done:
-                self._check(ticket)
-                return
-            # No commit running and ours not done: lead the next group (ours and the oldest
-            # others waiting).
-            self._busy = True
-            self._waiting.remove(ticket)
-            group = [*self._waiting[: self.max_group - 1], ticket]
-            del self._waiting[: self.max_group - 1]
-        error: BaseException | None = None
-        try:
-            with self.db.transaction() as conn:
-                self.write(conn, [r for t in group for r in t.records])
-        except BaseException as exc:  # every caller of the group is told; none shows data
-            error = exc
-            log.warning("audit group commit failed: %s", type(exc).__name__)
-        finally:
-            with self._turn:
-                for waiting in group:
-                    waiting.done, waiting.error = True, error
-                self.groups += 1
-                self.callers += len(group)
-                self._busy = False
-                self._turn.notify_all()
-        if error is not None and not isinstance(error, Exception):
-            raise error  # KeyboardInterrupt, SystemExit: not an audit failure
+            if not ticket.done:
+                self._busy = True
+                self._waiting.remove(ticket)
+                group = self._take(ticket)
+        if group is not None:
+            try:
+                with self.db.transaction() as conn:
+                    self.write(conn, [r for t in group for r in t.records])
+            except Exception as exc:
+                self._finish(group, exc)
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit: not an audit failure
+                self._finish(group, exc)
+                raise
+            else:
+                self._finish(group, None)
         self._check(ticket)
+
+    def _finish(self, group: list[_Ticket], error: BaseException | None) -> None:
+        if error is not None:
+            log.warning("audit group commit failed: %s", type(error).__name__)
+        with self._turn:
+            for ticket in group:
+                ticket.done, ticket.error = True, error
+            self.groups += 1
+            self.callers += len(group)
+            self._busy = False
+            self._turn.notify_all()
+
+    def _withdraw(self, ticket: _Ticket) -> None:
+        """A follower whose own transaction failed: its entry is not needed any more unless
+        a leader already took it (then it is committed with the group: over-audited, never
+        under-audited)."""
+        with self._turn:
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
 
     @staticmethod
     def _check(ticket: _Ticket) -> None:
         if ticket.error is not None:
-            raise AuditNotRecorded(
-                "the access could not be recorded in the audit trail, so nothing is shown; "
-                "try again"
-            ) from ticket.error
+            raise not_recorded() from ticket.error
+
+
+def not_recorded() -> AuditNotRecorded:
+    return AuditNotRecorded(
+        "the access could not be recorded in the audit trail, so nothing is shown; try again"
+    )

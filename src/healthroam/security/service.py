@@ -18,7 +18,7 @@ from healthroam.db.engine import Database
 from healthroam.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, OAuthError
 from healthroam.security.audit import Action, AuditRecord, Outcome, VerifyReport
 from healthroam.security.audit_repository import AuditRepository
-from healthroam.security.group_commit import AuditGroupCommit
+from healthroam.security.group_commit import AuditGroupCommit, Joined
 from healthroam.security.model import ApiClient, Institution, InstitutionKind, Principal
 from healthroam.security.passwords import hash_secret, new_secret, verify_secret
 from healthroam.security.repository import ClientRepository, InstitutionRepository
@@ -451,6 +451,14 @@ class AuditTrail:
         finally:
             del conn.info[_COLLECTING]
         AuditRepository(conn).enqueue(pending)
+
+    def join_shared(self, conn: Connection, records: Sequence[AuditRecord]) -> Joined:
+        """Record inside the caller's transaction by group commit: the entries of concurrent
+        callers are committed together, by the transaction of one of them (see
+        ``security/group_commit.py``). The caller must call the result's ``committed()``
+        after its commit (which returns once its entries are committed, or raises
+        :class:`AuditNotRecorded`) or ``failed(error)``."""
+        return self.group_commit.join(conn, records)
 
     def record_shared(self, records: Sequence[AuditRecord]) -> None:
         """Record in a transaction shared with concurrent callers (group commit); return once
