@@ -69,7 +69,7 @@ def one_run(
         PYTHONPATH=tree.split("+")[0],
     )
     # A tree may carry settings: "src+HEALTHROAM_X=1+HEALTHROAM_Y=2".
-    env.update(item.split("=", 1) for item in tree.split("+")[1:])
+    env.update(item.partition("=")[::2] for item in tree.split("+")[1:])
     command = [sys.executable, "-m", "healthroam", "serve", "--port", str(port)]
     if args.workers > 1:
         command += ["--workers", str(args.workers)]

@@ -81,7 +81,7 @@ def gated(platform: Platform) -> Iterator[Gate]:
     group = platform.audit.group_commit
     gate = Gate(group)
     group.write = gate
-    group._finish = gate.hold  # type: ignore[method-assign]
+    group._finish = gate.hold  # type: ignore[method-assign,assignment]
     try:
         yield gate
     finally:

@@ -287,7 +287,7 @@ _READ_SQLITE = select(*_raw_columns(False)).where(*_BY_KEY)
 # The read statement as psycopg's SQL text, compiled once: a read sends it on the driver's
 # cursor, without SQLAlchemy's per-statement work (cache key, context, result wrapping), which
 # was about a tenth of a FHIR read's server CPU (decision 0042).
-_READ_POSTGRES_SQL = str(_READ_POSTGRES.compile(dialect=psycopg_dialect()))
+_READ_POSTGRES_SQL = str(_READ_POSTGRES.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
 
 
 class _ReadRow(NamedTuple):
