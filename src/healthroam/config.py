@@ -249,9 +249,10 @@ class Settings(BaseSettings):
     )
     fhir_read_fast_path: bool = Field(
         default=True,
-        description="Answer the FHIR read (`GET /fhir/<type>/<id>`) in a lean ASGI handler "
-        "ahead of the FastAPI routing (same checks, audit, answers and errors; other requests "
-        "go to the routes). false: every read goes through the FastAPI route.",
+        description="Answer the FHIR read (`GET /fhir/<type>/<id>`) and type search "
+        "(`GET /fhir/<type>?...`) in a lean ASGI handler ahead of the FastAPI routing (same "
+        "checks, audit, answers and errors; other requests go to the routes). false: they go "
+        "through the FastAPI routes.",
     )
     card_use_log_flush_ms: int = Field(
         default=2,

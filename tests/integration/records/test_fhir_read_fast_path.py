@@ -1,6 +1,6 @@
-"""The FHIR read through the lean ASGI handler (``FhirReadFastPath``, decision 0042) answers
-exactly as the FastAPI route does, on SQLite and PostgreSQL, and takes only the requests that
-route would get."""
+"""The FHIR read and type search through the lean ASGI handler (``FhirReadFastPath``, decision
+0042) answer exactly as the FastAPI routes do, on SQLite and PostgreSQL, and it takes only the
+requests those routes would get."""
 
 from __future__ import annotations
 
@@ -92,6 +92,18 @@ def test_fast_path_answers_exactly_like_the_route(
         (f"/fhir/Observation/{foreign}", {**other, "X-Break-Glass-Reason": GLASS}),  # 200, BTG
         (f"/fhir/Patient/{pid}", writer),  # the route (Patient has routes of that shape)
         (f"/fhir/Observation/{obs}?_format=json", writer),  # the route (a query string)
+        # searches
+        (f"/fhir/Observation?subject=Patient/{pid}", writer),
+        (f"/fhir/Observation?subject=Patient/{pid}&_count=1", reader),  # 403: no .s scope
+        (f"/fhir/Observation?subject=Patient/{pid}&_count=1", province.headers("system/*.rs")),
+        (f"/fhir/Observation?subject=Patient/{pid}&_elements=status&_total=accurate", writer),
+        (f"/fhir/Observation?subject=Patient/{world.patient_id}", other),  # 403: the gate
+        ("/fhir/Observation?nonsense=1", {**writer, "Prefer": "handling=strict"}),  # 400
+        ("/fhir/Observation?date=notadate", writer),  # 400
+        ("/fhir/Observation", {}),  # 401
+        ("/fhir/Nonsense?x=1", writer),  # 404
+        (f"/fhir/Patient?_id={pid}", writer),  # the registry's route
+        ("/fhir/metadata", writer),  # its own route
     ]
     for url, headers in cases:
         fast, plain = http.get(url, headers=headers), slow.get(url, headers=headers)
@@ -123,10 +135,16 @@ def test_fast_path_answers_reads_without_the_routes_and_passes_the_rest_on(
     try:
         assert http.get(f"/fhir/Observation/{obs}", headers=writer).status_code == 200
         assert http.get("/fhir/Observation/nothere", headers=writer).status_code == 404
+        assert http.get("/fhir/Observation?status=final", headers=writer).status_code == 200
         assert passed == []  # answered by the fast path
         assert http.get(f"/fhir/Patient/{pid}", headers=writer).status_code == 200
         assert http.get(f"/fhir/Observation/{obs}/_history/1", headers=writer).status_code == 200
-        assert passed == [f"/fhir/Patient/{pid}", f"/fhir/Observation/{obs}/_history/1"]
+        assert http.get(f"/fhir/Patient?_id={pid}", headers=writer).status_code == 200
+        assert passed == [
+            f"/fhir/Patient/{pid}",
+            f"/fhir/Observation/{obs}/_history/1",
+            "/fhir/Patient",
+        ]
     finally:
         layer.app = routes
 
@@ -134,7 +152,15 @@ def test_fast_path_answers_reads_without_the_routes_and_passes_the_rest_on(
 def test_fast_path_takes_only_what_the_read_route_would_get(http: TestClient) -> None:
     layer = fast_path_of(http)
     assert layer.takes(scope("/fhir/Observation/abc-1.2")) == ("Observation", "abc-1.2")
+    assert layer.takes(scope("/fhir/Observation", query=b"code=x")) == ("Observation", None)
+    assert layer.takes(scope("/fhir/Observation")) == ("Observation", None)
     declined = [
+        scope("/fhir/Patient", query=b"family=x"),  # the registry's PDQm search
+        scope("/fhir/AuditEvent"),
+        scope("/fhir/_history"),
+        scope("/fhir/$export"),
+        scope("/fhir/"),
+        scope("/fhir/Observation", method="POST"),
         scope("/fhir/Patient/" + "A" * 64),  # the golden Patient
         scope("/fhir/Patient/p1"),  # Patient has other routes of this shape
         scope("/fhir/Patient/$export"),
@@ -144,7 +170,6 @@ def test_fast_path_takes_only_what_the_read_route_would_get(http: TestClient) ->
         scope("/fhir/$export-status/job1"),
         scope("/fhir/.well-known/smart-configuration"),
         scope("/fhir/metadata"),
-        scope("/fhir/Observation"),
         scope("/fhir/Observation/"),
         scope("/fhir/Observation/1/_history"),
         scope("/fhir/Observation/1/_history/1"),
@@ -156,10 +181,12 @@ def test_fast_path_takes_only_what_the_read_route_would_get(http: TestClient) ->
     ]
     for case in declined:
         assert layer.takes(case) is None, case
-    types, ids = shadowing((*ROUTERS, *PAGE_ROUTERS))
+    names, types, ids = shadowing((*ROUTERS, *PAGE_ROUTERS))
+    assert {"Patient", "AuditEvent", "metadata", "_history"} <= names
     assert {"Patient", "AuditEvent"} <= types
     assert "_history" in ids
-    catch_all = APIRouter(prefix="/fhir")
-    catch_all.add_api_route("/{a}/{b}", lambda a, b: None, methods=["GET"])
-    with pytest.raises(ValueError, match="shadow"):
-        shadowing([catch_all])
+    for path in ("/{a}/{b}", "/{a}"):
+        catch_all = APIRouter(prefix="/fhir")
+        catch_all.add_api_route(path, lambda: None, methods=["GET"])
+        with pytest.raises(ValueError, match="shadow"):
+            shadowing([catch_all])
