@@ -47,7 +47,6 @@ from healthroam.registry.fhir import fhir_path, patient_to_source
 from healthroam.registry.normalize import normalize_record
 from healthroam.registry.service import Registration, RegistryService
 from healthroam.security.audit import Action, AuditRecord, Outcome
-from healthroam.security.group_commit import Joined
 from healthroam.security.model import Principal
 from healthroam.security.service import AuditTrail, Clock, utcnow
 
@@ -481,26 +480,16 @@ class RecordService:
 
     def read(self, principal: Principal, resource_type: str, resource_id: str) -> StoredResource:
         """Read and audit. The entry is committed with concurrent reads' entries (group
-        commit, :meth:`AuditTrail.join_shared`: by this read's transaction or another's)
+        commit, :meth:`AuditTrail.shared`: by this read's transaction or another's)
         before this returns; if that commit fails the read fails (``AuditNotRecorded``)."""
         require(principal, resource_type, "r")
-        joined: Joined | None = None
-        try:
-            with self.db.transaction() as conn:
-                stored, deleted, refused, event = self._read_checked(
-                    conn, principal, resource_type, resource_id
-                )
-                if refused is None:
-                    joined = self.audit.join_shared(conn, [event])
-        except BaseException as error:
-            if joined is None:
-                raise
-            failure = joined.failed(error)
-            if failure is error:
-                raise
-            raise failure from error
-        if joined is not None:
-            joined.committed()  # returns once the entry is committed
+        # The block ends once the entry is committed (by this transaction or another's).
+        with self.audit.shared() as share, self.db.transaction() as conn:
+            stored, deleted, refused, event = self._read_checked(
+                conn, principal, resource_type, resource_id
+            )
+            if refused is None:
+                share.join(conn, [event])
         if refused is not None:
             self.record_refusal(refused)
             raise refused
@@ -916,12 +905,16 @@ class RecordService:
         request = parse_search(resource_type, items, strict=strict)
         access, refused = Access(principal), None
         # Break-the-glass writes an access exception, so that search runs in a writable
-        # transaction. On PostgreSQL the search and its audit entries commit together in one
-        # transaction; SQLite searches in a read transaction beside writers and writes the
-        # audit entries after (one transaction would take the write lock for every search).
+        # transaction. On PostgreSQL the audit entries are committed with the search's
+        # transaction, by group commit with concurrent reads and searches (decision 0042);
+        # SQLite searches in a read transaction beside writers and writes the audit entries
+        # after, by group commit too (one transaction would take the write lock per search).
         glass = self.gate is not None and principal.break_glass_reason is not None
         together = self.db.dialect == "postgresql"
-        with self.db.transaction(readonly=not (glass or together)) as conn:
+        with (
+            self.audit.shared() as share,
+            self.db.transaction(readonly=not (glass or together)) as conn,
+        ):
             if self.gate is not None:
                 try:
                     access = self.gate.search(conn, principal, request, base_url)
@@ -930,14 +923,16 @@ class RecordService:
             if refused is None:
                 result = self.search_in(conn, principal, request, items, base_url, access=access)
                 if together:
-                    self.audit.append(
+                    share.join(
                         conn, self._search_audit(access.principal, result, query, access.detail)
                     )
         if refused is not None:
             self.audit.record([self._refused_search(principal, request, refused)])
             raise refused
         if not together:
-            self.audit.record(self._search_audit(access.principal, result, query, access.detail))
+            self.audit.record_shared(
+                self._search_audit(access.principal, result, query, access.detail)
+            )
         return result
 
     def _refused_search(

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlalchemy import Connection
 
@@ -89,6 +90,23 @@ class Joined:
         return error
 
 
+class Share:
+    """One transaction's part in the group commit (:meth:`AuditGroupCommit.sharing`)."""
+
+    __slots__ = ("_owner", "joined")
+
+    def __init__(self, owner: AuditGroupCommit) -> None:
+        self._owner = owner
+        self.joined: Joined | None = None
+
+    def join(self, conn: Connection, records: Sequence[AuditRecord]) -> None:
+        """Inside the transaction, last thing before its commit; once per transaction."""
+        if self.joined is not None:
+            raise RuntimeError("a transaction joins the group commit once")
+        if records:  # nothing to wait for otherwise
+            self.joined = self._owner.join(conn, records)
+
+
 class AuditGroupCommit:
     """Commits the entries of concurrent reads together (see the module's docstring).
 
@@ -129,9 +147,30 @@ class AuditGroupCommit:
             raise
         return Joined(self, ticket, group)
 
+    @contextmanager
+    def sharing(self) -> Iterator[Share]:
+        """Around a transaction: ``with group.sharing() as share, db.transaction() as conn:``
+        and ``share.join(conn, records)`` inside; at the end of the block (after the
+        commit) the records are committed, or the block raises (:class:`AuditNotRecorded`
+        when the commit carrying them failed)."""
+        share = Share(self)
+        try:
+            yield share
+        except BaseException as error:
+            if share.joined is None:
+                raise
+            failure = share.joined.failed(error)
+            if failure is error:
+                raise
+            raise failure from error
+        if share.joined is not None:
+            share.joined.committed()
+
     def commit(self, records: Sequence[AuditRecord]) -> None:
         """Outside any transaction: return once ``records`` are committed (in a group, in a
         transaction of the group commit's own if this call leads)."""
+        if not records:
+            return
         ticket = _Ticket(records)
         with self._turn:
             self._waiting.append(ticket)

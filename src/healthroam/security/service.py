@@ -6,7 +6,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +18,7 @@ from healthroam.db.engine import Database
 from healthroam.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, OAuthError
 from healthroam.security.audit import Action, AuditRecord, Outcome, VerifyReport
 from healthroam.security.audit_repository import AuditRepository
-from healthroam.security.group_commit import AuditGroupCommit, Joined
+from healthroam.security.group_commit import AuditGroupCommit, Share
 from healthroam.security.model import ApiClient, Institution, InstitutionKind, Principal
 from healthroam.security.passwords import hash_secret, new_secret, verify_secret
 from healthroam.security.repository import ClientRepository, InstitutionRepository
@@ -452,13 +452,13 @@ class AuditTrail:
             del conn.info[_COLLECTING]
         AuditRepository(conn).enqueue(pending)
 
-    def join_shared(self, conn: Connection, records: Sequence[AuditRecord]) -> Joined:
-        """Record inside the caller's transaction by group commit: the entries of concurrent
-        callers are committed together, by the transaction of one of them (see
-        ``security/group_commit.py``). The caller must call the result's ``committed()``
-        after its commit (which returns once its entries are committed, or raises
-        :class:`AuditNotRecorded`) or ``failed(error)``."""
-        return self.group_commit.join(conn, records)
+    def shared(self) -> AbstractContextManager[Share]:
+        """Group commit around a transaction: ``with audit.shared() as share,
+        db.transaction() as conn:`` ... ``share.join(conn, records)``. The entries of
+        concurrent transactions are committed together, by one of them (see
+        ``security/group_commit.py``); the block ends once this one's are committed, or
+        raises (:class:`AuditNotRecorded` when their commit failed)."""
+        return self.group_commit.sharing()
 
     def record_shared(self, records: Sequence[AuditRecord]) -> None:
         """Record in a transaction shared with concurrent callers (group commit); return once
