@@ -36,7 +36,10 @@ class Settings(BaseSettings):
         "or `postgresql+psycopg://user@host:5432/dbname`.",
     )
     database_pool_size: int = Field(
-        default=10, ge=1, description="Connections kept open per process (PostgreSQL only)."
+        default=20,
+        ge=1,
+        description="Connections kept open per process (PostgreSQL only); as many again may "
+        "open for a burst and are closed when returned.",
     )
     sqlite_busy_timeout_ms: int = Field(
         default=30_000,
@@ -243,6 +246,13 @@ class Settings(BaseSettings):
         description="Answer `POST /cards/verify` in a lean ASGI handler ahead of the FastAPI "
         "routing (same checks, answers and errors; requests it cannot take as is go to the "
         "route). false: every verification goes through the FastAPI route.",
+    )
+    fhir_read_fast_path: bool = Field(
+        default=True,
+        description="Answer the FHIR read (`GET /fhir/<type>/<id>`) and type search "
+        "(`GET /fhir/<type>?...`) in a lean ASGI handler ahead of the FastAPI routing (same "
+        "checks, audit, answers and errors; other requests go to the routes). false: they go "
+        "through the FastAPI routes.",
     )
     card_use_log_flush_ms: int = Field(
         default=2,

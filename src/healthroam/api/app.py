@@ -27,6 +27,7 @@ from healthroam.api import (
     web,
 )
 from healthroam.api.errors import install_error_handlers
+from healthroam.api.fhir_read import FhirReadFastPath
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
 from healthroam.db.statistics import StatisticsRefresher
@@ -152,6 +153,7 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     for router in (*ROUTERS, *PAGE_ROUTERS):
         app.include_router(router)
 
+    app.add_middleware(FhirReadFastPath, routers=(*ROUTERS, *PAGE_ROUTERS))
     app.add_middleware(cards.VerifyFastPath)  # inside the access log (added last: outermost)
     app.add_middleware(AccessLog)
     return app

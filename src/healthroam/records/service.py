@@ -479,11 +479,17 @@ class RecordService:
     # --- read ---------------------------------------------------------------------------------
 
     def read(self, principal: Principal, resource_type: str, resource_id: str) -> StoredResource:
+        """Read and audit. The entry is committed with concurrent reads' entries (group
+        commit, :meth:`AuditTrail.shared`: by this read's transaction or another's)
+        before this returns; if that commit fails the read fails (``AuditNotRecorded``)."""
         require(principal, resource_type, "r")
-        with self.db.transaction() as conn:
-            stored, deleted, refused = self._read_audited(
+        # The block ends once the entry is committed (by this transaction or another's).
+        with self.audit.shared() as share, self.db.transaction() as conn:
+            stored, deleted, refused, event = self._read_checked(
                 conn, principal, resource_type, resource_id
             )
+            if refused is None:
+                share.join(conn, [event])
         if refused is not None:
             self.record_refusal(refused)
             raise refused
@@ -533,6 +539,19 @@ class RecordService:
         """Read and audit. A failed read is audited in ``conn``; a refused one comes back as
         :class:`ReadRefused` carrying its entry, for the caller to record once ``conn``'s
         transaction has ended (a Bundle's may roll back)."""
+        stored, deleted, refused, event = self._read_checked(
+            conn, principal, resource_type, resource_id
+        )
+        if refused is None:
+            self.audit.append(conn, [event])
+        return stored, deleted, refused
+
+    def _read_checked(
+        self, conn: Connection, principal: Principal, resource_type: str, resource_id: str
+    ) -> tuple[StoredResource | None, bool, ReadRefused | None, AuditRecord]:
+        """Read and decide (the record gate); the audit entry is returned, not written: a
+        refused read comes back as :class:`ReadRefused` carrying it, any other read's entry
+        is for the caller to record."""
         require(principal, resource_type, "r")
         stored, deleted = ResourceRepository(conn).read(resource_type, resource_id)
         access, refused = Access(principal), None
@@ -556,9 +575,8 @@ class RecordService:
             detail=access.detail if stored else ("deleted" if deleted else "not found"),
         )
         if refused is not None:
-            return None, deleted, ReadRefused(refused, event)
-        self.audit.append(conn, [event])
-        return stored, deleted, None
+            return None, deleted, ReadRefused(refused, event), event
+        return stored, deleted, None, event
 
     @staticmethod
     def _found(
@@ -887,12 +905,16 @@ class RecordService:
         request = parse_search(resource_type, items, strict=strict)
         access, refused = Access(principal), None
         # Break-the-glass writes an access exception, so that search runs in a writable
-        # transaction. On PostgreSQL the search and its audit entries commit together in one
-        # transaction; SQLite searches in a read transaction beside writers and writes the
-        # audit entries after (one transaction would take the write lock for every search).
+        # transaction. On PostgreSQL the audit entries are committed with the search's
+        # transaction, by group commit with concurrent reads and searches (decision 0042);
+        # SQLite searches in a read transaction beside writers and writes the audit entries
+        # after, by group commit too (one transaction would take the write lock per search).
         glass = self.gate is not None and principal.break_glass_reason is not None
         together = self.db.dialect == "postgresql"
-        with self.db.transaction(readonly=not (glass or together)) as conn:
+        with (
+            self.audit.shared() as share,
+            self.db.transaction(readonly=not (glass or together)) as conn,
+        ):
             if self.gate is not None:
                 try:
                     access = self.gate.search(conn, principal, request, base_url)
@@ -901,14 +923,16 @@ class RecordService:
             if refused is None:
                 result = self.search_in(conn, principal, request, items, base_url, access=access)
                 if together:
-                    self.audit.append(
+                    share.join(
                         conn, self._search_audit(access.principal, result, query, access.detail)
                     )
         if refused is not None:
             self.audit.record([self._refused_search(principal, request, refused)])
             raise refused
         if not together:
-            self.audit.record(self._search_audit(access.principal, result, query, access.detail))
+            self.audit.record_shared(
+                self._search_audit(access.principal, result, query, access.detail)
+            )
         return result
 
     def _refused_search(

@@ -6,7 +6,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +18,7 @@ from healthroam.db.engine import Database
 from healthroam.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, OAuthError
 from healthroam.security.audit import Action, AuditRecord, Outcome, VerifyReport
 from healthroam.security.audit_repository import AuditRepository
+from healthroam.security.group_commit import AuditGroupCommit, Share
 from healthroam.security.model import ApiClient, Institution, InstitutionKind, Principal
 from healthroam.security.passwords import hash_secret, new_secret, verify_secret
 from healthroam.security.repository import ClientRepository, InstitutionRepository
@@ -352,11 +353,16 @@ def deferred_audit(conn: Connection) -> Iterator[list[AuditRecord]]:
     AuditRepository(conn).enqueue(pending)
 
 
+def _enqueue(conn: Connection, records: list[AuditRecord]) -> None:
+    AuditRepository(conn).enqueue(records)
+
+
 class AuditTrail:
     """The one audit service: every read and write of personal data goes through it."""
 
     def __init__(self, db: Database, clock: Clock = utcnow, default_purpose: str = "TREAT") -> None:
         self.db, self.clock, self.default_purpose = db, clock, default_purpose
+        self.group_commit = AuditGroupCommit(db, _enqueue)
 
     def event(
         self,
@@ -445,6 +451,20 @@ class AuditTrail:
         finally:
             del conn.info[_COLLECTING]
         AuditRepository(conn).enqueue(pending)
+
+    def shared(self) -> AbstractContextManager[Share]:
+        """Group commit around a transaction: ``with audit.shared() as share,
+        db.transaction() as conn:`` ... ``share.join(conn, records)``. The entries of
+        concurrent transactions are committed together, by one of them (see
+        ``security/group_commit.py``); the block ends once this one's are committed, or
+        raises (:class:`AuditNotRecorded` when their commit failed)."""
+        return self.group_commit.sharing()
+
+    def record_shared(self, records: Sequence[AuditRecord]) -> None:
+        """Record in a transaction shared with concurrent callers (group commit); return once
+        committed, raise :class:`AuditNotRecorded` if that commit failed. For an access whose
+        own transaction has ended: a read answers only after this returns."""
+        self.group_commit.commit(records)
 
     def record(self, records: Sequence[AuditRecord]) -> None:
         """Record in a transaction of its own (for failures and reads outside a transaction)."""
