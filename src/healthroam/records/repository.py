@@ -48,11 +48,10 @@ from sqlalchemy import (
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import KeyedColumnElement
 
-from healthroam.db.raw import dbapi, sqlalchemy_errors
+from healthroam.db.raw import RawSelect, dbapi, sqlalchemy_errors
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
 from healthroam.db.tables_records import (
     FTS5_TABLE,
@@ -304,25 +303,10 @@ class _CurrentRow(NamedTuple):
 
 _READ_POSTGRES = select(*_raw_columns(True)).where(*_BY_KEY)
 _READ_SQLITE = select(*_raw_columns(False)).where(*_BY_KEY)
-# The read statement as psycopg's SQL text, compiled once: a read sends it on the driver's
-# cursor, without SQLAlchemy's per-statement work (cache key, context, result wrapping), which
-# was about a tenth of a FHIR read's server CPU (decision 0042).
-_READ_POSTGRES_SQL = str(_READ_POSTGRES.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
-
-
-class _ReadRow(NamedTuple):
-    """A row of :data:`_READ_POSTGRES`, in its column order."""
-
-    resource_type: str
-    id: str
-    version: int
-    last_updated: datetime
-    deleted: bool
-    institution_code: str | None
-    body: str | None
-    meta: str | None
-    subject_ref: str | None
-    patient_ref: str | None
+# The read statement sent on the driver's cursor, compiled once (db/raw.py): without
+# SQLAlchemy's per-statement work (cache key, context, result wrapping), which was about a
+# tenth of a FHIR read's server CPU (decision 0042).
+_READ_POSTGRES_RAW = RawSelect(_READ_POSTGRES)
 
 
 def _raw_stored(row: Any) -> StoredResource:
@@ -710,11 +694,7 @@ class ResourceRepository:
         keys = {"rtype": resource_type, "rid": resource_id}
         row: Any
         if self.postgres and deferred_on(self.conn) is None:
-            driver = self.conn.connection.driver_connection
-            assert driver is not None
-            with driver.cursor() as cursor:
-                found = cursor.execute(_READ_POSTGRES_SQL, keys).fetchone()
-            row = None if found is None else _ReadRow._make(found)
+            row = _READ_POSTGRES_RAW.first(self.conn, keys)
         else:
             query = _READ_POSTGRES if self.postgres else _READ_SQLITE
             row = self.conn.execute(query, keys).first()
