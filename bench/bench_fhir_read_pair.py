@@ -70,6 +70,8 @@ def one_run(
     )
     # A tree may carry settings: "src+HEALTHROAM_X=1+HEALTHROAM_Y=2".
     env.update(item.partition("=")[::2] for item in tree.split("+")[1:])
+    # The copy is brought to the tree's own schema (a tree may add migrations).
+    subprocess.run([sys.executable, "-m", "healthroam", "db", "upgrade"], env=env, check=True)
     command = [sys.executable, "-m", "healthroam", "serve", "--port", str(port)]
     if args.workers > 1:
         command += ["--workers", str(args.workers)]
