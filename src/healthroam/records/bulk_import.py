@@ -3,15 +3,16 @@
 Each line is one resource, validated like a FHIR write and stored with the id it carries (so
 references between the imported resources keep working). Lines are taken a chunk at a time;
 each chunk is one transaction, committed before the next is read, so whatever the report counts
-as imported is durable. A line that fails (bad JSON, invalid resource, missing scope, an id that
-belongs to another institution) is reported with its line number and skipped; the rest of its
-chunk is imported.
+as imported is durable. A line that fails (bad JSON, invalid resource, missing scope, a care
+provider's update of a resource another institution wrote) is reported with its line number
+and skipped; the rest of its chunk is imported.
 
 New resources of every type but Patient take a fast path (multi-row inserts of the resource,
 its first version and its search index rows). Patients go through the record service, so each
 is matched and linked in the master patient index exactly as a FHIR create would be. A line
-whose id already exists at the same institution becomes a new version, unless its content is
-unchanged (then nothing is written): re-sending a file after fixing its bad lines is safe.
+whose id already exists becomes a new version where a FHIR update would be allowed (the record
+gate: the institution that wrote it, or an agency), unless its content is unchanged (then
+nothing is written): re-sending a file after fixing its bad lines is safe.
 An import that grows the store by a tenth or more ends with ``ANALYZE``.
 
 Audit (decision 0036): the fast path writes one entry per chunk and patient, naming every
@@ -54,7 +55,7 @@ from healthroam.records.bulk_prepare import (
     prepare_chunk,
 )
 from healthroam.records.repository import millis
-from healthroam.records.service import RecordService
+from healthroam.records.service import RecordService, WriteRefused
 from healthroam.security.audit import Action, AuditRecord
 from healthroam.security.model import Principal
 from healthroam.security.service import AuditTrail, Clock, utcnow
@@ -145,7 +146,8 @@ class BulkImporter:
                     patients.put(mine)
                 if others:
                     with self.db.transaction() as conn:
-                        self._store(conn, principal, others, report)
+                        refused = self._store(conn, principal, others, report)
+                    self._record_refusals(refused)
                 if progress is not None:
                     progress(report)
         finally:
@@ -153,6 +155,10 @@ class BulkImporter:
         report.sort_errors()
         self._refresh_statistics(report.created)
         return report
+
+    def _record_refusals(self, refusals: list[WriteRefused]) -> None:
+        for refusal in refusals:
+            self.records.record_refusal(refusal)
 
     def _refresh_statistics(self, created: int) -> None:
         """ANALYZE the store's tables when this import grew them by a tenth or more (or they
@@ -247,7 +253,10 @@ class BulkImporter:
         principal: Principal,
         chunk: list[PreparedLine],
         report: ImportReport,
-    ) -> None:
+    ) -> list[WriteRefused]:
+        """Store one chunk; the refused updates of other institutions' resources are returned,
+        for their audit entries to be recorded once the chunk's transaction has ended."""
+        refusals: list[WriteRefused] = []
         c = fhir_resources.c
         existing: dict[tuple[str, str], Any] = {}
         keys = [(line.resource_type, line.resource_id) for line in chunk]
@@ -267,13 +276,25 @@ class BulkImporter:
                 continue
             if found is not None:
                 if found.institution_code not in (None, principal.institution_code):
-                    report.fail(
-                        line.number,
-                        f"{line.resource_type}/{line.resource_id} belongs to another "
-                        "institution; import it with another id",
-                        f"{line.resource_type}.id",
-                    )
-                    continue
+                    # The record gate, as on a FHIR update: a care provider changes only
+                    # what its own institution wrote; an agency may correct any record.
+                    try:
+                        self.records.check_write(
+                            conn,
+                            principal,
+                            (line.resource_type, line.resource_id),
+                            found.institution_code,
+                            found.content,
+                            "update",
+                        )
+                    except WriteRefused as refusal:
+                        refusals.append(refusal)
+                        report.fail(
+                            line.number,
+                            f"{refusal.detail}; import it with another id",
+                            f"{line.resource_type}.id",
+                        )
+                        continue
                 if not found.deleted and found.content == line.stored():
                     report.add(unchanged=1)
                     continue
@@ -284,6 +305,7 @@ class BulkImporter:
             self._write_new(conn, fast, millis(self.clock()), principal.institution_code)
             self.audit.append(conn, self._audit_records(principal, fast))
             report.add(created=len(fast))
+        return refusals
 
     def _audit_records(self, principal: Principal, lines: list[PreparedLine]) -> list[AuditRecord]:
         """One audit entry per patient (and one for resources about no patient) for the
@@ -441,7 +463,7 @@ class BulkImporter:
                     line.resource_id,
                     line.content(),
                     method="PUT",
-                    gated=False,  # internal: the check above refused other institutions' ids
+                    gated=False,  # internal: the record gate was asked above
                 )
             else:
                 self.records.create_in(
@@ -494,7 +516,8 @@ class _PatientLane:
 
     def _store(self, lines: list[PreparedLine]) -> None:
         with self.importer.db.transaction() as conn:
-            self.importer._store(conn, self.principal, lines, self.report)
+            refused = self.importer._store(conn, self.principal, lines, self.report)
+        self.importer._record_refusals(refused)
 
     def _run(self) -> None:
         while True:

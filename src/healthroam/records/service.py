@@ -392,7 +392,7 @@ class RecordService:
             )
         return Created(stored, None, created=False, withheld=withheld)
 
-    def _check_write(
+    def check_write(
         self,
         conn: Connection,
         principal: Principal,
@@ -731,7 +731,7 @@ class RecordService:
         if gated:  # before If-Match, which would tell the version
             subtype = "patch" if method == "PATCH" else "update"
             key = (resource_type, resource_id)
-            self._check_write(
+            self.check_write(
                 conn, principal, key, current.institution_code, current.content, subtype
             )
         if expected is not None and expected != current.version:
@@ -797,7 +797,7 @@ class RecordService:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         # Gated before the patch is applied: its `test` operations would probe the content.
         key = (resource_type, resource_id)
-        self._check_write(conn, principal, key, stored.institution_code, stored.content, "patch")
+        self.check_write(conn, principal, key, stored.institution_code, stored.content, "patch")
         current = {"resourceType": resource_type, "id": resource_id, **stored.content}
         patched = apply_patch(current, operations)
         resource = validate_resource(patched, resource_type)
@@ -877,7 +877,7 @@ class RecordService:
         if current is None or current.deleted:
             return False
         key = (resource_type, resource_id)
-        self._check_write(conn, principal, key, current.institution_code, current.content, "delete")
+        self.check_write(conn, principal, key, current.institution_code, current.content, "delete")
         repo.replace(current, None, self.clock(), "DELETE")
         self.audit.append(
             conn,

@@ -95,6 +95,53 @@ def test_resending_is_idempotent_and_changes_become_versions(
     )
     assert summary.endswith("failed 1")
     assert "another institution" in errors[0]["diagnostics"]
+    assert errors[0]["expression"] == ["Observation.id"]
+    assert http.get("/fhir/Observation/o1", headers=h).json()["meta"]["versionId"] == "2"
+
+
+def test_an_agency_may_import_over_a_hospitals_ids_as_a_fhir_update_may(
+    platform: Platform, province: Province, http: TestClient
+) -> None:
+    """The record gate decides, as on PUT: a care provider may not change another
+    institution's resource (refused and audited), an agency (the health commission) may."""
+    hospital = province.headers(ALL)
+    lines = [patient(id="p1", sequence=124), _observation("o1", "Patient/p1", 120)]
+    first, _ = _issues(
+        http.post("/fhir/$import", content=_ndjson(*lines), headers=hospital | NDJSON)
+    )
+    assert first == "created 2, updated 0, unchanged 0, failed 0"
+    corrected = _observation("o1", "Patient/p1", 121)
+
+    other_hospital = province.institution()
+    refused, errors = _issues(
+        http.post(
+            "/fhir/$import",
+            content=_ndjson(corrected),
+            headers=province.headers(ALL, other_hospital) | NDJSON,
+        )
+    )
+    assert refused == "created 0, updated 0, unchanged 0, failed 1"
+    assert "belongs to another institution" in errors[0]["diagnostics"]
+    rows, _ = platform.audit.search(patient_ref="Patient/p1", limit=1000)
+    refusals = [r for _, r in rows if r.institution_code == other_hospital and r.outcome == "4"]
+    assert [r.subtype for r in refusals] == ["update"]
+
+    agency = province.institution(kind="agency")
+    summary, errors = _issues(
+        http.post(
+            "/fhir/$import",
+            content=_ndjson(corrected),
+            headers=province.headers(ALL, agency) | NDJSON,
+        )
+    )
+    assert (summary, errors) == ("created 0, updated 1, unchanged 0, failed 0", [])
+    stored = http.get("/fhir/Observation/o1", headers=hospital).json()
+    assert (stored["meta"]["versionId"], stored["valueQuantity"]["value"]) == ("2", 121)
+    with platform.db.engine.connect() as conn:
+        owner = conn.execute(
+            select(fhir_resources.c.institution_code).where(fhir_resources.c.id == "o1")
+        ).scalar_one()
+    assert owner != agency  # the writing hospital still owns its corrected resource
 
 
 def test_import_refusals(province: Province, http: TestClient) -> None:
