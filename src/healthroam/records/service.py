@@ -911,9 +911,13 @@ class RecordService:
         # after, by group commit too (one transaction would take the write lock per search).
         glass = self.gate is not None and principal.break_glass_reason is not None
         together = self.db.dialect == "postgresql"
+        # The first page of a sorted search saves its result list for the pages after it. On
+        # SQLite a read transaction that writes later fails at once (no busy wait) when another
+        # connection committed meanwhile, so that search takes the write lock from its start.
+        saves = bool(request.sort) and request.snapshot is None
         with (
             self.audit.shared() as share,
-            self.db.transaction(readonly=not (glass or together)) as conn,
+            self.db.transaction(readonly=not (glass or together or saves)) as conn,
         ):
             if self.gate is not None:
                 try:
