@@ -50,7 +50,11 @@ def create_database_engine(
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
             # Writers take the lock up front so two never deadlock upgrading a read lock.
+            # A read transaction must not write: it would fail at once ("database is locked",
+            # no busy wait) whenever another connection committed since it began, i.e. only
+            # under load. query_only makes every such write fail every time instead.
             readonly = conn.get_execution_options().get("healthroam_readonly", False)
+            conn.exec_driver_sql(f"PRAGMA query_only={1 if readonly else 0}")
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
@@ -119,7 +123,8 @@ class Database:
     def transaction(self, *, readonly: bool = False) -> Iterator[Connection]:
         """Open a transaction; commit when the block ends, roll back if it raises.
 
-        ``readonly`` lets SQLite readers run beside a writer (WAL); it is a hint, not a guard.
+        ``readonly`` lets SQLite readers run beside a writer (WAL); on SQLite a write inside it
+        fails (``PRAGMA query_only``); on PostgreSQL it is a hint.
         """
         engine = (
             self.engine.execution_options(healthroam_readonly=True) if readonly else self.engine
