@@ -1,11 +1,14 @@
-"""The connection pool replaces a connection that died while idle (no pre-ping round trip)."""
+"""The connection pool replaces a connection that died while idle (no pre-ping round trip);
+on SQLite a read transaction cannot write."""
 
 from __future__ import annotations
 
 import select
 from typing import Any
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from healthroam.db.engine import Database, create_database_engine
 
@@ -43,5 +46,30 @@ def test_a_connection_killed_while_idle_is_replaced_at_checkout(database_url: st
         with database.transaction(readonly=True) as conn:
             assert conn.execute(text("SELECT 3")).scalar() == 3
         assert (first, again) == (1, 2)
+    finally:
+        database.dispose()
+
+
+def test_on_sqlite_a_read_transaction_cannot_write_and_the_next_writer_can(
+    database_url: str,
+) -> None:
+    database = Database(create_database_engine(database_url, pool_size=1))
+    insert = text(
+        "INSERT INTO fhir_search_totals (search_id, total, created_at) "
+        "VALUES (:id, 0, CURRENT_TIMESTAMP)"
+    )
+    try:
+        if database.dialect == "sqlite":
+            with (
+                pytest.raises(OperationalError, match="readonly"),
+                database.transaction(readonly=True) as conn,
+            ):
+                conn.execute(insert, {"id": "from-a-reader"})
+        # The same pooled connection writes again in an ordinary transaction.
+        with database.transaction() as conn:
+            conn.execute(insert, {"id": "from-a-writer"})
+        with database.transaction(readonly=True) as conn:
+            kept = conn.execute(text("SELECT search_id FROM fhir_search_totals")).scalars().all()
+        assert kept == ["from-a-writer"]
     finally:
         database.dispose()
