@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `healthroam serve` listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `healthroam serve` uses.")
+    server_leader_poll_ms: int = Field(
+        default=1000,
+        ge=50,
+        description="How often each server process tries to become the leader that runs the "
+        "once-only background jobs (the audit sealer), and the leader checks its database "
+        "session (milliseconds; PostgreSQL only). A dead leader is replaced within about this.",
+    )
     public_base_url: str = Field(
         default="http://127.0.0.1:8000",
         description="The platform's external base URL; the token endpoint's audience for "
