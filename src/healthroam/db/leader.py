@@ -12,9 +12,10 @@ The leader is the process whose **dedicated connection** holds the session-level
 its connection as often. When the holder dies its PostgreSQL session ends and the lock with
 it (at once when the process dies and the kernel closes its socket; after the session's TCP
 keepalive - about 25 s - when its host or network is gone), and the next process to try takes
-over. A holder that finds its connection broken stops its jobs at once; until then an old and a
-new leader may overlap for one poll, which the jobs tolerate (they stay correct in several
-processes; the lock only keeps them from running everywhere).
+over. A holder that finds its connection broken stops its jobs at once; until it finds out
+(after a network failure its check may hang until its own TCP timeout) an old and a new leader
+may overlap, which the jobs tolerate (they stay correct in several processes; the lock only
+keeps them from running everywhere).
 
 SQLite has no advisory locks and serves from one process (decision 0048): the one process
 leads.
