@@ -327,7 +327,8 @@ class Settings(BaseSettings):
         default=30,
         ge=1,
         description="Failed sign-ins from one source address, within the lockout time, after "
-        "which that address may not try again until the oldest failure ages out.",
+        "which that address may not try again until the oldest failure ages out (counted in "
+        "each server process).",
     )
 
     # --- cross-institution care (exchange/care/) ---------------------------------------------
