@@ -87,9 +87,9 @@ def token_for(settings: Settings) -> str:
 
 def serve(settings_env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings_env}
+    # Always explicit: on PostgreSQL `serve` defaults to one process per CPU (decision 0048).
     command = [sys.executable, "-m", "healthroam", "serve", "--port", str(PORT)]
-    if workers > 1:
-        command += ["--workers", str(workers)]
+    command += ["--workers", str(workers)]
     server = subprocess.Popen(
         command,
         env=env,

@@ -172,7 +172,8 @@ def main() -> None:
             HEALTHROAM_CARD_DYNAMIC_CODE_WINDOW_SECONDS="600",
         )
         server = subprocess.Popen(
-            [sys.executable, "-m", "healthroam", "serve", "--port", str(port)], env=env
+            [sys.executable, "-m", "healthroam", "serve", "--port", str(port), "--workers", "1"],
+            env=env,
         )
         benchlib.wait_ready(f"{base}/healthz", server, seconds=20)
         headers = {label: token(base, *pair) for label, pair in creds.items()}

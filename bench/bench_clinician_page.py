@@ -144,7 +144,7 @@ def main() -> None:
             HEALTHROAM_LOG_LEVEL="WARNING",
         )
         server = subprocess.Popen(
-            [sys.executable, "-m", "healthroam", "serve", "--port", str(port)],
+            [sys.executable, "-m", "healthroam", "serve", "--port", str(port), "--workers", "1"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

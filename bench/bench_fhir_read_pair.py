@@ -73,7 +73,7 @@ def one_run(
     # The copy is brought to the tree's own schema (a tree may add migrations).
     subprocess.run([sys.executable, "-m", "healthroam", "db", "upgrade"], env=env, check=True)
     command = [sys.executable, "-m", "healthroam", "serve", "--port", str(port)]
-    if args.workers > 1:
+    if args.workers > 0:  # 0: the server's default (a tree may set HEALTHROAM_SERVER_WORKERS)
         command += ["--workers", str(args.workers)]
     log = args.work / "pair-server.log"
     with log.open("w") as out:
@@ -128,7 +128,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes (0: the server's default)"
+    )
     parser.add_argument("--kinds", default="read", help="read, search (comma-separated)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

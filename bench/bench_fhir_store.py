@@ -109,12 +109,10 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
 def server(settings: Settings, workers: int, log: Path) -> Iterator[tuple[str, int]]:
     port = benchlib.free_port()
     base = f"http://127.0.0.1:{port}"
-    if workers > 1:
-        command = [sys.executable, "-m", "uvicorn", "healthroam.api.app:create_app", "--factory",
-                   "--port", str(port), "--workers", str(workers), "--no-access-log",
-                   "--log-level", "warning"]  # fmt: skip
-    else:
-        command = [sys.executable, "-m", "healthroam", "serve", "--port", str(port)]
+    # Always the number asked for: on PostgreSQL `serve` would otherwise start one process
+    # per CPU (decision 0048).
+    command = [sys.executable, "-m", "healthroam", "serve", "--port", str(port),
+               "--workers", str(workers)]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(
             command,

@@ -36,13 +36,17 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_server(settings: Settings, log_path: Path, **extra: str) -> Iterator[str]:
-    """`python -m healthroam serve` on a free port; yields its base URL once /readyz answers."""
+def running_server(
+    settings: Settings, log_path: Path, *, workers: int = 1, **extra: str
+) -> Iterator[str]:
+    """`python -m healthroam serve` on a free port with ``workers`` processes; yields its base
+    URL once /readyz answers."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    command = ["serve", "--port", str(port), "--workers", str(workers)]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "healthroam", "serve", "--port", str(port)],
+            [sys.executable, "-m", "healthroam", *command],
             env=server_env(settings, HEALTHROAM_PUBLIC_BASE_URL=base, **extra),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -253,13 +253,14 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (HEALTHROAM_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (HEALTHROAM_PORT).")] = None,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
-            help="Server processes. Each builds its own services; they share the database "
-            "(dynamic codes are spent there, so a code is accepted once across processes).",
+            help="Server processes (HEALTHROAM_SERVER_WORKERS; default on PostgreSQL: the CPU "
+            "count). They share the database; one of them, elected by a PostgreSQL advisory "
+            "lock, runs the audit sealer. SQLite serves from one process only.",
         ),
-    ] = 1,
+    ] = None,
 ) -> None:
     """Serve the HTTP API (FastAPI on Uvicorn)."""
     import uvicorn
@@ -267,7 +268,16 @@ def serve(
     from healthroam.logs import configure_logging
 
     settings = get_settings()
+    if workers is not None and workers > 1 and settings.is_sqlite:
+        raise typer.BadParameter(
+            "SQLite storage serves from one process (one writer at a time, and every audited "
+            "read writes); use PostgreSQL for several (docs/fhir-store.md)",
+            param_hint="--workers",
+        )
+    processes = workers or settings.serve_processes
     configure_logging(settings.log_level)
+    if processes > 1:
+        _warn_if_connections_short(settings.database_url, processes, settings.database_pool_size)
     uvicorn.run(
         "healthroam.api.app:create_app",
         factory=True,
@@ -275,8 +285,30 @@ def serve(
         port=port or settings.port,
         access_log=False,  # our middleware logs paths without query strings
         log_config=None,
-        workers=workers,
+        workers=processes,
     )
+
+
+def _warn_if_connections_short(url: str, processes: int, pool_size: int) -> None:
+    """Each process may open 2 x pool_size connections and its leader election one more."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    wanted = processes * (2 * pool_size + 1)
+    try:
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.connect() as conn:
+            limit = int(conn.execute(text("SHOW max_connections")).scalar_one())
+        engine.dispose()
+    except Exception:  # the server's own start reports an unreachable database
+        return
+    if wanted > limit:
+        err.print(
+            f"[yellow]warning:[/yellow] {processes} processes may open up to {wanted} database "
+            f"connections (2 x database_pool_size + 1 each) but PostgreSQL allows "
+            f"{limit} (max_connections); lower --workers or HEALTHROAM_DATABASE_POOL_SIZE",
+            highlight=False,
+        )
 
 
 def main() -> None:

@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `healthroam serve` listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `healthroam serve` uses.")
+    server_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Server processes `healthroam serve` starts on PostgreSQL (`--workers` "
+        "overrides it). Default: the machine's CPU count. SQLite always serves from one "
+        "process (decision 0048).",
+    )
+    server_leader_poll_ms: int = Field(
+        default=1000,
+        ge=50,
+        description="How often each server process tries to become the leader that runs the "
+        "once-only background jobs (the audit sealer), and the leader checks its database "
+        "session (milliseconds; PostgreSQL only). A dead leader is replaced within about this.",
+    )
     public_base_url: str = Field(
         default="http://127.0.0.1:8000",
         description="The platform's external base URL; the token endpoint's audience for "
@@ -313,7 +327,8 @@ class Settings(BaseSettings):
         default=30,
         ge=1,
         description="Failed sign-ins from one source address, within the lockout time, after "
-        "which that address may not try again until the oldest failure ages out.",
+        "which that address may not try again until the oldest failure ages out (counted in "
+        "each server process).",
     )
 
     # --- cross-institution care (exchange/care/) ---------------------------------------------
@@ -435,6 +450,22 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def serve_processes(self) -> int:
+        """Processes `healthroam serve` starts by default: one on SQLite (one writer at a
+        time, decision 0048), else ``server_workers`` or the CPU count."""
+        if self.is_sqlite:
+            return 1
+        return self.server_workers or _cpu_count()
+
+
+def _cpu_count() -> int:
+    """CPUs this process may run on (its affinity, e.g. a container's cpuset), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
 
 
 @lru_cache(maxsize=1)

@@ -8,5 +8,6 @@ import logging
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        # The process id tells the processes of `healthroam serve --workers N` apart.
+        format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s",
     )

@@ -63,7 +63,8 @@ def server(settings: Settings, tmp_path: Path) -> Iterator[str]:
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "healthroam", "serve", "--port", str(port)],
+            # One process, as before decision 0048 (the page is under test, not the processes).
+            [sys.executable, "-m", "healthroam", "serve", "--port", str(port), "--workers", "1"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -30,8 +30,10 @@ from healthroam.api.errors import install_error_handlers
 from healthroam.api.fhir_read import FhirReadFastPath
 from healthroam.bootstrap import Platform, build
 from healthroam.config import get_settings
+from healthroam.db.leader import LeaderElection
 from healthroam.db.statistics import StatisticsRefresher
 from healthroam.db.tables_records import STORE_TABLES
+from healthroam.logs import configure_logging
 from healthroam.records.bulk_export import ExportWorker
 from healthroam.records.search_params import search_index
 from healthroam.security.sealer import AuditSealer
@@ -106,6 +108,10 @@ class AccessLog:
 def create_app(platform: Platform | None = None) -> FastAPI:
     """Build the app around ``platform`` (or one built from the process's settings)."""
     owned = platform is None
+    if owned:
+        # The processes of `healthroam serve --workers N` are started afresh by Uvicorn
+        # (spawn): they log only if configured here (a no-op where logging already is).
+        configure_logging(get_settings().log_level)
     the_platform = platform or build(get_settings())
 
     @asynccontextmanager
@@ -114,27 +120,36 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         # the first search (or write) of the process waited seconds for it. Not awaited, so
         # the server is ready (and the health checks answer) at once.
         threading.Thread(target=search_index, name="search-index", daemon=True).start()
-        sealer = AuditSealer(the_platform.audit, the_platform.settings.audit_seal_interval_ms)
-        sealer.start()
-        exports = ExportWorker(
-            the_platform.bulk_export, the_platform.settings.bulk_export_interval_ms
-        )
+        settings = the_platform.settings
+        # Background work (decision 0048). In every process: the export worker (each claims a
+        # job under a row lock, SKIP LOCKED on PostgreSQL, so a job runs once). In the leader
+        # process only (the one holding the PostgreSQL advisory lock; on SQLite, the one
+        # process): the audit sealer (correct anywhere, but N sealers would queue on the chain
+        # head's lock) and SQLite's statistics refresher (PostgreSQL: autovacuum's job).
+        exports = ExportWorker(the_platform.bulk_export, settings.bulk_export_interval_ms)
         _app.state.export_worker = exports
         exports.start()
-        statistics = StatisticsRefresher(
+        leader = LeaderElection(
             the_platform.db,
-            STORE_TABLES,
-            the_platform.settings.sqlite_statistics_interval_seconds
-            if the_platform.db.dialect == "sqlite"
-            else 0,
+            [
+                AuditSealer(the_platform.audit, settings.audit_seal_interval_ms),
+                StatisticsRefresher(
+                    the_platform.db,
+                    STORE_TABLES,
+                    settings.sqlite_statistics_interval_seconds
+                    if the_platform.db.dialect == "sqlite"
+                    else 0,
+                ),
+            ],
+            poll_seconds=settings.server_leader_poll_ms / 1000,
         )
-        statistics.start()
+        _app.state.leader = leader
+        leader.start()
         try:
             yield
         finally:
-            statistics.stop()
             exports.stop()
-            sealer.stop()
+            leader.stop()  # after the exports: a leader's sealer seals their entries too
             if owned:
                 the_platform.close()
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,6 +34,8 @@ from healthroam.db.tables_cards import (
 from healthroam.db.tables_registry import master_persons
 
 _REVOKED = [s.value for s in CardStatus if s.revoked]
+# The advisory lock key of trust-list signing ("hroamTRL" as a big-endian 64-bit integer).
+TRUST_LIST_LOCK = int.from_bytes(b"hroamTRL", "big", signed=True)
 # PostgreSQL: one statement text for any number of keys (an array parameter instead of an IN
 # list), so SQLAlchemy compiles it and psycopg converts it once, not once per batch size.
 _CARDS_BY_EHC_IDS = select(cards).where(
@@ -462,6 +465,14 @@ class CardRepository:
         return self.run(row.run_id) if row else None
 
     # --- trust lists --------------------------------------------------------------------------
+
+    def lock_trust_lists(self) -> None:
+        """Make this transaction the only one signing a trust list until it ends: two server
+        processes re-signing at once would both take the next sequence number (decision
+        0048). PostgreSQL: a transaction-level advisory lock; SQLite: the writer's lock
+        (``BEGIN IMMEDIATE``) already serialises them."""
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TRUST_LIST_LOCK})
 
     def latest_trust_list(self) -> tuple[int, int, bytes] | None:
         row = self.conn.execute(

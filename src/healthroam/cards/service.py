@@ -607,6 +607,7 @@ class CardService:
                 return cached[1]
             with self.db.transaction() as conn:
                 repo = CardRepository(conn)
+                repo.lock_trust_lists()  # another server process may be signing one now
                 latest = repo.latest_trust_list()
                 if latest and not self._trust_dirty and now - latest[1] < refresh:
                     self._trust_cache = (latest[1], latest[2])

@@ -87,6 +87,7 @@ class StatisticsRefresher:
     def start(self) -> None:
         if self.interval <= 0 or self._thread is not None:
             return
+        self._stop.clear()  # started again after a stop (leadership regained)
         self._thread = threading.Thread(target=self._run, name="db-statistics", daemon=True)
         self._thread.start()
 

@@ -11,7 +11,6 @@ moved to another key's row.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from pathlib import Path
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from healthroam.errors import InvalidInput
+from healthroam.secret_files import write_once
 
 MAGIC = b"HK1"
 MODE_FILE, MODE_SCRYPT = 0, 1
@@ -40,11 +40,12 @@ def load_or_create_kek(path: Path) -> bytes:
                 "key-encryption key file must hold exactly 32 bytes", expression="kekFile"
             )
         return data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    # Several server processes may get here at once: one file wins, every process reads it.
+    data = write_once(path, secrets.token_bytes(32))
+    if len(data) != 32:
+        raise KeystoreLocked(
+            "key-encryption key file must hold exactly 32 bytes", expression="kekFile"
+        )
     return data
 
 

@@ -336,9 +336,14 @@ class BulkExportService:
                 .where(c.status == "running", c.heartbeat_at < now - STALE_AFTER)
                 .values(status="accepted")
             )
-            candidate = conn.execute(
-                select(c.id).where(c.status == "accepted").order_by(c.created_at).limit(1)
-            ).scalar()
+            # Several server processes each run a worker (decision 0048): on PostgreSQL the
+            # oldest job no other worker is claiming right now (SKIP LOCKED: a second worker
+            # takes the next job instead of waiting for the first one's claim and then finding
+            # the job taken); SQLite has one writer, the transaction holds it.
+            query = select(c.id).where(c.status == "accepted").order_by(c.created_at).limit(1)
+            if self.db.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            candidate = conn.execute(query).scalar()
             if candidate is None:
                 return None
             claimed = conn.execute(
@@ -573,7 +578,8 @@ def _instant_text(moment: datetime) -> str:
 
 
 class ExportWorker:
-    """Runs accepted export jobs in a background thread of the API process."""
+    """Runs accepted export jobs in a background thread of each API process (decision 0048:
+    every server process runs one; a job is claimed under a row lock, so it runs once)."""
 
     def __init__(self, service: BulkExportService, interval_ms: int) -> None:
         self.service = service

@@ -14,7 +14,8 @@ class AuditSealer:
     """A daemon thread that calls ``audit.seal()`` every ``interval_ms`` (0: never starts).
 
     Several processes may each run one: sealing takes the chain head's lock, so they take turns
-    and the chain stays one total order.
+    and the chain stays one total order. The server runs it only in its leader process
+    (``db/leader.py``, decision 0048), so that N processes do not contend for that lock.
     """
 
     def __init__(self, audit: AuditTrail, interval_ms: int) -> None:
@@ -25,6 +26,7 @@ class AuditSealer:
     def start(self) -> None:
         if self.interval <= 0 or self._thread is not None:
             return
+        self._stop.clear()  # started again after a stop (leadership regained)
         self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
         self._thread.start()
 

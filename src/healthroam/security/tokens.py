@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,28 +12,29 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from healthroam.errors import NotAuthenticated
+from healthroam.secret_files import write_once
 from healthroam.security.scopes import ScopeSet
 
 ALGORITHM = "ES256"
 
 
 def load_or_create_signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    """Read the PEM key at ``path``; create one (mode 0600) if it does not exist yet."""
+    """Read the PEM key at ``path``; create one (mode 0600) if it does not exist yet (the
+    first of several processes starting at once creates it, the others read it)."""
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ValueError("token signing key must be an EC (P-256) key")
         return key
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+    written = write_once(path, pem)  # several server processes may start at once
+    if written != pem:
+        return load_or_create_signing_key(path)
     return key
 
 

@@ -107,9 +107,14 @@ class CareService:
     def _institution(self, conn: Connection, code: str | None) -> Institution | None:
         if code is None:
             return None
-        if code not in self._institutions:
-            self._institutions[code] = InstitutionRepository(conn).get(code)
-        return self._institutions[code]
+        found = self._institutions.get(code)
+        if found is None:
+            found = InstitutionRepository(conn).get(code)
+            # An unknown code is not remembered: the institution may be added later by another
+            # process (the command line, another server process, decision 0048).
+            if found is not None:
+                self._institutions[code] = found
+        return found
 
     def _source(self, conn: Connection) -> Callable[[str | None], SourceInstitution]:
         def source(code: str | None) -> SourceInstitution:
