@@ -19,7 +19,7 @@ from healthroam.registry.model import NormalizedRecord
 from healthroam.registry.survivorship import FIELDS, LinkedRecord, golden_of_one, golden_record
 
 _TEXT = st.one_of(st.none(), st.just(""), st.text(max_size=12))
-_VALUE = st.one_of(_TEXT, st.just([]), st.integers(-2, 2), st.dates())
+_VALUE: st.SearchStrategy[Any] = st.one_of(_TEXT, st.just([]), st.integers(-2, 2), st.dates())
 
 
 @given(
