@@ -70,7 +70,7 @@ from healthroam.registry.service import (
     golden_values,
     record_data,
 )
-from healthroam.registry.survivorship import LinkedRecord, golden_record
+from healthroam.registry.survivorship import LinkedRecord, golden_of_one, golden_record
 from healthroam.security.model import Principal
 
 
@@ -231,38 +231,22 @@ def _copy_lines(
     ``_COPY_COLUMNS``."""
     name = golden.get("name") or golden.get("latin_name")
     master_id, source_id = str(ids.master), str(ids.source)
-    master = "\t".join(
-        (
-            master_id,
-            master_index_id,
-            "active\t\\N",
-            _json_field(_json(golden)),
-            _field(name),
-            _field(golden.get("birth_date")),
-            _field(golden.get("sex")),
-            "1",
-            stamp,
-            stamp + "\n",
-        )
+    # One f-string per line (a tuple joined costs more); the fields as _field renders them.
+    master = (
+        f"{master_id}\t{master_index_id}\tactive\t\\N\t{_json_field(_json(golden))}\t"
+        f"{_field(name)}\t{_field(golden.get('birth_date'))}\t{_field(golden.get('sex'))}\t1\t"
+        f"{stamp}\t{stamp}\n"
     )
-    record = "\t".join(
-        (
-            source_id,
-            _field(source),
-            _field(system),
-            _field(local_id),
-            master_id,
-            LinkType.AUTO.value,
-            _json_field(data_json),
-            _json_field(normalized_json),
-            hashed,
-            "\\N",
-            stamp,
-            stamp + "\n",
-        )
+    record = (
+        f"{source_id}\t{_field(source)}\t{_field(system)}\t{_field(local_id)}\t{master_id}\t"
+        f"{LinkType.AUTO.value}\t{_json_field(data_json)}\t{_json_field(normalized_json)}\t"
+        f"{hashed}\t\\N\t{stamp}\t{stamp}\n"
     )
     tail = "\t" + source_id + "\n"
-    key_lines = "".join([_field(k[:255]) + tail for k in keys])
+    if _SPECIAL.search("".join(keys)) is None:  # the usual case: no key needs escaping
+        key_lines = "".join([k[:255] + tail for k in keys])
+    else:
+        key_lines = "".join([_field(k[:255]) + tail for k in keys])
     event = f"\t{stamp}\tcreate\t{master_id}\t\\N\t{source_id}\t" + _event_tail(source, actor)
     return master, record, key_lines, event
 
@@ -308,19 +292,23 @@ class Piece(NamedTuple):
 
 def _prepare(piece: Piece) -> list[Prepared]:
     """Map, normalise and (for PostgreSQL) render the rows of one piece of a chunk."""
-    source, mapping, trust, stamp = piece.source, piece.mapping, piece.trust, piece.stamp
+    source, mapping, stamp = piece.source, piece.mapping, piece.stamp
     stamp_text = stamp.isoformat()
-    index_ids = new_master_index_ids(piece.rows.num_rows) if piece.ids is not None else []
+    render = piece.ids is not None
+    index_ids = new_master_index_ids(piece.rows.num_rows) if render else []
     today = date.today()  # once per piece, not per row
-    result = []
+    make = mapping.record_maker(source)
+    result: list[Prepared] = []
+    append = result.append
+    number = piece.first
     for offset, row in enumerate(piece.rows.to_pylist()):
-        number = piece.first + offset + 1
-        local_id = row.get(mapping.columns["local_id"])
+        number += 1
         try:
-            record = mapping.record(row, source)
+            record = make(row)
             normalized = normalize_record(record, today=today)
         except HealthroamError as error:
-            result.append(
+            local_id = row.get(mapping.columns["local_id"])
+            append(
                 Prepared(
                     number, local_id, reject=(mapping.column_of(error.expression), error.detail)
                 )
@@ -333,16 +321,17 @@ def _prepare(piece: Piece) -> list[Prepared]:
         data_json, normalized_json = data_text.decode(), _json(norm)
         digest = content_hash(data_text)
         name = (normalized.name or normalized.latin_name or "")[:200]
-        copy = None
-        if piece.ids is not None:
+        key = record.key
+        national_key = f"id:{normalized.national_id}" if normalized.national_id else ""
+        if render:  # the documents travel once, inside the source record's line
+            assert piece.ids is not None
             ids = piece.ids[offset]
-            golden = golden_record(
-                [LinkedRecord(ids.source, source, trust, stamp, golden_values(data, norm))]
-            )
+            # One source record: golden_record([LinkedRecord(...)]) without the general loops.
+            golden = golden_of_one(ids.source, golden_values(data, norm))
             copy = _copy_lines(
                 source,
-                record.key.system,
-                record.key.local_id,
+                key.system,
+                key.local_id,
                 data_json,
                 normalized_json,
                 digest,
@@ -353,13 +342,11 @@ def _prepare(piece: Piece) -> list[Prepared]:
                 index_ids[offset],
                 stamp_text,
             )
-        national_key = f"id:{normalized.national_id}" if normalized.national_id else ""
-        if copy is not None:  # the documents travel once, inside the source record's line
-            result.append(
+            append(
                 Prepared(
                     number,
-                    record.key.local_id,
-                    record.key.system,
+                    key.local_id,
+                    key.system,
                     national_key,
                     name,
                     content_hash=digest,
@@ -367,11 +354,11 @@ def _prepare(piece: Piece) -> list[Prepared]:
                 )
             )
             continue
-        result.append(
+        append(
             Prepared(
                 number,
-                record.key.local_id,
-                record.key.system,
+                key.local_id,
+                key.system,
                 national_key,
                 name,
                 data_json,
