@@ -18,7 +18,21 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Select
+from psycopg.types.json import Jsonb
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Connection,
+    DateTime,
+    Double,
+    Integer,
+    LargeBinary,
+    Select,
+    String,
+    Table,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -46,12 +60,39 @@ def sqlalchemy_errors(what: str) -> Iterator[None]:
         raise DBAPIError(what, None, error) from error
 
 
+# Every PostgreSQL connection plans each execution for its own values (db/engine.py sets
+# ``plan_cache_mode = force_custom_plan``: generic plans of some statements scanned whole
+# tables). A statement written so that its generic plan is an index look-up per key whatever
+# the table sizes and statistics (checked by tests/integration/db/test_generic_plans.py) may be
+# run with the generic plan of its prepared statement instead (psycopg prepares a statement on
+# its fifth execution): PostgreSQL then plans it once per connection, not on every execution.
+# Planning was a third of the backend's CPU in the HL7 gateway (decision 0047); the message's
+# look-up query alone took 0.5 ms to plan and 0.02 ms to run.
+_GENERIC_ON = "SET LOCAL plan_cache_mode = force_generic_plan"
+_GENERIC_OFF = "SET LOCAL plan_cache_mode = force_custom_plan"
+
+
+def fetch_generic(raw: psycopg.Connection[Any], sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` under the generic plan of its prepared statement: in one pipeline
+    (one round trip) the plan cache mode is switched for this statement only, in the caller's
+    transaction (``SET LOCAL``; a failure rolls the transaction back, and the mode with it)."""
+    with raw.pipeline():
+        raw.cursor().execute(_GENERIC_ON)
+        cursor = raw.cursor()
+        cursor.execute(sql, params)
+        raw.cursor().execute(_GENERIC_OFF)
+    return cursor.fetchall()
+
+
 class RawSelect:
     """A SQLAlchemy ``select`` compiled once for PostgreSQL and run through psycopg: rows are
     named tuples of the statement's column names (what the callers read of SQLAlchemy's rows).
-    Bound parameters are named (``%(name)s``); no expanding ones (use ``any_`` over an array)."""
+    Bound parameters are named (``%(name)s``); no expanding ones (use ``any_`` over an array).
+    ``generic``: run under the generic plan of the prepared statement (:func:`fetch_generic`),
+    only for a statement whose generic plan is known to be index look-ups."""
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Select[Any], *, generic: bool = False) -> None:
+        self.generic = generic
         compiled = statement.compile(dialect=_PG_DIALECT)
         if compiled.positiontup:  # pragma: no cover - a programming error
             raise ValueError("RawSelect needs named parameters")
@@ -63,10 +104,94 @@ class RawSelect:
 
     def rows(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
         with sqlalchemy_errors(self.sql[:40]):
+            values = {**self.defaults, **params}
+            if self.generic:
+                return [self.row._make(r) for r in fetch_generic(dbapi(conn), self.sql, values)]
             cursor = dbapi(conn).cursor()
-            cursor.execute(self.sql, {**self.defaults, **params})
+            cursor.execute(self.sql, values)
             return [self.row._make(r) for r in cursor.fetchall()]
 
     def first(self, conn: Connection, params: dict[str, Any]) -> Any:
         found = self.rows(conn, params)
         return found[0] if found else None
+
+
+# --- many rows in one statement --------------------------------------------------------------
+
+# The element type of each column's array (``unnest``), by SQLAlchemy column type. Strings are
+# sent as ``text[]``: an explicit cast to ``varchar(n)`` would cut a longer value where the
+# insert's own assignment rejects it, as it does for a row inserted alone.
+_ARRAY_TYPES: tuple[tuple[type[Any], str], ...] = (
+    (String, "text"),
+    (Boolean, "boolean"),
+    (BigInteger, "bigint"),
+    (Integer, "integer"),
+    (Double, "double precision"),
+    (LargeBinary, "bytea"),
+    (JSON, "jsonb"),
+    (JSONB, "jsonb"),
+)
+_UNNEST_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]] | None] = {}
+
+
+def _array_type(table: Table, name: str) -> str | None:
+    kind = table.c[name].type
+    if isinstance(kind, DateTime):
+        return "timestamptz" if kind.timezone else "timestamp"
+    for python, element in _ARRAY_TYPES:
+        if isinstance(kind, python):
+            return element
+    return None
+
+
+def _unnest_sql(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    key = (table.name, columns)
+    if key not in _UNNEST_SQL:
+        types = tuple(_array_type(table, c) for c in columns)
+        if any(t is None for t in types):
+            _UNNEST_SQL[key] = None
+        else:
+            names = ", ".join(f'"{c}"' for c in columns)
+            arrays = ", ".join(f"%b::{t}[]" for t in types)  # binary: no escaping per value
+            # Table and column names come from our metadata, never from input.
+            sql = f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({arrays})'  # noqa: S608
+            _UNNEST_SQL[key] = (sql, types)  # type: ignore[assignment]
+    return _UNNEST_SQL[key]
+
+
+def insert_statement(table: Table, rows: list[dict[str, Any]]) -> tuple[str, list[Any]] | None:
+    """Rows of ``table`` (all with the keys of the first) as one ``INSERT ... SELECT * FROM
+    unnest(...)``: one statement to plan and run instead of one per row, the rows inserted in
+    the given order. None when a column's type has no array form here (the caller inserts
+    row by row). JSON values are sent as ``jsonb``; the rows are the ones a row-by-row insert
+    of the same values writes."""
+    columns = tuple(rows[0])
+    found = _unnest_sql(table, columns)
+    if found is None:
+        return None
+    sql, types = found
+    arrays: list[Any] = []
+    for name, element in zip(columns, types, strict=True):
+        values = [row[name] for row in rows]
+        if element == "jsonb":
+            values = [None if v is None else Jsonb(v) for v in values]
+        elif element == "double precision":
+            values = [None if v is None else float(v) for v in values]
+        arrays.append(values)
+    return sql, arrays
+
+
+def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (same keys) in the caller's transaction: on PostgreSQL in one statement
+    (:func:`insert_statement`) through psycopg, elsewhere (or for a column type without an
+    array form) with SQLAlchemy's executemany. Errors are raised as SQLAlchemy's."""
+    if not rows:
+        return
+    statement = insert_statement(table, rows) if is_postgres(conn) and len(rows) > 1 else None
+    if statement is None:
+        from sqlalchemy import insert
+
+        conn.execute(insert(table), rows)
+        return
+    with sqlalchemy_errors(f"INSERT INTO {table.name} (unnest)"):
+        dbapi(conn).cursor().execute(*statement)

@@ -7,11 +7,11 @@ committed meanwhile by another transaction is answered with that transaction's A
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from healthroam.bootstrap import Platform
 from healthroam.db.schema import audit_inbox, fhir_resource_versions, fhir_resources
@@ -65,18 +65,6 @@ def service(platform: Platform) -> GatewayService:
         platform.db,
         platform_dispatcher(platform.records, platform.registry, platform.recognition),
     )
-
-
-@pytest.fixture
-def statements(platform: Platform) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        seen.append(statement)
-
-    event.listen(platform.db.engine, "before_cursor_execute", count)
-    yield seen
-    event.remove(platform.db.engine, "before_cursor_execute", count)
 
 
 def _group(service: GatewayService, texts: list[str]) -> list[Outcome | Any]:

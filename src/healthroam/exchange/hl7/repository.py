@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from healthroam.db.raw import dbapi, is_postgres, sqlalchemy_errors
+from healthroam.db.raw import dbapi, fetch_generic, insert_many, is_postgres, sqlalchemy_errors
 from healthroam.db.schema import fhir_resources, institutions
 from healthroam.db.tables_exchange import hl7_messages, hl7_rejections, hl7_senders
 from healthroam.db.tables_records import fhir_idx_token
@@ -163,7 +163,7 @@ class MessageLogRepository:
     def record_accepted_many(self, rows: list[dict[str, Any]]) -> None:
         """Insert several messages' rows (same keys) in one statement; raises IntegrityError
         when a key is already taken."""
-        self.conn.execute(insert(hl7_messages), rows)
+        insert_many(self.conn, hl7_messages, rows)
 
     def record_rejected(self, **values: Any) -> None:
         self.conn.execute(insert(hl7_rejections), values)
@@ -437,8 +437,8 @@ class LookupRepository:
             return self.conn.execute(_KEYED_AND_IDENTIFIED, params).all()
         ordered, wanted = sorted(keys), sorted(identifiers)
         with sqlalchemy_errors("SELECT the message's look-ups"):
-            cursor = dbapi(self.conn).cursor()
-            cursor.execute(
+            rows = fetch_generic(
+                dbapi(self.conn),
                 _PG_KEYED_AND_IDENTIFIED,
                 (
                     [k[0] for k in ordered],
@@ -448,7 +448,7 @@ class LookupRepository:
                     [i[2] for i in wanted],
                 ),
             )
-            return [_LookupRow._make(row) for row in cursor.fetchall()]
+            return [_LookupRow._make(row) for row in rows]
 
     def by_identifier(
         self, resource_type: str, system: str, value: str, limit: int = 5
