@@ -36,7 +36,7 @@ from healthroam.db.raw import RawSelect, insert_many, insert_statement
 from healthroam.exchange.hl7 import repository as hl7_repository
 from healthroam.registry import repository as registry_repository
 
-GENERIC = {
+GENERIC: dict[str, tuple[str | RawSelect, int]] = {
     "the message's look-up query": (hl7_repository._PG_KEYED_AND_IDENTIFIED, 5),
     "the registry's candidates": (registry_repository._PG_CANDIDATES_ANY, 0),
     "the registry's candidates but one": (registry_repository._PG_CANDIDATES_EXCLUDING, 0),
