@@ -60,39 +60,12 @@ def sqlalchemy_errors(what: str) -> Iterator[None]:
         raise DBAPIError(what, None, error) from error
 
 
-# Every PostgreSQL connection plans each execution for its own values (db/engine.py sets
-# ``plan_cache_mode = force_custom_plan``: generic plans of some statements scanned whole
-# tables). A statement written so that its generic plan is an index look-up per key whatever
-# the table sizes and statistics (checked by tests/integration/db/test_generic_plans.py) may be
-# run with the generic plan of its prepared statement instead (psycopg prepares a statement on
-# its fifth execution): PostgreSQL then plans it once per connection, not on every execution.
-# Planning was a third of the backend's CPU in the HL7 gateway (decision 0047); the message's
-# look-up query alone took 0.5 ms to plan and 0.02 ms to run.
-_GENERIC_ON = "SET LOCAL plan_cache_mode = force_generic_plan"
-_GENERIC_OFF = "SET LOCAL plan_cache_mode = force_custom_plan"
-
-
-def fetch_generic(raw: psycopg.Connection[Any], sql: str, params: Any) -> list[tuple[Any, ...]]:
-    """The rows of ``sql`` under the generic plan of its prepared statement: in one pipeline
-    (one round trip) the plan cache mode is switched for this statement only, in the caller's
-    transaction (``SET LOCAL``; a failure rolls the transaction back, and the mode with it)."""
-    with raw.pipeline():
-        raw.cursor().execute(_GENERIC_ON)
-        cursor = raw.cursor()
-        cursor.execute(sql, params)
-        raw.cursor().execute(_GENERIC_OFF)
-    return cursor.fetchall()
-
-
 class RawSelect:
     """A SQLAlchemy ``select`` compiled once for PostgreSQL and run through psycopg: rows are
     named tuples of the statement's column names (what the callers read of SQLAlchemy's rows).
-    Bound parameters are named (``%(name)s``); no expanding ones (use ``any_`` over an array).
-    ``generic``: run under the generic plan of the prepared statement (:func:`fetch_generic`),
-    only for a statement whose generic plan is known to be index look-ups."""
+    Bound parameters are named (``%(name)s``); no expanding ones (use ``any_`` over an array)."""
 
-    def __init__(self, statement: Select[Any], *, generic: bool = False) -> None:
-        self.generic = generic
+    def __init__(self, statement: Select[Any]) -> None:
         compiled = statement.compile(dialect=_PG_DIALECT)
         if compiled.positiontup:  # pragma: no cover - a programming error
             raise ValueError("RawSelect needs named parameters")
@@ -104,11 +77,8 @@ class RawSelect:
 
     def rows(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
         with sqlalchemy_errors(self.sql[:40]):
-            values = {**self.defaults, **params}
-            if self.generic:
-                return [self.row._make(r) for r in fetch_generic(dbapi(conn), self.sql, values)]
             cursor = dbapi(conn).cursor()
-            cursor.execute(self.sql, values)
+            cursor.execute(self.sql, {**self.defaults, **params})
             return [self.row._make(r) for r in cursor.fetchall()]
 
     def first(self, conn: Connection, params: dict[str, Any]) -> Any:

@@ -294,17 +294,15 @@ _PG_CANDIDATE_IDS = (
     .subquery()
 )
 _PG_CANDIDATES = select(source_records).where(_s.id.in_(select(_PG_CANDIDATE_IDS.c.source_id)))
-_PG_CANDIDATES_ANY = RawSelect(_PG_CANDIDATES, generic=True)
-_PG_CANDIDATES_EXCLUDING = RawSelect(
-    _PG_CANDIDATES.where(_s.id != bindparam("exclude")), generic=True
-)
+_PG_CANDIDATES_ANY = RawSelect(_PG_CANDIDATES)
+_PG_CANDIDATES_EXCLUDING = RawSelect(_PG_CANDIDATES.where(_s.id != bindparam("exclude")))
 _PG_SOURCES_OF = RawSelect(
     select(source_records)
     .where(_s.master_id == any_(bindparam("master_ids", type_=ARRAY(BigInteger))))
     .order_by(_s.id)
 )
 _PG_PREDECESSORS = RawSelect(_PREDECESSORS)
-_PG_LIVE_PATIENT_AND_MASTER = RawSelect(_LIVE_PATIENT_AND_MASTER, generic=True)
+_PG_LIVE_PATIENT_AND_MASTER = RawSelect(_LIVE_PATIENT_AND_MASTER)
 
 
 class RegistryRepository:

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from healthroam.db.raw import dbapi, fetch_generic, insert_many, is_postgres, sqlalchemy_errors
+from healthroam.db.raw import dbapi, insert_many, is_postgres, sqlalchemy_errors
 from healthroam.db.schema import fhir_resources, institutions
 from healthroam.db.tables_exchange import hl7_messages, hl7_rejections, hl7_senders
 from healthroam.db.tables_records import fhir_idx_token
@@ -437,8 +437,8 @@ class LookupRepository:
             return self.conn.execute(_KEYED_AND_IDENTIFIED, params).all()
         ordered, wanted = sorted(keys), sorted(identifiers)
         with sqlalchemy_errors("SELECT the message's look-ups"):
-            rows = fetch_generic(
-                dbapi(self.conn),
+            cursor = dbapi(self.conn).cursor()
+            cursor.execute(
                 _PG_KEYED_AND_IDENTIFIED,
                 (
                     [k[0] for k in ordered],
@@ -448,7 +448,7 @@ class LookupRepository:
                     [i[2] for i in wanted],
                 ),
             )
-            return [_LookupRow._make(row) for row in rows]
+            return [_LookupRow._make(row) for row in cursor.fetchall()]
 
     def by_identifier(
         self, resource_type: str, system: str, value: str, limit: int = 5
