@@ -43,7 +43,9 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def create_database() -> tuple[str, str]:
     """A new empty PostgreSQL database on ADMIN's server: its name and URL."""
-    name = f"healthroam_bench_{uuid.uuid4().hex[:10]}"
+    # HEALTHROAM_BENCH_DB_PREFIX: whose runs these are, on a server shared by several people
+    prefix = os.environ.get("HEALTHROAM_BENCH_DB_PREFIX", "healthroam_bench")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

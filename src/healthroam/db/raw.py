@@ -18,7 +18,21 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Select
+from psycopg.types.json import Jsonb
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Connection,
+    DateTime,
+    Double,
+    Integer,
+    LargeBinary,
+    Select,
+    String,
+    Table,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -70,3 +84,84 @@ class RawSelect:
     def first(self, conn: Connection, params: dict[str, Any]) -> Any:
         found = self.rows(conn, params)
         return found[0] if found else None
+
+
+# --- many rows in one statement --------------------------------------------------------------
+
+# The element type of each column's array (``unnest``), by SQLAlchemy column type. Strings are
+# sent as ``text[]``: an explicit cast to ``varchar(n)`` would cut a longer value where the
+# insert's own assignment rejects it, as it does for a row inserted alone.
+_ARRAY_TYPES: tuple[tuple[type[Any], str], ...] = (
+    (String, "text"),
+    (Boolean, "boolean"),
+    (BigInteger, "bigint"),
+    (Integer, "integer"),
+    (Double, "double precision"),
+    (LargeBinary, "bytea"),
+    (JSON, "jsonb"),
+    (JSONB, "jsonb"),
+)
+_UNNEST_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]] | None] = {}
+
+
+def _array_type(table: Table, name: str) -> str | None:
+    kind = table.c[name].type
+    if isinstance(kind, DateTime):
+        return "timestamptz" if kind.timezone else "timestamp"
+    for python, element in _ARRAY_TYPES:
+        if isinstance(kind, python):
+            return element
+    return None
+
+
+def _unnest_sql(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    key = (table.name, columns)
+    if key not in _UNNEST_SQL:
+        types = tuple(_array_type(table, c) for c in columns)
+        if any(t is None for t in types):
+            _UNNEST_SQL[key] = None
+        else:
+            names = ", ".join(f'"{c}"' for c in columns)
+            arrays = ", ".join(f"%b::{t}[]" for t in types)  # binary: no escaping per value
+            # Table and column names come from our metadata, never from input.
+            sql = f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({arrays})'  # noqa: S608
+            _UNNEST_SQL[key] = (sql, types)  # type: ignore[assignment]
+    return _UNNEST_SQL[key]
+
+
+def insert_statement(table: Table, rows: list[dict[str, Any]]) -> tuple[str, list[Any]] | None:
+    """Rows of ``table`` (all with the keys of the first) as one ``INSERT ... SELECT * FROM
+    unnest(...)``: one statement to plan and run instead of one per row, the rows inserted in
+    the given order. None when a column's type has no array form here (the caller inserts
+    row by row). JSON values are sent as ``jsonb``; the rows are the ones a row-by-row insert
+    of the same values writes."""
+    columns = tuple(rows[0])
+    found = _unnest_sql(table, columns)
+    if found is None:
+        return None
+    sql, types = found
+    arrays: list[Any] = []
+    for name, element in zip(columns, types, strict=True):
+        values = [row[name] for row in rows]
+        if element == "jsonb":
+            values = [None if v is None else Jsonb(v) for v in values]
+        elif element == "double precision":
+            values = [None if v is None else float(v) for v in values]
+        arrays.append(values)
+    return sql, arrays
+
+
+def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (same keys) in the caller's transaction: on PostgreSQL in one statement
+    (:func:`insert_statement`) through psycopg, elsewhere (or for a column type without an
+    array form) with SQLAlchemy's executemany. Errors are raised as SQLAlchemy's."""
+    if not rows:
+        return
+    statement = insert_statement(table, rows) if is_postgres(conn) and len(rows) > 1 else None
+    if statement is None:
+        from sqlalchemy import insert
+
+        conn.execute(insert(table), rows)
+        return
+    with sqlalchemy_errors(f"INSERT INTO {table.name} (unnest)"):
+        dbapi(conn).cursor().execute(*statement)

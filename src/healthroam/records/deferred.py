@@ -35,6 +35,21 @@ Key = tuple[str, str]
 _NAMES = ("fhir_resource_versions", *(t.name for t in INDEX_TABLES))
 
 
+def _unindex_many_sql(where: str) -> str:
+    """One statement deleting from every index table (one plan and one executor run instead
+    of nine statements; the same rows deleted)."""
+    # Table names come from our metadata, never from input.
+    parts = [f'd{n} AS (DELETE FROM "{t.name}" {where})' for n, t in enumerate(INDEX_TABLES)]  # noqa: S608
+    return "WITH " + ", ".join(parts) + " SELECT 1"
+
+
+# The stored index rows of the stale keys, from every index table, in one statement.
+_UNINDEX_MANY = _unindex_many_sql(
+    'WHERE ("resource_type", "resource_id") IN '
+    "(SELECT * FROM unnest(%(types)s::text[], %(ids)s::text[]))"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What an identifier look-up returns of a resource written in the block."""
@@ -165,19 +180,11 @@ class DeferredRows:
         """Write what is deferred: the stale index rows' deletion, then the rows."""
         if not self:
             return
-        before: list[tuple[str, list[Any]]] = []
+        before: list[tuple[str, Any]] = []
         if self.stale:
             types = [k[0] for k in sorted(self.stale)]
             ids = [k[1] for k in sorted(self.stale)]
-            before = [
-                (
-                    # Table names come from our metadata, never from input.
-                    f'DELETE FROM "{table.name}" WHERE ("resource_type", "resource_id") IN '  # noqa: S608
-                    "(SELECT * FROM unnest(%s::text[], %s::text[]))",
-                    [types, ids],
-                )
-                for table in INDEX_TABLES
-            ]
+            before = [(_UNINDEX_MANY, {"types": types, "ids": ids})]
         by_table: dict[Table, list[dict[str, Any]]] = {fhir_resource_versions: self.versions}
         for batches in self.index.values():
             for table, rows in batches:

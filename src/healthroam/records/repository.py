@@ -51,7 +51,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import KeyedColumnElement
 
-from healthroam.db.raw import RawSelect, dbapi, sqlalchemy_errors
+from healthroam.db.raw import RawSelect, dbapi, insert_statement, sqlalchemy_errors
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
 from healthroam.db.tables_records import (
     FTS5_TABLE,
@@ -118,6 +118,17 @@ Key = tuple[str, str]
 # resource row -> true when the caller may see it (built in exchange/care/repository.py).
 VisibleCondition = Callable[[Any, Any, Any, Any], ColumnElement[bool]]
 COPY_THRESHOLD = 50  # rows from which PostgreSQL inserts use COPY
+
+
+# The old index rows of one resource, from every index table, in one statement (one plan and
+# one executor run instead of nine statements; the same rows deleted).
+def _pg_unindex_sql(where: str) -> str:
+    # Table names come from our metadata, never from input.
+    parts = [f'd{n} AS (DELETE FROM "{t.name}" {where})' for n, t in enumerate(INDEX_TABLES)]  # noqa: S608
+    return "WITH " + ", ".join(parts) + " SELECT 1"
+
+
+_PG_UNINDEX = _pg_unindex_sql('WHERE "resource_type" = %(rtype)s AND "resource_id" = %(rid)s')
 _UPDATE_CURRENT = (
     'UPDATE "fhir_resources" SET "version" = %s, "last_updated" = %s, "deleted" = %s, '
     '"content" = %s WHERE "resource_type" = %s AND "id" = %s'
@@ -491,7 +502,7 @@ class ResourceRepository:
             # pipeline (one round trip, where each statement waited for the server).
             document = None if body is None else Jsonb(body)
             key = [rtype, rid]
-            before: list[tuple[str, list[Any]]] = [
+            before: list[tuple[str, Any]] = [
                 (_UPDATE_CURRENT, [version, now, content is None, document, *key]),
                 (
                     'INSERT INTO "fhir_resource_versions" ("resource_type", "id", "version", '
@@ -499,15 +510,7 @@ class ResourceRepository:
                     "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     [*key, version, now, content is None, method, document],
                 ),
-                *(
-                    (
-                        # Table names come from our metadata, never from input.
-                        f'DELETE FROM "{table.name}" '  # noqa: S608
-                        'WHERE "resource_type" = %s AND "resource_id" = %s',
-                        key,
-                    )
-                    for table in INDEX_TABLES
-                ),
+                (_PG_UNINDEX, {"rtype": rtype, "rid": rid}),
             ]
             batches = (
                 self._index_batches([(rtype, rid, content)], now) if content is not None else []
@@ -577,7 +580,7 @@ class ResourceRepository:
         self,
         batches: Sequence[tuple[Table, list[dict[str, Any]]]],
         *,
-        before: Sequence[tuple[str, list[Any]]] = (),
+        before: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """:meth:`_write`, for the deferred rows' flush (records/deferred.py)."""
         self._write(batches, before=before)
@@ -586,7 +589,7 @@ class ResourceRepository:
         self,
         batches: Sequence[tuple[Table, list[dict[str, Any]]]],
         *,
-        before: Sequence[tuple[str, list[Any]]] = (),
+        before: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """Insert rows into several tables (each table's rows have the same keys).
 
@@ -613,7 +616,7 @@ class ResourceRepository:
     def _write_postgres(
         self,
         batches: Sequence[tuple[Table, list[dict[str, Any]]]],
-        before: Sequence[tuple[str, list[Any]]] = (),
+        before: Sequence[tuple[str, Any]] = (),
     ) -> None:
         raw = self.conn.connection.dbapi_connection
         assert raw is not None
@@ -634,6 +637,10 @@ class ResourceRepository:
             for statement, params in before:
                 cursor.execute(statement, params)
             for table, rows in small:
+                many = insert_statement(table, rows) if len(rows) > 1 else None
+                if many is not None:  # one statement to plan and run, not one per row
+                    cursor.execute(*many)
+                    continue
                 columns = list(rows[0])
                 names = ", ".join(f'"{c}"' for c in columns)
                 marks = ", ".join(["%s"] * len(columns))

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from healthroam.db.raw import insert_many
 from healthroam.db.schema import audit_events, audit_head, audit_inbox
 from healthroam.security.audit import (
     GENESIS_HASH,
@@ -62,9 +63,10 @@ class AuditRepository:
 
     def enqueue(self, records: Sequence[AuditRecord]) -> None:
         """Write records to the inbox inside the caller's transaction (no lock taken)."""
-        if records:
-            self.conn.execute(
-                insert(audit_inbox),
+        if records:  # on PostgreSQL in one statement (a group's entries: one, not one per row)
+            insert_many(
+                self.conn,
+                audit_inbox,
                 [
                     {**record_dict(r), "action": str(r.action), "outcome": str(r.outcome)}
                     for r in records

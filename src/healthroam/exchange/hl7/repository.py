@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from healthroam.db.raw import dbapi, is_postgres, sqlalchemy_errors
+from healthroam.db.raw import dbapi, insert_many, is_postgres, sqlalchemy_errors
 from healthroam.db.schema import fhir_resources, institutions
 from healthroam.db.tables_exchange import hl7_messages, hl7_rejections, hl7_senders
 from healthroam.db.tables_records import fhir_idx_token
@@ -163,7 +163,7 @@ class MessageLogRepository:
     def record_accepted_many(self, rows: list[dict[str, Any]]) -> None:
         """Insert several messages' rows (same keys) in one statement; raises IntegrityError
         when a key is already taken."""
-        self.conn.execute(insert(hl7_messages), rows)
+        insert_many(self.conn, hl7_messages, rows)
 
     def record_rejected(self, **values: Any) -> None:
         self.conn.execute(insert(hl7_rejections), values)
