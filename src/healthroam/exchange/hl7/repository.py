@@ -269,31 +269,15 @@ _IDENTIFIED_PART = (
 )
 _KEYED_AND_IDENTIFIED = union_all(_KEYED_PART, _IDENTIFIED_PART)
 # The same on PostgreSQL, sent over psycopg (db/raw.py): the keys and identifiers as arrays,
-# one text whatever their number (so psycopg prepares it once per connection). Each key and
-# identifier drives an index look-up (LATERAL, kept from being flattened by OFFSET 0): a
-# generic plan of ``IN (SELECT unnest ...)`` scanned every identifier row of the token index.
-_PG_KEYED_AND_IDENTIFIED = """\
-SELECT r.resource_type, r.id, r.deleted, r.institution_code, r.content,
-  (SELECT m.master_index_id FROM source_records s JOIN master_persons m ON m.id = s.master_id
-   WHERE s.fhir_patient_id = r.id AND r.resource_type = 'Patient' LIMIT 1),
-  NULL, NULL, NULL::timestamptz
-FROM unnest(%s::varchar[], %s::varchar[]) AS k(resource_type, id)
-CROSS JOIN LATERAL (
-  SELECT * FROM fhir_resources r WHERE r.resource_type = k.resource_type AND r.id = k.id
-  OFFSET 0
-) AS r
-UNION ALL
-SELECT r.resource_type, r.id, r.deleted, r.institution_code, r.content, NULL,
-  t.system, t.code, r.last_updated
-FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) AS w(resource_type, system, code)
-CROSS JOIN LATERAL (
-  SELECT * FROM fhir_idx_token t
-  WHERE t.resource_type = w.resource_type AND t.param = 'identifier'
-    AND t.system = w.system AND t.code = w.code
-  OFFSET 0
-) AS t
-JOIN fhir_resources r ON r.resource_type = t.resource_type AND r.id = t.resource_id
-WHERE r.deleted IS false"""
+# one text whatever their number. The query is the function ``hl7_lookup`` (migration
+# 0010_hl7lookup, decision 0049): it runs under a generic plan made once per connection (all
+# index look-ups, made only once ``fhir_resources`` is past the size where a plan made on it
+# could take another index), where a statement of its own would be planned again for every
+# message under the connections' ``force_custom_plan``.
+_PG_KEYED_AND_IDENTIFIED = (
+    "SELECT * FROM hl7_lookup(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[],"
+    " %s::varchar[])"
+)
 
 
 class _LookupRow(NamedTuple):
