@@ -41,7 +41,9 @@ def copy_database(template: str, name: str) -> None:
     engine = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        # FILE_COPY: a copy of the files after a checkpoint, not every page through the WAL
+        # (a 10,000-people store is 2.3 GB: about a minute per run the default way).
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY'))
     engine.dispose()
 
 
