@@ -8,7 +8,8 @@ import re
 
 from sqlalchemy.dialects import postgresql
 
-from healthroam.db.tables_records import fhir_idx_reference, fhir_resources
+from healthroam.db.schema import fhir_resources
+from healthroam.db.tables_records import fhir_idx_reference
 from healthroam.records.repository import _Compiler
 from healthroam.records.search import parse_search
 
