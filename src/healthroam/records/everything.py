@@ -67,9 +67,16 @@ WITH found(resource_type, id) AS (
     SELECT resource_type, id FROM found
     UNION
     SELECT ref.target_type, ref.target_id
-      FROM fhir_idx_reference ref
-      JOIN found ON ref.resource_type = found.resource_type AND ref.resource_id = found.id
-     WHERE ref.target_type IS NOT NULL AND ref.target_id IS NOT NULL
+      FROM found
+     -- the references of each found key by the owner index (OFFSET 0, as below: a join let
+     -- PostgreSQL hash the whole reference index, a scan growing with the store)
+     CROSS JOIN LATERAL (
+           SELECT ref.target_type, ref.target_id
+             FROM fhir_idx_reference ref
+            WHERE ref.resource_type = found.resource_type AND ref.resource_id = found.id
+              AND ref.target_type IS NOT NULL AND ref.target_id IS NOT NULL
+           OFFSET 0
+     ) ref
 )
 SELECT r.resource_type, r.id, r.last_updated, r.institution_code,
        CASE WHEN m.meta IS NULL THEN concat(

@@ -365,6 +365,10 @@ def text_engine(conn: Connection) -> str:
     return found
 
 
+# The token rows a one-code page walks (ResourceRepository._token_page): one alias, built once.
+_PAGE_TOKEN = fhir_idx_token.alias("page_token")
+
+
 class ResourceRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -893,7 +897,7 @@ class ResourceRepository:
         page is full instead of sorting every match (decision 0039). ``DISTINCT``: a resource
         may carry the code twice."""
         r = fhir_resources.c
-        t = fhir_idx_token.alias("page_token")
+        t = _PAGE_TOKEN
         conds = [
             t.c.resource_type == request.resource_type,
             t.c.param == param,
@@ -1131,6 +1135,11 @@ def _visible_exists(visible: VisibleCondition, rtype: Any, rid: Any) -> ColumnEl
 
 _FTS5_ROWS = sql_table(FTS5_TABLE, sql_column("rowid"), sql_column(FTS5_TABLE))
 
+# _Compiler.alias: anonymous aliases by table name, the n-th at index n (up to _ALIAS_POOL).
+# Appended under the GIL (a race only builds an extra alias: each is complete when listed).
+_ALIASES: dict[str, list[Any]] = {}
+_ALIAS_POOL = 16
+
 
 def _escape_glob(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
@@ -1152,6 +1161,24 @@ class _Compiler:
         self.visible = visible
         self.postgres = postgres
         self.text_engine = text_engine
+        self._used: dict[str, int] = {}  # aliases taken so far, by table
+
+    def alias(self, table: Table) -> Any:
+        """An anonymous alias of ``table``, distinct from every other this compiler gave (one
+        condition): the n-th one of each table is built once per process and reused by later
+        searches, as building one's columns was about a fifth of building a search's
+        condition. Two uses in one statement never share an alias object (a shared one would
+        correlate a nested ``EXISTS`` with its outer one)."""
+        n = self._used.get(table.name, 0)
+        self._used[table.name] = n + 1
+        pool = _ALIASES.setdefault(table.name, [])
+        if n < len(pool):
+            return pool[n]
+        made = table.alias()
+        if n < _ALIAS_POOL:
+            made.c  # noqa: B018 - its columns built before another thread can take it
+            pool.append(made)
+        return made
 
     def starts_with(self, col: Any, prefix: str) -> ColumnElement[bool]:
         """Case-sensitive prefix test (SQLite's LIKE ignores ASCII case; its GLOB does not,
@@ -1166,11 +1193,11 @@ class _Compiler:
         if isinstance(clause, Missing):
             if clause.kind in ("_id", "_lastUpdated"):
                 return false() if clause.missing else true()
-            idx = self._table(clause.kind).alias()
+            idx = self.alias(self._table(clause.kind))
             exists = self._owned(idx, rtype, rid, clause.code).exists()
             return not_(exists) if clause.missing else exists
         if isinstance(clause, Chain):
-            ref = fhir_idx_reference.alias()
+            ref = self.alias(fhir_idx_reference)
             branches = [
                 and_(
                     ref.c.target_type == target,
@@ -1181,7 +1208,7 @@ class _Compiler:
             ]
             return self._owned(ref, rtype, rid, clause.code).where(or_(*branches)).exists()
         if isinstance(clause, Has):
-            ref = fhir_idx_reference.alias()
+            ref = self.alias(fhir_idx_reference)
             return (
                 select(literal(1))
                 .where(
@@ -1219,7 +1246,7 @@ class _Compiler:
 
     def match(self, rtype: str, rid: Any, m: Match, top: bool) -> ColumnElement[bool]:
         if m.kind in ("_id", "_lastUpdated"):
-            res = fhir_resources if top else fhir_resources.alias()
+            res = fhir_resources if top else self.alias(fhir_resources)
             if m.kind == "_id":
                 cond: ColumnElement[bool] = res.c.id.in_(m.values)
                 if m.modifier == "not":
@@ -1242,7 +1269,7 @@ class _Compiler:
             )
         if m.kind == "fulltext":
             return self.fulltext(rtype, rid, m)
-        idx = self._table(m.kind).alias()
+        idx = self.alias(self._table(m.kind))
         negate = m.kind == "token" and m.modifier == "not"
         conds = [self.value(idx, m, v) for v in m.values]
         exists = self._owned(idx, rtype, rid, m.code).where(or_(*conds)).exists()
@@ -1251,7 +1278,7 @@ class _Compiler:
     def fulltext(self, rtype: str, rid: Any, m: Match) -> ColumnElement[bool]:
         """``_text`` / ``_content``: the resource is among those the backend's full-text
         index finds (an ``IN`` so that the planner starts from the index's few rows)."""
-        t = fhir_idx_text.alias()
+        t = self.alias(fhir_idx_text)
         values = [fulltext.parse_query(v) for v in m.values]
         if self.text_engine == "postgresql":
             config: ColumnElement[Any] = literal_column("'simple'::regconfig")
@@ -1293,7 +1320,7 @@ class _Compiler:
         """ANDed bounds of one date parameter (``date=ge2024-01-01&date=lt2024-01-08``) on the
         same index row, in one ``EXISTS``: the index range scan then stops at both ends
         (two ``EXISTS`` each scanned every row on one side of its bound)."""
-        idx = fhir_idx_date.alias()
+        idx = self.alias(fhir_idx_date)
         conds = [self.value(idx, m, m.values[0]) for m in matches]
         return self._owned(idx, rtype, rid, code).where(*conds).exists()
 

@@ -62,10 +62,15 @@ def _canonical_time(value: datetime) -> str:
     # hash them as UTC with microseconds so both spellings agree.
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
+    if value.year >= 1000:  # what strftime below writes, without its format parsing
+        return value.isoformat(timespec="microseconds")
     return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(AuditRecord))
+FIELD_NAMES = _FIELD_NAMES  # in the dataclass's order
+ACTION_CODES = frozenset(str(a) for a in Action)
+OUTCOME_CODES = frozenset(str(o) for o in Outcome)
 
 
 def record_dict(record: AuditRecord) -> dict[str, Any]:
@@ -76,17 +81,29 @@ def record_dict(record: AuditRecord) -> dict[str, Any]:
 
 def canonical_bytes(seq: int, record: AuditRecord) -> bytes:
     values = record_dict(record)
-    values["recorded_at"] = _canonical_time(record.recorded_at)
     values["action"] = str(record.action)
     values["outcome"] = str(record.outcome)
+    return canonical_row_bytes(seq, values)
+
+
+def canonical_row_bytes(seq: int, values: dict[str, Any]) -> bytes:
+    """:func:`canonical_bytes` of a record given as its fields by name (``action`` and
+    ``outcome`` as their codes, ``recorded_at`` a datetime): the sealer hashes the inbox's
+    rows so, without building records. Changes ``values``."""
+    values["recorded_at"] = _canonical_time(values["recorded_at"])
     values["seq"] = seq
     return json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def chain_hash(prev_hash: bytes, seq: int, record: AuditRecord) -> bytes:
+    return row_hash(prev_hash, canonical_bytes(seq, record))
+
+
+def row_hash(prev_hash: bytes, canonical: bytes) -> bytes:
+    """SM3 over the previous entry's hash and this entry's canonical bytes."""
     digest = hashes.Hash(hashes.SM3())
     digest.update(prev_hash)
-    digest.update(canonical_bytes(seq, record))
+    digest.update(canonical)
     return digest.finalize()
 
 

@@ -8,17 +8,22 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from healthroam.db.raw import insert_many
+from healthroam.db.raw import dbapi, insert_many, sqlalchemy_errors
 from healthroam.db.schema import audit_events, audit_head, audit_inbox
 from healthroam.security.audit import (
+    ACTION_CODES,
+    FIELD_NAMES,
     GENESIS_HASH,
+    OUTCOME_CODES,
     Action,
     AuditRecord,
     ChainProblem,
     Outcome,
     VerifyReport,
+    canonical_row_bytes,
     chain_hash,
     record_dict,
+    row_hash,
 )
 
 _HEAD_ID = 1
@@ -43,6 +48,25 @@ def _record(row: Any) -> AuditRecord:
         source_address=row.source_address,
         detail=row.detail,
     )
+
+
+def _record_of(row: Sequence[Any]) -> AuditRecord:
+    """A record from a :data:`_PG_INBOX` row (id, then the fields in the record's order)."""
+    values = dict(zip(FIELD_NAMES, row[1:], strict=True))
+    values["action"] = Action(values["action"])
+    values["outcome"] = Outcome(values["outcome"])
+    return AuditRecord(**values)
+
+
+# The sealer's statements on PostgreSQL (AuditRepository._seal_postgres), over psycopg.
+_INBOX_COLUMNS = ", ".join(audit_inbox.c[n].name for n in FIELD_NAMES)  # our own names
+_PG_INBOX = f"SELECT id, {_INBOX_COLUMNS} FROM audit_inbox ORDER BY id LIMIT %s"  # noqa: S608
+_PG_INBOX_DELETE = "DELETE FROM audit_inbox WHERE id = ANY(%s)"
+_PG_COPY_EVENTS = (
+    "COPY audit_events (seq, "
+    + ", ".join(f'"{audit_events.c[n].name}"' for n in FIELD_NAMES)
+    + ", prev_hash, hash) FROM STDIN"
+)
 
 
 class AuditRepository:
@@ -76,12 +100,52 @@ class AuditRepository:
     def seal(self, limit: int = 10_000) -> int:
         """Move up to ``limit`` inbox entries, oldest first, into the chain. Holding the head
         lock makes this the only sealer; the caller commits."""
+        if self.conn.dialect.name == "postgresql":
+            return self._seal_postgres(limit)
         self._lock_head()
         rows = self.conn.execute(select(audit_inbox).order_by(audit_inbox.c.id).limit(limit)).all()
         if not rows:
             return 0
         self.append([_record(row) for row in rows])
         self.conn.execute(delete(audit_inbox).where(audit_inbox.c.id.in_([r.id for r in rows])))
+        return len(rows)
+
+    def _seal_postgres(self, limit: int) -> int:
+        """:meth:`seal` on PostgreSQL: the inbox's rows read, chained and written by COPY over
+        psycopg, hashed from the rows as they come (:func:`canonical_row_bytes`) without a
+        record object per entry. The same rows and hashes as :meth:`append` writes (every
+        audited read and search returns through this: about a fifth of an audited search's
+        server CPU was sealing, a third of it building records and SQLAlchemy's rows)."""
+        seq, prev = self._lock_head()
+        raw = dbapi(self.conn)
+        with sqlalchemy_errors("SELECT the audit inbox"):
+            rows = raw.execute(_PG_INBOX, (limit,)).fetchall()
+        if not rows:
+            return 0
+        if len(rows) < COPY_ROWS:  # a few: the general path's insert
+            self.append([_record_of(row) for row in rows])
+        else:
+            chained: list[list[Any]] = []
+            for row in rows:
+                values = dict(zip(FIELD_NAMES, row[1:], strict=True))
+                if values["action"] not in ACTION_CODES or values["outcome"] not in OUTCOME_CODES:
+                    raise ValueError(f"audit inbox entry {row[0]}: unknown action or outcome")
+                seq += 1
+                digest = row_hash(prev, canonical_row_bytes(seq, values))
+                chained.append([seq, *row[1:], prev, digest])
+                prev = digest
+            with (
+                sqlalchemy_errors("COPY audit_events"),
+                raw.cursor() as cursor,
+                cursor.copy(_PG_COPY_EVENTS) as copy,
+            ):
+                for values_row in chained:
+                    copy.write_row(values_row)
+            self.conn.execute(
+                update(audit_head).where(audit_head.c.id == _HEAD_ID).values(seq=seq, hash=prev)
+            )
+        with sqlalchemy_errors("DELETE sealed inbox entries"):
+            raw.execute(_PG_INBOX_DELETE, ([row[0] for row in rows],))
         return len(rows)
 
     def pending(self) -> int:
