@@ -142,7 +142,14 @@ class LoginFailureRepository:
             .where(_f.address_hash == address_hash)
             .values(failures=times, expires_at=now + window)
         )
-        self.conn.execute(delete(clinician_login_failures).where(_f.expires_at < now))
+        # Rows another sign-in holds are left for a later one (SKIP LOCKED): waiting for them
+        # while holding this address's row could deadlock with a sign-in doing the same.
+        expired = select(_f.address_hash).where(_f.expires_at < now)
+        self.conn.execute(
+            delete(clinician_login_failures).where(
+                _f.address_hash.in_(expired.with_for_update(skip_locked=True))
+            )
+        )
 
 
 class SessionRepository:
