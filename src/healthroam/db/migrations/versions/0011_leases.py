@@ -1,6 +1,6 @@
 """leases: export claims with an owner, sign-in failures per address shared (decision 0052)
 
-Revision ID: 0010_leases
+Revision ID: 0011_leases
 Revises: 0005_bulk, 0005_clinicians
 Create Date: 2026-12-01 00:00:00
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0010_leases"
+revision = "0011_leases"
 down_revision = ("0005_bulk", "0005_clinicians")  # joins the two areas' branches
 branch_labels = ("leases",)
 depends_on = None
