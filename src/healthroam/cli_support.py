@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
@@ -24,7 +25,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn healthroam and database errors into one-line messages and exit code 2."""
+    """Turn healthroam and database errors, and a lost worker process, into one-line messages
+    and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -33,6 +35,12 @@ def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except HealthroamError as exc:
             where = f" ({exc.expression})" if exc.expression else ""
             err.print(f"[red]error:[/red] {exc.detail}{where}", highlight=False)
+        except BrokenProcessPool:  # a command that does not say more itself
+            err.print(
+                "[red]error:[/red] a worker process died (killed, or out of memory?); what was "
+                "committed before it is kept: run the same command again",
+                highlight=False,
+            )
         except (OperationalError, ProgrammingError) as exc:
             err.print(
                 f"[red]error:[/red] database problem ({type(exc.orig).__name__}); is it running "

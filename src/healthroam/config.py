@@ -328,7 +328,7 @@ class Settings(BaseSettings):
         ge=1,
         description="Failed sign-ins from one source address, within the lockout time, after "
         "which that address may not try again until the oldest failure ages out (counted in "
-        "each server process).",
+        "the database, for every server process together).",
     )
 
     # --- cross-institution care (exchange/care/) ---------------------------------------------

@@ -7,7 +7,9 @@ batch, and people who already hold a card that is not cancelled are never given 
 
 Signing runs in ``workers`` processes (each opens its own signer from a
 :class:`~healthroam.keys.backends.SignerSpec`) while the main process reads and writes the
-database, with a bounded number of batches in flight.
+database, with a bounded number of batches in flight. If a worker process dies (killed, out of
+memory) the run stops with :class:`~healthroam.errors.Unavailable` instead of waiting for the
+lost batch for ever; what committed before stays, and running again continues from there.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,7 +40,7 @@ from healthroam.cards.model import (
 )
 from healthroam.cards.repository import CardRepository
 from healthroam.cards.service import CardService
-from healthroam.errors import InvalidInput
+from healthroam.errors import InvalidInput, Unavailable
 from healthroam.keys.backends import SignerSpec, open_signer
 from healthroam.keys.model import KeyPurpose
 from healthroam.security.audit import Action
@@ -63,6 +67,14 @@ CSV_COLUMNS = (
 
 # (card id, holder fields..., region, issuing key id, status version, issued at, expires at)
 WorkItem = tuple[str, int, str, str, str, str, int, str, str, str, int, int, int]
+Signed = list[tuple[str, str, bytes, str, str]]  # (card id, EHC ID, card ref, credential, code)
+# A batch on its way: (signing result, work items, card rows by id, last master id, skipped).
+InFlight = tuple["Future[Signed] | _Done", list[WorkItem], dict[str, Any], int, int]
+
+WORKER_LOST = (
+    "a card-signing worker process died (killed, or out of memory?); the cards of every "
+    "batch committed before it are kept: run the same command again to continue"
+)
 
 
 @dataclass
@@ -87,7 +99,7 @@ def _init_worker(specs: dict[str, SignerSpec], root_key: bytes, issuer: str) -> 
     _W["root"], _W["issuer"] = root_key, issuer
 
 
-def _sign_batch(items: list[WorkItem]) -> list[tuple[str, str, bytes, str, str]]:
+def _sign_batch(items: list[WorkItem]) -> Signed:
     signers: dict[str, Signer] = _W["signers"]
     out = []
     for card_id, mpid, mid, name, birth, id_type, sex, id_number, region, kid, ver, t, exp in items:
@@ -166,22 +178,29 @@ class BulkIssuer:
         status = CardStatus.ACTIVE if activate else CardStatus.PENDING_ACTIVATION
         batches = self._batches(cursor, prefix, summary, issuing_key, now)
         if self.workers > 0:
-            ctx = multiprocessing.get_context("spawn" if os.name != "posix" else "forkserver")
-            with ctx.Pool(
-                self.workers, _init_worker, (specs, root_key, self.policy.issuer_code)
-            ) as pool:
-                pending: deque[tuple[Any, list[WorkItem], dict[str, Any], int, int]] = deque()
-                for batch in batches:
-                    items, rows, last_id, skipped = batch
-                    pending.append(
-                        (pool.apply_async(_sign_batch, (items,)), items, rows, last_id, skipped)
-                    )
+            method = "forkserver" if os.name == "posix" else "spawn"
+            # Not multiprocessing.Pool: a Pool whose worker dies waits for the lost batch for
+            # ever; the executor breaks, and every pending result raises BrokenProcessPool.
+            pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context(method),
+                initializer=_init_worker,
+                initargs=(specs, root_key, self.policy.issuer_code),
+            )
+            try:
+                pending: deque[InFlight] = deque()
+                for items, rows, last_id, skipped in batches:
+                    pending.append((pool.submit(_sign_batch, items), items, rows, last_id, skipped))
                     if len(pending) > 2 * self.workers:
                         self._commit(pending.popleft(), run_id, root_id, status, summary, now)
                         self._report(summary, progress, after_batch)
                 while pending:
                     self._commit(pending.popleft(), run_id, root_id, status, summary, now)
                     self._report(summary, progress, after_batch)
+            except BrokenProcessPool:
+                raise Unavailable(WORKER_LOST, expression="workers") from None
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         else:
             _init_worker(specs, root_key, self.policy.issuer_code)
             for items, rows, last_id, skipped in batches:
@@ -302,7 +321,7 @@ class BulkIssuer:
 
     def _commit(
         self,
-        pending: tuple[Any, list[WorkItem], dict[str, Any], int, int],
+        pending: InFlight,
         run_id: str,
         root_id: str,
         status: CardStatus,
@@ -310,7 +329,7 @@ class BulkIssuer:
         now: datetime,
     ) -> None:
         result, items, rows, last_id, skipped = pending
-        signed = result.get()
+        signed = result.result()
         card_rows, events = [], []
         for (card_id, ehc_id, ref, credential, static_code), item in zip(
             signed, items, strict=True
@@ -400,12 +419,12 @@ class BulkIssuer:
 
 
 class _Done:
-    """A finished result with the ``get()`` of an AsyncResult (in-process signing)."""
+    """A finished result with the ``result()`` of a Future (in-process signing)."""
 
-    def __init__(self, value: list[tuple[str, str, bytes, str, str]]) -> None:
+    def __init__(self, value: Signed) -> None:
         self.value = value
 
-    def get(self) -> list[tuple[str, str, bytes, str, str]]:
+    def result(self) -> Signed:
         return self.value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -82,28 +83,23 @@ class ClinicianSession:
     expires_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
 class AddressThrottle:
-    """Wrong passwords per source address in a sliding window (in memory, per process), so
-    one machine cannot try many accounts a few times each (password spraying)."""
+    """Wrong passwords per source address in a sliding window, so one machine cannot try many
+    accounts a few times each (password spraying). The rule only: the failure times (seconds)
+    of an address are stored in the database, shared by every server process (decision 0052).
+    """
 
-    def __init__(self, max_failures: int, window_seconds: float) -> None:
-        self.max_failures, self.window = max_failures, window_seconds
-        self._failures: dict[str, list[float]] = {}
+    max_failures: int
+    window: float  # seconds
 
-    def _recent(self, address: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(address, ()) if now - t < self.window]
-        if times:
-            self._failures[address] = times
-        else:
-            self._failures.pop(address, None)
-        return times
+    def recent(self, times: Sequence[float], now: float) -> list[float]:
+        return [t for t in times if now - t < self.window]
 
-    def blocked(self, address: str, now: float) -> bool:
-        return len(self._recent(address, now)) >= self.max_failures
+    def blocked(self, times: Sequence[float], now: float) -> bool:
+        return len(self.recent(times, now)) >= self.max_failures
 
-    def failed(self, address: str, now: float) -> None:
-        self._recent(address, now)
-        self._failures.setdefault(address, []).append(now)
-        if len(self._failures) > 100_000:  # bound the memory an attacker can make us use
-            oldest = min(self._failures, key=lambda a: self._failures[a][-1])
-            del self._failures[oldest]
+    def after_failure(self, times: Sequence[float], now: float) -> list[float]:
+        """The times to keep after one more failure: the newest ``max_failures`` in the window
+        (older ones cannot change the answer of :meth:`blocked`)."""
+        return [*self.recent(times, now), now][-self.max_failures :]

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from healthroam.clinicians.model import Clinician
+from healthroam.clinicians.model import AddressThrottle, Clinician
 from healthroam.db.schema import institutions
-from healthroam.db.tables_clinicians import clinician_sessions, clinicians
+from healthroam.db.tables_clinicians import (
+    clinician_login_failures,
+    clinician_sessions,
+    clinicians,
+)
+
+_f = clinician_login_failures.c
+# Take the address's row, creating it if need be, and hold it (PostgreSQL: the upsert locks the
+# row until commit, so failures from several server processes at once are all counted); its
+# stored failure times come back.
+_TAKE_ADDRESS = {
+    dialect: upsert(clinician_login_failures)
+    .on_conflict_do_update(index_elements=[_f.address_hash], set_={"failures": _f.failures})
+    .returning(_f.failures)
+    for dialect, upsert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
 
 
 def _clinician(row: Any) -> Clinician:
@@ -97,6 +114,42 @@ class ClinicianRepository:
         if institution_code:
             query = query.where(clinicians.c.institution_code == institution_code)
         return [_clinician(r) for r in self.conn.execute(query)]
+
+
+class LoginFailureRepository:
+    """Failed sign-ins per source address (hash), for :class:`AddressThrottle`."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def times(self, address_hash: bytes) -> list[float]:
+        stored = self.conn.execute(
+            select(_f.failures).where(_f.address_hash == address_hash)
+        ).scalar()
+        return list(stored or ())
+
+    def failed(self, address_hash: bytes, throttle: AddressThrottle, now: datetime) -> None:
+        """Count one more failure of the address; forget addresses whose failures all left the
+        window."""
+        window = timedelta(seconds=throttle.window)
+        stored = self.conn.execute(
+            _TAKE_ADDRESS[self.conn.dialect.name],
+            {"address_hash": address_hash, "failures": [], "expires_at": now},
+        ).scalar_one()
+        times = throttle.after_failure(stored, now.timestamp())
+        self.conn.execute(
+            update(clinician_login_failures)
+            .where(_f.address_hash == address_hash)
+            .values(failures=times, expires_at=now + window)
+        )
+        # Rows another sign-in holds are left for a later one (SKIP LOCKED): waiting for them
+        # while holding this address's row could deadlock with a sign-in doing the same.
+        expired = select(_f.address_hash).where(_f.expires_at < now)
+        self.conn.execute(
+            delete(clinician_login_failures).where(
+                _f.address_hash.in_(expired.with_for_update(skip_locked=True))
+            )
+        )
 
 
 class SessionRepository:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +24,11 @@ from healthroam.clinicians.model import (
     check_password,
     check_username,
 )
-from healthroam.clinicians.repository import ClinicianRepository, SessionRepository
+from healthroam.clinicians.repository import (
+    ClinicianRepository,
+    LoginFailureRepository,
+    SessionRepository,
+)
 from healthroam.db.engine import Database
 from healthroam.errors import Conflict, HealthroamError, InvalidInput, NotAuthenticated, NotFound
 from healthroam.security.audit import Action, Outcome
@@ -84,7 +86,6 @@ class ClinicianService:
         self.db, self.audit, self.clock = db, audit, clock
         self.scopes = ScopeSet.parse(scopes)
         self.lockout, self.sessions, self.throttle = lockout, sessions, throttle
-        self._throttle_lock = threading.Lock()
 
     # --- accounts ------------------------------------------------------------------------------
 
@@ -201,13 +202,7 @@ class ClinicianService:
 
     def login(self, username: str, password: str, *, source_address: str | None) -> SignedIn:
         """Check the password (Argon2id) under the lockout rules; open a session."""
-        address = source_address or "unknown"
-        with self._throttle_lock:
-            throttled = self.throttle.blocked(address, time.monotonic())
-        if throttled:
-            raise LoginRefused(
-                "throttled", "too many failed sign-ins from this computer; try again later"
-            )
+        address = hashlib.sha256((source_address or "unknown").encode()).digest()
         try:
             check_username(username)
             valid_name = True
@@ -217,6 +212,13 @@ class ClinicianService:
         refused: LoginRefused | None = None
         institution: str | None = None
         with self.db.transaction() as conn:
+            # Per source address, in the database: the same limit whichever server process
+            # answers (decision 0052).
+            by_address = LoginFailureRepository(conn)
+            if self.throttle.blocked(by_address.times(address), now.timestamp()):
+                raise LoginRefused(
+                    "throttled", "too many failed sign-ins from this computer; try again later"
+                )
             repo = ClinicianRepository(conn)
             state = repo.login_state(username) if valid_name else None
             locked = (
@@ -245,9 +247,9 @@ class ClinicianService:
             signed_in: SignedIn | None = None
             if refused is None and clinician is not None:
                 signed_in = self._open_session(conn, clinician, now)
+            if refused is not None:
+                by_address.failed(address, self.throttle, now)
         if refused is not None:
-            with self._throttle_lock:
-                self.throttle.failed(address, time.monotonic())
             self._login_event(
                 username if valid_name else "-", institution, source_address, refused.reason
             )

@@ -27,6 +27,9 @@ bulk_export_jobs = Table(
     Column("status", String(16), nullable=False),
     Column("progress", String(200), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The claim of the runner that holds a running job (decision 0052): a token checked at
+    # every write of progress and completion, and the name of the claim's file directory.
+    Column("owner", String(32), nullable=True),
     Column("heartbeat_at", DateTime(timezone=True), nullable=True),
     Column("transaction_time", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),

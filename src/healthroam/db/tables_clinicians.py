@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Integer, LargeBinary, String, Table
 
-from healthroam.db.metadata import metadata
+from healthroam.db.metadata import Document, metadata
 
 # One row per clinician; the password only as an Argon2id hash. Never deleted: audit records
 # keep naming disabled accounts.
@@ -44,5 +44,17 @@ clinician_sessions = Table(
     Column("csrf_token", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Failed sign-ins per source address, shared by every server process (decision 0052): the
+# SHA-256 of the address (not the address itself), the times of its latest failures (epoch
+# seconds, at most the per-address limit of them) and when the newest leaves the window; rows
+# past that are deleted.
+clinician_login_failures = Table(
+    "clinician_login_failures",
+    metadata,
+    Column("address_hash", LargeBinary(32), primary_key=True),
+    Column("failures", Document, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )

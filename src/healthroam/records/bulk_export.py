@@ -14,6 +14,15 @@ scopes allow.
 Levels: system (``/$export``), every Patient compartment (``/Patient/$export``) and one Group's
 members (``/Group/[id]/$export``; members may be stored Patients or golden master persons, whose
 source Patients are all exported).
+
+Claims (decision 0052): every server process runs a worker (decision 0048). A claim is a lease
+with an owner token: while the job runs, a heartbeat thread of its runner refreshes it every
+``heartbeat_every`` seconds, however slow the export's reads are; only a job whose heartbeat
+is older than :data:`STALE_AFTER` (its runner's process is gone or frozen) is taken over, from
+the start, by another worker under a new token. Every write of progress, audit and completion
+checks the token, and each claim writes its files in a directory of its own
+(``<bulk_dir>/<job>/<token>/``): a runner that comes back after losing its claim stops at its
+next write and removes only its own files.
 """
 
 from __future__ import annotations
@@ -55,10 +64,9 @@ UNSUPPORTED = frozenset(
 )
 KNOWN = frozenset({"_outputFormat", "_type", "_since"})
 CHUNK = 1000
-STALE_AFTER = timedelta(minutes=2)
-COMMIT_LAG = timedelta(
-    seconds=5
-)  # longest expected write transaction  # a running job without a heartbeat this long is re-run
+STALE_AFTER = timedelta(minutes=2)  # a running job without a heartbeat this long is re-run
+HEARTBEAT_EVERY = 15.0  # seconds between a runner's heartbeats (8 fit in STALE_AFTER)
+COMMIT_LAG = timedelta(seconds=5)  # longest expected write transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +174,35 @@ class _Output:
             self._handle = None
 
 
-class Cancelled(Exception):
-    """The job was cancelled (DELETE on its status URL) while it ran."""
+class ClaimLost(Exception):
+    """The runner's claim is no longer the job's: the job was cancelled, or another worker
+    took it over after this runner's heartbeat stopped (its process was frozen or cut off)."""
+
+
+class _Lease:
+    """Keeps a claim alive: a thread that refreshes the job's heartbeat every ``every`` seconds
+    for as long as the runner works (slow reads or writes do not make the job look stale)."""
+
+    def __init__(self, service: BulkExportService, job_id: str, owner: str, every: float) -> None:
+        self.service, self.job_id, self.owner, self.every = service, job_id, owner, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="bulk-export-lease", daemon=True)
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                if not self.service._touch(self.job_id, self.owner):
+                    return  # cancelled or taken over: the runner finds out at its next write
+            except Exception as error:  # the database may be back at the next beat
+                log.warning("bulk export %s heartbeat: %s", self.job_id, type(error).__name__)
 
 
 class BulkExportService:
@@ -181,12 +216,14 @@ class BulkExportService:
         file_max_resources: int = 100_000,
         retention: timedelta = timedelta(hours=24),
         clock: Clock = utcnow,
+        heartbeat_every: float = HEARTBEAT_EVERY,
     ) -> None:
         self.db, self.audit, self.registry = db, audit, registry
         self.directory = directory
         self.file_max_resources = file_max_resources
         self.retention = retention
         self.clock = clock
+        self.heartbeat_every = heartbeat_every
 
     # --- the API side -------------------------------------------------------------------------
 
@@ -271,7 +308,7 @@ class BulkExportService:
         names = {o["file"] for o in (row.manifest or {}).get("output", [])}
         if name not in names:
             raise NotFound("no such export file", expression="file")
-        path = self.directory / job_id / name
+        path = self._files_of(job_id, row.owner) / name
         if not path.is_file():
             raise Gone("the export's files have expired", expression="file")
         return path
@@ -293,18 +330,27 @@ class BulkExportService:
         job = self._claim()
         if job is None:
             return None
-        try:
-            manifest = self._run(job)
-        except Cancelled:
-            shutil.rmtree(self.directory / job.id, ignore_errors=True)
-            return str(job.id)
-        except Exception as error:
-            log.exception("bulk export %s failed: %s", job.id, type(error).__name__)
-            shutil.rmtree(self.directory / job.id, ignore_errors=True)
-            self._finish(job.id, status="failed", error=type(error).__name__)
-            return str(job.id)
-        self._finish(job.id, status="completed", manifest=manifest)
+        files = self._files_of(job.id, job.owner)
+        with _Lease(self, job.id, job.owner, self.heartbeat_every):
+            try:
+                manifest = self._run(job, files)
+            except ClaimLost:
+                log.warning("bulk export %s: claim lost (cancelled or taken over)", job.id)
+                shutil.rmtree(files, ignore_errors=True)
+                return str(job.id)
+            except Exception as error:
+                log.exception("bulk export %s failed: %s", job.id, type(error).__name__)
+                shutil.rmtree(files, ignore_errors=True)
+                self._finish(job, status="failed", error=type(error).__name__)
+                return str(job.id)
+            if not self._finish(job, status="completed", manifest=manifest):
+                shutil.rmtree(files, ignore_errors=True)  # taken over or cancelled meanwhile
         return str(job.id)
+
+    def _files_of(self, job_id: str, owner: str | None) -> Path:
+        """Where a claim writes its files (jobs finished before claims had owners: the job's
+        own directory)."""
+        return self.directory / job_id / owner if owner else self.directory / job_id
 
     def expire(self) -> int:
         """Delete the files of jobs finished longer than the retention ago."""
@@ -330,11 +376,11 @@ class BulkExportService:
         c = bulk_export_jobs.c
         with self.db.transaction() as conn:
             now = self.clock()  # after the write lock is held, not before waiting for it
-            # A job whose worker died (no heartbeat) is taken up again from the start.
+            # A job whose runner is gone (no heartbeat) is taken up again from the start.
             conn.execute(
                 update(bulk_export_jobs)
                 .where(c.status == "running", c.heartbeat_at < now - STALE_AFTER)
-                .values(status="accepted")
+                .values(status="accepted", owner=None)
             )
             # Several server processes each run a worker (decision 0048): on PostgreSQL the
             # oldest job no other worker is claiming right now (SKIP LOCKED: a second worker
@@ -349,37 +395,69 @@ class BulkExportService:
             claimed = conn.execute(
                 update(bulk_export_jobs)
                 .where(c.id == candidate, c.status == "accepted")
-                .values(status="running", heartbeat_at=now, transaction_time=now)
+                .values(
+                    status="running",
+                    owner=uuid.uuid4().hex,
+                    heartbeat_at=now,
+                    transaction_time=now,
+                    progress=None,
+                )
             )
             if claimed.rowcount != 1:
                 return None
             return conn.execute(select(bulk_export_jobs).where(c.id == candidate)).first()
 
-    def _heartbeat(self, job_id: str, progress: str) -> None:
+    @staticmethod
+    def _held(job_id: str, owner: str) -> Any:
+        """The job is running under this claim (the condition of every write of its runner)."""
         c = bulk_export_jobs.c
+        return and_(c.id == job_id, c.owner == owner, c.status == "running")
+
+    def _touch(self, job_id: str, owner: str) -> bool:
+        """Refresh the claim's heartbeat; False when the claim is no longer held."""
         with self.db.transaction() as conn:
-            status = conn.execute(select(c.status).where(c.id == job_id)).scalar()
-            if status != "running":
-                raise Cancelled
-            conn.execute(
+            held = conn.execute(
                 update(bulk_export_jobs)
-                .where(c.id == job_id)
+                .where(self._held(job_id, owner))
+                .values(heartbeat_at=self.clock())
+            )
+            return held.rowcount == 1
+
+    def _progress(self, job: Any, progress: str, people: list[str]) -> None:
+        """Record progress and audit the people of the chunk just written, in one transaction,
+        if the claim is still held (else nothing: :class:`ClaimLost`)."""
+        with self.db.transaction() as conn:
+            held = conn.execute(
+                update(bulk_export_jobs)
+                .where(self._held(job.id, job.owner))
                 .values(heartbeat_at=self.clock(), progress=progress)
             )
+            if held.rowcount != 1:
+                raise ClaimLost
+            if people:
+                self.audit.append(
+                    conn,
+                    self.audit.patient_queries(
+                        self._principal(job),
+                        people,
+                        subtype="export",
+                        detail=f"bulk export {job.id}",
+                    ),
+                )
 
     def _finish(
         self,
-        job_id: str,
+        job: Any,
         *,
         status: str,
         manifest: dict[str, Any] | None = None,
         error: str | None = None,
-    ) -> None:
-        c = bulk_export_jobs.c
+    ) -> bool:
+        """Complete or fail the job if the claim is still held; whether it was."""
         with self.db.transaction() as conn:
-            conn.execute(
+            held = conn.execute(
                 update(bulk_export_jobs)
-                .where(c.id == job_id, c.status == "running")
+                .where(self._held(job.id, job.owner))
                 .values(
                     status=status,
                     finished_at=self.clock(),
@@ -388,6 +466,7 @@ class BulkExportService:
                     progress="done" if status == "completed" else None,
                 )
             )
+            return held.rowcount == 1
 
     def _principal(self, job: Any) -> Principal:
         return Principal(
@@ -398,9 +477,8 @@ class BulkExportService:
             end_user=job.end_user,
         )
 
-    def _run(self, job: Any) -> dict[str, Any]:
+    def _run(self, job: Any, directory: Path) -> dict[str, Any]:
         principal = self._principal(job)
-        directory = self.directory / job.id
         directory.mkdir(parents=True, exist_ok=True)
         until: datetime = job.transaction_time
         patients: list[str] | None = None
@@ -427,8 +505,7 @@ class BulkExportService:
                             audited.add(ref)
                             people.append(ref)
                     exported += len(chunk)
-                    self._audit_people(principal, job.id, people)
-                    self._heartbeat(job.id, f"{exported} resources, {resource_type}")
+                    self._progress(job, f"{exported} resources, {resource_type}", people)
             finally:
                 output.close()
         return {
@@ -450,17 +527,6 @@ class BulkExportService:
             "error": [],
             **({"extension": {"warnings": job.manifest["warnings"]}} if job.manifest else {}),
         }
-
-    def _audit_people(self, principal: Principal, job_id: str, refs: list[str]) -> None:
-        if not refs:
-            return
-        with self.db.transaction() as conn:
-            self.audit.append(
-                conn,
-                self.audit.patient_queries(
-                    principal, refs, subtype="export", detail=f"bulk export {job_id}"
-                ),
-            )
 
     def _types(self, job: Any, principal: Principal) -> list[str]:
         if job.types:
@@ -579,7 +645,8 @@ def _instant_text(moment: datetime) -> str:
 
 class ExportWorker:
     """Runs accepted export jobs in a background thread of each API process (decision 0048:
-    every server process runs one; a job is claimed under a row lock, so it runs once)."""
+    every server process runs one; a job is claimed under a row lock and held by a lease with
+    an owner token, decision 0052, so it runs once)."""
 
     def __init__(self, service: BulkExportService, interval_ms: int) -> None:
         self.service = service

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from healthroam.cli_support import cli_errors
 from healthroam.registry import linkage
 from healthroam.registry.linkage_prepare import prepare
 
@@ -41,6 +42,7 @@ def _echo(data: dict[str, Any]) -> None:
 
 
 @app.command()
+@cli_errors
 def train(
     sources: Sources,
     out: Annotated[
@@ -108,6 +110,7 @@ def _choose(
 
 
 @app.command()
+@cli_errors
 def thresholds(
     holdout: Annotated[
         Path, typer.Argument(help="held-out synthetic province (with truth/) to choose on")
@@ -145,6 +148,7 @@ def thresholds(
 
 
 @app.command()
+@cli_errors
 def link(
     sources: Sources,
     out: Annotated[Path, typer.Option(help="clusters Parquet: unique_id, source, cluster_id")],

@@ -16,7 +16,10 @@ Speed (10 million rows must fit a 15-minute budget on 2 cores): DuckDB reads and
 files; only the *distinct* input tuples go through Python (the same person's clean records
 in the population base and the insurer are identical, so about half the rows are repeats);
 the name and address steps of ``normalize_record`` are memoised (names and addresses repeat
-far more often still); and batches are spread over worker processes.
+far more often still); and batches are spread over worker processes. If a worker process dies
+(killed, out of memory) :func:`prepare` raises :class:`~healthroam.errors.Unavailable` instead
+of waiting for the lost batch for ever; it writes nothing but DuckDB tables of its own
+connection, so running the command again starts over.
 """
 
 # SQL here is built from our own table and column names and file paths, never from values.
@@ -24,12 +27,16 @@ far more often still); and batches are spread over worker processes.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import multiprocessing
+import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -38,7 +45,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from healthroam.errors import InvalidInput
+from healthroam.errors import InvalidInput, Unavailable
 from healthroam.registry import normalize
 from healthroam.registry.model import Identifier, NormalizedRecord, SourceKey, SourceRecord
 
@@ -256,10 +263,43 @@ def _work(task: _Task) -> pa.RecordBatch:
 
 _worker_stack = contextlib.ExitStack()
 
+WORKER_LOST = (
+    "a normalisation worker process died (killed, or out of memory?); nothing was written: "
+    "run the command again"
+)
+
 
 def _init_worker() -> None:
     normalize.tune_gc_for_batches()
     _worker_stack.enter_context(memoised_normalisation())
+    # A Pool's workers were killed at the end (terminate); an executor's exit normally, and
+    # the interpreter's teardown then freed the memoised names and addresses one by one:
+    # about 1.5 s of CPU per worker for a 100,000-row batch. multiprocessing has flushed and
+    # finalised everything before atexit runs, so the worker leaves at once instead.
+    atexit.register(os._exit, 0)
+
+
+def _in_workers(tasks: Iterator[_Task], workers: int) -> Iterator[pa.RecordBatch]:
+    """``map(_work, tasks)`` in ``workers`` processes, in order, with at most two batches per
+    worker in flight (the tasks are read as results are taken, not all up front).
+
+    Not multiprocessing.Pool: a Pool whose worker dies waits for the lost batch for ever; the
+    executor breaks, and every pending result raises BrokenProcessPool."""
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+    )
+    try:
+        pending: deque[Future[pa.RecordBatch]] = deque()
+        for task in tasks:
+            pending.append(pool.submit(_work, task))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        raise Unavailable(WORKER_LOST, expression="workers") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def prepare(
@@ -315,13 +355,14 @@ def prepare(
             if progress is not None:
                 progress(done)
 
-    if workers <= 1:
-        with memoised_normalisation(), normalize.batch_gc():
-            consume(map(_work, tasks))
-    else:
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(workers, initializer=_init_worker) as pool:
-            consume(pool.imap(_work, tasks, chunksize=1))
+    try:
+        if workers <= 1:
+            with memoised_normalisation(), normalize.batch_gc():
+                consume(map(_work, tasks))
+        else:
+            consume(_in_workers(tasks, workers))
+    finally:
+        reader.close()  # a failed run leaves the connection usable
     normalised = pa.Table.from_batches(parts, schema=NORMALISED_SCHEMA)
     parts.clear()
     con.register("_normalised", normalised)

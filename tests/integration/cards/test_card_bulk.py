@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from healthroam.bootstrap import Platform
 from healthroam.cards.bulk import CSV_COLUMNS, BulkIssuer
 from healthroam.db.tables_cards import card_events, cards
-from healthroam.errors import InvalidInput
+from healthroam.errors import InvalidInput, Unavailable
+from processes import descendants, kill_new_workers, within
 
 from .conftest import add_person, principal
 
@@ -63,6 +64,33 @@ def test_resumes_after_a_crash_without_duplicates(
     assert all(r["static_code"].startswith("EHCID:S1:") for r in rows)
     assert all("*" in r["masked_id_number"] for r in rows)
     assert (tmp_path / "vendor.csv").stat().st_mode & 0o777 == 0o600
+    assert keyed.audit.verify().ok
+
+
+def test_a_killed_signing_worker_stops_the_run_and_a_rerun_completes(keyed: Platform) -> None:
+    for i in range(40):
+        add_person(keyed, national_id=f"46010619900102{i:04d}")
+    before = set(descendants())
+    killed: list[int] = []
+
+    def kill_workers_once(issued: int) -> None:
+        if not killed:  # after the first batch commits; at most 3 of 8 batches are in flight
+            killed.append(kill_new_workers(before))
+
+    issuer = BulkIssuer(keyed.cards, workers=1, batch_size=5)
+    outcome = within(120, lambda: issuer.run(all_=True, after_batch=kill_workers_once))
+    assert killed
+    assert killed[0] >= 1
+    error = outcome.get("error")
+    assert isinstance(error, Unavailable), outcome
+    assert "run the same command again" in error.detail
+    partial, people, events = counts(keyed)
+    assert 5 <= partial < 40
+    assert (people, events) == (partial, partial)  # whole batches, each with its events
+    summary = BulkIssuer(keyed.cards, workers=1, batch_size=5).run(all_=True)
+    assert summary.resumed is True
+    assert summary.issued == 40 - partial
+    assert counts(keyed) == (40, 40, 40)
     assert keyed.audit.verify().ok
 
 

@@ -8,10 +8,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from healthroam.bootstrap import Platform
+from healthroam.bootstrap import Platform, build
 from healthroam.clinicians.service import WEB_CLIENT_ID, LoginRefused, token_hash
 from healthroam.db.schema import audit_events
-from healthroam.db.tables_clinicians import clinician_sessions, clinicians
+from healthroam.db.tables_clinicians import (
+    clinician_login_failures,
+    clinician_sessions,
+    clinicians,
+)
 from healthroam.errors import Conflict, InvalidInput, NotAuthenticated, NotFound
 
 PASSWORD = "correct horse 7"
@@ -87,6 +91,42 @@ def test_one_address_cannot_spray_many_accounts(hospital: Platform) -> None:
         hospital.clinicians.login("dr.li", PASSWORD, source_address="10.9.9.9")
     assert throttled.value.reason == "throttled"
     assert hospital.clinicians.login("dr.li", PASSWORD, source_address="10.0.0.4").token
+
+
+def test_the_address_throttle_is_shared_by_every_server_process(hospital: Platform) -> None:
+    # Two platforms on one database: two server processes (decision 0048).
+    other = build(hospital.settings)
+    try:
+        processes = [hospital.clinicians, other.clinicians]
+        limit = hospital.settings.clinician_login_max_failures_per_address
+        for n in range(limit):  # the failures alternate between the processes
+            with pytest.raises(LoginRefused) as refused:
+                processes[n % 2].login(f"user{n}", "guess guess", source_address="10.9.9.8")
+            assert refused.value.reason == "wrong-credentials"
+        for service in processes:  # each refuses the address, not only the one it saw fail
+            with pytest.raises(LoginRefused) as throttled:
+                service.login("dr.li", PASSWORD, source_address="10.9.9.8")
+            assert throttled.value.reason == "throttled"
+        with hospital.db.transaction(readonly=True) as conn:
+            stored = conn.execute(select(clinician_login_failures)).all()
+        assert len(stored) == 1  # one row per address, the address only as a hash
+        assert b"10.9.9.8" not in stored[0].address_hash
+        assert len(stored[0].failures) == limit
+        # The failures age out: the address may try again, and its row is deleted once a
+        # later failure (of any address) finds it past its window.
+        later = hospital.clinicians.clock() + timedelta(
+            minutes=hospital.settings.clinician_lockout_minutes, seconds=1
+        )
+        for service in processes:
+            service.clock = lambda: later
+        assert other.clinicians.login("dr.li", PASSWORD, source_address="10.9.9.8").token
+        with pytest.raises(LoginRefused):
+            hospital.clinicians.login("dr.li", "wrong password!", source_address="10.1.1.1")
+        with hospital.db.transaction(readonly=True) as conn:
+            left = conn.execute(select(clinician_login_failures.c.failures)).scalars().all()
+        assert left == [[later.timestamp()]]  # only the new address's one failure
+    finally:
+        other.close()
 
 
 def test_sessions_are_stored_hashed_and_end(hospital: Platform) -> None:

@@ -12,12 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from healthroam.errors import Unavailable
 from healthroam.registry import linkage
 from healthroam.registry.comparisons import COMPARISONS
 from healthroam.registry.linkage_cli import app
 from healthroam.registry.linkage_prepare import prepare
 from healthroam.registry.scoring import MatchModel
 from healthroam.synth.writer import write_province
+from processes import descendants, kill_new_workers, within
 
 TODAY = date(2026, 11, 25)
 
@@ -176,6 +178,37 @@ def test_prepare_with_two_workers_matches_one(tmp_path: Path) -> None:
         "union all (select * from two except select * from one))"
     )
     assert differ.fetchall()[0][0] == 0
+
+
+def test_prepare_stops_with_an_error_when_a_worker_is_killed(tmp_path: Path) -> None:
+    write_province(tmp_path, 300, "parquet", seed=7)
+    con = duckdb.connect()
+    before = set(descendants())
+    killed: list[int] = []
+
+    def kill_workers_once(done: int) -> None:
+        if not killed:  # after the first batch of many comes back
+            killed.append(kill_new_workers(before))
+
+    outcome = within(
+        120,
+        lambda: prepare(
+            con,
+            [tmp_path],
+            "records",
+            workers=2,
+            today=TODAY,
+            batch_size=50,
+            progress=kill_workers_once,
+        ),
+    )
+    assert killed
+    assert killed[0] >= 1
+    error = outcome.get("error")
+    assert isinstance(error, Unavailable), outcome
+    assert "run the command again" in error.detail
+    again = prepare(con, [tmp_path], "records", workers=2, today=TODAY, batch_size=50)
+    assert again.total_rows > 0
 
 
 def test_cli_train_and_link(provinces: tuple[Path, Path], tmp_path: Path) -> None:
