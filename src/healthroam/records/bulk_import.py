@@ -36,6 +36,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,7 +47,7 @@ from healthroam.db.engine import Database
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
 from healthroam.db.statistics import refresh_statistics
 from healthroam.db.tables_records import INDEX_TABLES, STORE_TABLES, fhir_idx_token
-from healthroam.errors import HealthroamError
+from healthroam.errors import HealthroamError, Unavailable
 from healthroam.records.bulk_prepare import (
     LineError,
     Prepared,
@@ -193,6 +194,12 @@ class BulkImporter:
                 )
             return self._pool
 
+    def _forget_pool(self, pool: ProcessPoolExecutor) -> None:
+        with self._pool_lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
     def _prepared(
         self, principal: Principal, lines: Iterable[bytes | str]
     ) -> Iterator[list[Prepared]]:
@@ -215,12 +222,24 @@ class BulkImporter:
             return
         pending: deque[Future[list[Prepared]]] = deque()
         ahead = 2 * self.processes * max(1, self.chunk_size // size)
-        for chunk in chunks:
-            pending.append(pool.submit(prepare_chunk, principal, chunk, COLUMNS, self.copy_text))
-            if len(pending) > ahead:
+        try:
+            for chunk in chunks:
+                pending.append(
+                    pool.submit(prepare_chunk, principal, chunk, COLUMNS, self.copy_text)
+                )
+                if len(pending) > ahead:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): this pool can take no more work. The next
+            # import starts a new one; what was stored before stays, and sending the same
+            # file again stores the rest (unchanged lines count as unchanged).
+            self._forget_pool(pool)
+            raise Unavailable(
+                "an import worker process was lost; the lines stored so far are kept: send "
+                "the import again to store the rest"
+            ) from None
 
     def _chunks(
         self, principal: Principal, lines: Iterable[bytes | str], report: ImportReport

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from healthroam.bootstrap import Platform
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
 from healthroam.db.tables_records import INDEX_TABLES
+from healthroam.errors import Unavailable
 from healthroam.records.bulk_import import BulkImporter
 from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
+from processes import descendants, kill_new_workers, within
 
 from helpers import patient
 
@@ -184,3 +186,42 @@ def test_parallel_import_keeps_order_registers_patients_and_reports_bad_lines(
     assert p1.content["telecom"][0]["value"] == "13907550001"
     for pid in ("p1", "p2"):  # matched into the registry like a FHIR create
         assert platform.registry.source_patient(pid) is not None
+
+
+def test_a_lost_worker_fails_the_import_clearly_and_the_next_import_starts_new_workers(
+    platform: Platform,
+) -> None:
+    platform.institutions.add(code="H001", name="医院", kind="hospital", region="460106", level=3)
+    lines = _lines([r for prefix in ("k1-", "k2-", "k3-", "k4-") for r in _history(prefix)])
+    importer = BulkImporter(
+        platform.db, platform.audit, platform.records, chunk_size=5, processes=2
+    )
+    before = set(descendants())
+    killed: list[int] = []
+
+    def kill_workers_once(report: Any) -> None:
+        if not killed:
+            killed.append(kill_new_workers(before))
+
+    try:
+        outcome = within(
+            120, lambda: importer.import_lines(_principal(), lines, progress=kill_workers_once)
+        )
+        assert killed
+        assert killed[0] > 0
+        error = outcome.get("error")
+        assert isinstance(error, Unavailable), outcome
+        assert "send the import again" in error.detail
+        with platform.db.transaction(readonly=True) as conn:
+            kept = conn.execute(select(func.count()).select_from(fhir_resources)).scalar_one()
+        assert 0 < kept < len(lines)  # the chunks stored before the loss stay stored
+        again = within(120, lambda: importer.import_lines(_principal(), lines))
+        assert "error" not in again, again
+        report = again["value"]
+        assert (report.created, report.unchanged, report.failed) == (
+            len(lines) - kept,
+            kept,
+            0,
+        )
+    finally:
+        importer.close()
