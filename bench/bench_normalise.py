@@ -88,8 +88,9 @@ def loader_run(province: Path, limit: int | None) -> dict[str, object]:
         cpu += time.process_time() - started
         for p in prepared:
             values: list[Any] = list(p)
-            if p.copy is not None:
-                values[-2] = [_MASTER_INDEX_ID.sub("\t<mid>\t", p.copy[0]), *p.copy[1:]]
+            if p.copy is not None:  # (the lines are UTF-8 bytes since decision 0050)
+                lines = [c.decode() if isinstance(c, bytes) else c for c in p.copy]
+                values[-2] = [_MASTER_INDEX_ID.sub("\t<mid>\t", lines[0]), *lines[1:]]
             digest.update(json.dumps(values, ensure_ascii=False).encode())
     return _result(rows.num_rows, cpu, digest)
 

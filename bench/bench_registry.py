@@ -104,6 +104,45 @@ class RateMarks:
         return rates
 
 
+# What a load stored, table by table, for --digest: every column but the timestamps and the
+# master index ID's value (random), in a fixed order. Two loads of one file store the same
+# registry exactly when these agree (JSONB documents compare as PostgreSQL stores them).
+DIGESTS = {
+    "source_records": (
+        "id, institution_code, id_system, local_id, master_id, link_type, data, normalized,"
+        " content_hash, fhir_patient_id",
+        "id",
+    ),
+    "master_persons": (
+        "id, status, merged_into, golden, name, birth_date, sex, version, length(master_index_id)",
+        "id",
+    ),
+    "mpi_blocking_keys": ("key, source_id", "source_id, key"),
+    "mpi_events": (
+        "seq, position, event_type, master_id, other_master_id, source_id, actor_institution,"
+        " actor_user, actor_client, reason, institutions, detail",
+        "seq",
+    ),
+    "mpi_event_recipients": ("institution_code, seq", "seq, institution_code"),
+    "mpi_name_counts": ("name, count", "name"),
+}
+
+
+def table_digests(url: str) -> dict[str, str]:
+    """md5 over each registry table's rows (see ``DIGESTS``), with the row count."""
+    engine = create_engine(url)
+    found: dict[str, str] = {}
+    with engine.connect() as conn:
+        for table, (columns, order) in DIGESTS.items():
+            digest, count = conn.exec_driver_sql(
+                f"SELECT md5(string_agg(md5(ROW({columns})::text), '' ORDER BY {order})),"
+                f" count(*) FROM {table}"
+            ).one()
+            found[table] = f"{digest} {count}"
+    engine.dispose()
+    return found
+
+
 def process_cpu() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -157,6 +196,11 @@ def main() -> None:
     parser.add_argument("--load-only", action="store_true", help="Measure the load only.")
     parser.add_argument(
         "--initial", action="store_true", help="Load as an initial load (decision 0038)."
+    )
+    parser.add_argument(
+        "--digest",
+        action="store_true",
+        help="After the load (not timed), digest what it stored, table by table (PostgreSQL).",
     )
     args = parser.parse_args()
 
@@ -215,6 +259,8 @@ def main() -> None:
             "rows_per_s_by_tenth": marks.by_tenth(),
             **summary.as_dict(),
         }
+        if args.digest and postgres:
+            result["digests"] = table_digests(args.database)
         if args.load_only:
             platform.close()
             print(json.dumps(result, indent=2))

@@ -90,15 +90,17 @@ class Prepared(NamedTuple):
     keys: tuple[str, ...] = ()
     content_hash: str = ""
     # PostgreSQL only: COPY text lines of a new person (master, source record, blocking keys,
-    # event) as str.format templates of (master id, source id, event seq, timestamp).
-    copy: tuple[str, str, str, str] | None = None
+    # event without its sequence number and feed position), UTF-8 encoded in the worker: the
+    # main process passes them to COPY as they are, with no decoding (unpickling a str) and
+    # encoding (writing a str to COPY) of every line on its one core.
+    copy: tuple[bytes, bytes, bytes, bytes] | None = None
     reject: tuple[str, str] | None = None  # (column, reason)
 
     def with_documents(self) -> Prepared:
         """The row with its JSON texts (a rendered row carries them in its COPY line only)."""
         if self.data_json or self.copy is None:
             return self
-        fields = self.copy[1][:-1].split("\t")
+        fields = self.copy[1][:-1].decode().split("\t")
         return self._replace(data_json=_unescape(fields[6]), normalized_json=_unescape(fields[7]))
 
     @property
@@ -225,9 +227,9 @@ def _copy_lines(
     ids: Ids,
     master_index_id: str,
     stamp: str,
-) -> tuple[str, str, str, str]:
-    """COPY text lines of a new person: master, source record, blocking keys, and the event
-    without its leading sequence number and feed position. Column orders: see
+) -> tuple[bytes, bytes, bytes, bytes]:
+    """COPY text lines of a new person, UTF-8: master, source record, blocking keys, and the
+    event without its leading sequence number and feed position. Column orders: see
     ``_COPY_COLUMNS``."""
     name = golden.get("name") or golden.get("latin_name")
     master_id, source_id = str(ids.master), str(ids.source)
@@ -248,7 +250,7 @@ def _copy_lines(
     else:
         key_lines = "".join([_field(k[:255]) + tail for k in keys])
     event = f"\t{stamp}\tcreate\t{master_id}\t\\N\t{source_id}\t" + _event_tail(source, actor)
-    return master, record, key_lines, event
+    return master.encode(), record.encode(), key_lines.encode(), event.encode()
 
 
 @functools.lru_cache(maxsize=64)
@@ -696,7 +698,7 @@ class BulkLoader:
 
     def _copy_new(self, conn: Connection, rows: Sequence[Prepared], source: str) -> None:
         """PostgreSQL: the rows' finished COPY lines, one COPY per table."""
-        lines: tuple[list[str], ...] = ([], [], [], [])
+        lines: tuple[list[bytes], ...] = ([], [], [], [])
         names: Counter[str] = Counter()
         seqs = [str(seq) for seq in _allocate(conn, mpi_events, len(rows))]
         first = take_positions(conn, len(rows))
@@ -705,12 +707,12 @@ class BulkLoader:
             lines[0].append(p.copy[0])
             lines[1].append(p.copy[1])
             lines[2].append(p.copy[2])
-            lines[3].append(f"{seq}\t{position}{p.copy[3]}")
+            lines[3].append(f"{seq}\t{position}".encode() + p.copy[3])
             if p.name:
                 names[p.name] += 1
         tables = (master_persons, source_records, mpi_blocking_keys, mpi_events)
         for table, out in zip(tables, lines, strict=True):
-            _copy(conn, table.name, "".join(out))
+            _copy(conn, table.name, b"".join(out))
         recipient = _field(source) + "\t"
         _copy(conn, "mpi_event_recipients", "".join([recipient + seq + "\n" for seq in seqs]))
         _add_name_counts(conn, names)
@@ -870,7 +872,7 @@ def _copy_value(value: Any, is_json: bool) -> Any:
     return value
 
 
-def _copy(conn: Connection, table: str, lines: str) -> None:
+def _copy(conn: Connection, table: str, lines: str | bytes) -> None:
     if not lines:
         return
     raw = conn.connection.driver_connection

@@ -97,23 +97,51 @@ def pinyin_readings(
     if limit < 1 or detect_script(text) is not Script.HAN:
         return []
     parts = split_chinese_name(text, surname=surname)
-    positions: list[tuple[Reading, ...]] = []
-    if parts.surname:
-        positions.extend(_surname_options(parts.surname))
-    given = parts.given.replace(MIDDLE_DOT, "")
-    positions.extend(options for options in map(_char_options, given) if options)
-    if not positions:
+    surnames = _surname_combinations(parts.surname, limit) if parts.surname else _NOTHING
+    givens = _given_combinations(parts.given.replace(MIDDLE_DOT, ""), limit)
+    if surnames is _NOTHING and givens is _NOTHING:  # no position has a reading
         return []
+    # itertools.product over the surname's positions and then the given name's varies the
+    # last position fastest: every surname combination in turn, followed by every given-name
+    # combination. Each part's combinations come deduplicated and cut at ``limit`` from a
+    # cache (given names repeat far more than whole names); the joined readings are distinct
+    # exactly when the parts are (a surname's combinations all have the same number of
+    # syllables), so this is the product's first ``limit`` distinct readings (decision 0050).
     readings: list[tuple[str, ...]] = []
-    # product() varies the last position fastest and starts with every first choice, so the
-    # preferred reading always survives the cap.
-    for combination in itertools.product(*positions):
-        syllables = tuple(itertools.chain.from_iterable(combination))
-        if syllables not in readings:
-            readings.append(syllables)
+    for first in surnames:
+        for rest in givens:
+            readings.append(first + rest)
             if len(readings) >= limit:
-                break
+                return readings
     return readings
+
+
+_NOTHING: tuple[tuple[str, ...], ...] = ((),)  # the combinations of no position
+
+
+def _distinct_combinations(
+    positions: list[tuple[Reading, ...]], limit: int
+) -> tuple[tuple[str, ...], ...]:
+    """The first ``limit`` distinct syllable sequences of the positions' product, in order."""
+    if not positions:
+        return _NOTHING
+    found: dict[tuple[str, ...], None] = {}
+    for combination in itertools.product(*positions):
+        found[tuple(itertools.chain.from_iterable(combination))] = None
+        if len(found) >= limit:
+            break
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _surname_combinations(surname: str, limit: int) -> tuple[tuple[str, ...], ...]:
+    return _distinct_combinations(list(_surname_options(surname)), limit)
+
+
+@functools.lru_cache(maxsize=131_072)
+def _given_combinations(given: str, limit: int) -> tuple[tuple[str, ...], ...]:
+    positions = [options for options in map(_char_options, given) if options]
+    return _distinct_combinations(positions, limit)
 
 
 def pinyin_keys(

@@ -255,7 +255,7 @@ def test_copy_lines_carry_the_reserved_ids_and_read_back_as_written() -> None:
         "provenance": {"name": 42},
     }
     data = json.dumps({"a": "x\ty\\z"})
-    master, record, keys, event = _copy_lines(
+    lines = _copy_lines(
         "POP",
         "urn:sys",
         "L\\1",
@@ -269,6 +269,8 @@ def test_copy_lines_carry_the_reserved_ids_and_read_back_as_written() -> None:
         "AB" * 32,
         "T",
     )
+    assert all(isinstance(line, bytes) for line in lines)  # UTF-8 for COPY (decision 0050)
+    master, record, keys, event = (line.decode() for line in lines)
     m = _copy_values(master)
     assert m[0] == "7"
     assert m[1] == "AB" * 32
