@@ -10,6 +10,7 @@ clause the shapes do not know) the general path answers, which the same comparis
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -336,3 +337,30 @@ def test_a_thousand_values_take_the_general_path(store: Platform) -> None:
     assert shaped is None  # 1,202 values: more than a kept statement names
     assert len(general) == 12
     assert _bundles(store, "Observation", [("code", codes), ("_count", "5")])
+
+
+@pytest.mark.parametrize(("rtype", "queries"), SAME_SHAPE)
+def test_the_kept_statement_is_the_general_statement_with_named_parameters(
+    store: Platform, rtype: str, queries: list[list[tuple[str, str]]]
+) -> None:
+    """The same SQL, parameter for parameter (the named mode only names them): the same
+    plans as before, whatever the values."""
+    if store.db.dialect != "postgresql":
+        pytest.skip("the shapes are kept on PostgreSQL")
+    query = [*queries[1], ("_count", "3"), ("_cursor", "2021-05-03T08:00:00+00:00|o001")]
+    request = parse_search(rtype, query)
+    with store.db.transaction(readonly=True) as conn:
+        repo = ResourceRepository(conn)
+        general = repo._page_query(request, repo.search_condition(request, BASE), 4)
+        compiled = general.compile(dialect=conn.dialect)
+        assert ResourceRepository(conn).find_shaped(request, BASE, None, 4) is not None
+    (kept,) = repository._SHAPES.values()
+    unnamed = re.compile(r"%\([a-z_0-9]+\)s")
+    assert unnamed.sub("%s", kept.sql) == unnamed.sub("%s", str(compiled))
+    # And parameter for parameter the same values, in the order the text takes them.
+    _, values = search_shape(request, BASE, 4) or ((), [])
+    named = dict(kept.defaults) | {f"sv{n}": v for n, v in enumerate(values)}
+    in_order = [m.group(0)[2:-2] for m in unnamed.finditer(kept.sql)]
+    assert [named[n] for n in in_order] == [
+        compiled.params[m.group(0)[2:-2]] for m in unnamed.finditer(str(compiled))
+    ]
