@@ -8,6 +8,7 @@ page's rows are read.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import uuid
@@ -925,7 +926,9 @@ class ResourceRepository:
             if statement is None:
                 return None
             if len(_SHAPES) >= SHAPES_KEPT:
-                _SHAPES.pop(next(iter(_SHAPES)), None)  # the oldest
+                # The oldest (another thread may change the dict meanwhile: then none).
+                with contextlib.suppress(RuntimeError, KeyError, StopIteration):
+                    del _SHAPES[next(iter(_SHAPES))]
             _SHAPES[key] = statement
         params = dict(statement.defaults)
         params.update(zip(_SHAPE_NAMES[: len(values)], values, strict=True))

@@ -364,3 +364,17 @@ def test_the_kept_statement_is_the_general_statement_with_named_parameters(
     assert [named[n] for n in in_order] == [
         compiled.params[m.group(0)[2:-2]] for m in unnamed.finditer(str(compiled))
     ]
+
+
+def test_at_most_so_many_shapes_are_kept(store: Platform) -> None:
+    if store.db.dialect != "postgresql":
+        pytest.skip("the shapes are kept on PostgreSQL")
+    for count in range(1, repository.SHAPES_KEPT + 6):  # a shape per _count
+        general, shaped = _general_and_shaped(
+            store, "Observation", [("code", "718-7"), ("_count", str(count))]
+        )
+        if count % 100 == 1:
+            assert shaped == general
+    assert len(repository._SHAPES) == repository.SHAPES_KEPT
+    kept_counts = {key[-2] for key in repository._SHAPES}
+    assert min(kept_counts) == 7  # the oldest five (limits 2 to 6) were dropped
