@@ -1628,6 +1628,8 @@ def _value_parts(base: str, m: Match, value: str) -> tuple[str, tuple[Any, ...]]
         return _token_parts(value)
     if m.kind == "string" and m.modifier in (None, "exact", "contains"):
         return _string_parts(m.modifier, value)
+    if m.kind in ("date", "_lastUpdated") and split_prefix(value)[0] == "ap":
+        return None  # its bounds move with the clock: no two builds bind the same values
     if m.kind == "date" and m.modifier is None:
         return _date_parts(value, m.code)
     if m.kind == "_lastUpdated":
@@ -1649,7 +1651,8 @@ def search_shape(
     token with or without its system, a date's prefix, a reference's form ...), how repeated
     date bounds are paired, the short-window and one-code plans, a cursor, and the LIMIT.
     None when the request is not one the shaped path serves (sorted, a snapshot page, chains,
-    ``_has``, ``_id``, text search, quantities, numbers, URIs, composites, hierarchies)."""
+    ``_has``, ``_id``, text search, quantities, numbers, URIs, composites, hierarchies, dates
+    with ``ap``)."""
     if request.sort or request.snapshot is not None:
         return None
     base = base_url.rstrip("/") + "/"

@@ -259,6 +259,8 @@ def test_different_forms_never_share_a_statement(
         ("Observation", [("code:text", "blood")]),
         ("Observation", [("code", "718-7"), ("_sort", "date")]),
         ("Observation", [("value-quantity", "5")]),
+        ("Observation", [("date", "ap2021-05-04")]),
+        ("Observation", [("_lastUpdated", "ap2021-05-04")]),
     ],
 )
 def test_other_searches_have_no_shape(
