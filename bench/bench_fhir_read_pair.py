@@ -82,7 +82,9 @@ def one_run(
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        benchlib.wait_ready(f"{base}/readyz", process, log=log)
+        # Two processes starting on a shared host at load 20 took over a minute (the run
+        # then ended with an empty message).
+        benchlib.wait_ready(f"{base}/readyz", process, seconds=300, log=log)
         client_id, secret = state["secrets"]["reader"]
         token = httpx.post(
             f"{base}/auth/token",

@@ -137,7 +137,9 @@ def wait_ready(
             pass
         time.sleep(0.1)
     stop_process(process)
-    raise SystemExit(log.read_text() if log else f"the server did not answer {url}")
+    said = log.read_text() if log else ""
+    # An empty log said nothing: a loaded host can take longer than ``seconds`` to start.
+    raise SystemExit(said or f"the server did not answer {url} within {seconds:.0f} s")
 
 
 def stop_process(process: subprocess.Popen[bytes], seconds: float = 10) -> None:

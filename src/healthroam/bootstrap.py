@@ -153,6 +153,7 @@ def build(settings: Settings) -> Platform:
     )
     keys = build_keys(settings, db)
     records = RecordService(db, audit, registry)
+    records.search_shapes = settings.fhir_search_shapes
     cards = build_cards(settings, db, audit, keys)
     care = CareService(
         db,

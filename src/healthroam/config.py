@@ -268,6 +268,14 @@ class Settings(BaseSettings):
         "checks, audit, answers and errors; other requests go to the routes). false: they go "
         "through the FastAPI routes.",
     )
+    fhir_search_shapes: bool = Field(
+        default=True,
+        description="On PostgreSQL, keep the SQL of each search shape's page statement (the "
+        "type, parameters, modifiers, value forms, cursor and count of a default-order search "
+        "without a record-gate condition) per process and bind only the values of later "
+        "searches of that shape (decision 0054; same answers). false: every search builds its "
+        "statement.",
+    )
     card_use_log_flush_ms: int = Field(
         default=2,
         ge=0,

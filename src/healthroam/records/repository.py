@@ -8,11 +8,12 @@ page's rows are read.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -50,6 +51,7 @@ from sqlalchemy import table as sql_table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import KeyedColumnElement
+from sqlalchemy.sql.sqltypes import NullType
 
 from healthroam.db.raw import RawSelect, dbapi, insert_statement, sqlalchemy_errors
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
@@ -365,6 +367,43 @@ def text_engine(conn: Connection) -> str:
     return found
 
 
+def _as_is(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return values
+
+
+class _ShapeStatement(NamedTuple):
+    """A search shape's page statement: its SQL text (values as ``%(sv<n>)s``) and the
+    parameters the statement binds itself (resource type, parameter codes, LIMIT)."""
+
+    sql: str
+    defaults: dict[str, Any]
+
+
+# Search shapes' page statements (ResourceRepository.find_shaped), per process, oldest first.
+_SHAPES: dict[Any, _ShapeStatement] = {}
+SHAPES_KEPT = 512
+_SHAPE_NAMES = tuple(f"sv{n}" for n in range(1000))
+# A page's rows as _raw_columns(True) names them (what _raw_stored reads).
+_PageRow: Any = NamedTuple(  # type: ignore[misc]
+    "_PageRow",
+    [
+        (name, Any)
+        for name in (
+            "resource_type",
+            "id",
+            "version",
+            "last_updated",
+            "deleted",
+            "institution_code",
+            "body",
+            "meta",
+            "subject_ref",
+            "patient_ref",
+        )
+    ],
+)
+
+
 # The token rows a one-code page walks (ResourceRepository._token_page): one alias, built once.
 _PAGE_TOKEN = fhir_idx_token.alias("page_token")
 
@@ -376,6 +415,9 @@ class ResourceRepository:
         # The last search condition made, and the same without its one code clause, for a
         # page read from the token rows (:meth:`_token_page`).
         self._without_code: tuple[ColumnElement[bool], ColumnElement[bool]] | None = None
+        # How the page statement binds the request's values: the last condition's compiler's
+        # (named parameters for a search shape's statement).
+        self._bind: Callable[[tuple[Any, ...]], tuple[Any, ...]] = _as_is
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -786,10 +828,16 @@ class ResourceRepository:
     # --- search -------------------------------------------------------------------------------
 
     def search_condition(
-        self, request: SearchRequest, base_url: str, visible: VisibleCondition | None = None
+        self,
+        request: SearchRequest,
+        base_url: str,
+        visible: VisibleCondition | None = None,
+        *,
+        compiler: _Compiler | None = None,
     ) -> ColumnElement[bool]:
         """``visible``: the record gate's condition, on the matches and inside chains and
-        ``_has`` (a hidden resource must not decide what matches either)."""
+        ``_has`` (a hidden resource must not decide what matches either). ``compiler``: a
+        named one for a search shape's statement (:meth:`find_shaped`)."""
         r = fhir_resources.c
         conditions: list[ColumnElement[bool]] = [
             r.resource_type == request.resource_type,
@@ -797,7 +845,9 @@ class ResourceRepository:
         ]
         if visible is not None:
             conditions.append(visible(r.resource_type, r.id, r.institution_code, r.deleted))
-        compiler = _Compiler(base_url, visible, self.postgres, text_engine(self.conn))
+        if compiler is None:
+            compiler = _Compiler(base_url, visible, self.postgres, text_engine(self.conn))
+        self._bind = compiler.bind
         clauses, bounds = _date_bounds(request.clauses)
         for clause in clauses:
             conditions.append(compiler.clause(request.resource_type, r.id, clause, top=True))
@@ -833,15 +883,80 @@ class ResourceRepository:
         joined in cost the server more to build: its columns are proxied)."""
         if request.sort:
             raise ValueError("find_loaded serves the default order only")
+        query = self._page_query(request, condition, limit)
+        return [_raw_stored(row) for row in self.conn.execute(query).all()]
+
+    def _page_query(
+        self, request: SearchRequest, condition: ColumnElement[bool], limit: int
+    ) -> Select[Any]:
         r = fhir_resources.c
         # Uncorrelated: its fhir_resources is its own, the search's EXISTS refer to it.
         page = self._ordered(select(r.resource_type, r.id), request, condition, limit)
-        query = (
+        return (
             select(*_raw_columns(self.postgres))
             .where(tuple_(r.resource_type, r.id).in_(page.correlate(None)))
             .order_by(r.last_updated, r.id)
         )
-        return [_raw_stored(row) for row in self.conn.execute(query).all()]
+
+    def find_shaped(
+        self,
+        request: SearchRequest,
+        base_url: str,
+        visible: VisibleCondition | None,
+        limit: int,
+    ) -> list[StoredResource] | None:
+        """:meth:`find_loaded` by the statement of the request's search shape (PostgreSQL):
+        the SQL text made once per process for requests that differ only in their values
+        (:func:`search_shape`), their values bound to it and sent over psycopg, without
+        building, keying and compiling the statement again (decision 0054). None when the
+        request has no shape here (the caller takes the general path): SQLite, a record gate
+        condition, deferred rows pending on the connection, sorted or snapshot pages, or a
+        clause or value form :func:`search_shape` does not know."""
+        if not self.postgres or visible is not None or deferred_on(self.conn) is not None:
+            return None
+        shape = search_shape(request, base_url, limit)
+        if shape is None:
+            return None
+        key, values = shape
+        if len(values) > len(_SHAPE_NAMES):
+            return None  # hundreds of ORed values: the general path
+        statement = _SHAPES.get(key)
+        if statement is None:
+            statement = self._shape_statement(request, base_url, limit, values)
+            if statement is None:
+                return None
+            if len(_SHAPES) >= SHAPES_KEPT:
+                # The oldest (another thread may change the dict meanwhile: then none).
+                with contextlib.suppress(RuntimeError, KeyError, StopIteration):
+                    del _SHAPES[next(iter(_SHAPES))]
+            _SHAPES[key] = statement
+        params = dict(statement.defaults)
+        params.update(zip(_SHAPE_NAMES[: len(values)], values, strict=True))
+        with sqlalchemy_errors("SELECT a search page"):
+            cursor = dbapi(self.conn).cursor()
+            cursor.execute(statement.sql, params)
+            rows = cursor.fetchall()
+        return [_raw_stored(_PageRow._make(row)) for row in rows]
+
+    def _shape_statement(
+        self, request: SearchRequest, base_url: str, limit: int, values: list[Any]
+    ) -> _ShapeStatement | None:
+        """The page statement of the request's shape, built by the general code with every
+        value as a named parameter and compiled for this connection's dialect. None (not kept)
+        when its parameters are not exactly the shape's values in order, or it needs a
+        parameter expanded at execution."""
+        compiler = _Compiler(base_url, None, True, "postgresql", named=True)
+        condition = self.search_condition(request, base_url, compiler=compiler)
+        query = self._page_query(request, condition, limit)
+        self._bind = _as_is
+        if compiler.bound != values:  # pragma: no cover - search_shape out of step
+            return None
+        compiled = query.compile(dialect=self.conn.dialect)
+        if compiled.positiontup or compiled.literal_execute_params or compiled.post_compile_params:
+            return None  # pragma: no cover - not made by the clauses search_shape takes
+        names = set(_SHAPE_NAMES[: len(values)])
+        defaults = {k: v for k, v in compiled.params.items() if k not in names}
+        return _ShapeStatement(str(compiled), defaults)
 
     def _ordered(
         self,
@@ -856,10 +971,8 @@ class ResourceRepository:
             return self._token_page(request, self._without_code[1], limit, *driving)
         query = query.where(condition)
         if request.cursor is not None:
-            moment, rid = request.cursor
-            query = query.where(
-                or_(r.last_updated > moment, and_(r.last_updated == moment, r.id > rid))
-            )
+            after, at, rid = self._bind(_cursor_values(request.cursor))
+            query = query.where(or_(r.last_updated > after, and_(r.last_updated == at, r.id > rid)))
         if not request.sort and _short_window(request.clauses):
             # Every match first, then the page: the matches of a short date window are few
             # (they began in a bounded stretch of the date index), so PostgreSQL must not walk
@@ -882,8 +995,8 @@ class ResourceRepository:
         order += [r.last_updated, r.id]
         return query.order_by(*order).limit(limit)
 
-    @staticmethod
     def _token_page(
+        self,
         request: SearchRequest,
         rest: ColumnElement[bool],
         limit: int,
@@ -898,17 +1011,18 @@ class ResourceRepository:
         may carry the code twice."""
         r = fhir_resources.c
         t = _PAGE_TOKEN
+        form, values = _token_parts(value)
         conds = [
             t.c.resource_type == request.resource_type,
             t.c.param == param,
-            _token_columns(t.c.system, t.c.code, value),
+            _token_sql(t.c.system, t.c.code, form, self._bind(values)),
             rest,
         ]
         if request.cursor is not None:
-            moment, rid = request.cursor
+            at, after, rid = self._bind(_cursor_values(request.cursor))
             conds += [
-                t.c.last_updated >= moment,
-                or_(t.c.last_updated > moment, t.c.resource_id > rid),
+                t.c.last_updated >= at,
+                or_(t.c.last_updated > after, t.c.resource_id > rid),
             ]
         joined = t.join(
             fhir_resources, and_(r.resource_type == t.c.resource_type, r.id == t.c.resource_id)
@@ -1156,12 +1270,30 @@ class _Compiler:
         visible: VisibleCondition | None = None,
         postgres: bool = False,
         text_engine: str = "like",
+        *,
+        named: bool = False,
     ) -> None:
         self.base = base_url.rstrip("/") + "/"
         self.visible = visible
         self.postgres = postgres
         self.text_engine = text_engine
         self._used: dict[str, int] = {}  # aliases taken so far, by table
+        # Named mode (a search shape's statement, :func:`search_shape`): every value of the
+        # request is bound as ``sv0``, ``sv1`` ... in the order taken, and listed here.
+        self.named = named
+        self.bound: list[Any] = []
+
+    def bind(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The request's values as the SQL takes them: as they are (SQLAlchemy binds each
+        anonymously), or in named mode as the next ``sv<n>`` parameters, typed by the column
+        they are compared with (an untyped parameter takes the other side's type)."""
+        if not self.named:
+            return values
+        out = []
+        for value in values:
+            out.append(bindparam(f"sv{len(self.bound)}", value, type_=NullType()))
+            self.bound.append(value)
+        return tuple(out)
 
     def alias(self, table: Table) -> Any:
         """An anonymous alias of ``table``, distinct from every other this compiler gave (one
@@ -1254,7 +1386,12 @@ class _Compiler:
             else:
                 cond = or_(
                     *(
-                        _interval(prefix, low, high, res.c.last_updated, res.c.last_updated)
+                        _interval_sql(
+                            prefix,
+                            self.bind(_interval_values(prefix, low, high)),
+                            res.c.last_updated,
+                            res.c.last_updated,
+                        )
                         for prefix, low, high in (parse_date(v, m.code) for v in m.values)
                     )
                 )
@@ -1338,35 +1475,36 @@ class _Compiler:
                 return and_(c.system == system, c.code.in_(codes))
             if m.modifier == "text":
                 return _words(c.text, value)
-            return _token(c, m.modifier, value)
+            if m.modifier == "of-type":
+                return _token(c, m.modifier, value)
+            form, values = _token_parts(value)
+            return _token_sql(c.system, c.code, form, self.bind(values))
         if m.kind == "string":
-            folded = normalize(value)
             if m.modifier == "text":
                 return _words(c.normalized, value)
-            if m.modifier == "exact":
-                return c.value == value  # type: ignore[no-any-return]
-            if m.modifier == "contains":
-                return c.normalized.like(  # type: ignore[no-any-return]
-                    "%" + _like_prefix(folded[:255]) + "%", escape="\\"
-                )
-            return c.normalized.like(_like_prefix(folded[:255]) + "%", escape="\\")  # type: ignore[no-any-return]
+            form, values = _string_parts(m.modifier, value)
+            bound = self.bind(values)
+            if form == "exact":
+                return c.value == bound[0]  # type: ignore[no-any-return]
+            return c.normalized.like(bound[0], escape="\\")  # type: ignore[no-any-return]
         if m.kind == "date":
-            prefix, low, high = parse_date(value, m.code)
-            cond = _interval(prefix, low, high, c.low, c.high)
-            floor = _high_floor(prefix, low, high)
-            if floor is None or "long_span" not in c:
+            prefix, values = _date_parts(value, m.code)
+            bound = self.bind(values)
+            cond = _interval_sql(prefix, bound, c.low, c.high)
+            if prefix not in _FLOORED or "long_span" not in c:
                 return cond
             # A short row with high >= floor began at most SHORT_SPAN earlier: an indexable
             # lower bound on low (and an estimate the planner can trust); long rows apart.
             return and_(
                 cond,
                 or_(
-                    and_(c.long_span == false(), c.low >= floor - SHORT_SPAN),
+                    and_(c.long_span == false(), c.low >= bound[-1]),
                     c.long_span == true(),
                 ),
             )
         if m.kind == "reference":
-            return self._reference(c, m.modifier, value)
+            form, values = _reference_parts(self.base, m.modifier, value)
+            return _reference_sql(c, form, self.bind(values))
         if m.kind == "quantity":
             return _quantity(c, value, m.code)
         if m.kind == "number":
@@ -1382,31 +1520,6 @@ class _Compiler:
         if m.kind == "composite":
             return self._composite(c, m, value)
         raise InvalidInput(f"cannot search on {m.code}", expression=m.code)
-
-    def _reference(self, c: Any, modifier: str | None, value: str) -> ColumnElement[bool]:
-        if modifier == "identifier":
-            system, bar, code = value.partition("|")
-            if not bar:
-                return c.identifier_value == value  # type: ignore[no-any-return]
-            conds = [c.identifier_value == code]
-            conds.append(
-                c.identifier_system.is_(None) if not system else c.identifier_system == system
-            )
-            return and_(*conds)
-        if value.startswith(self.base):
-            value = value[len(self.base) :]
-        if "|" in value or value.startswith(("http://", "https://", "urn:")):
-            url, _, version = value.partition("|")
-            cond = c.url == url
-            return and_(cond, c.version == version) if version else cond
-        parts = value.split("/")
-        if len(parts) >= 4 and parts[-2] == "_history":
-            parts = parts[:-2]
-        if len(parts) == 2:
-            return and_(c.target_type == parts[0], c.target_id == parts[1])
-        if modifier is not None:
-            return and_(c.target_type == modifier, c.target_id == value)
-        return c.target_id == value  # type: ignore[no-any-return]
 
     def _composite(self, c: Any, m: Match, value: str) -> ColumnElement[bool]:
         parts = value.split("$")
@@ -1501,15 +1614,181 @@ def _short_window(clauses: Sequence[Clause]) -> bool:
     return False
 
 
-def _token_columns(system_col: Any, code_col: Any, value: str) -> ColumnElement[bool]:
+def _cursor_values(cursor: tuple[datetime, str]) -> tuple[Any, ...]:
+    """What a page after ``_cursor`` binds: its instant twice, then its id."""
+    moment, rid = cursor
+    return (moment, moment, rid)
+
+
+def _value_parts(base: str, m: Match, value: str) -> tuple[str, tuple[Any, ...]] | None:
+    """(form, values) of one value of a clause as :meth:`_Compiler.value` (or ``match`` for
+    ``_lastUpdated``) binds it, from the same functions; None for a kind or modifier whose
+    SQL is not made from such parts (``:text``, ``:above``, ``:of-type``, quantities ...)."""
+    if m.kind == "token" and m.modifier in (None, "not"):
+        return _token_parts(value)
+    if m.kind == "string" and m.modifier in (None, "exact", "contains"):
+        return _string_parts(m.modifier, value)
+    if m.kind in ("date", "_lastUpdated") and split_prefix(value)[0] == "ap":
+        return None  # its bounds move with the clock: no two builds bind the same values
+    if m.kind == "date" and m.modifier is None:
+        return _date_parts(value, m.code)
+    if m.kind == "_lastUpdated":
+        prefix, low, high = parse_date(value, m.code)
+        return prefix, _interval_values(prefix, low, high)
+    if m.kind == "reference" and m.modifier != "missing":
+        return _reference_parts(base, m.modifier, value)
+    return None
+
+
+def search_shape(
+    request: SearchRequest, base_url: str, limit: int
+) -> tuple[Hashable, list[Any]] | None:
+    """(key, values) of a default-order search page: requests with equal keys get the same
+    page statement from :meth:`ResourceRepository.search_condition` and ``_page_query`` but
+    for the values they bind, which are ``values`` in the order that code binds them
+    (:meth:`_Compiler.bind`). The key holds everything else the statement is made from: the
+    type, each clause's parameter, kind, modifier and the form of each of its values (a
+    token with or without its system, a date's prefix, a reference's form ...), how repeated
+    date bounds are paired, the short-window and one-code plans, a cursor, and the LIMIT.
+    None when the request is not one the shaped path serves (sorted, a snapshot page, chains,
+    ``_has``, ``_id``, text search, quantities, numbers, URIs, composites, hierarchies, dates
+    with ``ap``)."""
+    if request.sort or request.snapshot is not None:
+        return None
+    base = base_url.rstrip("/") + "/"
+    parts: list[Hashable] = []
+    values: list[Any] = []
+    clauses, bounds = _date_bounds(request.clauses)
+    for clause in clauses:
+        if isinstance(clause, Missing):
+            parts.append(("missing", clause.code, clause.kind, clause.missing))
+            continue
+        if not isinstance(clause, Match):
+            return None
+        forms = []
+        for value in clause.values:
+            found = _value_parts(base, clause, value)
+            if found is None:
+                return None
+            forms.append(found[0])
+            values.extend(found[1])
+        parts.append((clause.code, clause.kind, clause.modifier, tuple(forms)))
+    for code, matches in bounds.items():
+        prefixes = []
+        for m in matches:
+            prefix, found = _date_parts(m.values[0], m.code)
+            prefixes.append(prefix)
+            values.extend(found)
+        parts.append(("bounds", code, tuple(prefixes)))
+    token = _page_token(request.clauses)
+    if token is not None:  # the one-code page binds its code again, on the token rows
+        values.extend(_token_parts(token[1])[1])
+    if request.cursor is not None:
+        values.extend(_cursor_values(request.cursor))
+    key = (
+        request.resource_type,
+        tuple(parts),
+        token is not None,
+        _short_window(request.clauses),
+        request.cursor is not None,
+        limit,
+        len(values),
+    )
+    return key, values
+
+
+def _string_parts(modifier: str | None, value: str) -> tuple[str, tuple[Any, ...]]:
+    """(form, values) of a string search without ``:text``: the value itself (``:exact``)
+    or the ``LIKE`` pattern of its folded form (a prefix, or anywhere with ``:contains``)."""
+    if modifier == "exact":
+        return "exact", (value,)
+    pattern = _like_prefix(normalize(value)[:255])
+    if modifier == "contains":
+        return "like", ("%" + pattern + "%",)
+    return "like", (pattern + "%",)
+
+
+# The date prefixes whose condition sets a least ``high`` (:func:`_high_floor`).
+_FLOORED = ("ge", "gt")
+
+
+def _date_parts(value: str, name: str) -> tuple[str, tuple[Any, ...]]:
+    """(prefix, values) of a date search value: :func:`_interval_values`, then for ``ge`` and
+    ``gt`` the least ``low`` of a short index row that can match (the floor - SHORT_SPAN)."""
+    prefix, low, high = parse_date(value, name)
+    values = _interval_values(prefix, low, high)
+    floor = _high_floor(prefix, low, high)
+    if floor is not None:
+        values += (floor - SHORT_SPAN,)
+    return prefix, values
+
+
+def _reference_parts(base: str, modifier: str | None, value: str) -> tuple[str, tuple[Any, ...]]:
+    """(form, values) of a reference search value (``base``: this server's FHIR base with a
+    trailing slash, cut from absolute references to it)."""
+    if modifier == "identifier":
+        system, bar, code = value.partition("|")
+        if not bar:
+            return "identifier", (value,)
+        if not system:
+            return "identifier-nosystem", (code,)
+        return "identifier-system", (code, system)
+    if value.startswith(base):
+        value = value[len(base) :]
+    if "|" in value or value.startswith(("http://", "https://", "urn:")):
+        url, _, version = value.partition("|")
+        return ("url-version", (url, version)) if version else ("url", (url,))
+    parts = value.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) == 2:
+        return "typed", (parts[0], parts[1])
+    if modifier is not None:
+        return "typed", (modifier, value)
+    return "id", (value,)
+
+
+def _reference_sql(c: Any, form: str, v: Sequence[Any]) -> ColumnElement[bool]:
+    if form == "identifier":
+        return c.identifier_value == v[0]  # type: ignore[no-any-return]
+    if form == "identifier-nosystem":
+        return and_(c.identifier_value == v[0], c.identifier_system.is_(None))
+    if form == "identifier-system":
+        return and_(c.identifier_value == v[0], c.identifier_system == v[1])
+    if form == "url":
+        return c.url == v[0]  # type: ignore[no-any-return]
+    if form == "url-version":
+        return and_(c.url == v[0], c.version == v[1])
+    if form == "typed":
+        return and_(c.target_type == v[0], c.target_id == v[1])
+    return c.target_id == v[0]  # type: ignore[no-any-return]
+
+
+def _token_parts(value: str) -> tuple[str, tuple[Any, ...]]:
+    """(form, values) of a ``[system]|code`` token: the form decides the SQL
+    (:func:`_token_sql`), the values are what it binds (a search shape's key and values)."""
     system, bar, code = value.partition("|")
     if not bar:
-        return code_col == value  # type: ignore[no-any-return]
+        return "code", (value,)
     if not system:
-        return and_(system_col.is_(None), code_col == code)
+        return "nosystem", (code,)
     if not code:
-        return system_col == system  # type: ignore[no-any-return]
-    return and_(system_col == system, code_col == code)
+        return "system", (system,)
+    return "both", (system, code)
+
+
+def _token_sql(system_col: Any, code_col: Any, form: str, v: Sequence[Any]) -> ColumnElement[bool]:
+    if form == "code":
+        return code_col == v[0]  # type: ignore[no-any-return]
+    if form == "nosystem":
+        return and_(system_col.is_(None), code_col == v[0])
+    if form == "system":
+        return system_col == v[0]  # type: ignore[no-any-return]
+    return and_(system_col == v[0], code_col == v[1])
+
+
+def _token_columns(system_col: Any, code_col: Any, value: str) -> ColumnElement[bool]:
+    return _token_sql(system_col, code_col, *_token_parts(value))
 
 
 def _words(col: Any, value: str) -> ColumnElement[bool]:
@@ -1545,30 +1824,49 @@ def _high_floor(prefix: str, low: datetime, high: datetime) -> datetime | None:
     return None
 
 
+def _interval_values(prefix: str, low: datetime, high: datetime) -> tuple[datetime, ...]:
+    """The instants :func:`_interval_sql` binds for a prefix and a search value's [low, high]."""
+    if prefix in ("eq", "ne"):
+        return (low, high)
+    if prefix in ("gt", "le", "sa"):
+        return (high,)
+    if prefix in ("lt", "ge", "eb"):
+        return (low,)
+    # ap: within 10% of the distance from now (at least a day) on either side
+    now = datetime.now(UTC)
+    margin = max(abs(now - low) / 10, timedelta(days=1))
+    return (high + margin, low - margin)
+
+
+def _interval_sql(
+    prefix: str, v: Sequence[Any], col_low: Any, col_high: Any
+) -> ColumnElement[bool]:
+    """Date search on intervals: the resource's [col_low, col_high] against the values of
+    :func:`_interval_values`."""
+    if prefix == "eq":
+        return and_(col_low >= v[0], col_high <= v[1])
+    if prefix == "ne":
+        return not_(and_(col_low >= v[0], col_high <= v[1]))
+    if prefix == "gt":
+        return col_high > v[0]  # type: ignore[no-any-return]
+    if prefix == "lt":
+        return col_low < v[0]  # type: ignore[no-any-return]
+    if prefix == "ge":
+        return col_high >= v[0]  # type: ignore[no-any-return]
+    if prefix == "le":
+        return col_low <= v[0]  # type: ignore[no-any-return]
+    if prefix == "sa":
+        return col_low > v[0]  # type: ignore[no-any-return]
+    if prefix == "eb":
+        return col_high < v[0]  # type: ignore[no-any-return]
+    return and_(col_low <= v[0], col_high >= v[1])  # ap
+
+
 def _interval(
     prefix: str, low: datetime, high: datetime, col_low: Any, col_high: Any
 ) -> ColumnElement[bool]:
     """Date search on intervals: the resource's [col_low, col_high] against [low, high]."""
-    if prefix == "eq":
-        return and_(col_low >= low, col_high <= high)
-    if prefix == "ne":
-        return not_(and_(col_low >= low, col_high <= high))
-    if prefix == "gt":
-        return col_high > high  # type: ignore[no-any-return]
-    if prefix == "lt":
-        return col_low < low  # type: ignore[no-any-return]
-    if prefix == "ge":
-        return col_high >= low  # type: ignore[no-any-return]
-    if prefix == "le":
-        return col_low <= high  # type: ignore[no-any-return]
-    if prefix == "sa":
-        return col_low > high  # type: ignore[no-any-return]
-    if prefix == "eb":
-        return col_high < low  # type: ignore[no-any-return]
-    # ap: within 10% of the distance from now (at least a day) on either side
-    now = datetime.now(UTC)
-    margin = max(abs(now - low) / 10, timedelta(days=1))
-    return and_(col_low <= high + margin, col_high >= low - margin)
+    return _interval_sql(prefix, _interval_values(prefix, low, high), col_low, col_high)
 
 
 def _numeric(
@@ -1614,4 +1912,4 @@ def _quantity(c: Any, value: str, name: str) -> ColumnElement[bool]:
     return and_(*conds)
 
 
-__all__ = ["ResourceRepository", "index_rows", "parameters", "split_prefix"]
+__all__ = ["ResourceRepository", "index_rows", "parameters", "search_shape", "split_prefix"]

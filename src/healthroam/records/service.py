@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection
 
 from healthroam.db.engine import Database
 from healthroam.errors import (
@@ -208,6 +208,9 @@ class RecordService:
         # bulk import, which call update_in with gated=False; the conditional matches of
         # writes) does not go through it.
         self.gate: RecordGate | None = None
+        # Default-order pages by their search shape's statement (decision 0054; config
+        # fhir_search_shapes).
+        self.search_shapes = True
 
     def listen(self, resource_type: str, listener: WriteListener) -> None:
         """Call ``listener`` after every create and update of ``resource_type`` (wired in
@@ -975,28 +978,41 @@ class RecordService:
                         error, self._refused_search(principal, request, error)
                     ) from None
         repo = ResourceRepository(conn)
-        condition = repo.search_condition(request, base_url, access.visible)
         kept = [(k, v) for k, v in items if k not in ("_cursor", "_snapshot", "_offset")]
+        shaped: list[StoredResource] | None = None
+        if self.search_shapes and request.summary != "count" and request.count != 0:
+            # The default order's page by its search shape's statement (decision 0054), when
+            # the request has one here; the condition is then built only to count.
+            shaped = repo.find_shaped(request, base_url, access.visible, request.count + 1)
+        made: list[ColumnElement[bool]] = []
+
+        def condition() -> ColumnElement[bool]:
+            if not made:
+                made.append(repo.search_condition(request, base_url, access.visible))
+            return made[0]
+
         if request.summary == "count" or request.count == 0:
             return SearchResult(
-                request, [], [], repo.count(condition), None, request.unknown, access.notice
+                request, [], [], repo.count(condition()), None, request.unknown, access.notice
             )
         next_params: list[tuple[str, str]] | None = None
         total: int | None = None
         if request.snapshot is not None:
             keys, total = repo.snapshot_page(request.snapshot, request.offset, request.count + 1)
         elif request.sort:  # (the default order is found and loaded below)
-            all_keys = repo.find(request, condition, SNAPSHOT_LIMIT + 1)
+            all_keys = repo.find(request, condition(), SNAPSHOT_LIMIT + 1)
             total = len(all_keys) if len(all_keys) <= SNAPSHOT_LIMIT else None
             keys = all_keys[: request.count + 1]
             if len(all_keys) > request.count:
                 search_id = repo.save_snapshot(
-                    all_keys[:SNAPSHOT_LIMIT], total or repo.count(condition), self.clock()
+                    all_keys[:SNAPSHOT_LIMIT], total or repo.count(condition()), self.clock()
                 )
                 request.snapshot = search_id
         if request.snapshot is None and not request.sort:
             # The default order: the page and its resources in one statement.
-            loaded = repo.find_loaded(request, condition, request.count + 1)
+            loaded = shaped
+            if loaded is None:
+                loaded = repo.find_loaded(request, condition(), request.count + 1)
             more = len(loaded) > request.count
             matches = loaded[: request.count]
         else:
@@ -1020,7 +1036,7 @@ class RecordService:
             elif request.total in ("accurate", "estimate"):
                 # Counting every match costs as much as the search grows; FHIR leaves
                 # Bundle.total out unless asked (_total), so it is counted only then.
-                total = repo.count(condition)
+                total = repo.count(condition())
         included = self._includes(repo, principal, request, matches, access)
         return SearchResult(
             request, matches, included, total, next_params, request.unknown, access.notice
