@@ -11,8 +11,10 @@ Adds ``fhir_resources.body_tail``, a generated column: the stored document's JSO
 
 PostgreSQL: a ``STORED`` column, so ``ALTER TABLE`` rewrites ``fhir_resources`` under an
 ``ACCESS EXCLUSIVE`` lock and computes the text of every row (with the rebuild of its
-indexes): about 1.5 minutes per million rows on the 2-core bench host (decision 0055); plan
-it as downtime for a big store. SQLite: a ``VIRTUAL`` column (computed when read, as the read
+indexes): 58 s for half a million rows on the shared 2-core bench host at load 20, about 2
+minutes per million (decision 0055); plan it as downtime for a big store, and run
+``VACUUM (ANALYZE) fhir_resources`` after it (the rewritten rows' hint bits, the visibility
+map). SQLite: a ``VIRTUAL`` column (computed when read, as the read
 paths did; SQLite's ``ALTER TABLE`` adds no stored generated column), no rewrite.
 """
 
