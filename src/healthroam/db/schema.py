@@ -8,10 +8,13 @@ their own Alembic branch from ``0001``, and ``db upgrade`` applies all heads.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Computed,
     DateTime,
     ForeignKey,
     Index,
@@ -21,6 +24,8 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
 
 from healthroam.db.metadata import BigId, Document, metadata
 
@@ -130,6 +135,36 @@ audit_head = Table(
 
 # --- records: FHIR resources ----------------------------------------------------------------
 
+
+class StoredBodyTail(ColumnElement[str]):
+    """The expression of ``fhir_resources.body_tail``: the stored document's JSON text as the
+    database writes it, without ``meta`` and without its opening brace (``}`` for an empty
+    body; NULL for a deletion), i.e. exactly what ``substr((content - 'meta')::text, 2)``
+    gave the read paths before (decision 0055). Serving reads and ``$everything`` from it
+    spares PostgreSQL writing each ``jsonb`` as text (and cutting its first character, a walk
+    over the UTF-8 text) at every read; it is written once, with the row. SQLite stores the
+    text itself, so there the column is virtual (computed when read, as before)."""
+
+    inherit_cache = True
+    type = Text()
+
+
+@compiles(StoredBodyTail, "postgresql")
+def _body_tail_postgresql(element: StoredBodyTail, compiler: Any, **kw: Any) -> str:
+    # '-' rebuilds the whole document: only for the few with a stored meta.
+    return (
+        "CASE WHEN jsonb_typeof(content) = 'object' THEN substr(("
+        "CASE WHEN content ? 'meta' THEN content - 'meta' ELSE content END)::text, 2) END"
+    )
+
+
+@compiles(StoredBodyTail)
+def _body_tail_sqlite(element: StoredBodyTail, compiler: Any, **kw: Any) -> str:
+    return (
+        "CASE WHEN json_type(content) = 'object' THEN substr(json_remove(content, '$.meta'), 2) END"
+    )
+
+
 fhir_resources = Table(
     "fhir_resources",
     metadata,
@@ -140,6 +175,10 @@ fhir_resources = Table(
     Column("deleted", Boolean, nullable=False),
     Column("institution_code", String(64), nullable=True),
     Column("content", Document, nullable=True),
+    # Computed by the database from content, never written by the application (migration
+    # 0012_bodytail, decision 0055): stored on PostgreSQL; the migration adds it to SQLite as
+    # a virtual column (SQLite adds no stored one to an existing table, and has the text).
+    Column("body_tail", Text, Computed(StoredBodyTail(), persisted=True), nullable=True),
     Index("ix_fhir_resources_type_updated", "resource_type", "last_updated"),
 )
 

@@ -253,26 +253,24 @@ def _composite_row(components: tuple[IndexValue, ...]) -> dict[str, Any]:
 
 @functools.cache  # built once per dialect: every search page and load selects them
 def _raw_columns(postgres: bool) -> tuple[Any, ...]:
-    """The current row with its document as JSON text (no decoding), ``meta`` apart (merged
-    with the served meta) and the two references that say whose data it is."""
+    """The current row with its document as JSON text (no decoding): ``body_tail``, the text
+    the database stored with the row (without ``meta`` and its opening brace: decision
+    0055), ``meta`` apart (merged with the served meta) and the two references that say
+    whose data it is."""
     c = fhir_resources.c
     if postgres:
         parts = [
-            # A deletion's document is JSON null, which '-' refuses.
-            "CASE WHEN fhir_resources.deleted THEN NULL "
-            "ELSE (fhir_resources.content - 'meta')::text END",
             "(fhir_resources.content -> 'meta')::text",
             "fhir_resources.content -> 'subject' ->> 'reference'",
             "fhir_resources.content -> 'patient' ->> 'reference'",
         ]
     else:
         parts = [
-            "json_remove(fhir_resources.content, '$.meta')",
             "json_extract(fhir_resources.content, '$.meta')",
             "json_extract(fhir_resources.content, '$.subject.reference')",
             "json_extract(fhir_resources.content, '$.patient.reference')",
         ]
-    names = ("body", "meta", "subject_ref", "patient_ref")
+    names = ("meta", "subject_ref", "patient_ref")
     return (
         c.resource_type,
         c.id,
@@ -280,6 +278,7 @@ def _raw_columns(postgres: bool) -> tuple[Any, ...]:
         c.last_updated,
         c.deleted,
         c.institution_code,
+        c.body_tail,
         # Fixed SQL over our own column, no input in it.
         *(
             literal_column(sql, String()).label(name)
@@ -293,7 +292,10 @@ _BY_KEY = (
     fhir_resources.c.resource_type == bindparam("rtype"),
     fhir_resources.c.id == bindparam("rid"),
 )
-_CURRENT = select(fhir_resources).where(*_BY_KEY)
+# (Every column but body_tail, which SQLite would compute for nothing.)
+_CURRENT = select(*(column for column in fhir_resources.c if column.name != "body_tail")).where(
+    *_BY_KEY
+)
 # The same on PostgreSQL, sent over psycopg (ResourceRepository.current).
 _PG_CURRENT = (
     "SELECT resource_type, id, version, last_updated, deleted, institution_code, content"
@@ -339,7 +341,7 @@ def _raw_stored(row: Any) -> StoredResource:
         row.last_updated,
         None,
         row.institution_code,
-        raw=row.body,
+        raw="{" + row.body_tail,
         meta=json.loads(row.meta) if row.meta else None,
         patient=patient,
     )
