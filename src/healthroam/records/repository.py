@@ -397,7 +397,7 @@ _PageRow: Any = NamedTuple(  # type: ignore[misc]
             "last_updated",
             "deleted",
             "institution_code",
-            "body",
+            "body_tail",
             "meta",
             "subject_ref",
             "patient_ref",
