@@ -24,6 +24,7 @@ from healthroam.errors import (
     NotFound,
     PreconditionFailed,
 )
+from healthroam.records.deferred import deferring
 from healthroam.records.model import StoredResource, instant, operation_outcome
 from healthroam.records.search import parse_search
 from healthroam.records.service import (
@@ -209,23 +210,28 @@ class BundleProcessor:
         with self.records.db.transaction() as conn:
             current: Entry | None = None
             try:
-                mapping: dict[str, str] = {}
-                # ids first, so that references between entries can be rewritten
-                for entry in ordered:
-                    current = entry
-                    check_store_type(entry.resource_type)
-                    if entry.method == "POST":
-                        self._assign(conn, principal, entry, base, mapping)
-                    elif entry.method == "PUT" and entry.full_url and entry.resource_id:
-                        mapping[entry.full_url] = f"{entry.resource_type}/{entry.resource_id}"
-                for entry in ordered:
-                    current = entry
-                    if entry.resource is not None:
-                        _replace_references(entry.resource, mapping)
-                        self._resolve_conditional(conn, entry, base)
-                for entry in ordered:
-                    current = entry
-                    out[entry.index] = self._run(conn, principal, entry, base)
+                # The entries' audit entries in one insert at the end, and on PostgreSQL their
+                # version and index rows too (records/deferred.py: a read of those tables in
+                # between, a conditional reference or update, flushes first; an error drops
+                # them with the rollback). Decision 0058.
+                with self.records.audit.collecting(conn), deferring(conn):
+                    mapping: dict[str, str] = {}
+                    # ids first, so that references between entries can be rewritten
+                    for entry in ordered:
+                        current = entry
+                        check_store_type(entry.resource_type)
+                        if entry.method == "POST":
+                            self._assign(conn, principal, entry, base, mapping)
+                        elif entry.method == "PUT" and entry.full_url and entry.resource_id:
+                            mapping[entry.full_url] = f"{entry.resource_type}/{entry.resource_id}"
+                    for entry in ordered:
+                        current = entry
+                        if entry.resource is not None:
+                            _replace_references(entry.resource, mapping)
+                            self._resolve_conditional(conn, entry, base)
+                    for entry in ordered:
+                        current = entry
+                        out[entry.index] = self._run(conn, principal, entry, base)
             except HealthroamError as error:
                 if isinstance(error, EntryFailed):
                     raise
