@@ -298,3 +298,24 @@ def test_a_late_failure_rolls_back_every_row_and_names_the_entry(
     assert ok.status_code == 200, ok.text
     count = http.get("/fhir/Observation?_summary=count", headers=h).json()
     assert count["total"] == 3
+
+
+def test_an_invalid_create_among_many_is_named_and_nothing_is_stored(
+    http: TestClient, province: Province
+) -> None:
+    """Consecutive creates are written together, but each is checked in turn first."""
+    h = province.headers(ALL)
+    entries: list[dict[str, Any]] = [
+        {
+            "resource": _obs(f"V{i}", "Patient/p"),
+            "request": {"method": "POST", "url": "Observation"},
+        }
+        for i in range(12)
+    ]
+    entries[6]["resource"]["valueQuantity"]["value"] = "seventy"
+    entries[9]["resource"]["status"] = "not-a-status"
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    r = http.post("/fhir", json=bundle, headers=h)
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["expression"][0].startswith("Bundle.entry[6]")
+    assert http.get("/fhir/Observation?_summary=count", headers=h).json()["total"] == 0
