@@ -109,7 +109,8 @@ class Settings(BaseSettings):
         default=500,
         ge=10,
         description="How often the API server's export worker looks for accepted `$export` "
-        "jobs (milliseconds; a kick-off also wakes it at once).",
+        "jobs, or jobs whose runner died (milliseconds; a kick-off also wakes it at once). "
+        "An idle look is one read, no write.",
     )
     bulk_export_file_max_resources: int = Field(
         default=100_000,

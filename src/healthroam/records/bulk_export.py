@@ -31,6 +31,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import and_, exists, false, select, update
+from sqlalchemy import and_, exists, false, or_, select, update
 
 from healthroam.db.engine import Database
 from healthroam.db.schema import fhir_resources, institutions
@@ -66,6 +67,7 @@ KNOWN = frozenset({"_outputFormat", "_type", "_since"})
 CHUNK = 1000
 STALE_AFTER = timedelta(minutes=2)  # a running job without a heartbeat this long is re-run
 HEARTBEAT_EVERY = 15.0  # seconds between a runner's heartbeats (8 fit in STALE_AFTER)
+EXPIRE_EVERY = 60.0  # seconds between a worker's looks for finished jobs past retention
 COMMIT_LAG = timedelta(seconds=5)  # longest expected write transaction
 
 
@@ -372,6 +374,25 @@ class BulkExportService:
             shutil.rmtree(self.directory / job_id, ignore_errors=True)
         return len(ids)
 
+    def has_work(self) -> bool:
+        """Whether a job waits for a worker: accepted, or running with its runner's heartbeat
+        gone. One read under no write lock: the worker's idle tick, so that an idle server
+        does not take SQLite's write lock (or update rows on PostgreSQL) twice a second."""
+        c = bulk_export_jobs.c
+        stale = self.clock() - STALE_AFTER
+        with self.db.transaction(readonly=True) as conn:
+            waiting = conn.execute(
+                select(c.id)
+                .where(
+                    or_(
+                        c.status == "accepted",
+                        and_(c.status == "running", c.heartbeat_at < stale),
+                    )
+                )
+                .limit(1)
+            ).first()
+        return waiting is not None
+
     def _claim(self) -> Any:
         c = bulk_export_jobs.c
         with self.db.transaction() as conn:
@@ -669,11 +690,17 @@ class ExportWorker:
             self._thread.join(timeout=30)
 
     def _loop(self) -> None:
+        expired_at = 0.0
         while not self._stop.is_set():
             try:
-                while not self._stop.is_set() and self.service.run_pending():
-                    pass
-                self.service.expire()
+                # A kick-off in this process wakes the worker (has_work is then true); the
+                # idle tick is one read, the claim's write transaction only when a job waits.
+                if self.service.has_work():
+                    while not self._stop.is_set() and self.service.run_pending():
+                        pass
+                if time.monotonic() - expired_at >= EXPIRE_EVERY:
+                    self.service.expire()
+                    expired_at = time.monotonic()
             except Exception as error:  # keep serving; the job row says what failed
                 log.error("bulk export worker: %s", type(error).__name__)
             self._wake.wait(self.interval)

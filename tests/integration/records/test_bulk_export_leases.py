@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from healthroam.bootstrap import Platform
 from healthroam.db.tables_bulk import bulk_export_jobs
-from healthroam.records.bulk_export import BulkExportService, ExportRequest
+from healthroam.records.bulk_export import BulkExportService, ExportRequest, ExportWorker
 from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
 
@@ -148,3 +148,60 @@ def test_a_runner_that_comes_back_cannot_overwrite_the_new_owners_output(
     assert _files(other, job) == output  # the new owner's files, untouched
     job_dir = Path(other.directory) / job
     assert sorted(p.name for p in job_dir.iterdir()) == [taken.owner]  # the old one's removed
+
+
+def test_has_work_sees_accepted_and_orphaned_jobs_only(platform: Platform) -> None:
+    job, clock, service = _setup(platform)
+    assert service.has_work()  # accepted
+    slow = SlowExport(platform, clock, heartbeat_every=3600)
+    runner = threading.Thread(target=slow.run_pending)
+    runner.start()
+    try:
+        assert slow.paused.wait(30)
+        assert not service.has_work()  # running, its heartbeat fresh
+        clock.now += timedelta(minutes=3)
+        assert service.has_work()  # running, its runner silent past the stale time
+    finally:
+        slow.go.set()
+        runner.join(60)
+    assert _row(platform, job).status == "completed"
+    assert not service.has_work()
+
+
+def test_an_idle_worker_writes_nothing_and_still_takes_up_an_orphaned_job(
+    platform: Platform,
+) -> None:
+    """The worker's idle tick is one read: an idle server takes no write lock (SQLite's is the
+    whole database's) and updates no rows; a job whose runner died is still run."""
+    job, clock, service = _setup(platform)
+    frozen = SlowExport(platform, clock, heartbeat_every=3600)
+    runner = threading.Thread(target=frozen.run_pending)
+    runner.start()
+    assert frozen.paused.wait(30)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if threading.current_thread().name == "bulk-export":
+            statements.append(statement.lstrip().split(None, 1)[0].upper())
+
+    engine = platform.db.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    worker = ExportWorker(service, interval_ms=10)
+    worker.start()
+    try:
+        time.sleep(0.5)  # about 50 idle ticks: the job is running and its runner alive
+        idle = list(statements)
+        assert idle
+        assert set(idle) <= {"PRAGMA", "BEGIN", "SELECT", "COMMIT", "ROLLBACK"}, idle
+        clock.now += timedelta(minutes=3)  # the runner is now silent past the stale time
+        deadline = time.monotonic() + 30
+        while _row(platform, job).status != "completed":
+            assert time.monotonic() < deadline, "the orphaned job was not taken up"
+            time.sleep(0.02)
+    finally:
+        worker.stop()
+        event.remove(engine, "before_cursor_execute", seen)
+        frozen.go.set()
+        runner.join(60)
+    assert "UPDATE" in statements  # the claim, once there was work
+    assert _row(platform, job).status == "completed"
