@@ -9,9 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, false, literal, select
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    Select,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    false,
+    literal,
+    select,
+)
 
+from healthroam.db.raw import RawSelect, is_postgres
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_records import fhir_idx_reference, fhir_idx_token
 from healthroam.records.deferred import deferred_on
@@ -38,8 +52,50 @@ def patient_results(
     only those with a ``code`` coding among ``codes`` (system, code) when given."""
     if not patient_ids or not types or (codes is not None and not codes):
         return []
+    keyed = sorted(f"code|{system}|{code}" for system, code in codes) if codes is not None else None
+    deferred = deferred_on(conn)
+    if is_postgres(conn):
+        # Asked for every order (duplicate-test alerts): one statement compiled once, sent
+        # through psycopg (db/raw.py), which no deferral listener sees: flush here when what
+        # is deferred could change the answer.
+        if deferred and deferred.concerns(types, SUBJECT_PARAM, "Patient", patient_ids):
+            from healthroam.records.repository import ResourceRepository
+
+            deferred.flush(ResourceRepository(conn))
+        params: dict[str, Any] = {"patient_ids": list(patient_ids), "types": list(types)}
+        if keyed is None:
+            rows = _PG_RESULTS.rows(conn, params)
+        else:
+            rows = _PG_RESULTS_CODED.rows(conn, {**params, "codes": keyed})
+    else:
+        query = _results_query(list(patient_ids), list(types), keyed)
+        if deferred and not deferred.concerns(types, SUBJECT_PARAM, "Patient", patient_ids):
+            with deferred.bypass():  # nothing deferred could change the answer: no flush
+                rows = list(conn.execute(query).all())
+        else:
+            rows = list(conn.execute(query).all())
+    return [
+        ResultRow(
+            StoredResource(row.resource_type, row.id, row.version, row.last_updated, row.content),
+            row.institution_code,
+        )
+        for row in rows
+    ]
+
+
+def _results_query(
+    patient_ids: ColumnElement[Any] | list[str],
+    types: ColumnElement[Any] | list[str],
+    keyed: ColumnElement[Any] | list[str] | None,
+) -> Select[Any]:
+    """The results query, with the patients, types and ``code|system|code`` keys as lists
+    (``IN``) or as array parameters (``= ANY``, compiled once for psycopg)."""
     r = fhir_resources.c
     ref = fhir_idx_reference.alias("subject_ref")
+
+    def among(column: ColumnElement[Any], values: ColumnElement[Any] | list[str]) -> Any:
+        return column.in_(values) if isinstance(values, list) else column == any_(values)
+
     # Driven from the reference index (the rows pointing at these Patients), joined to each
     # resource by its primary key: never a pass over every result. ``subject`` only: the
     # ``patient`` parameter indexes the same reference again.
@@ -48,43 +104,39 @@ def patient_results(
     )
     conditions = [
         ref.c.target_type == "Patient",
-        ref.c.target_id.in_(list(patient_ids)),
+        among(ref.c.target_id, patient_ids),
         ref.c.param == SUBJECT_PARAM,
-        ref.c.resource_type.in_(list(types)),
+        among(ref.c.resource_type, types),
         r.deleted == false(),
     ]
-    if codes is not None:
+    if keyed is not None:
         token = fhir_idx_token.alias("code_token")
         # One expression over param, system and code, so that no index on the code applies:
         # the lookup goes through the owner index (this resource's few token rows) instead of
         # every result in the province with that code (SQLite has no statistics to know).
-        keyed = token.c.param + "|" + token.c.system + "|" + token.c.code
         conditions.append(
             select(literal(1))
             .where(
                 token.c.resource_type == r.resource_type,
                 token.c.resource_id == r.id,
-                keyed.in_(sorted(f"code|{system}|{code}" for system, code in codes)),
+                among(token.c.param + "|" + token.c.system + "|" + token.c.code, keyed),
             )
             .exists()
         )
-    query = (
+    return (
         select(r.resource_type, r.id, r.version, r.last_updated, r.content, r.institution_code)
         .select_from(joined)
         .where(and_(*conditions))
         .order_by(r.last_updated.desc(), r.resource_type, r.id)
         .limit(MAX_RESULTS)
     )
-    deferred = deferred_on(conn)
-    if deferred and not deferred.concerns(types, SUBJECT_PARAM, "Patient", patient_ids):
-        with deferred.bypass():  # nothing deferred could change the answer: no flush
-            rows = conn.execute(query).all()
-    else:
-        rows = conn.execute(query).all()
-    return [
-        ResultRow(
-            StoredResource(row.resource_type, row.id, row.version, row.last_updated, row.content),
-            row.institution_code,
-        )
-        for row in rows
-    ]
+
+
+def _array(name: str) -> ColumnElement[Any]:
+    return bindparam(name, type_=ARRAY(Text))
+
+
+_PG_RESULTS = RawSelect(_results_query(_array("patient_ids"), _array("types"), None))
+_PG_RESULTS_CODED = RawSelect(
+    _results_query(_array("patient_ids"), _array("types"), _array("codes"))
+)

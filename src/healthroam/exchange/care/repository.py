@@ -4,15 +4,19 @@ keys with the institution that wrote each resource."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Connection,
     Select,
+    Text,
     and_,
+    any_,
     bindparam,
     false,
     insert,
@@ -24,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 
-from healthroam.db.raw import RawSelect, is_postgres
+from healthroam.db.raw import RawSelect, dbapi, is_postgres, sqlalchemy_errors
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_care import access_exceptions, care_relationships
 from healthroam.db.tables_records import fhir_idx_reference, fhir_idx_token
@@ -119,6 +123,53 @@ _CURRENT_RELATIONSHIP = (
     .limit(1)
 )
 _PG_CURRENT_RELATIONSHIP = RawSelect(_CURRENT_RELATIONSHIP)
+# A new relationship's row (every column given; the id drawn from its sequence).
+_PG_ADD_RELATIONSHIP = (
+    "INSERT INTO care_relationships (master_index_id, institution_code, since, until, reason,"
+    " encounter_ref, card_id, terminal_code, client_id) VALUES (%(master_index_id)s,"
+    " %(institution_code)s, %(since)s, %(until)s, %(reason)s, %(encounter_ref)s, %(card_id)s,"
+    " %(terminal_code)s, %(client_id)s) RETURNING id"
+)
+
+
+def _one_type(conn: Connection, keys: Sequence[Key]) -> dict[str, Any] | None:
+    """On PostgreSQL, keys all of one resource type (a person's Patients) as the parameters
+    of the ``= ANY`` statements below; None: the SQLAlchemy statement (``IN`` of pairs)."""
+    if not keys or not is_postgres(conn):
+        return None
+    kind = keys[0][0]
+    if any(k[0] != kind for k in keys):
+        return None
+    return {"target_type": kind, "target_ids": [k[1] for k in keys]}
+
+
+_ref, _res = fhir_idx_reference.c, fhir_resources.c
+_TARGETS = (_ref.target_type == bindparam("target_type")) & (
+    _ref.target_id == any_(bindparam("target_ids", type_=ARRAY(Text)))
+)
+# The resources referring to a person's Patients, with their writer (the care gate's record).
+_PG_RECORD_KEYS = RawSelect(
+    select(_res.resource_type, _res.id, _res.institution_code)
+    .select_from(
+        fhir_idx_reference.join(
+            fhir_resources,
+            (_res.resource_type == _ref.resource_type) & (_res.id == _ref.resource_id),
+        )
+    )
+    .where(_TARGETS, _res.deleted == false())
+    .distinct()
+)
+# The Encounters an institution wrote about a person's Patients (their status read in Python).
+_PG_ACTIVE_ENCOUNTERS = RawSelect(
+    select(_res.id, _res.content).where(
+        _res.resource_type == "Encounter",
+        _res.id.in_(
+            select(_ref.resource_id).where(_ref.resource_type == "Encounter", _TARGETS).distinct()
+        ),
+        _res.institution_code == bindparam("institution"),
+        _res.deleted == false(),
+    )
+)
 
 
 class CareRepository:
@@ -158,25 +209,29 @@ class CareRepository:
         """Every live resource that refers to the person's Patients, and the source Patients
         themselves, with the institution that wrote each."""
         patient_keys = person.patient_keys
-        ref, res = fhir_idx_reference.c, fhir_resources.c
-        query = (
-            select(res.resource_type, res.id, res.institution_code)
-            .select_from(
-                fhir_idx_reference.join(
-                    fhir_resources,
-                    (res.resource_type == ref.resource_type) & (res.id == ref.resource_id),
-                )
-            )
-            .where(
-                tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)),
-                res.deleted == false(),
-            )
-            .distinct()
-        )
         deferred = deferred_on(self.conn)
+        one_type = _one_type(self.conn, patient_keys)
+        if one_type is not None:  # every order with alerts asks: through psycopg (db/raw.py)
+            stored = _PG_RECORD_KEYS.rows(self.conn, one_type)  # never flushes
+        else:
+            ref, res = fhir_idx_reference.c, fhir_resources.c
+            query = (
+                select(res.resource_type, res.id, res.institution_code)
+                .select_from(
+                    fhir_idx_reference.join(
+                        fhir_resources,
+                        (res.resource_type == ref.resource_type) & (res.id == ref.resource_id),
+                    )
+                )
+                .where(
+                    tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)),
+                    res.deleted == false(),
+                )
+                .distinct()
+            )
+            with deferred.bypass() if deferred else nullcontext():
+                stored = list(self.conn.execute(query).all())
         if deferred:  # rows not stored yet (the HL7 gateway's group): merged, no flush
-            with deferred.bypass():
-                stored = self.conn.execute(query).all()
             unsure, pending = deferred.referring(patient_keys)
             found = [RecordKey(r[0], r[1], r[2]) for r in stored if (r[0], r[1]) not in unsure]
             found.extend(
@@ -184,14 +239,18 @@ class CareRepository:
                 for key in pending
             )
         else:
-            found = [RecordKey._make(r) for r in self.conn.execute(query).all()]
+            found = [RecordKey(r[0], r[1], r[2]) for r in stored]
+        found.extend(self._source_keys(person))
+        return found
+
+    @staticmethod
+    def _source_keys(person: PersonRecord) -> list[RecordKey]:
         # A source Patient is written by its source institution (the registry keeps which).
-        found.extend(
+        return [
             RecordKey("Patient", s.fhir_patient_id, s.institution)
             for s in person.sources
             if s.fhir_patient_id
-        )
-        return found
+        ]
 
     def wrote_about(self, person: PersonRecord, institution: str) -> tuple[bool, bool]:
         """Whether ``institution`` wrote data about the person, and whether anybody else did
@@ -314,25 +373,30 @@ class CareRepository:
         """Encounters the institution wrote about these Patients that are arrived/in progress."""
         if not patient_keys:
             return []
-        ref, res = fhir_idx_reference.c, fhir_resources.c
-        ids = (
-            select(ref.resource_id)
-            .where(
-                ref.resource_type == "Encounter",
-                tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)),
-            )
-            .distinct()
-        )
-        query = select(res.id, res.content).where(
-            res.resource_type == "Encounter",
-            res.id.in_(ids),
-            res.institution_code == institution,
-            res.deleted == false(),
-        )
         deferred = deferred_on(self.conn)
+        one_type = _one_type(self.conn, patient_keys)
+        if one_type is not None:  # asked for every order with alerts: through psycopg
+            params = {**one_type, "institution": institution}
+            stored = _PG_ACTIVE_ENCOUNTERS.rows(self.conn, params)  # never flushes
+        else:
+            ref, res = fhir_idx_reference.c, fhir_resources.c
+            ids = (
+                select(ref.resource_id)
+                .where(
+                    ref.resource_type == "Encounter",
+                    tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)),
+                )
+                .distinct()
+            )
+            query = select(res.id, res.content).where(
+                res.resource_type == "Encounter",
+                res.id.in_(ids),
+                res.institution_code == institution,
+                res.deleted == false(),
+            )
+            with deferred.bypass() if deferred else nullcontext():
+                stored = list(self.conn.execute(query).all())
         if deferred:  # rows not stored yet (the HL7 gateway's group): merged, no flush
-            with deferred.bypass():
-                stored = self.conn.execute(query).all()
             unsure, pending = deferred.referring(patient_keys)
             rows = [(r.id, r.content) for r in stored if ("Encounter", r.id) not in unsure]
             for key in pending:
@@ -340,7 +404,7 @@ class CareRepository:
                 if key[0] == "Encounter" and snap.institution_code == institution:
                     rows.append((key[1], snap.content))
         else:
-            rows = [(r.id, r.content) for r in self.conn.execute(query)]
+            rows = [(r.id, r.content) for r in stored]
         return [
             (rid, content)
             for rid, content in rows
@@ -383,9 +447,15 @@ class CareRepository:
             "terminal_code": terminal_code,
             "client_id": client_id,
         }
-        new_id = self.conn.execute(
-            insert(care_relationships).values(values).returning(care_relationships.c.id)
-        ).scalar_one()
+        if is_postgres(self.conn):  # an order's first care decision at a site: psycopg
+            with sqlalchemy_errors("INSERT INTO care_relationships"):
+                found = dbapi(self.conn).execute(_PG_ADD_RELATIONSHIP, values).fetchone()
+            assert found is not None
+            new_id = int(found[0])
+        else:
+            new_id = self.conn.execute(
+                insert(care_relationships).values(values).returning(care_relationships.c.id)
+            ).scalar_one()
         return CareRelationship(
             new_id, master_index_id, institution_code, since, until, reason, encounter_ref, card_id
         )
