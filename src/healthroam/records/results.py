@@ -62,7 +62,8 @@ def patient_results(
             from healthroam.records.repository import ResourceRepository
 
             deferred.flush(ResourceRepository(conn))
-        params: dict[str, Any] = {"patient_ids": list(patient_ids), "types": list(types)}
+        ids = list(dict.fromkeys(patient_ids))  # one look-up each (the IN list's meaning)
+        params: dict[str, Any] = {"patient_ids": ids, "types": list(types)}
         if keyed is None:
             rows = _PG_RESULTS.rows(conn, params)
         else:
@@ -136,7 +137,28 @@ def _array(name: str) -> ColumnElement[Any]:
     return bindparam(name, type_=ARRAY(Text))
 
 
-_PG_RESULTS = RawSelect(_results_query(_array("patient_ids"), _array("types"), None))
+# On PostgreSQL each Patient drives its own look-up of the reference index by (target_type,
+# target_id) (a LATERAL sub-query kept apart by OFFSET 0): with `target_id = ANY(...)` the
+# planner, on tables without statistics (autovacuum off, a new database), read the index by
+# target_type alone and filtered every reference to any Patient (decision 0057).
+_RESULTS_SQL = (  # constant text (no input in it)
+    "SELECT r.resource_type, r.id, r.version, r.last_updated, r.content, r.institution_code"  # noqa: S608
+    " FROM unnest(%(patient_ids)s::text[]) AS t(id)"
+    " JOIN LATERAL (SELECT x.resource_type, x.resource_id FROM fhir_idx_reference x"
+    " WHERE x.target_type = 'Patient' AND x.target_id = t.id AND x.param = 'subject'"
+    " AND x.resource_type = ANY(%(types)s::text[]) OFFSET 0) ref ON true"
+    " JOIN fhir_resources r ON r.resource_type = ref.resource_type AND r.id = ref.resource_id"
+    " WHERE r.deleted = false{codes}"
+    f" ORDER BY r.last_updated DESC, r.resource_type, r.id LIMIT {MAX_RESULTS}"
+)
+_COLUMNS = ("resource_type", "id", "version", "last_updated", "content", "institution_code")
+_PG_RESULTS = RawSelect(_RESULTS_SQL.format(codes=""), _COLUMNS)
+# One expression over param, system and code (as in the portable query): the owner index.
 _PG_RESULTS_CODED = RawSelect(
-    _results_query(_array("patient_ids"), _array("types"), _array("codes"))
+    _RESULTS_SQL.format(
+        codes=" AND EXISTS (SELECT 1 FROM fhir_idx_token k"
+        " WHERE k.resource_type = r.resource_type AND k.resource_id = r.id"
+        " AND (k.param || '|' || k.system || '|' || k.code) = ANY(%(codes)s::text[]))"
+    ),
+    _COLUMNS,
 )

@@ -10,13 +10,10 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
-    ARRAY,
     ColumnElement,
     Connection,
     Select,
-    Text,
     and_,
-    any_,
     bindparam,
     false,
     insert,
@@ -140,35 +137,34 @@ def _one_type(conn: Connection, keys: Sequence[Key]) -> dict[str, Any] | None:
     kind = keys[0][0]
     if any(k[0] != kind for k in keys):
         return None
-    return {"target_type": kind, "target_ids": [k[1] for k in keys]}
+    return {"target_type": kind, "target_ids": list(dict.fromkeys(k[1] for k in keys))}
 
 
-_ref, _res = fhir_idx_reference.c, fhir_resources.c
-_TARGETS = (_ref.target_type == bindparam("target_type")) & (
-    _ref.target_id == any_(bindparam("target_ids", type_=ARRAY(Text)))
+# Each Patient drives its own look-up of the reference index by (target_type, target_id) (a
+# LATERAL sub-query kept apart by OFFSET 0): with `target_id = ANY(...)` the planner, on tables
+# without statistics, read the index by target_type alone and filtered every reference to any
+# Patient (decision 0057).
+_REFERRING = (
+    " FROM unnest(%(target_ids)s::text[]) AS t(id)"
+    " JOIN LATERAL (SELECT x.resource_type, x.resource_id FROM fhir_idx_reference x"
+    " WHERE x.target_type = %(target_type)s AND x.target_id = t.id{only} OFFSET 0) ref ON true"
 )
 # The resources referring to a person's Patients, with their writer (the care gate's record).
 _PG_RECORD_KEYS = RawSelect(
-    select(_res.resource_type, _res.id, _res.institution_code)
-    .select_from(
-        fhir_idx_reference.join(
-            fhir_resources,
-            (_res.resource_type == _ref.resource_type) & (_res.id == _ref.resource_id),
-        )
-    )
-    .where(_TARGETS, _res.deleted == false())
-    .distinct()
+    "SELECT DISTINCT r.resource_type, r.id, r.institution_code"
+    + _REFERRING.format(only="")
+    + " JOIN fhir_resources r ON r.resource_type = ref.resource_type"
+    " AND r.id = ref.resource_id WHERE r.deleted = false",
+    ("resource_type", "id", "institution_code"),
 )
 # The Encounters an institution wrote about a person's Patients (their status read in Python).
 _PG_ACTIVE_ENCOUNTERS = RawSelect(
-    select(_res.id, _res.content).where(
-        _res.resource_type == "Encounter",
-        _res.id.in_(
-            select(_ref.resource_id).where(_ref.resource_type == "Encounter", _TARGETS).distinct()
-        ),
-        _res.institution_code == bindparam("institution"),
-        _res.deleted == false(),
-    )
+    # Constant text (no input in it).
+    "SELECT r.id, r.content FROM fhir_resources r WHERE r.resource_type = 'Encounter'"  # noqa: S608
+    " AND r.id IN (SELECT ref.resource_id"
+    + _REFERRING.format(only=" AND x.resource_type = 'Encounter'")
+    + ") AND r.institution_code = %(institution)s AND r.deleted = false",
+    ("id", "content"),
 )
 
 
