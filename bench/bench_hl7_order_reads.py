@@ -27,12 +27,12 @@ from sqlalchemy import Connection, false, select, text, tuple_
 
 from healthroam.bootstrap import build
 from healthroam.config import Settings
-from healthroam.db.raw import dbapi
+from healthroam.db.raw import RawSelect, dbapi
 from healthroam.db.schema import fhir_resources, institutions
 from healthroam.db.tables_exchange import hl7_messages, hl7_senders
 from healthroam.db.tables_records import fhir_idx_reference
 from healthroam.exchange.care.repository import _PG_RECORD_KEYS
-from healthroam.exchange.hl7.repository import MessageLogRepository, SenderRepository
+from healthroam.exchange.hl7.repository import _PG_ACKS, MessageLogRepository, SenderRepository
 from healthroam.records.results import _PG_RESULTS_CODED, _results_query, patient_results
 from healthroam.security.repository import _INSTITUTION, InstitutionRepository
 
@@ -222,10 +222,13 @@ def measure(conn: Connection, calls: int, rounds: int) -> None:
             f"| {label} | {spent['old'][0] * 1000 / n:.3f} | {spent['new'][0] * 1000 / n:.3f}"
             f" | {spent['old'][1] * 1000 / n:.3f} | {spent['new'][1] * 1000 / n:.3f} |"
         )
-    explain(conn, rng.sample(subjects, 2), sorted(f"code|{s}|{c}" for s, c in rng.sample(codes, 4)))
+    keyed = sorted(f"code|{s}|{c}" for s, c in rng.sample(codes, 4))
+    explain(conn, rng.sample(subjects, 2), keyed, rng.sample(controls, 10))
 
 
-def explain(conn: Connection, ids: list[str], keyed: list[str]) -> None:
+def explain(
+    conn: Connection, ids: list[str], keyed: list[str], acks: list[tuple[str, ...]]
+) -> None:
     """Planning and execution time of the order's two largest reads (as the gateway sends them)."""
     raw = dbapi(conn)
     for label, statement, params in (
@@ -235,6 +238,15 @@ def explain(conn: Connection, ids: list[str], keyed: list[str]) -> None:
             {"patient_ids": ids, "types": ["Observation", "DiagnosticReport"], "codes": keyed},
         ),
         ("care record keys", _PG_RECORD_KEYS, {"target_type": "Patient", "target_ids": ids}),
+        (
+            "group's stored ACKs",
+            RawSelect(_PG_ACKS),
+            {
+                "apps": [k[0] for k in acks],
+                "facs": [k[1] for k in acks],
+                "ids": [k[2] for k in acks],
+            },
+        ),
     ):
         lines = [
             r[0]

@@ -42,8 +42,8 @@ def _binding(row: Any) -> SenderBinding:
     )
 
 
-# A group commit's senders and stored ACKs on PostgreSQL: each key of the group drives a
-# primary-key look-up (the keys as arrays; the SQLAlchemy form is an IN of tuples).
+# A group commit's senders and stored ACKs on PostgreSQL, the keys as arrays (the SQLAlchemy
+# form is an IN of tuples, one statement text per group size). The senders are a few rows.
 _PG_SENDERS = (
     "SELECT s.application, s.facility, s.institution_code, s.active, s.description,"
     " s.created_at, i.active AS institution_active"
@@ -51,12 +51,15 @@ _PG_SENDERS = (
     " JOIN hl7_senders s ON s.application = k.application AND s.facility = k.facility"
     " JOIN institutions i ON i.code = s.institution_code"
 )
+# The message log grows without bound: each key is its own primary-key look-up (a LATERAL
+# sub-query kept apart by OFFSET 0); joined, the planner hashed a sequential scan of the whole
+# log on a table without statistics (autovacuum off, a new database; decision 0057).
 _PG_ACKS = (
     "SELECT m.application, m.facility, m.control_id, m.ack, m.ack_code, m.digest"
     " FROM unnest(%(apps)s::text[], %(facs)s::text[], %(ids)s::text[])"
     " AS k(application, facility, control_id)"
-    " JOIN hl7_messages m ON m.application = k.application AND m.facility = k.facility"
-    " AND m.control_id = k.control_id"
+    " JOIN LATERAL (SELECT * FROM hl7_messages x WHERE x.application = k.application"
+    " AND x.facility = k.facility AND x.control_id = k.control_id OFFSET 0) m ON true"
 )
 
 
