@@ -12,14 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
-    ColumnElement,
     Connection,
     Select,
-    Text,
     and_,
-    any_,
-    bindparam,
     false,
     literal,
     select,
@@ -85,17 +80,11 @@ def patient_results(
 
 
 def _results_query(
-    patient_ids: ColumnElement[Any] | list[str],
-    types: ColumnElement[Any] | list[str],
-    keyed: ColumnElement[Any] | list[str] | None,
+    patient_ids: list[str], types: list[str], keyed: list[str] | None
 ) -> Select[Any]:
-    """The results query, with the patients, types and ``code|system|code`` keys as lists
-    (``IN``) or as array parameters (``= ANY``, compiled once for psycopg)."""
+    """The portable results query (SQLite), ``keyed``: the ``code|system|code`` keys."""
     r = fhir_resources.c
     ref = fhir_idx_reference.alias("subject_ref")
-
-    def among(column: ColumnElement[Any], values: ColumnElement[Any] | list[str]) -> Any:
-        return column.in_(values) if isinstance(values, list) else column == any_(values)
 
     # Driven from the reference index (the rows pointing at these Patients), joined to each
     # resource by its primary key: never a pass over every result. ``subject`` only: the
@@ -105,9 +94,9 @@ def _results_query(
     )
     conditions = [
         ref.c.target_type == "Patient",
-        among(ref.c.target_id, patient_ids),
+        ref.c.target_id.in_(patient_ids),
         ref.c.param == SUBJECT_PARAM,
-        among(ref.c.resource_type, types),
+        ref.c.resource_type.in_(types),
         r.deleted == false(),
     ]
     if keyed is not None:
@@ -120,7 +109,7 @@ def _results_query(
             .where(
                 token.c.resource_type == r.resource_type,
                 token.c.resource_id == r.id,
-                among(token.c.param + "|" + token.c.system + "|" + token.c.code, keyed),
+                (token.c.param + "|" + token.c.system + "|" + token.c.code).in_(keyed),
             )
             .exists()
         )
@@ -131,10 +120,6 @@ def _results_query(
         .order_by(r.last_updated.desc(), r.resource_type, r.id)
         .limit(MAX_RESULTS)
     )
-
-
-def _array(name: str) -> ColumnElement[Any]:
-    return bindparam(name, type_=ARRAY(Text))
 
 
 # On PostgreSQL each Patient drives its own look-up of the reference index by (target_type,
