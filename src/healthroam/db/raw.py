@@ -13,7 +13,7 @@ statements sent here do not pass SQLAlchemy's ``before_cursor_execute`` listener
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -63,16 +63,21 @@ def sqlalchemy_errors(what: str) -> Iterator[None]:
 class RawSelect:
     """A SQLAlchemy ``select`` compiled once for PostgreSQL and run through psycopg: rows are
     named tuples of the statement's column names (what the callers read of SQLAlchemy's rows).
-    Bound parameters are named (``%(name)s``); no expanding ones (use ``any_`` over an array)."""
+    Bound parameters are named (``%(name)s``); no expanding ones (use ``any_`` over an array).
+    Or SQL text with the names of its columns, for a shape SQLAlchemy does not write."""
 
-    def __init__(self, statement: Select[Any]) -> None:
-        compiled = statement.compile(dialect=_PG_DIALECT)
-        if compiled.positiontup:  # pragma: no cover - a programming error
-            raise ValueError("RawSelect needs named parameters")
-        self.sql = str(compiled)
-        # Values bound in the statement itself (literals, LIMIT 1): sent with every execution.
-        self.defaults = {k: v for k, v in compiled.params.items() if v is not None}
-        names = [str(c.key) for c in statement.selected_columns]
+    def __init__(self, statement: Select[Any] | str, names: Sequence[str] = ()) -> None:
+        if isinstance(statement, str):  # SQL text (a shape SQLAlchemy does not write)
+            self.sql = statement
+            self.defaults: dict[str, Any] = {}
+        else:
+            compiled = statement.compile(dialect=_PG_DIALECT)
+            if compiled.positiontup:  # pragma: no cover - a programming error
+                raise ValueError("RawSelect needs named parameters")
+            self.sql = str(compiled)
+            # Values bound in the statement itself (literals, LIMIT 1): sent with every execution.
+            self.defaults = {k: v for k, v in compiled.params.items() if v is not None}
+            names = [str(c.key) for c in statement.selected_columns]
         self.row: Any = namedtuple("Row", names)  # type: ignore[misc]
 
     def rows(self, conn: Connection, params: dict[str, Any]) -> list[Any]:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from healthroam.db.raw import RawSelect, is_postgres
 from healthroam.db.schema import api_clients, client_assertions, institutions
 from healthroam.security.model import ApiClient, Institution, InstitutionKind
 from healthroam.security.scopes import ScopeSet
@@ -26,6 +27,7 @@ def _institution(row: Any) -> Institution:
 
 # Read for every order's duplicate-test alerts and care decisions: built once.
 _INSTITUTION = select(institutions).where(institutions.c.code == bindparam("code"))
+_PG_INSTITUTION = RawSelect(_INSTITUTION)  # through psycopg (db/raw.py)
 
 
 class InstitutionRepository:
@@ -52,7 +54,10 @@ class InstitutionRepository:
         return True
 
     def get(self, code: str) -> Institution | None:
-        row = self.conn.execute(_INSTITUTION, {"code": code}).first()
+        if is_postgres(self.conn):
+            row = _PG_INSTITUTION.first(self.conn, {"code": code})
+        else:
+            row = self.conn.execute(_INSTITUTION, {"code": code}).first()
         return _institution(row) if row else None
 
     def list(self) -> list[Institution]:

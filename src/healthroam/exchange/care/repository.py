@@ -4,6 +4,7 @@ keys with the institution that wrote each resource."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -24,7 +25,7 @@ from sqlalchemy import (
     update,
 )
 
-from healthroam.db.raw import RawSelect, is_postgres
+from healthroam.db.raw import RawSelect, dbapi, is_postgres, sqlalchemy_errors
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_care import access_exceptions, care_relationships
 from healthroam.db.tables_records import fhir_idx_reference, fhir_idx_token
@@ -119,6 +120,52 @@ _CURRENT_RELATIONSHIP = (
     .limit(1)
 )
 _PG_CURRENT_RELATIONSHIP = RawSelect(_CURRENT_RELATIONSHIP)
+# A new relationship's row (every column given; the id drawn from its sequence).
+_PG_ADD_RELATIONSHIP = (
+    "INSERT INTO care_relationships (master_index_id, institution_code, since, until, reason,"
+    " encounter_ref, card_id, terminal_code, client_id) VALUES (%(master_index_id)s,"
+    " %(institution_code)s, %(since)s, %(until)s, %(reason)s, %(encounter_ref)s, %(card_id)s,"
+    " %(terminal_code)s, %(client_id)s) RETURNING id"
+)
+
+
+def _one_type(conn: Connection, keys: Sequence[Key]) -> dict[str, Any] | None:
+    """On PostgreSQL, keys all of one resource type (a person's Patients) as the parameters
+    of the ``= ANY`` statements below; None: the SQLAlchemy statement (``IN`` of pairs)."""
+    if not keys or not is_postgres(conn):
+        return None
+    kind = keys[0][0]
+    if any(k[0] != kind for k in keys):
+        return None
+    return {"target_type": kind, "target_ids": list(dict.fromkeys(k[1] for k in keys))}
+
+
+# Each Patient drives its own look-up of the reference index by (target_type, target_id) (a
+# LATERAL sub-query kept apart by OFFSET 0): with `target_id = ANY(...)` the planner, on tables
+# without statistics, read the index by target_type alone and filtered every reference to any
+# Patient (decision 0057).
+_REFERRING = (
+    " FROM unnest(%(target_ids)s::text[]) AS t(id)"
+    " JOIN LATERAL (SELECT x.resource_type, x.resource_id FROM fhir_idx_reference x"
+    " WHERE x.target_type = %(target_type)s AND x.target_id = t.id{only} OFFSET 0) ref ON true"
+)
+# The resources referring to a person's Patients, with their writer (the care gate's record).
+_PG_RECORD_KEYS = RawSelect(
+    "SELECT DISTINCT r.resource_type, r.id, r.institution_code"
+    + _REFERRING.format(only="")
+    + " JOIN fhir_resources r ON r.resource_type = ref.resource_type"
+    " AND r.id = ref.resource_id WHERE r.deleted = false",
+    ("resource_type", "id", "institution_code"),
+)
+# The Encounters an institution wrote about a person's Patients (their status read in Python).
+_PG_ACTIVE_ENCOUNTERS = RawSelect(
+    # Constant text (no input in it).
+    "SELECT r.id, r.content FROM fhir_resources r WHERE r.resource_type = 'Encounter'"  # noqa: S608
+    " AND r.id IN (SELECT ref.resource_id"
+    + _REFERRING.format(only=" AND x.resource_type = 'Encounter'")
+    + ") AND r.institution_code = %(institution)s AND r.deleted = false",
+    ("id", "content"),
+)
 
 
 class CareRepository:
@@ -158,25 +205,29 @@ class CareRepository:
         """Every live resource that refers to the person's Patients, and the source Patients
         themselves, with the institution that wrote each."""
         patient_keys = person.patient_keys
-        ref, res = fhir_idx_reference.c, fhir_resources.c
-        query = (
-            select(res.resource_type, res.id, res.institution_code)
-            .select_from(
-                fhir_idx_reference.join(
-                    fhir_resources,
-                    (res.resource_type == ref.resource_type) & (res.id == ref.resource_id),
-                )
-            )
-            .where(
-                tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)),
-                res.deleted == false(),
-            )
-            .distinct()
-        )
         deferred = deferred_on(self.conn)
+        one_type = _one_type(self.conn, patient_keys)
+        if one_type is not None:  # every order with alerts asks: through psycopg (db/raw.py)
+            stored = _PG_RECORD_KEYS.rows(self.conn, one_type)  # never flushes
+        else:
+            ref, res = fhir_idx_reference.c, fhir_resources.c
+            query = (
+                select(res.resource_type, res.id, res.institution_code)
+                .select_from(
+                    fhir_idx_reference.join(
+                        fhir_resources,
+                        (res.resource_type == ref.resource_type) & (res.id == ref.resource_id),
+                    )
+                )
+                .where(
+                    tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)),
+                    res.deleted == false(),
+                )
+                .distinct()
+            )
+            with deferred.bypass() if deferred else nullcontext():
+                stored = list(self.conn.execute(query).all())
         if deferred:  # rows not stored yet (the HL7 gateway's group): merged, no flush
-            with deferred.bypass():
-                stored = self.conn.execute(query).all()
             unsure, pending = deferred.referring(patient_keys)
             found = [RecordKey(r[0], r[1], r[2]) for r in stored if (r[0], r[1]) not in unsure]
             found.extend(
@@ -184,14 +235,18 @@ class CareRepository:
                 for key in pending
             )
         else:
-            found = [RecordKey._make(r) for r in self.conn.execute(query).all()]
+            found = [RecordKey(r[0], r[1], r[2]) for r in stored]
+        found.extend(self._source_keys(person))
+        return found
+
+    @staticmethod
+    def _source_keys(person: PersonRecord) -> list[RecordKey]:
         # A source Patient is written by its source institution (the registry keeps which).
-        found.extend(
+        return [
             RecordKey("Patient", s.fhir_patient_id, s.institution)
             for s in person.sources
             if s.fhir_patient_id
-        )
-        return found
+        ]
 
     def wrote_about(self, person: PersonRecord, institution: str) -> tuple[bool, bool]:
         """Whether ``institution`` wrote data about the person, and whether anybody else did
@@ -314,25 +369,30 @@ class CareRepository:
         """Encounters the institution wrote about these Patients that are arrived/in progress."""
         if not patient_keys:
             return []
-        ref, res = fhir_idx_reference.c, fhir_resources.c
-        ids = (
-            select(ref.resource_id)
-            .where(
-                ref.resource_type == "Encounter",
-                tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)),
-            )
-            .distinct()
-        )
-        query = select(res.id, res.content).where(
-            res.resource_type == "Encounter",
-            res.id.in_(ids),
-            res.institution_code == institution,
-            res.deleted == false(),
-        )
         deferred = deferred_on(self.conn)
+        one_type = _one_type(self.conn, patient_keys)
+        if one_type is not None:  # asked for every order with alerts: through psycopg
+            params = {**one_type, "institution": institution}
+            stored = _PG_ACTIVE_ENCOUNTERS.rows(self.conn, params)  # never flushes
+        else:
+            ref, res = fhir_idx_reference.c, fhir_resources.c
+            ids = (
+                select(ref.resource_id)
+                .where(
+                    ref.resource_type == "Encounter",
+                    tuple_(ref.target_type, ref.target_id).in_(list(patient_keys)),
+                )
+                .distinct()
+            )
+            query = select(res.id, res.content).where(
+                res.resource_type == "Encounter",
+                res.id.in_(ids),
+                res.institution_code == institution,
+                res.deleted == false(),
+            )
+            with deferred.bypass() if deferred else nullcontext():
+                stored = list(self.conn.execute(query).all())
         if deferred:  # rows not stored yet (the HL7 gateway's group): merged, no flush
-            with deferred.bypass():
-                stored = self.conn.execute(query).all()
             unsure, pending = deferred.referring(patient_keys)
             rows = [(r.id, r.content) for r in stored if ("Encounter", r.id) not in unsure]
             for key in pending:
@@ -340,7 +400,7 @@ class CareRepository:
                 if key[0] == "Encounter" and snap.institution_code == institution:
                     rows.append((key[1], snap.content))
         else:
-            rows = [(r.id, r.content) for r in self.conn.execute(query)]
+            rows = [(r.id, r.content) for r in stored]
         return [
             (rid, content)
             for rid, content in rows
@@ -383,9 +443,15 @@ class CareRepository:
             "terminal_code": terminal_code,
             "client_id": client_id,
         }
-        new_id = self.conn.execute(
-            insert(care_relationships).values(values).returning(care_relationships.c.id)
-        ).scalar_one()
+        if is_postgres(self.conn):  # an order's first care decision at a site: psycopg
+            with sqlalchemy_errors("INSERT INTO care_relationships"):
+                found = dbapi(self.conn).execute(_PG_ADD_RELATIONSHIP, values).fetchone()
+            assert found is not None
+            new_id = int(found[0])
+        else:
+            new_id = self.conn.execute(
+                insert(care_relationships).values(values).returning(care_relationships.c.id)
+            ).scalar_one()
         return CareRelationship(
             new_id, master_index_id, institution_code, since, until, reason, encounter_ref, card_id
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from psycopg.rows import namedtuple_row
 from sqlalchemy import (
     Connection,
     Integer,
@@ -39,6 +40,34 @@ def _binding(row: Any) -> SenderBinding:
         created_at=row.created_at,
         description=row.description,
     )
+
+
+# A group commit's senders and stored ACKs on PostgreSQL, the keys as arrays (the SQLAlchemy
+# form is an IN of tuples, one statement text per group size). The senders are a few rows.
+_PG_SENDERS = (
+    "SELECT s.application, s.facility, s.institution_code, s.active, s.description,"
+    " s.created_at, i.active AS institution_active"
+    " FROM unnest(%(apps)s::text[], %(facs)s::text[]) AS k(application, facility)"
+    " JOIN hl7_senders s ON s.application = k.application AND s.facility = k.facility"
+    " JOIN institutions i ON i.code = s.institution_code"
+)
+# The message log grows without bound: each key is its own primary-key look-up (a LATERAL
+# sub-query kept apart by OFFSET 0); joined, the planner hashed a sequential scan of the whole
+# log on a table without statistics (autovacuum off, a new database; decision 0057).
+_PG_ACKS = (
+    "SELECT m.application, m.facility, m.control_id, m.ack, m.ack_code, m.digest"
+    " FROM unnest(%(apps)s::text[], %(facs)s::text[], %(ids)s::text[])"
+    " AS k(application, facility, control_id)"
+    " JOIN LATERAL (SELECT * FROM hl7_messages x WHERE x.application = k.application"
+    " AND x.facility = k.facility AND x.control_id = k.control_id OFFSET 0) m ON true"
+)
+
+
+def _raw_rows(conn: Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Rows as named tuples (attribute access, as SQLAlchemy's rows)."""
+    with sqlalchemy_errors(sql[:40]):
+        cursor = dbapi(conn).cursor(row_factory=namedtuple_row)
+        return cursor.execute(sql, params).fetchall()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +122,17 @@ class SenderRepository:
         """:meth:`find_active` for several senders in one query."""
         if not keys:
             return {}
-        rows = self.conn.execute(
-            select(hl7_senders, institutions.c.active.label("institution_active"))
-            .join(institutions, institutions.c.code == hl7_senders.c.institution_code)
-            .where(tuple_(hl7_senders.c.application, hl7_senders.c.facility).in_(sorted(keys)))
-        )
+        rows: Any
+        if is_postgres(self.conn):  # every group commit asks: through psycopg (db/raw.py)
+            ordered = sorted(keys)
+            params = {"apps": [k[0] for k in ordered], "facs": [k[1] for k in ordered]}
+            rows = _raw_rows(self.conn, _PG_SENDERS, params)
+        else:
+            rows = self.conn.execute(
+                select(hl7_senders, institutions.c.active.label("institution_active"))
+                .join(institutions, institutions.c.code == hl7_senders.c.institution_code)
+                .where(tuple_(hl7_senders.c.application, hl7_senders.c.facility).in_(sorted(keys)))
+            )
         return {
             (r.application, r.facility): (_binding(r), bool(r.institution_active)) for r in rows
         }
@@ -143,12 +178,22 @@ class MessageLogRepository:
         """:meth:`find_ack` for several messages in one query."""
         if not keys:
             return {}
-        c = hl7_messages.c
-        rows = self.conn.execute(
-            select(c.application, c.facility, c.control_id, c.ack, c.ack_code, c.digest).where(
-                tuple_(c.application, c.facility, c.control_id).in_(sorted(keys))
+        rows: Any
+        if is_postgres(self.conn):  # every group commit asks: through psycopg (db/raw.py)
+            ordered = sorted(keys)
+            params = {
+                "apps": [k[0] for k in ordered],
+                "facs": [k[1] for k in ordered],
+                "ids": [k[2] for k in ordered],
+            }
+            rows = _raw_rows(self.conn, _PG_ACKS, params)
+        else:
+            c = hl7_messages.c
+            rows = self.conn.execute(
+                select(c.application, c.facility, c.control_id, c.ack, c.ack_code, c.digest).where(
+                    tuple_(c.application, c.facility, c.control_id).in_(sorted(keys))
+                )
             )
-        )
         return {
             (r.application, r.facility, r.control_id): StoredAck(
                 bytes(r.ack), r.ack_code, bytes(r.digest)
