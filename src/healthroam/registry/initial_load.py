@@ -181,6 +181,8 @@ def restore(conn: Connection, statements: Sequence[str]) -> None:
             conn.exec_driver_sql(f"ANALYZE {', '.join(TABLES)}")
             analysed = True
         conn.exec_driver_sql(statement)
+    if not analysed:  # nothing to validate: the statistics are still the load's to take
+        conn.exec_driver_sql(f"ANALYZE {', '.join(TABLES)}")
 
 
 def start_names(conn: Connection) -> None:
