@@ -182,3 +182,13 @@ registry_load_deferred = Table(
     Column("record_data", Text, nullable=False),  # the mapped record, as JSON text
     Column("normalized", Text, nullable=False),  # its NormalizedRecord, as JSON text
 )
+
+# An initial load's name counts, chunk by chunk (registry/initial_load.py): each chunk appends
+# its names here with COPY (no index to maintain) instead of upserting them into
+# mpi_name_counts; the rebuild adds them up into mpi_name_counts once (decision 0056).
+registry_load_names = Table(
+    "registry_load_names",
+    metadata,
+    Column("name", String(200), nullable=False),
+    Column("count", BigInteger, nullable=False),
+)

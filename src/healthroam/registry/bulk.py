@@ -39,7 +39,7 @@ from healthroam.db.tables_registry import (
 from healthroam.errors import Conflict, HealthroamError
 from healthroam.registry import initial_load
 from healthroam.registry.blocking import blocking_keys
-from healthroam.registry.codec import compact_json, from_json, to_json
+from healthroam.registry.codec import compact_json, from_json, to_json, to_json_jsonb_order
 from healthroam.registry.event_feed import take_positions
 from healthroam.registry.loader import (
     LoadSummary,
@@ -275,6 +275,7 @@ _COPY_COLUMNS = {
     "mpi_events": "seq, position, occurred_at, event_type, master_id, other_master_id, source_id, "
     "actor_institution, actor_user, actor_client, reason, institutions, detail",
     "mpi_event_recipients": "institution_code, seq",
+    "registry_load_names": "name, count",
 }
 
 
@@ -317,7 +318,8 @@ def _prepare(piece: Piece) -> list[Prepared]:
             )
             continue
         data = record_data(record)
-        norm = to_json(normalized)
+        # For PostgreSQL in JSONB's key order (the same document; spares the server a sort).
+        norm = to_json_jsonb_order(normalized) if render else to_json(normalized)
         keys = tuple(sorted(blocking_keys(normalized)))
         data_text = orjson.dumps(data)  # compact_json's text, hashed as the bytes it is
         data_json, normalized_json = data_text.decode(), _json(norm)
@@ -370,6 +372,10 @@ def _prepare(piece: Piece) -> list[Prepared]:
             )
         )
     return result
+
+
+# The tables a bulk load analyses when it ends.
+_STATISTICS_TABLES = ("master_persons", "source_records", "mpi_blocking_keys", "mpi_name_counts")
 
 
 class BulkLoader:
@@ -436,13 +442,14 @@ class BulkLoader:
             self.refresh_statistics()
         return summary
 
-    def refresh_statistics(self, *, vacuum: bool = True) -> None:
+    def refresh_statistics(
+        self, *, vacuum: bool = True, tables: Sequence[str] = _STATISTICS_TABLES
+    ) -> None:
         """VACUUM and ANALYZE the registry's tables after a bulk load: without fresh statistics
         PostgreSQL may plan the real-time candidate lookup as a scan, and without the vacuum
         autovacuum's catch-up on millions of new rows competes with matching for minutes.
         An initial load only analyses (a sample): vacuuming tens of gigabytes of new rows is
         left to autovacuum, the registry works without it."""
-        tables = ("master_persons", "source_records", "mpi_blocking_keys", "mpi_name_counts")
         with self.db.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 auto = conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -465,6 +472,7 @@ class BulkLoader:
                         expression="initial",
                     )
                 summary.initial = {"phase": "rows", "ddl": initial_load.defer(conn)}
+                initial_load.start_names(conn)
                 record_progress(conn, digest, source, summary)
                 return Seen()
             if summary.initial.get("phase") != "rows":
@@ -479,9 +487,11 @@ class BulkLoader:
         if summary.initial.get("phase") == "rows":
             with self.db.transaction() as conn:
                 initial_load.restore(conn, list(summary.initial["ddl"]))
+                initial_load.merge_names(conn)
                 summary.initial = {"phase": "deferred"}
                 record_progress(conn, digest, source, summary)
-            self.refresh_statistics(vacuum=False)
+            # The rebuild analysed the other tables (before its foreign keys).
+            self.refresh_statistics(vacuum=False, tables=("mpi_name_counts",))
         while True:
             with self.db.transaction() as conn:
                 waiting = initial_load.deferred_rows(conn, digest, source, limit=1000)
@@ -565,7 +575,7 @@ class BulkLoader:
                 fast, slow = self._split(conn, source, good)
             kind = self.registry_kind(conn, source)
             if fast and all(p.copy is not None for p in fast):
-                self._copy_new(conn, fast, source)
+                self._copy_new(conn, fast, source, stage_names=seen is not None)
             else:
                 self._insert_new(conn, fast, source, loader, kind, datetime.now(UTC))
             counts: Counter[MatchOutcome] = Counter({MatchOutcome.NEW: len(fast)})
@@ -696,8 +706,12 @@ class BulkLoader:
                 found.update((system, local_id) for local_id in rows.scalars())
         return found
 
-    def _copy_new(self, conn: Connection, rows: Sequence[Prepared], source: str) -> None:
-        """PostgreSQL: the rows' finished COPY lines, one COPY per table."""
+    def _copy_new(
+        self, conn: Connection, rows: Sequence[Prepared], source: str, *, stage_names: bool
+    ) -> None:
+        """PostgreSQL: the rows' finished COPY lines, one COPY per table. An initial load
+        (``stage_names``) appends the chunk's name counts to ``registry_load_names``, added
+        into ``mpi_name_counts`` once at its end (``initial_load.merge_names``)."""
         lines: tuple[list[bytes], ...] = ([], [], [], [])
         names: Counter[str] = Counter()
         seqs = [str(seq) for seq in _allocate(conn, mpi_events, len(rows))]
@@ -715,7 +729,14 @@ class BulkLoader:
             _copy(conn, table.name, b"".join(out))
         recipient = _field(source) + "\t"
         _copy(conn, "mpi_event_recipients", "".join([recipient + seq + "\n" for seq in seqs]))
-        _add_name_counts(conn, names)
+        if stage_names:
+            _copy(
+                conn,
+                "registry_load_names",
+                "".join([f"{_field(name)}\t{count}\n" for name, count in _name_rows(names)]),
+            )
+        else:
+            _add_name_counts(conn, names)
 
     def _insert_new(
         self,
@@ -884,13 +905,21 @@ def _copy(conn: Connection, table: str, lines: str | bytes) -> None:
         copy.write(lines)
 
 
+def _name_rows(names: Counter[str]) -> list[tuple[str, int]]:
+    """A chunk's name counts as rows of ``mpi_name_counts`` to add: the total row first, then
+    the names in order (none when the chunk has no names)."""
+    if not names:
+        return []
+    total = sum(v for k, v in names.items() if k != TOTAL) + names.get(TOTAL, 0)
+    return [(TOTAL, total), *sorted((k, v) for k, v in names.items() if k != TOTAL)]
+
+
 def _add_name_counts(conn: Connection, names: Counter[str]) -> None:
     """Add a chunk's names to mpi_name_counts, the total row first (as the real-time path
     takes them, so concurrent writers queue instead of deadlocking)."""
     if not names:
         return
-    total = sum(v for k, v in names.items() if k != TOTAL) + names.get(TOTAL, 0)
-    ordered = [(TOTAL, total), *sorted((k, v) for k, v in names.items() if k != TOTAL)]
+    ordered = _name_rows(names)
     if conn.dialect.name == "postgresql":  # one statement; names never hold a newline
         conn.execute(
             text(

@@ -44,6 +44,37 @@ def to_json(record: NormalizedRecord) -> dict[str, Any]:
     }
 
 
+def jsonb_key(key: str) -> tuple[int, bytes]:
+    """Where PostgreSQL's JSONB puts an object key: shorter keys first, then by their bytes.
+    A JSONB value is the same whatever order its text gave the keys in, but keys already in
+    this order spare the server a sort of every object it parses (decision 0056)."""
+    raw = key.encode()
+    return len(raw), raw
+
+
+def to_json_jsonb_order(record: NormalizedRecord) -> dict[str, Any]:
+    """``to_json`` with its keys in JSONB's order (``jsonb_key``): the same document, as the
+    bulk loader sends it to PostgreSQL's ``jsonb`` column. Written out like ``to_json``; a
+    unit test checks that both give the same dict and that this order is JSONB's."""
+    return {
+        "sex": record.sex,
+        "name": record.name,
+        "phone": record.phone,
+        "pinyin": record.pinyin,
+        "region": record.region,
+        "address": record.address,
+        "warnings": list(record.warnings),
+        "ethnicity": record.ethnicity,
+        "birth_date": record.birth_date,
+        "death_date": record.death_date,
+        "latin_name": record.latin_name,
+        "identifiers": sorted(record.identifiers),
+        "national_id": record.national_id,
+        "pinyin_keys": sorted(record.pinyin_keys),
+        "address_tokens": sorted(record.address_tokens),
+    }
+
+
 def from_json(data: dict[str, Any]) -> NormalizedRecord:
     values = dict(data)
     for name in _SETS:

@@ -31,7 +31,11 @@ from typing import Protocol
 from sqlalchemy import Connection, delete, func, insert, select, text
 
 from healthroam.db.engine import REFUSED_DURING_INITIAL_LOAD
-from healthroam.db.tables_registry import registry_load_deferred, source_records
+from healthroam.db.tables_registry import (
+    registry_load_deferred,
+    registry_load_names,
+    source_records,
+)
 
 TABLES = (
     "master_persons",
@@ -44,12 +48,16 @@ TABLES = (
 # rebuilt too: its random-order inserts slowed a 10-million-row load as the index outgrew
 # the buffer cache, and the load keeps source keys unique itself: a key seen before in the
 # load waits for the matcher. Rebuilding the unique constraint checks that once more.)
+# The partial index of events still waiting for a feed position is kept as well: every
+# event the load writes has its position, so the index takes no entry during the load, and
+# rebuilding it would only read the whole events table once more (decision 0056).
 KEPT = frozenset(
     {
         "pk_master_persons",
         "pk_source_records",
         "pk_mpi_events",
         "pk_mpi_event_recipients",
+        "ix_mpi_events_unpositioned",
     }
 )
 
@@ -100,6 +108,7 @@ def deferrable(conn: Connection) -> list[str]:
             "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
             f" AND tablename IN ({names})"
             " AND indexname NOT IN (SELECT conname FROM pg_constraint)"
+            f" AND indexname NOT IN ({kept})"
             " ORDER BY tablename, indexname"
         )
     ).scalars()
@@ -156,13 +165,42 @@ def defer(conn: Connection) -> list[str]:
 
 def restore(conn: Connection, statements: Sequence[str]) -> None:
     """Rebuild what ``defer`` dropped: each index by one sort, each foreign key validated by
-    one join (with the memory for it, in this transaction only)."""
+    one join (with the memory for it, in this transaction only).
+
+    The loaded tables are analysed before the first foreign key: the validating joins are
+    then planned on the loaded rows' statistics (a column the load left all NULL, such as
+    ``merged_into``, is checked through its new index instead of a scan of the whole table),
+    and the load needs the statistics afterwards anyway (decision 0056)."""
     # Other writers wait for this transaction's table locks, then find the guard gone.
     unguard(conn)
     conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")
     conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+    analysed = False
     for statement in statements:
+        if not analysed and " FOREIGN KEY " in statement:
+            conn.exec_driver_sql(f"ANALYZE {', '.join(TABLES)}")
+            analysed = True
         conn.exec_driver_sql(statement)
+    if not analysed:  # nothing to validate: the statistics are still the load's to take
+        conn.exec_driver_sql(f"ANALYZE {', '.join(TABLES)}")
+
+
+def start_names(conn: Connection) -> None:
+    """A new initial load's staged name counts start empty (the load's first transaction)."""
+    conn.execute(delete(registry_load_names))
+
+
+def merge_names(conn: Connection) -> None:
+    """Add the name counts that the load's chunks staged into ``mpi_name_counts``, once, and
+    empty the staging table (in the rebuild's transaction, before the deferred rows are
+    matched: the matcher reads and updates the counts). The same sums as the chunks' own
+    upserts gave, one name at a time in name order (the total row, "", first)."""
+    conn.exec_driver_sql(
+        "INSERT INTO mpi_name_counts (name, count)"
+        " SELECT name, sum(count) FROM registry_load_names GROUP BY name ORDER BY name"
+        " ON CONFLICT (name) DO UPDATE SET count = mpi_name_counts.count + excluded.count"
+    )
+    conn.exec_driver_sql("TRUNCATE registry_load_names")
 
 
 def defer_rows(conn: Connection, digest: str, source: str, rows: Sequence[DeferredRow]) -> None:

@@ -418,7 +418,11 @@ def _restore_deferred(platform: Platform) -> None:
 def _check_initial_load(
     platform: Platform, feed: Path, catalog: list[tuple[str, ...]], tmp_path: Path
 ) -> None:
-    from healthroam.db.tables_registry import registry_load_deferred
+    from healthroam.db.tables_registry import (
+        mpi_name_counts,
+        registry_load_deferred,
+        registry_load_names,
+    )
 
     bulk = _load_fresh(platform, feed, tmp_path / "bulk.csv", chunk_size=120)
     expected = _registry_snapshot(platform)
@@ -432,7 +436,22 @@ def _check_initial_load(
         waiting = conn.execute(select(func.count()).select_from(registry_load_deferred)).scalar()
     if postgres:
         assert _catalog(platform) != catalog  # the deferred indexes are gone meanwhile
+        # ... but not the partial index of unpositioned events: the load's events have
+        # positions, so it takes no entry, and rebuilding it would read every event again.
+        assert any(entry[1] == "ix_mpi_events_unpositioned" for entry in _catalog(platform))
         assert waiting == 4  # the first chunk's repeated persons wait for the matcher
+        # The chunk's name counts are staged, committed with it, and added up at the end.
+        with platform.db.transaction(readonly=True) as conn:
+            staged = dict(
+                conn.execute(
+                    select(
+                        registry_load_names.c.name, func.sum(registry_load_names.c.count)
+                    ).group_by(registry_load_names.c.name)
+                ).all()
+            )
+            counted = conn.execute(select(func.count()).select_from(mpi_name_counts)).scalar()
+        assert staged[""] == 116  # the total row: the chunk's persons with a name
+        assert counted == 0
         # Meanwhile every other writer of the registry is refused, as unavailable (retry).
         with pytest.raises(Unavailable, match="initial load is running"):
             _touch_masters(platform)
@@ -457,6 +476,7 @@ def _check_initial_load(
     assert resumed.linked >= 3  # the repeats were matched, not made new persons
     with platform.db.transaction(readonly=True) as conn:
         assert conn.execute(select(func.count()).select_from(registry_load_deferred)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(registry_load_names)).scalar() == 0
     with (tmp_path / "bulk.csv").open() as a, (tmp_path / "initial.csv").open() as b:
         assert sorted(csv.reader(a)) == sorted(csv.reader(b))
 
