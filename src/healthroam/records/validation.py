@@ -129,8 +129,8 @@ def _primitive_checker(name: str, json_kind: str, regex: str | None) -> Checker:
     if name == "xhtml":
 
         def check_xhtml(v: Any, collect: bool) -> None:
-            if type(v) is not str or not v.lstrip().startswith("<div"):
-                raise _fail(f"{label} (an XHTML <div> as a JSON string)")
+            if type(v) is not str or not v.lstrip().startswith("<div") or "\x00" in v:
+                raise _fail(f"{label} (an XHTML <div> as a JSON string, without U+0000)")
 
         return check_xhtml
     # The spec regexes are Java regexes: \s and \S are ASCII classes there (NBSP is \S).
@@ -147,6 +147,8 @@ def _primitive_checker(name: str, json_kind: str, regex: str | None) -> Checker:
     def check_string(v: Any, collect: bool) -> None:
         if type(v) is not str or not matcher(v):
             raise _fail(label)
+        if "\x00" in v:  # the spec's \S admits it; no store (PostgreSQL, XML) can keep it
+            raise _fail(f"{label}, without the character U+0000")
 
     return check_string
 

@@ -549,3 +549,22 @@ def test_search_is_audited_per_patient(
     assert sorted(r or "" for r in refs) == sorted(
         [f"Patient/{data['p1']}", f"Patient/{data['p2']}"]
     )
+
+
+def test_a_nul_character_is_refused_with_its_path_on_every_write(
+    http: TestClient, h: dict[str, str]
+) -> None:
+    """U+0000 in a string: PostgreSQL's jsonb cannot store it (it answered 500); SQLite stored
+    it. Both refuse it now, naming the element, whether created, updated or sent in a Bundle."""
+    bad = obs("Patient/p", note=[{"text": "a\u0000b"}])
+    created = http.post("/fhir/Observation", json=bad, headers=h)
+    assert created.status_code == 422, created.text
+    assert created.json()["issue"][0]["expression"] == ["Observation.note[0].text"]
+    updated = http.put("/fhir/Observation/nul-1", json={**bad, "id": "nul-1"}, headers=h)
+    assert updated.status_code == 422, updated.text
+    entry = {"resource": bad, "request": {"method": "POST", "url": "Observation"}}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    refused = http.post("/fhir", json=bundle, headers=h)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource.note[0].text"]
+    assert search(http, h, "/fhir/Observation?subject=Patient/p")["total"] == 0

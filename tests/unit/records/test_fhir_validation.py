@@ -134,6 +134,16 @@ def test_a_typical_observation_is_valid() -> None:
             "Observation.subject.display",
         ),
         (observation(id="x" * 65), "Observation.id"),
+        # U+0000 (the spec's regexes admit it; PostgreSQL's jsonb refused it with a 500)
+        (observation(code={"text": "a\u0000b"}), "Observation.code.text"),
+        (observation(subject={"reference": "Patient/1\u0000"}), "Observation.subject.reference"),
+        (
+            {
+                "resourceType": "Patient",
+                "text": {"status": "generated", "div": "<div>\u0000</div>"},
+            },
+            "Patient.text.div",
+        ),
         # required elements
         (observation(code=None), "Observation.code"),
         ({"resourceType": "Bundle"}, "Bundle.type"),
