@@ -42,14 +42,17 @@ from healthroam.registry.blocking import blocking_keys
 from healthroam.registry.codec import compact_json, from_json, to_json, to_json_jsonb_order
 from healthroam.registry.event_feed import take_positions
 from healthroam.registry.loader import (
+    NUL_REASON,
     LoadSummary,
     Mapping,
     file_hash,
     finish_chunk,
     finish_load,
     loader_principal,
+    nul_rows,
     open_reject_file,
     record_progress,
+    shown_local_id,
     start_load,
     unread_batches,
 )
@@ -304,8 +307,13 @@ def _prepare(piece: Piece) -> list[Prepared]:
     result: list[Prepared] = []
     append = result.append
     number = piece.first
+    nul = nul_rows(piece.rows)
     for offset, row in enumerate(piece.rows.to_pylist()):
         number += 1
+        if nul and offset in nul:
+            local_id = shown_local_id(row.get(mapping.columns["local_id"]))
+            append(Prepared(number, local_id, reject=(nul[offset], NUL_REASON)))
+            continue
         try:
             record = make(row)
             normalized = normalize_record(record, today=today)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from sqlalchemy import select, update
@@ -232,6 +233,40 @@ def _mapping_text(path: Path | str) -> str:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+NUL_REASON = "contains the character U+0000 (NUL), which no field may hold"
+
+
+def nul_rows(table: pa.Table) -> dict[int, str]:
+    """The rows of a batch holding U+0000 in a text column (offset -> its first such column).
+    PostgreSQL cannot store the character (it failed the whole load), so such rows are
+    rejected; one vectorised look per column, rows only where one is found."""
+    found: dict[int, str] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        hits = pc.match_substring(column, "\x00")
+        if not pc.any(hits).as_py():
+            continue
+        for offset, hit in enumerate(hits.to_pylist()):
+            if hit:
+                found.setdefault(offset, name)
+    return found
+
+
+def nul_column(row: dict[str, Any]) -> str | None:
+    """The first column of a row whose text holds U+0000 (see :func:`nul_rows`)."""
+    for name, value in row.items():
+        if type(value) is str and "\x00" in value:
+            return name
+    return None
+
+
+def shown_local_id(local_id: Any) -> Any:
+    """A local id as the reject file shows it (U+0000 as U+FFFD: a CSV line cannot hold it)."""
+    return local_id.replace("\x00", "\ufffd") if type(local_id) is str else local_id
 
 
 def _date(value: Any, column: Any) -> date | None:
@@ -534,6 +569,10 @@ class FeedLoader:
             for offset, row in enumerate(rows):
                 number = first_row + offset + 1
                 local_id = row.get(mapping.columns["local_id"])
+                nul = nul_column(row)
+                if nul is not None:
+                    rejected.append([number, shown_local_id(local_id), nul, NUL_REASON])
+                    continue
                 try:
                     record = mapping.record(row, source)
                     normalized = normalize_record(record)

@@ -537,3 +537,39 @@ def test_a_patient_registered_during_an_initial_load_is_told_to_retry(
             initial_load.restore(conn, rebuild)
     created = http.post("/fhir/Patient", json=patient("林芳", sequence=301), headers=headers)
     assert created.status_code == 201, created.text
+
+
+def test_rows_holding_nul_are_rejected_not_the_load(
+    platform: Platform, loader: FeedLoader, tmp_path: Path
+) -> None:
+    """U+0000 in a feed's field: PostgreSQL cannot store it, and the whole load failed with a
+    database error (SQLite stored it). Both loaders now reject those rows, naming the column."""
+    from healthroam.registry.bulk import BulkLoader
+
+    feed = tmp_path / "feed.csv"
+    feed.write_text(
+        "record_key,name,sex,birth_date,id_number,region_code,address,phone,ethnicity_code,"
+        "death_date\n"
+        f"P1,王芳,2,1990-01-01,{national_id(sequence=124)},460106,,,01,\n"
+        f"P2,李\x00强,1,1990-01-01,{national_id(sequence=125)},460106,海口\x00市,,01,\n"
+        f"P\x003,张三,1,1990-01-01,{national_id(sequence=126)},460106,,,01,\n",
+        encoding="utf-8",
+    )
+    streaming = loader.load(
+        feed, source="POP", mapping=Mapping.load("population"), reject_file=tmp_path / "s.csv"
+    )
+    bulk = BulkLoader(platform.db, platform.registry, workers=1).load(
+        feed, source="INS", mapping=Mapping.load("population"), reject_file=tmp_path / "b.csv"
+    )
+    assert (streaming.rows, streaming.new, streaming.rejected) == (3, 1, 2)
+    assert (bulk.rows, bulk.linked, bulk.rejected) == (3, 1, 2)
+    for rejects in ("s.csv", "b.csv"):
+        text = (tmp_path / rejects).read_text(encoding="utf-8")
+        assert "\x00" not in text
+        lines = list(csv.reader(text.splitlines()))
+        assert [line[:3] for line in lines[1:]] == [
+            ["2", "P2", "name"],
+            ["3", "P\ufffd3", "record_key"],
+        ]
+        assert all("U+0000" in line[3] for line in lines[1:])
+    assert _counts(platform) == (1, 2)
