@@ -73,3 +73,31 @@ def test_on_sqlite_a_read_transaction_cannot_write_and_the_next_writer_can(
         assert kept == ["from-a-writer"]
     finally:
         database.dispose()
+
+
+@pytest.mark.parametrize(
+    ("statement", "value"),
+    [
+        ("SELECT CAST(:v AS jsonb)", '{"text": "a\\u0000b"}'),  # the jsonb escape
+        ("SELECT CAST(:v AS text)", "a\x00b"),  # the character itself, refused by psycopg
+    ],
+)
+def test_a_write_holding_nul_is_invalid_input_not_a_database_error(
+    database_url: str, statement: str, value: str
+) -> None:
+    """A backstop behind the validators: PostgreSQL cannot store U+0000, and its error became
+    a 500; the unit of work turns it into InvalidInput (400 over HTTP, AE over HL7)."""
+    from healthroam.errors import InvalidInput
+
+    database = Database(create_database_engine(database_url, pool_size=1))
+    try:
+        if database.dialect != "postgresql":
+            with database.transaction() as conn:  # SQLite keeps it: nothing to translate
+                assert conn.execute(text("SELECT :v"), {"v": value}).scalar() == value
+            return
+        with pytest.raises(InvalidInput, match="U\\+0000"), database.transaction() as conn:
+            conn.execute(text(statement), {"v": value})
+        with database.transaction() as conn:  # the connection is usable afterwards
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        database.dispose()

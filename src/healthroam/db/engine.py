@@ -11,10 +11,23 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
-from healthroam.errors import Unavailable
+from healthroam.errors import InvalidInput, Unavailable
 
 # The SQLSTATE of a write the initial load's guard refused (registry/initial_load.py).
 REFUSED_DURING_INITIAL_LOAD = "HRL01"
+
+# What PostgreSQL (or psycopg, before sending) says of the character U+0000, which no text or
+# jsonb value can hold: untranslatable_character (a jsonb "\u0000"), character_not_in_repertoire.
+NUL_SQLSTATES = frozenset({"22P05", "22021"})
+NUL_MESSAGE = "cannot contain NUL"
+
+
+def _holds_nul(error: exc.DBAPIError) -> bool:
+    orig = error.orig
+    if getattr(orig, "sqlstate", None) in NUL_SQLSTATES:
+        return True
+    return type(orig).__name__ == "DataError" and NUL_MESSAGE in str(orig)
+
 
 # Pooled PostgreSQL connections older than this are replaced at checkout (firewalls and
 # server-side idle limits drop connections silently; a closed one is caught at checkout).
@@ -137,6 +150,10 @@ class Database:
                 raise Unavailable(
                     "the registry's initial load is running: registry changes are refused "
                     "until it has finished; retry later"
+                ) from None
+            if _holds_nul(error):  # a backstop: the FHIR validator and the loaders refuse it first
+                raise InvalidInput(
+                    "the request holds the character U+0000 (NUL), which cannot be stored"
                 ) from None
             raise
 
