@@ -148,7 +148,7 @@ def _primitive_checker(name: str, json_kind: str, regex: str | None) -> Checker:
         if type(v) is not str or not matcher(v):
             raise _fail(label)
         if "\x00" in v:  # the spec's \S admits it; no store (PostgreSQL, XML) can keep it
-            raise _fail(f"{label}, without the character U+0000")
+            raise _fail(f"{label}: it holds the character U+0000")
 
     return check_string
 
