@@ -20,18 +20,13 @@ PostgreSQL backends' CPU per resource (from /proc) and the load averages at star
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
 import signal
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-import httpx
-from bench_fhir_store import Clients, CpuMeter, dumps, server
+from bench_fhir_store import Clients, CpuMeter, dumps, post_all, server
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -90,55 +85,6 @@ def copy_database(template: str, name: str) -> None:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     admin.dispose()
-
-
-def post_all(
-    clients: Clients, bundles: list[tuple[str, bytes, int]], concurrency: int
-) -> dict[str, Any]:
-    # Tokens of the server's default lifetime: a new one after two minutes (a slow run on a
-    # loaded host outlives the first).
-    tokens: dict[str, tuple[float, dict[str, str]]] = {}
-
-    def auth(code: str) -> dict[str, str]:
-        if code not in tokens or time.monotonic() - tokens[code][0] > 120:
-            tokens[code] = (time.monotonic(), clients.headers(code))
-        return tokens[code][1]
-
-    for code in {b[0] for b in bundles}:
-        auth(code)
-    timings: list[float] = []
-    failures: list[str] = []
-
-    def send(item: tuple[str, bytes, int]) -> int:
-        code, body, n = item
-        headers = auth(code)
-        started = time.perf_counter()
-        answer = httpx.post(
-            f"{clients.base}/fhir",
-            content=body,
-            headers=headers | {"Content-Type": "application/fhir+json",
-                               "Prefer": "return=minimal"},
-            timeout=300,
-        )  # fmt: skip
-        timings.append(time.perf_counter() - started)
-        if answer.status_code != 200:
-            failures.append(answer.text[:300])
-            return 0
-        return n
-
-    started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        stored = sum(pool.map(send, bundles))
-    seconds = time.perf_counter() - started
-    return {
-        "bundles": len(bundles),
-        "resources": stored,
-        "failed_bundles": len(failures),
-        "first_failure": failures[0] if failures else None,
-        "seconds": round(seconds, 1),
-        "resources_per_s": round(stored / seconds) if seconds else 0,
-        "bundle_p50_ms": round(statistics.median(timings) * 1000, 1) if timings else None,
-    }
 
 
 def main() -> None:
