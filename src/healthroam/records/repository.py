@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import (
     ARRAY,
     JSON,
+    Boolean,
     ColumnElement,
     Connection,
     Row,
@@ -50,8 +51,10 @@ from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import KeyedColumnElement
 from sqlalchemy.sql.sqltypes import NullType
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from healthroam.db.raw import RawSelect, dbapi, insert_statement, sqlalchemy_errors
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
@@ -1153,6 +1156,38 @@ class ResourceRepository:
         return [(row[0], row[1]) for row in self.conn.execute(query)]
 
 
+# ORed conditions beyond this many are nested in a balanced tree of parenthesised halves:
+# SQLite parses ``a OR b OR c ...`` into a tree as deep as the list and refuses a statement
+# deeper than 1,000 ("Expression tree is too large"), which about 600 values of one search
+# parameter reached (a 500). PostgreSQL flattens the groups again when planning.
+_FLAT_OR = 64
+
+
+class _Parenthesised(ColumnElement[bool]):
+    """A condition in parentheses that ``or_`` keeps as one operand (it flattens an ORed
+    ``Grouping``, whose attributes are its element's)."""
+
+    inherit_cache = True
+    type = Boolean()
+    _traverse_internals = [("element", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
+
+    def __init__(self, element: ColumnElement[bool]) -> None:
+        self.element = element
+
+
+@compiles(_Parenthesised)
+def _compile_parenthesised(element: _Parenthesised, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.process(element.element, **kw)})"
+
+
+def any_of(conditions: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """``or_(*conditions)``, nested in balanced halves when the list is long."""
+    if len(conditions) <= _FLAT_OR:
+        return or_(*conditions)
+    half = len(conditions) // 2
+    return or_(_Parenthesised(any_of(conditions[:half])), _Parenthesised(any_of(conditions[half:])))
+
+
 def key_conditions(
     postgres: bool,
     type_column: KeyedColumnElement[Any],
@@ -1386,8 +1421,8 @@ class _Compiler:
                 if m.modifier == "not":
                     cond = not_(cond)
             else:
-                cond = or_(
-                    *(
+                cond = any_of(
+                    [
                         _interval_sql(
                             prefix,
                             self.bind(_interval_values(prefix, low, high)),
@@ -1395,7 +1430,7 @@ class _Compiler:
                             res.c.last_updated,
                         )
                         for prefix, low, high in (parse_date(v, m.code) for v in m.values)
-                    )
+                    ]
                 )
             if top:
                 return cond
@@ -1411,7 +1446,7 @@ class _Compiler:
         idx = self.alias(self._table(m.kind))
         negate = m.kind == "token" and m.modifier == "not"
         conds = [self.value(idx, m, v) for v in m.values]
-        exists = self._owned(idx, rtype, rid, m.code).where(or_(*conds)).exists()
+        exists = self._owned(idx, rtype, rid, m.code).where(any_of(conds)).exists()
         return not_(exists) if negate else exists
 
     def fulltext(self, rtype: str, rid: Any, m: Match) -> ColumnElement[bool]:
@@ -1432,11 +1467,11 @@ class _Compiler:
             )
         else:
             spaced = literal(" ") + t.c.body + literal(" ")
-            found = or_(
-                *(
+            found = any_of(
+                [
                     and_(*(spaced.like(pattern) for pattern in fulltext.like_patterns(phrases)))
                     for phrases in values
-                )
+                ]
             )
         owner: list[ColumnElement[bool]] = [t.c.resource_type == rtype, t.c.param == m.code]
         if self.text_engine != "fts5":

@@ -332,7 +332,6 @@ def test_values_are_bound_not_written_into_the_statement(store: Platform) -> Non
 
 def test_a_thousand_values_take_the_general_path(store: Platform) -> None:
     if store.db.dialect != "postgresql":
-        # SQLite refuses an OR of 600 values in any case ("Expression tree is too large").
         pytest.skip("the shapes are kept on PostgreSQL")
     codes = ",".join(f"{LOINC}|x{n}" for n in range(600)) + f",{LOINC}|718-7"
     general, shaped = _general_and_shaped(store, "Observation", [("code", codes)])
