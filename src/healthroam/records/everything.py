@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 
-from sqlalchemy import Connection, select, text
+import psycopg
+from psycopg.abc import Buffer
+from sqlalchemy import Connection, select
 
 from healthroam.db.engine import Database
+from healthroam.db.raw import dbapi, sqlalchemy_errors
 from healthroam.db.tables_records import fhir_idx_reference
 from healthroam.errors import NotFound
+from healthroam.records.deferred import deferred_on
 from healthroam.records.model import StoredResource, json_string
 from healthroam.records.repository import Key, ResourceRepository, key_conditions
 from healthroam.records.searchset import entry_json
@@ -31,7 +35,7 @@ MAX_RESOURCES = 20_000
 
 @dataclass(frozen=True, slots=True)
 class Everything:
-    entries: list[str]  # the page asked for, as Bundle entries (JSON text), in order
+    entries: list[str | bytes]  # the page asked for, as Bundle entries (JSON text), in order
     total: int
 
 
@@ -61,10 +65,9 @@ def _referenced(conn: Connection, keys: Sequence[Key]) -> list[Key]:
 # resource with a stored ``meta`` comes as its body and meta texts, for Python to merge. The
 # bodies are the texts stored with the rows (``body_tail``, decision 0055): writing each
 # ``jsonb`` as text here was about a third of the statement's CPU.
-_EVERYTHING_POSTGRES = text(
-    """
+_EVERYTHING_POSTGRES = """
 WITH found(resource_type, id) AS (
-    SELECT * FROM unnest(string_to_array(:types, ','), string_to_array(:ids, ','))
+    SELECT * FROM unnest(string_to_array(%(types)s, ','), string_to_array(%(ids)s, ','))
 ), wanted AS (
     SELECT resource_type, id FROM found
     UNION
@@ -80,17 +83,17 @@ WITH found(resource_type, id) AS (
            OFFSET 0
      ) ref
 )
-SELECT r.resource_type, r.id, r.last_updated, r.institution_code,
-       CASE WHEN m.meta IS NULL THEN concat(
-           '{"fullUrl":', CAST(:prefix AS text), r.resource_type, '/', r.id,
+SELECT r.resource_type::text, r.id::text, r.last_updated, r.institution_code::text,
+       CAST(CASE WHEN m.meta IS NULL THEN concat(
+           '{"fullUrl":', CAST(%(prefix)s AS text), r.resource_type, '/', r.id,
            '","resource":{"resourceType":"', r.resource_type, '","id":"', r.id,
            '","meta":{"versionId":"', r.version, '","lastUpdated":"',
            to_char(r.last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), '"}',
            CASE WHEN r.body_tail = '}' THEN '}' ELSE ',' || r.body_tail END,
            ',"search":{"mode":"match"}}'
-       ) END AS entry,
+       ) END AS varchar) AS entry,
        r.version,
-       CASE WHEN m.meta IS NOT NULL THEN '{' || r.body_tail END AS body,
+       CAST(CASE WHEN m.meta IS NOT NULL THEN '{' || r.body_tail END AS text) AS body,
        m.meta::text AS meta
   FROM wanted
  -- one primary-key look-up per wanted key (OFFSET 0 keeps the planner from hashing the
@@ -102,10 +105,21 @@ SELECT r.resource_type, r.id, r.last_updated, r.institution_code,
  ) r
  CROSS JOIN LATERAL (SELECT r.content -> 'meta' AS meta) m
 """
-)
 
-# (type, id, lastUpdated, institution, entry text or a stored resource to turn into one)
-_Row = tuple[str, str, datetime, str | None, str | StoredResource]
+
+class _Utf8Bytes(psycopg.adapt.Loader):
+    """A ``varchar`` value as its UTF-8 bytes, not decoded: the finished entries go into the
+    Bundle as bytes (``searchset.bundle_json``); decoding a 1 MB answer only to encode it
+    again cost about a millisecond. (Casting ``text`` to ``varchar`` costs PostgreSQL
+    nothing; only the entry column has that type in the statement: the others are cast to
+    ``text``.)"""
+
+    def load(self, data: Buffer) -> bytes:
+        return bytes(data)
+
+
+# (type, id, lastUpdated, institution, entry text or bytes, or a stored resource to turn into one)
+_Row = tuple[str, str, datetime, str | None, str | bytes | StoredResource]
 _TYPE_ID = itemgetter(0, 1)
 _UPDATED = itemgetter(2)
 
@@ -115,14 +129,18 @@ def _not_patient(row: _Row) -> bool:
 
 
 def _rows_postgres(conn: Connection, found: Sequence[Key], prefix: str) -> list[_Row] | None:
+    if deferred_on(conn) is not None:
+        return None  # rows pending on this connection: the general path flushes them first
     types, ids = ",".join(k[0] for k in found), ",".join(k[1] for k in found)
     if types.count(",") != len(found) - 1 or ids.count(",") != len(found) - 1:
         return None  # a comma in a key: not from this store, take the general path
     rows: list[_Row] = []
-    params = {"types": types, "ids": ids, "prefix": prefix}
-    for rtype, rid, updated, institution, entry, version, body, meta in conn.execute(
-        _EVERYTHING_POSTGRES, params
-    ).all():
+    with sqlalchemy_errors("$everything"):
+        cursor = dbapi(conn).cursor()
+        cursor.adapters.register_loader("varchar", _Utf8Bytes)
+        cursor.execute(_EVERYTHING_POSTGRES, {"types": types, "ids": ids, "prefix": prefix})
+        found_rows = cursor.fetchall()
+    for rtype, rid, updated, institution, entry, version, body, meta in found_rows:
         if entry is None:  # a stored meta: merged in Python (searchset.entry_json)
             entry = StoredResource(
                 rtype,
@@ -244,7 +262,7 @@ def everything_in(
     kept.sort(key=_UPDATED, reverse=True)
     kept.sort(key=_not_patient)
     entries = [
-        r[4] if isinstance(r[4], str) else entry_json(r[4], base, "match", None)
+        r[4] if isinstance(r[4], str | bytes) else entry_json(r[4], base, "match", None)
         for r in kept[offset : offset + count]
     ]
     audit.append(
