@@ -101,3 +101,21 @@ def test_a_write_holding_nul_is_invalid_input_not_a_database_error(
             assert conn.execute(text("SELECT 1")).scalar() == 1
     finally:
         database.dispose()
+
+
+def test_postgresql_connections_do_not_jit_compile(database_url: str) -> None:
+    """A statement whose estimate passes ``jit_above_cost`` is run without compiling it: a
+    search's compilation cost 30-200 ms for a few rows (decision 0062)."""
+    database = Database(create_database_engine(database_url, pool_size=1))
+    try:
+        if database.dialect != "postgresql":
+            pytest.skip("PostgreSQL's JIT")
+        with database.transaction() as conn:
+            assert conn.execute(text("SHOW jit")).scalar() == "off"
+            conn.execute(text("SET LOCAL jit_above_cost = 0"))  # every statement qualifies
+            plan = conn.execute(
+                text("EXPLAIN (ANALYZE, FORMAT JSON) SELECT sum(g) FROM generate_series(1, 10) g")
+            ).scalar()
+        assert "JIT" not in plan[0]
+    finally:
+        database.dispose()
