@@ -116,6 +116,7 @@ def test_postgresql_connections_do_not_jit_compile(database_url: str) -> None:
             plan = conn.execute(
                 text("EXPLAIN (ANALYZE, FORMAT JSON) SELECT sum(g) FROM generate_series(1, 10) g")
             ).scalar()
+        assert plan is not None
         assert "JIT" not in plan[0]
     finally:
         database.dispose()
