@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Connection, select
 
@@ -252,3 +253,39 @@ def test_a_linked_record_refreshes_the_golden_record_and_tells_every_holder(
     assert link.institutions == sorted(HOSPITALS[:2])
     assert link.detail["outcome"] == "linked"
     assert sorted(r.institution_code for r in told if r.seq == link.seq) == sorted(HOSPITALS[:2])
+
+
+def test_a_link_sends_eight_statements_on_postgresql(platform: Platform) -> None:
+    """A link on PostgreSQL: the institution and stored record, the candidates, the name's
+    frequency, then two pipelines - the source with its keys, the name counts, the person's
+    sources; the golden record, the event with its recipients (twelve statements before
+    decision 0060, each its own round trip)."""
+    if platform.db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's fixed statements; SQLite runs the general path")
+    for code in HOSPITALS[:2]:
+        add_hospital(platform, code, f"医院 {code}")
+    platform.registry.register(_principal(HOSPITALS[0]), _record(HOSPITALS[0], "0001"))
+    seen: list[str] = []
+
+    class Counting(psycopg.Cursor[Any]):
+        def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(str(query))
+            return super().execute(query, *args, **kwargs)
+
+        def executemany(self, query: Any, *args: Any, **kwargs: Any) -> None:
+            seen.append(str(query))
+            super().executemany(query, *args, **kwargs)
+
+    with platform.db.transaction() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        raw.cursor_factory = Counting
+        try:
+            record = _record(HOSPITALS[1], "9001")
+            linked = platform.registry.register_in(
+                conn, _principal(HOSPITALS[1]), record, normalize_record(record), audit=False
+            )
+        finally:
+            raw.cursor_factory = psycopg.Cursor
+    assert linked.outcome is MatchOutcome.LINKED
+    assert len(seen) == 8, seen
