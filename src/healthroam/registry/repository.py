@@ -47,7 +47,6 @@ from healthroam.registry import event_feed
 from healthroam.registry.model import SourceKey
 
 TOTAL = ""  # the mpi_name_counts row holding the number of named records
-_UNDRAWN = -1  # a new person's source id before the insert draws it (add_person)
 # Below this many named records, name frequencies say more about the sample than about the
 # population: no term-frequency adjustment (the model's average u applies).
 MIN_TF_POPULATION = 10_000
@@ -237,39 +236,40 @@ def _golden_columns(golden: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
-# A new person on PostgreSQL (add_person, decision 0060): one pipeline - the master, its source
-# record and the keys in one statement (the ids drawn inside it, the golden record's provenance
-# filled in with the source's id there), the name counts, each event with its recipients (the
-# ids the first statement drew are the session's currval of their sequences).
-_PG_NEW_PERSON = (
-    "WITH ids AS MATERIALIZED (SELECT nextval(pg_get_serial_sequence('master_persons', 'id')) AS m,"
-    " nextval(pg_get_serial_sequence('source_records', 'id')) AS s),"
-    " mp AS (INSERT INTO master_persons (id, master_index_id, status, merged_into, golden, name,"
-    " birth_date, sex, version, created_at, updated_at)"
-    " SELECT ids.m, %s, 'active', NULL, %s::jsonb || jsonb_build_object('provenance',"
-    " COALESCE((SELECT jsonb_object_agg(f, ids.s) FROM unnest(%s::text[]) AS f), '{}'::jsonb)),"
-    " %s, %s, %s, 1, %s, %s FROM ids),"
-    " sr AS (INSERT INTO source_records (id, institution_code, id_system, local_id, master_id,"
-    " link_type, data, normalized, content_hash, fhir_patient_id, created_at, updated_at)"
-    " SELECT ids.s, %s, %s, %s, ids.m, %s, %s, %s, %s, %s, %s, %s FROM ids),"
-    " k AS (INSERT INTO mpi_blocking_keys (key, source_id)"
-    " SELECT k.key, ids.s FROM ids, unnest(%s::text[]) WITH ORDINALITY AS k(key, i) ORDER BY k.i)"
-    " SELECT ids.m, ids.s FROM ids"
+# A new person on PostgreSQL (add_person): ids first, then the rows in one pipeline.
+_PG_NEW_IDS = (
+    "SELECT nextval(pg_get_serial_sequence('master_persons', 'id')),"
+    " nextval(pg_get_serial_sequence('source_records', 'id')),"
+    " ARRAY(SELECT nextval(pg_get_serial_sequence('mpi_events', 'seq'))"
+    " FROM generate_series(1, %s))"
 )
-_PG_NEW_PERSON_EVENT = (
-    "WITH e AS (INSERT INTO mpi_events (occurred_at, event_type, master_id, other_master_id,"
-    " source_id, actor_institution, actor_user, actor_client, reason, institutions, detail)"
-    " VALUES (%s, %s, currval(pg_get_serial_sequence('master_persons', 'id')), %s,"
-    " CASE WHEN %s THEN currval(pg_get_serial_sequence('source_records', 'id')) END,"
-    " %s, %s, %s, %s, %s, %s) RETURNING seq)"
-    " INSERT INTO mpi_event_recipients (institution_code, seq)"
-    " SELECT c.code, e.seq FROM e, unnest(%s::text[]) WITH ORDINALITY AS c(code, i) ORDER BY c.i"
+_PG_ADD_MASTER = (
+    "INSERT INTO master_persons (id, master_index_id, status, merged_into, golden, name,"
+    " birth_date, sex, version, created_at, updated_at)"
+    " VALUES (%s, %s, 'active', NULL, %s, %s, %s, %s, 1, %s, %s)"
+)
+_PG_ADD_SOURCE = (
+    "INSERT INTO source_records (id, institution_code, id_system, local_id, master_id,"
+    " link_type, data, normalized, content_hash, fhir_patient_id, created_at, updated_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_PG_ADD_KEYS = (
+    "INSERT INTO mpi_blocking_keys (key, source_id) SELECT k, %s FROM unnest(%s::text[]) AS k"
 )
 # One new named record: +1 on the total and on the name, the total first (count_name's order).
 _PG_COUNT_NAMES = (
     "INSERT INTO mpi_name_counts (name, count)"
     " SELECT n, 1 FROM unnest(%s::text[]) WITH ORDINALITY AS t(n, i) ORDER BY i"
     " ON CONFLICT (name) DO UPDATE SET count = mpi_name_counts.count + 1"
+)
+_PG_ADD_EVENT = (
+    "INSERT INTO mpi_events (seq, occurred_at, event_type, master_id, other_master_id,"
+    " source_id, actor_institution, actor_user, actor_client, reason, institutions, detail)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_PG_ADD_RECIPIENTS = (
+    "INSERT INTO mpi_event_recipients (institution_code, seq)"
+    " SELECT * FROM unnest(%s::text[], %s::bigint[])"
 )
 
 # A new source record linked to an existing person on PostgreSQL (link_source, decision 0060):
@@ -457,11 +457,10 @@ class RegistryRepository:
         ``master_id`` filled in, and its ``source_id`` where it has ``names_source``). Returns
         (master id, source id).
 
-        On PostgreSQL one pipeline over psycopg (decisions 0043, 0060): the master (already
-        with its golden record, version 1, as the insert and the update made it), the source
-        and its keys in one statement that draws their ids (the golden record's provenance,
-        which names the source, completed there), the name counts, then each event with its
-        recipients: one round trip instead of eight statements. Same rows either way."""
+        On PostgreSQL the ids are drawn from the sequences first (one round trip) and the rows
+        are sent together in one pipeline over psycopg, the master already with its golden
+        record (version 1, as the insert and the update made it): two round trips instead of
+        eight statements. Same rows either way."""
         now = source.now
         if not is_postgres(self.conn):
             master_id = self.add_master(master_index_id, now)
@@ -491,29 +490,35 @@ class RegistryRepository:
             )
             return master_id, source_id
         raw = dbapi(self.conn)
-        # The golden record of the one source, its provenance's ids filled in by the insert.
-        document = dict(golden_of(_UNDRAWN))
-        provenance = document.pop("provenance", {})
-        if any(v != _UNDRAWN for v in provenance.values()):  # pragma: no cover - a new golden
-            raise ValueError("a new person's provenance names only its source record")
-        golden = _golden_columns(document, now)
         with sqlalchemy_errors("INSERT master person (pipelined)"):
-            added = raw.cursor()
+            cursor = raw.cursor()
+            row = cursor.execute(_PG_NEW_IDS, (len(events),)).fetchone()
+            assert row is not None
+            master_id, source_id, seqs = int(row[0]), int(row[1]), sorted(row[2])
+            golden = _golden_columns(golden_of(source_id), now)
+            told = [sorted(set(e.get("recipients") or ())) for e in events]
             with raw.pipeline():
-                added.execute(
-                    _PG_NEW_PERSON,
+                cursor.execute(
+                    _PG_ADD_MASTER,
                     (
+                        master_id,
                         master_index_id,
                         Jsonb(golden["golden"]),
-                        list(provenance),
                         golden["name"],
                         golden["birth_date"],
                         golden["sex"],
                         now,
                         now,
+                    ),
+                )
+                cursor.execute(
+                    _PG_ADD_SOURCE,
+                    (
+                        source_id,
                         source.key.institution,
                         source.key.system,
                         source.key.local_id,
+                        master_id,
                         source.link_type,
                         Jsonb(source.data),
                         Jsonb(source.normalized),
@@ -521,34 +526,43 @@ class RegistryRepository:
                         source.fhir_patient_id,
                         now,
                         now,
-                        [k[:255] for k in sorted(set(keys))],
                     ),
                 )
+                wanted = [k[:255] for k in sorted(set(keys))]
+                if wanted:
+                    cursor.execute(_PG_ADD_KEYS, (source_id, wanted))
                 if name:
                     names = list(dict.fromkeys((TOTAL, name[:200])))
-                    raw.cursor().execute(_PG_COUNT_NAMES, (names,))
-                for e in events:
-                    told = sorted(set(e.get("recipients") or ()))
-                    detail = e.get("detail")
-                    raw.cursor().execute(
-                        _PG_NEW_PERSON_EVENT,
-                        (
-                            e["now"],
-                            e["event_type"],
-                            e.get("other_master_id"),
-                            bool(e.get("names_source")),
-                            e.get("actor_institution"),
-                            e.get("actor_user"),
-                            e.get("actor_client"),
-                            e.get("reason"),
-                            Jsonb(told),
-                            Jsonb(detail) if detail is not None else None,
-                            told,
-                        ),
+                    cursor.execute(_PG_COUNT_NAMES, (names,))
+                if events:
+                    cursor.executemany(
+                        _PG_ADD_EVENT,
+                        [
+                            (
+                                seq,
+                                e["now"],
+                                e["event_type"],
+                                master_id,
+                                e.get("other_master_id"),
+                                source_id if e.get("names_source") else None,
+                                e.get("actor_institution"),
+                                e.get("actor_user"),
+                                e.get("actor_client"),
+                                e.get("reason"),
+                                Jsonb(codes),
+                                Jsonb(e["detail"]) if e.get("detail") is not None else None,
+                            )
+                            for seq, e, codes in zip(seqs, events, told, strict=True)
+                        ],
                     )
-            row = added.fetchone()
-            assert row is not None
-            master_id, source_id = int(row[0]), int(row[1])
+                recipients = [
+                    (c, seq) for seq, codes in zip(seqs, told, strict=True) for c in codes
+                ]
+                if recipients:
+                    cursor.execute(
+                        _PG_ADD_RECIPIENTS,
+                        ([c for c, _ in recipients], [seq for _, seq in recipients]),
+                    )
         return master_id, source_id
 
     def link_source(
