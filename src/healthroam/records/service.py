@@ -308,7 +308,7 @@ class RecordService:
             resource_type, resource_id, resource, self.clock(), principal.institution_code
         )
         if resource_type == "Patient":
-            registration = self._register(conn, principal, resource, resource_id, None, new=True)
+            registration = self._register(conn, principal, resource, resource_id, None)
         self.audit.append(
             conn,
             [self._event(principal, Action.CREATE, "create", resource_type, resource_id, resource)],
@@ -338,7 +338,7 @@ class RecordService:
         events = list(audit)
         for resource_type, resource_id, resource in resources:
             registrations.append(
-                self._register(conn, principal, resource, resource_id, None, new=True)
+                self._register(conn, principal, resource, resource_id, None)
                 if resource_type == "Patient"
                 else None
             )
@@ -436,8 +436,6 @@ class RecordService:
         resource: dict[str, Any],
         resource_id: str,
         institution: str | None,
-        *,
-        new: bool = False,
     ) -> Registration:
         record, paths = patient_to_source(
             resource, institution or principal.institution_code, resource_id
@@ -446,7 +444,7 @@ class RecordService:
             normalized = normalize_record(record)
         except InvalidInput as error:
             raise fhir_path(error, paths) from None
-        return self.registry.register_in(conn, principal, record, normalized, new=new)
+        return self.registry.register_in(conn, principal, record, normalized)
 
     def _conditional(
         self, conn: Connection, resource_type: str, query: str, base_url: str

@@ -368,39 +368,6 @@ class RegistryRepository:
         source = _source(row) if row.id is not None else None
         return (row.institution_kind, row.institution_level), source
 
-    def institution_source_and_candidates(
-        self, key: SourceKey, keys: Iterable[str], limit: int
-    ) -> tuple[tuple[str, int | None] | None, SourceRow | None, list[SourceRow]]:
-        """:meth:`institution_and_source` and :meth:`candidates` (none excluded): the reads of
-        registering a record whose key is expected to be new (a FHIR Patient just created),
-        in one pipeline on PostgreSQL (decision 0060). When the key turns out to be stored,
-        the candidates are not what the caller needs (an update excludes the record itself):
-        read again then."""
-        wanted = sorted(set(keys))
-        if not is_postgres(self.conn):
-            institution, existing = self.institution_and_source(key)
-            return institution, existing, self.candidates(wanted, None, limit)
-        raw = dbapi(self.conn)
-        params = {"institution": key.institution, "system": key.system, "local_id": key.local_id}
-        with sqlalchemy_errors("SELECT registration reads (pipelined)"):
-            first, hits = raw.cursor(), raw.cursor()
-            with raw.pipeline():
-                first.execute(_PG_INSTITUTION_AND_SOURCE.sql, params)
-                if wanted:
-                    asked = {**_PG_CANDIDATES_ANY.defaults, "keys": wanted, "limit": limit}
-                    hits.execute(_PG_CANDIDATES_ANY.sql, asked)
-            row = first.fetchone()
-            candidates = (
-                [_source(_PG_CANDIDATES_ANY.row._make(r)) for r in hits.fetchall()]
-                if wanted
-                else []
-            )
-        if row is None:
-            return None, None, candidates
-        found = _PG_INSTITUTION_AND_SOURCE.row._make(row)
-        source = _source(found) if found.id is not None else None
-        return (found.institution_kind, found.institution_level), source, candidates
-
     def institutions_of(self, codes: Iterable[str]) -> dict[str, tuple[str, int | None]]:
         rows = self.conn.execute(_INSTITUTIONS_OF, {"codes": sorted(set(codes))})
         return {r.code: (r.kind, r.level) for r in rows}

@@ -193,22 +193,10 @@ class RegistryService:
         normalized: NormalizedRecord,
         *,
         audit: bool = True,
-        new: bool = False,
     ) -> Registration:
-        """Register inside the caller's transaction (the FHIR create and the bulk loader).
-        ``new``: the record's key is expected not to be stored yet (the Patient was just
-        created), so the match candidates are read together with the institution and the
-        stored record (one round trip on PostgreSQL); the result is the same either way."""
+        """Register inside the caller's transaction (the FHIR create and the bulk loader)."""
         repo = RegistryRepository(conn)
-        keys: frozenset[str] | None = None
-        ranked_rows: list[SourceRow] | None = None
-        if new:
-            keys = blocking_keys(normalized)
-            institution, existing, ranked_rows = repo.institution_source_and_candidates(
-                record.key, keys, self.candidate_limit
-            )
-        else:
-            institution, existing = repo.institution_and_source(record.key)
+        institution, existing = repo.institution_and_source(record.key)
         if institution is None:
             raise NotFound(
                 f"no institution with code {record.key.institution}", expression="institution"
@@ -219,8 +207,7 @@ class RegistryService:
         if existing is not None and existing.content_hash == content_hash:
             master = repo.merged_into_chain(self._master(repo, existing.master_id))
             return Registration(MatchOutcome.UNCHANGED, master.master_index_id, existing.id)
-        if keys is None:
-            keys = blocking_keys(normalized)
+        keys = blocking_keys(normalized)
         norm_json = to_json(normalized)
         if existing is not None:
             result = self._update(
@@ -238,7 +225,6 @@ class RegistryService:
                 keys,
                 now,
                 institution,
-                ranked_rows,
             )
         if audit:
             self.audit.append(
@@ -273,15 +259,12 @@ class RegistryService:
         keys: frozenset[str],
         now: datetime,
         institution: tuple[str, int | None],
-        candidates: list[SourceRow] | None = None,
     ) -> Registration:
         """A new source record: linked to the best candidate's person, or a new person.
         A new person's only record is this one, so its golden record and the events' recipients
         come from it without reading it back, and its rows are written together
         (:meth:`RegistryRepository.add_person`: one pipeline on PostgreSQL)."""
-        ranked = self._rank(
-            repo, normalized, keys, exclude_source=None, exclude_master=None, rows=candidates
-        )
+        ranked = self._rank(repo, normalized, keys, exclude_source=None, exclude_master=None)
         target, outcome, weight = self._decide(normalized, ranked)
         name = normalized.name or normalized.latin_name or None
         link = {
@@ -450,12 +433,9 @@ class RegistryService:
         *,
         exclude_source: int | None,
         exclude_master: int | None,
-        rows: list[SourceRow] | None = None,
     ) -> list[Candidate]:
-        """Best-scoring source record per candidate master, best first (``rows``: the
-        candidates of ``keys`` when already read, none excluded)."""
-        if rows is None:
-            rows = repo.candidates(keys, exclude_source, self.candidate_limit)
+        """Best-scoring source record per candidate master, best first."""
+        rows = repo.candidates(keys, exclude_source, self.candidate_limit)
         tf = self._tf(repo)
         forbidden = repo.different_from([exclude_source]) if exclude_source else set()
         blocked_masters = {r.master_id for r in rows if r.id in forbidden}

@@ -1,6 +1,6 @@
-"""A registration's fixed statements (decision 0060: the reads of a record expected to be new in
-one pipeline, the link of a new source record to an existing person in two, the name frequency
-as one prepared text; PostgreSQL only) store the same rows and give the same answers as the
+"""A registration's fixed statements (decision 0060: the link of a new source record to an
+existing person in two pipelines, the name frequency as one prepared text; 0043's new person in
+one pipeline; PostgreSQL only) store the same rows and give the same answers as the
 general path, the SQLAlchemy statements SQLite runs: the same master persons, source records,
 blocking keys, name counts, golden records and versions, events, recipients and reviews.
 
@@ -63,19 +63,19 @@ def _record(institution: str, local_id: str, **fields: Any) -> SourceRecord:
     return SourceRecord(SourceKey(institution, "urn:mrn", local_id), **values)
 
 
-# (hospital index, local id, fields, registered as a just-created FHIR Patient (new=True))
-SEQUENCE: tuple[tuple[int, str, dict[str, Any], bool], ...] = (
-    (0, "0001", {}, True),  # a new person
-    (1, "9001", {}, True),  # the same person at another hospital: linked
-    (0, "0002", {"name": "王大明", "sex": "male", "birth_date": date(1980, 1, 2)}, True),
-    (2, "7001", {"phones": ("13907550003",)}, False),  # linked again (general reads), 3 sources
-    (1, "9002", {"name": "王大明", "sex": "male", "birth_date": date(1980, 1, 2)}, False),
-    (2, "7002", {"name": "黎阿妹", "birth_date": date(1961, 3, 19), "phones": ()}, True),
-    (0, "0001", {}, True),  # the stored record again: unchanged
-    (0, "0003", {"name": "黎亚妹", "phones": ("13907550002",)}, True),
+# (hospital index, local id, fields)
+SEQUENCE: tuple[tuple[int, str, dict[str, Any]], ...] = (
+    (0, "0001", {}),  # a new person
+    (1, "9001", {}),  # the same person at another hospital: linked
+    (0, "0002", {"name": "王大明", "sex": "male", "birth_date": date(1980, 1, 2)}),
+    (2, "7001", {"phones": ("13907550003",)}),  # linked again: 3 sources
+    (1, "9002", {"name": "王大明", "sex": "male", "birth_date": date(1980, 1, 2)}),
+    (2, "7002", {"name": "黎阿妹", "birth_date": date(1961, 3, 19), "phones": ()}),
+    (0, "0001", {}),  # the stored record again: unchanged
+    (0, "0003", {"name": "黎亚妹", "phones": ("13907550002",)}),
     # one national ID, birth date and sex both differing: a new person sent to stewards
-    (1, "9005", {"name": "符海生", "sex": "male", "birth_date": date(1990, 1, 1), **ID}, True),
-    (2, "7005", {"name": "符海生", "birth_date": date(1991, 5, 2), "phones": (), **ID}, True),
+    (1, "9005", {"name": "符海生", "sex": "male", "birth_date": date(1990, 1, 1), **ID}),
+    (2, "7005", {"name": "符海生", "birth_date": date(1991, 5, 2), "phones": (), **ID}),
 )
 
 
@@ -176,11 +176,11 @@ def _run(platform: Platform) -> dict[str, Any]:
     answers: list[tuple[Any, ...]] = []
     try:
         with platform.db.transaction() as conn:
-            for hospital, local_id, fields, new in SEQUENCE:
+            for hospital, local_id, fields in SEQUENCE:
                 record = _record(HOSPITALS[hospital], local_id, **fields)
                 result = registry.register_in(
                     conn, _principal(record.key.institution), record, normalize_record(record),
-                    audit=False, new=new,
+                    audit=False,
                 )  # fmt: skip
                 answers.append(
                     (
