@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -180,6 +181,9 @@ _CANDIDATE_IDS = (
 )
 _CANDIDATES = select(source_records).where(_s.id.in_(select(_CANDIDATE_IDS.c.source_id)))
 _CANDIDATES_EXCLUDING = _CANDIDATES.where(_s.id != bindparam("exclude"))
+_NAME_AND_TOTAL = select(mpi_name_counts.c.name, mpi_name_counts.c.count).where(
+    mpi_name_counts.c.name.in_([bindparam("name"), bindparam("total")])
+)
 _NAME_COUNTS = {
     dialect: upsert(mpi_name_counts).on_conflict_do_update(
         index_elements=[mpi_name_counts.c.name],
@@ -268,6 +272,38 @@ _PG_ADD_RECIPIENTS = (
     " SELECT * FROM unnest(%s::text[], %s::bigint[])"
 )
 
+# A new source record linked to an existing person on PostgreSQL (link_source, decision 0060):
+# the source with its blocking keys, the name counts and the person's sources with their
+# institutions in one pipeline; then the golden record and the link event in another.
+_PG_LINK_SOURCE = (
+    "WITH s AS (INSERT INTO source_records (institution_code, id_system, local_id, master_id,"
+    " link_type, data, normalized, content_hash, fhir_patient_id, created_at, updated_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id),"
+    " k AS (INSERT INTO mpi_blocking_keys (key, source_id)"
+    " SELECT k.key, s.id FROM s, unnest(%s::text[]) WITH ORDINALITY AS k(key, i) ORDER BY k.i)"
+    " SELECT id FROM s"
+)
+_SOURCE_COLUMNS = ", ".join(f"s.{c.name}" for c in source_records.c)
+_PG_SOURCES_AND_INSTITUTIONS = (
+    f"SELECT {_SOURCE_COLUMNS}, i.kind, i.level"  # noqa: S608
+    " FROM source_records s LEFT JOIN institutions i ON i.code = s.institution_code"
+    " WHERE s.master_id = %s ORDER BY s.id"
+)
+_SOURCE_AND_INSTITUTION_ROW: Any = namedtuple(  # type: ignore[misc]
+    "SourceAndInstitution", [*(c.name for c in source_records.c), "kind", "level"]
+)
+_PG_SET_GOLDEN = (
+    "UPDATE master_persons SET golden = %s, name = %s, birth_date = %s, sex = %s,"
+    " version = version + 1, updated_at = %s WHERE id = %s RETURNING master_index_id"
+)
+_PG_LINK_EVENT = (
+    "WITH e AS (INSERT INTO mpi_events (occurred_at, event_type, master_id, other_master_id,"
+    " source_id, actor_institution, actor_user, actor_client, reason, institutions, detail)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq)"
+    " INSERT INTO mpi_event_recipients (institution_code, seq)"
+    " SELECT c.code, e.seq FROM e, unnest(%s::text[]) WITH ORDINALITY AS c(code, i) ORDER BY c.i"
+)
+
 
 # The reads of a registration and of the care gate on PostgreSQL, through psycopg (db/raw.py);
 # the lists as arrays (``= ANY``) instead of an expanding IN, so the text is compiled once.
@@ -302,6 +338,7 @@ _PG_SOURCES_OF = RawSelect(
     .order_by(_s.id)
 )
 _PG_PREDECESSORS = RawSelect(_PREDECESSORS)
+_PG_NAME_COUNTS = RawSelect(_NAME_AND_TOTAL)  # a name's count and the total (decision 0060)
 _PG_LIVE_PATIENT_AND_MASTER = RawSelect(_LIVE_PATIENT_AND_MASTER)
 
 
@@ -495,6 +532,119 @@ class RegistryRepository:
                     )
         return master_id, source_id
 
+    def link_source(
+        self,
+        source: NewSource,
+        master_id: int,
+        keys: Iterable[str],
+        name: str | None,
+        golden_of: Callable[[Sequence[SourceRow], dict[str, tuple[str, int | None]]], Any],
+        event: dict[str, Any],
+    ) -> tuple[int, list[str], str | None]:
+        """A new source record linked to the existing person ``master_id``: :meth:`add_source`,
+        :meth:`set_keys`, :meth:`count_name` (when ``name``), the person's golden record
+        refreshed (:meth:`sources_of` and :meth:`institutions_of` read after those writes,
+        ``golden_of(sources, kinds)`` stored by :meth:`set_golden`) and ``event`` added
+        (:meth:`add_events`, with ``master_id``, the new ``source_id`` and the sources'
+        institutions as its recipients). Returns (source id, recipients, the person's master
+        index id when it was read on the way, else None).
+
+        On PostgreSQL two pipelines over psycopg (decision 0060): the source with its keys (one
+        statement), the name counts and the person's sources joined to their institutions;
+        then the golden record (``RETURNING`` the master index id) and the event with its
+        recipients (one statement). Two round trips instead of nine statements; the same rows,
+        written in the same order (the name counts' row locks before the master's, as
+        before), and the sources read after the writes that queue on those locks."""
+        now = source.now
+        if not is_postgres(self.conn):
+            source_id = self.add_source(
+                source.key,
+                master_id,
+                source.link_type,
+                source.data,
+                source.normalized,
+                source.content_hash,
+                source.fhir_patient_id,
+                now,
+            )
+            self.set_keys(source_id, keys)
+            if name:
+                self.count_name(name, 1)
+            sources = self.sources_of([master_id])
+            kinds = self.institutions_of(s.institution for s in sources)
+            self.set_golden(master_id, golden_of(sources, kinds), now)
+            told = sorted({s.institution for s in sources})
+            self.add_events(
+                [{**event, "recipients": told, "master_id": master_id, "source_id": source_id}]
+            )
+            return source_id, told, None
+        raw = dbapi(self.conn)
+        with sqlalchemy_errors("INSERT linked source record (pipelined)"):
+            added, read = raw.cursor(), raw.cursor()
+            with raw.pipeline():
+                added.execute(
+                    _PG_LINK_SOURCE,
+                    (
+                        source.key.institution,
+                        source.key.system,
+                        source.key.local_id,
+                        master_id,
+                        source.link_type,
+                        Jsonb(source.data),
+                        Jsonb(source.normalized),
+                        source.content_hash,
+                        source.fhir_patient_id,
+                        now,
+                        now,
+                        [k[:255] for k in sorted(set(keys))],
+                    ),
+                )
+                if name:
+                    names = list(dict.fromkeys((TOTAL, name[:200])))
+                    raw.cursor().execute(_PG_COUNT_NAMES, (names,))
+                read.execute(_PG_SOURCES_AND_INSTITUTIONS, (master_id,))
+            inserted = added.fetchone()
+            assert inserted is not None
+            source_id = int(inserted[0])
+            found: list[Any] = [_SOURCE_AND_INSTITUTION_ROW._make(r) for r in read.fetchall()]
+            sources = [_source(r) for r in found]
+            kinds = {r.institution_code: (r.kind, r.level) for r in found if r.kind is not None}
+            golden = _golden_columns(golden_of(sources, kinds), now)
+            told = sorted({s.institution for s in sources})
+            detail = event.get("detail")
+            updated = raw.cursor()
+            with raw.pipeline():
+                updated.execute(
+                    _PG_SET_GOLDEN,
+                    (
+                        Jsonb(golden["golden"]),
+                        golden["name"],
+                        golden["birth_date"],
+                        golden["sex"],
+                        now,
+                        master_id,
+                    ),
+                )
+                raw.cursor().execute(
+                    _PG_LINK_EVENT,
+                    (
+                        event["now"],
+                        event["event_type"],
+                        master_id,
+                        event.get("other_master_id"),
+                        source_id,
+                        event.get("actor_institution"),
+                        event.get("actor_user"),
+                        event.get("actor_client"),
+                        event.get("reason"),
+                        Jsonb(told),
+                        Jsonb(detail) if detail is not None else None,
+                        told,
+                    ),
+                )
+            master = updated.fetchone()
+        return source_id, told, str(master[0]) if master is not None else None
+
     def set_status(
         self, master_id: int, status: str, merged_into: int | None, now: datetime
     ) -> None:
@@ -679,14 +829,12 @@ class RegistryRepository:
         )
 
     def name_frequency(self, name: str) -> float:
-        rows = {
-            row[0]: int(row[1])
-            for row in self.conn.execute(
-                select(mpi_name_counts.c.name, mpi_name_counts.c.count).where(
-                    mpi_name_counts.c.name.in_([name[:200], TOTAL])
-                )
-            )
-        }
+        params = {"name": name[:200], "total": TOTAL}
+        if is_postgres(self.conn):
+            found = _PG_NAME_COUNTS.rows(self.conn, params)
+        else:
+            found = list(self.conn.execute(_NAME_AND_TOTAL, params))
+        rows = {row[0]: int(row[1]) for row in found}
         total = rows.get(TOTAL, 0)
         if total < MIN_TF_POPULATION:
             return 0.0

@@ -313,10 +313,11 @@ class RegistryService:
                 master_index_id, new, keys, name, golden_of, [create, link]
             )
         else:
-            master_index_id, master_id = None, target
-            source_id = repo.add_source(
+            # The source, its keys and name count, the golden record refreshed and the link
+            # event (RegistryRepository.link_source: two pipelines on PostgreSQL).
+            master_id = target
+            new = NewSource(
                 record.key,
-                master_id,
                 LinkType.AUTO.value,
                 data,
                 norm_json,
@@ -324,11 +325,9 @@ class RegistryService:
                 record.fhir_patient_id,
                 now,
             )
-            repo.set_keys(source_id, keys)
-            if name:
-                repo.count_name(name, 1)
-            link["recipients"] = self._refresh_golden(repo, master_id, now)
-            repo.add_events([{**link, "master_id": master_id, "source_id": source_id}])
+            source_id, _, master_index_id = repo.link_source(
+                new, master_id, keys, name, golden_of_sources, link
+            )
         reviews = self._open_reviews(
             repo, source_id, master_id, ranked, normalized.national_id, now
         )

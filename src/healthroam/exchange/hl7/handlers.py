@@ -13,10 +13,12 @@ docs/decisions/0013-hl7-mapping.md and 0022-hl7-statements.md.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
@@ -84,8 +86,26 @@ _UNSAFE_SEARCH = frozenset(",|$\\")
 MAX_LINK_HOPS = 5
 
 
+_NAMESPACE_BYTES = ID_NAMESPACE.bytes
+
+
+@lru_cache(maxsize=16_384)
+def _uuid5_text(name: str) -> str:
+    """``str(uuid.uuid5(ID_NAMESPACE, name))`` without the UUID object, computed once per name
+    while it stays among the process's most recent ones: a message's ids are asked for several
+    times (its keys' look-up, then each mapping step), and a visit's later messages (orders,
+    results, the discharge) ask for the same Patient and Encounter ids again (decision 0060)."""
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def resource_id(resource_type: str, institution: str, *key: str) -> str:
-    return str(uuid.uuid5(ID_NAMESPACE, "|".join((resource_type, institution, *key))))
+    return _uuid5_text("|".join((resource_type, institution, *key)))
 
 
 def patient_id_for(institution: str, mrn: str) -> str:
