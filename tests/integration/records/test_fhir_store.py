@@ -410,9 +410,7 @@ def test_paging_is_stable_while_others_write(http: TestClient, h: dict[str, str]
         assert set(made) <= set(seen)
 
 
-def test_a_date_window_pages_stably_while_others_write(
-    http: TestClient, h: dict[str, str]
-) -> None:
+def test_a_date_window_pages_stably_while_others_write(http: TestClient, h: dict[str, str]) -> None:
     """The short window's page is read from the date rows' stamps (decision 0059): a write
     between pages (a new match, an update moving one already seen to the end) neither
     repeats nor skips one of those there before."""
