@@ -1072,9 +1072,10 @@ class ResourceRepository:
         SHORT_SPAN``, the long ones apart (decision 0031), each an index-only range scan -
         sorted by (lastUpdated, resource id), and only the page's resources then checked
         against the rest of the condition (type, not deleted, the record gate) by primary key,
-        instead of every match's resource row read to sort them (decision 0059). A
-        materialised CTE, as for the general window statement (decision 0039), so that
-        PostgreSQL plans it for all its rows. ``DISTINCT``: a resource may have two rows."""
+        instead of every match's resource row read to sort them (decision 0059): the join
+        walks the sorted entries and stops once the page is full, so a resource the gate
+        hides never shortens a page. ``DISTINCT``: a resource may have two rows. (SQLite
+        runs the same statement but probes every match before its sort.)"""
         r = fhir_resources.c
         d = _PAGE_DATE
 
