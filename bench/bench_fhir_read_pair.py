@@ -3,7 +3,8 @@ loaded database: CPU per request of the server and of PostgreSQL, and req/s.
 
     .venv/bin/python bench/bench_fhir_read_pair.py --work /tmp/healthroam-bench-fhir \\
         --template healthroam_bench_fhir --trees /work/wt-base/src,/work/wt-branch/src \\
-        --rounds 2 --duration 8 [--workers 2] [--kinds read,search]
+        --rounds 2 --duration 8 [--workers 2] [--kinds read,search,week] \\
+        [--templates base_db,branch_db]
 
 ``--work`` and ``--template`` are a `bench_fhir_store.py` run's folder (its `state.json`: the
 reader client, the loaded Observation and Patient ids) and database. Each measurement copies
@@ -55,10 +56,15 @@ def drop_database(name: str) -> None:
 
 
 def one_run(
-    tree: str, args: argparse.Namespace, state: dict[str, Any], kind: str, paths: list[str]
+    tree: str,
+    args: argparse.Namespace,
+    state: dict[str, Any],
+    kind: str,
+    paths: list[str],
+    template: str,
 ) -> dict[str, Any]:
-    name = f"{args.template}_pair"
-    copy_database(args.template, name)
+    name = f"{template}_pair"
+    copy_database(template, name)
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     port = benchlib.free_port()
     base = f"http://127.0.0.1:{port}"
@@ -105,6 +111,7 @@ def one_run(
         requests = figures["requests"]
         return {
             "tree": tree,
+            "template": template,
             "kind": kind,
             "workers": args.workers,
             "req_per_s": figures["req_per_s"],
@@ -130,6 +137,11 @@ def main() -> None:
         help="comma-separated src folders, in turn; settings may follow a folder: "
         "src+HEALTHROAM_DATABASE_POOL_SIZE=20",
     )
+    parser.add_argument(
+        "--templates",
+        help="comma-separated databases, one per tree (a tree whose migration rewrites a "
+        "table gets a copy migrated and vacuumed beforehand); default: --template for all",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
@@ -137,7 +149,9 @@ def main() -> None:
         "--workers", type=int, default=1, help="server processes (0: the server's default)"
     )
     parser.add_argument(
-        "--kinds", default="read", help="read, search, everything (comma-separated)"
+        "--kinds",
+        default="read",
+        help="read, search, week (the date search alone), everything (comma-separated)",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -149,14 +163,19 @@ def main() -> None:
     mixed = [p for name, listing in typical.items() if "?" in name for p in listing]
     random.Random(12).shuffle(mixed)
     listings["search"] = mixed
+    listings["week"] = typical["Encounter?date=ge&date=lt (a week)"]
     if "everything" in state:  # the person of about 1,000 resources at 5 hospitals
         master = state["everything"]["master"]
         listings["everything"] = [f"/fhir/Patient/{master}/$everything?_count=5000"]
+    trees = args.trees.split(",")
+    templates = args.templates.split(",") if args.templates else [args.template] * len(trees)
+    if len(templates) != len(trees):
+        parser.error("--templates: one database per tree")
     results = []
     for _ in range(args.rounds):
         for kind in args.kinds.split(","):
-            for tree in args.trees.split(","):
-                result = one_run(tree, args, state, kind, listings[kind])
+            for tree, template in zip(trees, templates, strict=True):
+                result = one_run(tree, args, state, kind, listings[kind], template)
                 print(json.dumps(result), flush=True)
                 results.append(result)
     if args.json:

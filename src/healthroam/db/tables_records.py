@@ -94,8 +94,23 @@ fhir_idx_date = Table(
     # True when high - low exceeds records.repository.SHORT_SPAN (open ends included): the
     # short rows can then be sought from ``low >= start - SHORT_SPAN`` (migration 0006_datespan).
     Column("long_span", Boolean, nullable=False, server_default=false()),
+    # The resource's lastUpdated, written with the row (index rows are rewritten with every
+    # version): a short date window's page is then ordered from the index alone, without
+    # probing each match's resource row (migration 0013_datesort, decision 0059).
+    Column("last_updated", DateTime(timezone=True), nullable=False),
     Index("ix_fhir_idx_date_range", "resource_type", "param", "low", "high"),
-    Index("ix_fhir_idx_date_span", "resource_type", "param", "long_span", "low"),
+    # Its (resource_type, param, long_span, low) prefix seeks a window's short and long rows
+    # (decision 0031); the trailing columns make that scan index-only (decision 0059).
+    Index(
+        "ix_fhir_idx_date_span_updated",
+        "resource_type",
+        "param",
+        "long_span",
+        "low",
+        "high",
+        "last_updated",
+        "resource_id",
+    ),
     Index("ix_fhir_idx_date_owner", "resource_type", "resource_id"),
 )
 

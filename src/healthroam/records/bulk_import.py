@@ -46,7 +46,7 @@ from sqlalchemy import Connection, insert, select, tuple_
 from healthroam.db.engine import Database
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
 from healthroam.db.statistics import refresh_statistics
-from healthroam.db.tables_records import INDEX_TABLES, STORE_TABLES, fhir_idx_token
+from healthroam.db.tables_records import INDEX_TABLES, STORE_TABLES
 from healthroam.errors import HealthroamError, Unavailable
 from healthroam.records.bulk_prepare import (
     LineError,
@@ -55,6 +55,7 @@ from healthroam.records.bulk_prepare import (
     copy_field,
     prepare_chunk,
 )
+from healthroam.records.repository import STAMPED as STAMPED_TABLES
 from healthroam.records.repository import millis
 from healthroam.records.service import RecordService, WriteRefused
 from healthroam.security.audit import Action, AuditRecord
@@ -64,9 +65,9 @@ from healthroam.security.service import AuditTrail, Clock, utcnow
 MAX_ERRORS = 1000  # reported in full up to this many; counted beyond
 PIECE = 250  # lines per task for the worker processes (a chunk is written as one)
 TABLES = {t.name: t for t in INDEX_TABLES}
-# Written by the write, not prepared by the workers: the token rows' lastUpdated (the chunk's
-# time, known only when it is written), always the last column.
-STAMPED = {fhir_idx_token.name: "last_updated"}
+# Written by the write, not prepared by the workers: the token and date rows' lastUpdated (the
+# chunk's time, known only when it is written), always the last column.
+STAMPED = {t.name: "last_updated" for t in STAMPED_TABLES}
 COLUMNS: dict[str, tuple[str, ...]] = {
     t.name: tuple(c.name for c in t.columns if c.name != "row_id" and c.name != STAMPED.get(t.name))
     for t in INDEX_TABLES

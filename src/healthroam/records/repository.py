@@ -45,6 +45,7 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy import column as sql_column
@@ -118,6 +119,10 @@ SNAPSHOT_TTL = timedelta(hours=1)
 # ``low >= start - SHORT_SPAN`` whenever ``high >= start``, which bounds a date range's index
 # scan from below (migration 0006_datespan). Longer and open-ended rows carry ``long_span``.
 SHORT_SPAN = timedelta(days=32)
+# The index tables whose rows carry their resource's ``last_updated`` (its lastUpdated, written
+# by the writer with the rows: decisions 0039 and 0059), so that a page in the default order is
+# read from them: every writer of index rows stamps these (``_index_batches``, bulk import).
+STAMPED = (fhir_idx_token, fhir_idx_date)
 Key = tuple[str, str]
 # The record gate's condition: (resource type, id, institution_code, deleted) columns of a
 # resource row -> true when the caller may see it (built in exchange/care/repository.py).
@@ -151,8 +156,8 @@ def _float(value: Decimal | None) -> float | None:
 def index_rows(
     resource_type: str, resource_id: str, resource: dict[str, Any]
 ) -> dict[Table, list[dict[str, Any]]]:
-    """The index table rows of one resource, by table; the token rows' ``last_updated`` (the
-    resource's) is for the writer to add."""
+    """The index table rows of one resource, by table; the ``last_updated`` of the token and
+    date rows (the resource's: :data:`STAMPED`) is for the writer to add."""
     out: dict[Table, list[dict[str, Any]]] = {}
     owner = {"resource_type": resource_type, "resource_id": resource_id}
     for value in extract_index_values(resource):
@@ -411,6 +416,8 @@ _PageRow: Any = NamedTuple(  # type: ignore[misc]
 
 # The token rows a one-code page walks (ResourceRepository._token_page): one alias, built once.
 _PAGE_TOKEN = fhir_idx_token.alias("page_token")
+# The date rows a short window's page reads (ResourceRepository._window_page).
+_PAGE_DATE = fhir_idx_date.alias("page_date")
 
 
 class ResourceRepository:
@@ -420,6 +427,9 @@ class ResourceRepository:
         # The last search condition made, and the same without its one code clause, for a
         # page read from the token rows (:meth:`_token_page`).
         self._without_code: tuple[ColumnElement[bool], ColumnElement[bool]] | None = None
+        # Likewise without its one short date window, for a page read from the date rows
+        # (:meth:`_window_page`).
+        self._without_window: tuple[ColumnElement[bool], ColumnElement[bool]] | None = None
         # How the page statement binds the request's values: the last condition's compiler's
         # (named parameters for a search shape's statement).
         self._bind: Callable[[tuple[Any, ...]], tuple[Any, ...]] = _as_is
@@ -616,12 +626,13 @@ class ResourceRepository:
         resources: Iterable[tuple[str, str, dict[str, Any]]],
         now: datetime,
     ) -> list[tuple[Table, list[dict[str, Any]]]]:
-        """The index rows by table, token rows stamped with the resources' ``lastUpdated``."""
+        """The index rows by table, token and date rows stamped with the resources'
+        ``lastUpdated`` (:data:`STAMPED`)."""
         by_table: dict[Table, list[dict[str, Any]]] = {}
         for rtype, rid, resource in resources:
             full = {**resource, "resourceType": rtype, "id": rid}
             for table, rows in index_rows(rtype, rid, full).items():
-                if table is fhir_idx_token:
+                if table in STAMPED:
                     for row in rows:
                         row["last_updated"] = now
                 by_table.setdefault(table, []).extend(rows)
@@ -864,6 +875,9 @@ class ResourceRepository:
             # would let PostgreSQL (whose estimate for one code is often one row) drive from
             # it and sort every match again.
             self._without_code = (condition, and_(*conditions[:-1]))
+        if _page_window(request.clauses) is not None:
+            # Likewise the window's EXISTS: the page is read from the date rows themselves.
+            self._without_window = (condition, and_(*conditions[:-1]))
         return condition
 
     def count(self, condition: ColumnElement[bool]) -> int:
@@ -974,6 +988,9 @@ class ResourceRepository:
         driving = None if request.sort else _page_token(request.clauses)
         if driving is not None and self._without_code and self._without_code[0] is condition:
             return self._token_page(request, self._without_code[1], limit, *driving)
+        window = None if request.sort else _page_window(request.clauses)
+        if window is not None and self._without_window and self._without_window[0] is condition:
+            return self._window_page(request, self._without_window[1], limit, *window)
         query = query.where(condition)
         if request.cursor is not None:
             after, at, rid = self._bind(_cursor_values(request.cursor))
@@ -1040,6 +1057,65 @@ class ResourceRepository:
             .order_by(t.c.last_updated, t.c.resource_id)
             .limit(limit)
             .subquery("token_page")
+        )
+        return select(page.c.resource_type, page.c.id).order_by(page.c.last_updated, page.c.id)
+
+    def _window_page(
+        self,
+        request: SearchRequest,
+        rest: ColumnElement[bool],
+        limit: int,
+        param: str,
+        matches: Sequence[Match],
+    ) -> Select[Any]:
+        """The page's keys, in the default order, of a search on one short date window alone
+        (``date=ge..&date=lt..``, at most SHORT_SPAN): the window's date rows with their
+        resources' lastUpdated (written with the rows), read from
+        ``ix_fhir_idx_date_span_updated`` alone - the short rows from ``low >= start -
+        SHORT_SPAN``, the long ones apart (decision 0031), each an index-only range scan -
+        sorted by (lastUpdated, resource id), and only the page's resources then checked
+        against the rest of the condition (type, not deleted, the record gate) by primary key,
+        instead of every match's resource row read to sort them (decision 0059): the join
+        walks the sorted entries and stops once the page is full, so a resource the gate
+        hides never shortens a page. ``DISTINCT``: a resource may have two rows. (SQLite
+        runs the same statement but probes every match before its sort.)"""
+        r = fhir_resources.c
+        d = _PAGE_DATE
+
+        def rows(long_span: bool) -> Select[Any]:
+            conds = [
+                d.c.resource_type == request.resource_type,
+                d.c.param == param,
+                d.c.long_span == (true() if long_span else false()),
+            ]
+            for m in matches:  # the same values as the condition's (_date_parts)
+                prefix, values = _date_parts(m.values[0], m.code)
+                bound = self._bind(values)
+                conds.append(_interval_sql(prefix, bound, d.c.low, d.c.high))
+                if prefix in _FLOORED and not long_span:
+                    conds.append(d.c.low >= bound[-1])
+            return select(d.c.resource_id, d.c.last_updated).where(*conds)
+
+        found = union_all(rows(False), rows(True)).subquery("window_rows")
+        ordered = select(found.c.resource_id, found.c.last_updated).distinct()
+        if request.cursor is not None:
+            after, at, rid = self._bind(_cursor_values(request.cursor))
+            ordered = ordered.where(
+                or_(
+                    found.c.last_updated > after,
+                    and_(found.c.last_updated == at, found.c.resource_id > rid),
+                )
+            )
+        # In page order: a subquery's order is known to the query around it (a CTE's is
+        # not), so the join below walks it and stops once the page is full.
+        window = ordered.order_by(found.c.last_updated, found.c.resource_id).subquery("window")
+        page = (
+            select(r.resource_type, window.c.resource_id.label("id"), window.c.last_updated)
+            .select_from(window.join(fhir_resources, r.id == window.c.resource_id))
+            .where(rest)
+            .order_by(window.c.last_updated, window.c.resource_id)
+            .limit(limit)
+            .subquery("window_page")
         )
         return select(page.c.resource_type, page.c.id).order_by(page.c.last_updated, page.c.id)
 
@@ -1632,6 +1708,16 @@ def _page_token(clauses: Sequence[Clause]) -> tuple[str, str] | None:
     return m.code, m.values[0]
 
 
+def _page_window(clauses: Sequence[Clause]) -> tuple[str, list[Match]] | None:
+    """(param, its bounds) when the search is one short date window alone
+    (``date=ge..&date=lt..``, :func:`_short_window`, no other clause): its page can be read
+    from the date rows (:meth:`ResourceRepository._window_page`)."""
+    rest, bounds = _date_bounds(clauses)
+    if rest or len(bounds) != 1 or not _short_window(clauses):
+        return None
+    return next(iter(bounds.items()))
+
+
 def _short_window(clauses: Sequence[Clause]) -> bool:
     """Whether a date parameter is bounded on both sides (``ge``/``gt`` and ``lt``/``le``) to a
     window no longer than ``SHORT_SPAN``: its matches are then sought from the date index
@@ -1720,6 +1806,11 @@ def search_shape(
     token = _page_token(request.clauses)
     if token is not None:  # the one-code page binds its code again, on the token rows
         values.extend(_token_parts(token[1])[1])
+    window = _page_window(request.clauses)
+    if window is not None:  # the window's page binds its bounds again, for each of its scans
+        for _long_span in (False, True):
+            for m in window[1]:
+                values.extend(_date_parts(m.values[0], m.code)[1])
     if request.cursor is not None:
         values.extend(_cursor_values(request.cursor))
     key = (
@@ -1727,6 +1818,7 @@ def search_shape(
         tuple(parts),
         token is not None,
         _short_window(request.clauses),
+        window is not None,
         request.cursor is not None,
         limit,
         len(values),

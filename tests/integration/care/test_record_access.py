@@ -154,6 +154,9 @@ def test_own_data_stays_visible_includes_cannot_leak_and_pages_count_right(
     for url in (
         "/fhir/Observation?_count=2&_total=accurate",
         "/fhir/Observation?_count=2&_sort=-date&_total=accurate",
+        # A short date window's page, read from the date rows (decision 0059): HA's two in it
+        # come first in lastUpdated order and are hidden before the page is cut.
+        "/fhir/Observation?date=ge2026-09-01&date=lt2026-10-03&_count=2&_total=accurate",
     ):
         first = http.get(url, headers=clinician).json()
         assert first["total"] == 3, url

@@ -148,6 +148,8 @@ def test_worker_processes_store_exactly_what_the_importing_process_stores(
         assert rows == b[table], table
     assert len(a["fhir_idx_token"]) > 24
     assert all('"last_updated": true' in row for row in a["fhir_idx_token"])
+    assert len(a["fhir_idx_date"]) >= 12  # the date rows are stamped too (decision 0059)
+    assert all('"last_updated": true' in row for row in a["fhir_idx_date"])
     assert len(a["fhir_idx_composite"]) >= 12
 
 

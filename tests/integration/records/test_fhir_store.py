@@ -410,6 +410,39 @@ def test_paging_is_stable_while_others_write(http: TestClient, h: dict[str, str]
         assert set(made) <= set(seen)
 
 
+def test_a_date_window_pages_stably_while_others_write(http: TestClient, h: dict[str, str]) -> None:
+    """The short window's page is read from the date rows' stamps (decision 0059): a write
+    between pages (a new match, an update moving one already seen to the end) neither
+    repeats nor skips one of those there before."""
+
+    def visit(day: int) -> dict[str, Any]:
+        start = f"2021-03-{day:02d}T08:00:00Z"
+        return {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "period": {"start": start, "end": start.replace("T08", "T09")},
+        }
+
+    made = [post_created(http, h, visit(1 + i % 7))["id"] for i in range(7)]
+    page = search(http, h, "/fhir/Encounter?date=ge2021-03-01&date=lt2021-03-08&_count=2")
+    seen = ids(page)
+    post_created(http, h, visit(3))  # a concurrent write between pages
+    moved = seen[0]
+    r = http.put(f"/fhir/Encounter/{moved}", json={**visit(2), "id": moved}, headers=h)
+    assert r.status_code == 200, r.text
+    while True:
+        nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
+        if not nxt:
+            break
+        page = search(http, h, nxt[0].replace("http://testserver", ""))
+        seen += ids(page)
+    assert set(made) <= set(seen)
+    assert seen.count(moved) == 2  # seen first, then again at the end (its new lastUpdated)
+    assert len(seen) == len(set(seen)) + 1
+    assert seen[-1] == moved
+
+
 # --- history -----------------------------------------------------------------------------------
 
 

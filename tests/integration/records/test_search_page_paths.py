@@ -24,7 +24,7 @@ from healthroam.bootstrap import Platform
 from healthroam.db.migrate import alembic_config, upgrade
 from healthroam.db.schema import fhir_resources
 from healthroam.db.tables_records import fhir_idx_token
-from healthroam.records.repository import SHORT_SPAN, _page_token, _short_window
+from healthroam.records.repository import SHORT_SPAN, _page_token, _page_window, _short_window
 from healthroam.records.search import parse_search
 from healthroam.security.model import Principal
 from healthroam.security.scopes import ScopeSet
@@ -139,6 +139,29 @@ def test_a_short_window_finds_what_its_two_bounds_find_in_the_same_order(
     if start == WEEK_START and days == 7:
         assert {"slack-in", "long-in", "long-across", "open", "edge-start"} <= set(found)
         assert not {"slack-out", "long-before", "open-after", "edge-end"} & set(found)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        [("date", "gt2019-03-04"), ("date", "le2019-03-10")],
+        [("date", "ge2019-03-04T10:00:00Z"), ("date", "le2019-03-11T10:00:00Z")],
+        [("date", "gt2019-03-03T23:00:00Z"), ("date", "lt2019-03-11")],
+        [("date", "lt2019-03-11"), ("date", "ge2019-03-04"), ("date", "ge2019-03-06")],
+    ],
+)
+def test_other_bounds_read_from_the_date_rows_find_what_their_bounds_find(
+    platform: Platform,
+    visits: dict[str, tuple[datetime, datetime | None]],
+    window: list[tuple[str, str]],
+) -> None:
+    """``gt``, ``le``, instants and a third bound take the date rows' page too (decision
+    0059): the same matches as each bound's own search, in the default order."""
+    assert _page_window(parse_search("Encounter", window).clauses) is not None
+    found = _pages(platform, "Encounter", window, 3)
+    each = [set(_pages(platform, "Encounter", [bound], 500)) for bound in window]
+    assert found == _order(platform, "Encounter", set.intersection(*each))
+    assert len(found) >= 10
 
 
 def test_longer_windows_and_single_bounds_keep_the_general_statement() -> None:
