@@ -431,19 +431,7 @@ class RegistryRepository:
         now = source.now
         if not is_postgres(self.conn):
             master_id = self.add_master(master_index_id, now)
-            source_id = self.add_source(
-                source.key,
-                master_id,
-                source.link_type,
-                source.data,
-                source.normalized,
-                source.content_hash,
-                source.fhir_patient_id,
-                now,
-            )
-            self.set_keys(source_id, keys)
-            if name:
-                self.count_name(name, 1)
+            source_id = self._add_source_statements(source, master_id, keys, name)
             self.set_golden(master_id, golden_of(source_id), now)
             self.add_events(
                 [
@@ -557,19 +545,7 @@ class RegistryRepository:
         before), and the sources read after the writes that queue on those locks."""
         now = source.now
         if not is_postgres(self.conn):
-            source_id = self.add_source(
-                source.key,
-                master_id,
-                source.link_type,
-                source.data,
-                source.normalized,
-                source.content_hash,
-                source.fhir_patient_id,
-                now,
-            )
-            self.set_keys(source_id, keys)
-            if name:
-                self.count_name(name, 1)
+            source_id = self._add_source_statements(source, master_id, keys, name)
             sources = self.sources_of([master_id])
             kinds = self.institutions_of(s.institution for s in sources)
             self.set_golden(master_id, golden_of(sources, kinds), now)
@@ -720,6 +696,26 @@ class RegistryRepository:
         if is_postgres(self.conn):
             return [_source(r) for r in _PG_SOURCES_OF.rows(self.conn, params)]
         return [_source(r) for r in self.conn.execute(_SOURCES_OF, params)]
+
+    def _add_source_statements(
+        self, source: NewSource, master_id: int, keys: Iterable[str], name: str | None
+    ) -> int:
+        """:meth:`add_source`, :meth:`set_keys` and :meth:`count_name` (when ``name``) as
+        separate statements (the general path of :meth:`add_person` and :meth:`link_source`)."""
+        source_id = self.add_source(
+            source.key,
+            master_id,
+            source.link_type,
+            source.data,
+            source.normalized,
+            source.content_hash,
+            source.fhir_patient_id,
+            source.now,
+        )
+        self.set_keys(source_id, keys)
+        if name:
+            self.count_name(name, 1)
+        return source_id
 
     def add_source(
         self,
