@@ -382,11 +382,13 @@ def _as_is(values: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 class _ShapeStatement(NamedTuple):
-    """A search shape's page statement: its SQL text (values as ``%(sv<n>)s``) and the
-    parameters the statement binds itself (resource type, parameter codes, LIMIT)."""
+    """A search shape's page statement: its SQL text (values as ``%(sv<n>)s``), the
+    parameters the statement binds itself (resource type, parameter codes, LIMIT, a record
+    gate's institution) and those it computes when it runs (a record gate's clock)."""
 
     sql: str
     defaults: dict[str, Any]
+    computed: tuple[tuple[str, Callable[[], Any]], ...] = ()
 
 
 # Search shapes' page statements (ResourceRepository.find_shaped), per process, oldest first.
@@ -927,11 +929,16 @@ class ResourceRepository:
         """:meth:`find_loaded` by the statement of the request's search shape (PostgreSQL):
         the SQL text made once per process for requests that differ only in their values
         (:func:`search_shape`), their values bound to it and sent over psycopg, without
-        building, keying and compiling the statement again (decision 0054). None when the
-        request has no shape here (the caller takes the general path): SQLite, a record gate
-        condition, deferred rows pending on the connection, sorted or snapshot pages, or a
-        clause or value form :func:`search_shape` does not know."""
-        if not self.postgres or visible is not None or deferred_on(self.conn) is not None:
+        building, keying and compiling the statement again (decision 0054). A record gate's
+        condition takes part when it names its own part of the key (``shape_key``, decision
+        0065: a care provider's view across residents). None when the request has no shape
+        here (the caller takes the general path): SQLite, any other record gate condition,
+        deferred rows pending on the connection, sorted or snapshot pages, or a clause or
+        value form :func:`search_shape` does not know."""
+        gate_key = None if visible is None else getattr(visible, "shape_key", None)
+        if visible is not None and gate_key is None:
+            return None
+        if not self.postgres or deferred_on(self.conn) is not None:
             return None
         shape = search_shape(request, base_url, limit)
         if shape is None:
@@ -939,9 +946,11 @@ class ResourceRepository:
         key, values = shape
         if len(values) > len(_SHAPE_NAMES):
             return None  # hundreds of ORed values: the general path
+        if gate_key is not None:
+            key = (key, gate_key)
         statement = _SHAPES.get(key)
         if statement is None:
-            statement = self._shape_statement(request, base_url, limit, values)
+            statement = self._shape_statement(request, base_url, limit, values, visible)
             if statement is None:
                 return None
             if len(_SHAPES) >= SHAPES_KEPT:
@@ -951,6 +960,8 @@ class ResourceRepository:
             _SHAPES[key] = statement
         params = dict(statement.defaults)
         params.update(zip(_SHAPE_NAMES[: len(values)], values, strict=True))
+        for name, compute in statement.computed:
+            params[name] = compute()
         with sqlalchemy_errors("SELECT a search page"):
             cursor = dbapi(self.conn).cursor()
             cursor.execute(statement.sql, params)
@@ -958,14 +969,21 @@ class ResourceRepository:
         return [_raw_stored(_PageRow._make(row)) for row in rows]
 
     def _shape_statement(
-        self, request: SearchRequest, base_url: str, limit: int, values: list[Any]
+        self,
+        request: SearchRequest,
+        base_url: str,
+        limit: int,
+        values: list[Any],
+        visible: VisibleCondition | None = None,
     ) -> _ShapeStatement | None:
         """The page statement of the request's shape, built by the general code with every
         value as a named parameter and compiled for this connection's dialect. None (not kept)
         when its parameters are not exactly the shape's values in order, or it needs a
-        parameter expanded at execution."""
-        compiler = _Compiler(base_url, None, True, "postgresql", named=True)
-        condition = self.search_condition(request, base_url, compiler=compiler)
+        parameter expanded at execution. A parameter computed when a statement runs (the
+        record gate's clock, a ``bindparam`` with ``callable_``) is computed again for each
+        request, never kept from the first."""
+        compiler = _Compiler(base_url, visible, True, "postgresql", named=True)
+        condition = self.search_condition(request, base_url, visible, compiler=compiler)
         query = self._page_query(request, condition, limit)
         self._bind = _as_is
         if compiler.bound != values:  # pragma: no cover - search_shape out of step
@@ -974,8 +992,14 @@ class ResourceRepository:
         if compiled.positiontup or compiled.literal_execute_params or compiled.post_compile_params:
             return None  # pragma: no cover - not made by the clauses search_shape takes
         names = set(_SHAPE_NAMES[: len(values)])
+        computed = tuple(
+            (name, bind.callable)
+            for name, bind in compiled.binds.items()
+            if bind.callable is not None and name not in names
+        )
+        names.update(name for name, _ in computed)
         defaults = {k: v for k, v in compiled.params.items() if k not in names}
-        return _ShapeStatement(str(compiled), defaults)
+        return _ShapeStatement(str(compiled), defaults, computed)
 
     def _ordered(
         self,

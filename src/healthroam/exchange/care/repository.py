@@ -602,6 +602,48 @@ def visible_patients(institution: str, now: Callable[[], datetime]) -> Any:
     return found.select()
 
 
+class _Visible:
+    """:func:`visible_condition`'s condition. ``shape_key``: for the view across residents
+    (no per-person list), what the condition is made from besides the row's columns - the
+    institution and the clock, which is read when a statement runs - so that a search
+    shape's statement made with it serves every request of that institution's (decision
+    0065); None for a per-person list, which is bound as literals."""
+
+    __slots__ = ("institution", "shape_key", "visible_ids")
+
+    def __init__(
+        self,
+        institution: str,
+        visible_ids: Sequence[str] | Any,
+        shape_key: tuple[str, str, Callable[[], datetime]] | None,
+    ) -> None:
+        self.institution = institution
+        self.visible_ids = visible_ids
+        self.shape_key = shape_key
+
+    def __call__(self, rtype: Any, rid: Any, writer: Any, deleted: Any) -> ColumnElement[bool]:
+        ref = fhir_idx_reference.alias("compartment")
+        hidden_patient = (
+            select(literal(1))
+            .where(
+                ref.c.resource_type == rtype,
+                ref.c.resource_id == rid,
+                ref.c.target_type == "Patient",
+                ref.c.target_id.is_not(None),
+                ref.c.target_id.not_in(self.visible_ids),
+            )
+            .exists()
+        )
+        return or_(
+            writer == self.institution,
+            and_(
+                deleted == false(),
+                or_(rtype != "Patient", rid.in_(self.visible_ids)),
+                ~hidden_patient,
+            ),
+        )
+
+
 def visible_condition(
     institution: str, patient_ids: Sequence[str] | None, now: Callable[[], datetime]
 ) -> VisibleCondition:
@@ -611,30 +653,6 @@ def visible_condition(
     ``patient_ids`` (a per-person decision), or with None, a Patient of a person it has a care
     relationship with now (:func:`related_patient_ids`). A deleted resource of another
     institution is never shown (its compartment is no longer indexed)."""
-    visible_ids: Sequence[str] | Any = (
-        list(patient_ids) if patient_ids is not None else visible_patients(institution, now)
-    )
-
-    def visible(rtype: Any, rid: Any, writer: Any, deleted: Any) -> ColumnElement[bool]:
-        ref = fhir_idx_reference.alias("compartment")
-        hidden_patient = (
-            select(literal(1))
-            .where(
-                ref.c.resource_type == rtype,
-                ref.c.resource_id == rid,
-                ref.c.target_type == "Patient",
-                ref.c.target_id.is_not(None),
-                ref.c.target_id.not_in(visible_ids),
-            )
-            .exists()
-        )
-        return or_(
-            writer == institution,
-            and_(
-                deleted == false(),
-                or_(rtype != "Patient", rid.in_(visible_ids)),
-                ~hidden_patient,
-            ),
-        )
-
-    return visible
+    if patient_ids is not None:
+        return _Visible(institution, list(patient_ids), None)
+    return _Visible(institution, visible_patients(institution, now), ("care", institution, now))
