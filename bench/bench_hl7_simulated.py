@@ -7,10 +7,18 @@ platform's dispatcher: FHIR mapping, registry, recognition, message log) runs on
 then `healthroam simulate hospitals` runs for --seconds (HL7 only). CPU is read from /proc
 around the measured run (gateway with its children; the database's backends).
 
+The simulator shares the machine's cores, so its own CPU is reported too (decision 0063), per
+message ACKed: "sending" is its user + system time from when its hospital threads are first
+seen running (/proc/<pid>/task, sampled every 20 ms) to when they are last seen - building the
+messages, the sockets, the threads; "in all" is the whole process (waited for: its rusage),
+with the imports and the synthetic population made before the first message. The traffic is
+unchanged (the simulator's own code is not touched by this measure).
+
 Run: PYTHONPATH=src .venv/bin/python bench/bench_hl7_simulated.py [--processes 2] [--writers 1]
 Prints the gateway's "stopped" log lines (groups, second passes), then one Markdown table row:
 label | hospitals | processes x writers | sent | AA / AE / AR / no ACK | msg/s | ACK p50 / p95
-ms | gateway CPU ms/msg | PostgreSQL CPU ms/msg | both | load average | elapsed.
+ms | gateway CPU ms/msg | PostgreSQL CPU ms/msg | both | simulator CPU ms/msg sending | in all |
+load average | elapsed.
 """
 
 from __future__ import annotations
@@ -18,28 +26,75 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import benchlib
 from bench_hl7_gateway import ROOT, GatewayProcess
 
 
+@dataclass
+class SimulatorCpu:
+    """CPU seconds of the `simulate hospitals` process: in all (imports and population
+    included) and while its hospital threads were running (the sending itself)."""
+
+    total: float = 0.0
+    sending: float = 0.0
+
+
 def simulate(
     port: int, env: dict[str, str], seconds: float, rate: float, setup: bool, hospitals: int
-) -> str:
+) -> tuple[str, SimulatorCpu]:
     command = [sys.executable, "-m", "healthroam", "simulate", "hospitals"]
     command += ["--count", str(hospitals)]
     command += ["--rate", str(rate), "--seconds", str(seconds), "--port", str(port)]
     if setup:
         command.append("--setup")
-    done = subprocess.run(
-        command, env=env | {"COLUMNS": "200"}, capture_output=True, text=True, check=True
+
+    def reaped() -> float:  # CPU of the children waited for so far
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    before = reaped()
+    process = subprocess.Popen(
+        command,
+        env=env | {"COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    return done.stdout
+    cpu = SimulatorCpu()
+    done = threading.Event()
+
+    def watch() -> None:  # CPU when the hospital threads are first and last seen running
+        first: float | None = None
+        task = Path(f"/proc/{process.pid}/task")
+        while not done.is_set():
+            try:
+                running = len(os.listdir(task)) >= hospitals
+            except OSError:
+                return
+            now = benchlib.cpu_seconds(process.pid)
+            if running:
+                first = now if first is None else first
+                cpu.sending = now - first
+            done.wait(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out, err = process.communicate()
+    done.set()
+    watcher.join()
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command, out, err)
+    cpu.total = reaped() - before
+    return out, cpu
 
 
 def main() -> None:
@@ -84,7 +139,7 @@ def main() -> None:
             before = benchlib.cpu_of(pids)
             cpu_before = gateway.cpu_seconds()
             started = time.monotonic()
-            out = simulate(
+            out, simulator = simulate(
                 gateway.port, env, args.seconds, args.rate, setup=False, hospitals=args.hospitals
             )
             elapsed = time.monotonic() - started
@@ -103,7 +158,8 @@ def main() -> None:
         f"| {args.label} | {args.hospitals} | {args.processes} x {args.writers} | {sent} | "
         f"{aa} / {ae} / {ar} / {none} | {rate} | "
         f"{p50} / {p95} | {cpu / total * 1000:.2f} | {server / total * 1000:.2f} | "
-        f"{(cpu + server) / total * 1000:.2f} | {os.getloadavg()[0]:.1f} | {elapsed:.0f} s |"
+        f"{(cpu + server) / total * 1000:.2f} | {simulator.sending / total * 1000:.2f} | "
+        f"{simulator.total / total * 1000:.2f} | {os.getloadavg()[0]:.1f} | {elapsed:.0f} s |"
     )
 
 

@@ -114,6 +114,25 @@ def test_an_orders_results_read_each_patients_references(conn: Connection) -> No
         assert nodes[0]["Actual Rows"] == 8  # 4 Observations per Patient
 
 
+def test_an_orders_code_check_is_each_results_own_look_up(conn: Connection) -> None:
+    """The coded results' EXISTS stays a sub-plan of each result row (decision 0063): a look-up
+    of that result's token rows by its key, not a semi-join the planner weighs at every
+    execution (the planning was most of the statement's server CPU) and which, on these
+    tables without statistics, read the token index by resource type alone."""
+    coded = {
+        "patient_ids": PATIENT_IDS,
+        "types": ["Observation", "DiagnosticReport"],
+        "codes": ["code|http://loinc.org|718-7"],
+    }
+    nodes = _plan(conn, _PG_RESULTS_CODED, coded)
+    assert not [n for n in nodes if n.get("Join Type") == "Semi"], nodes
+    (check,) = [n for n in nodes if n.get("Parent Relationship") == "SubPlan"]
+    assert check["Relation Name"] == "fhir_idx_token", check
+    assert check["Node Type"] in ("Index Scan", "Index Only Scan"), check
+    assert "resource_id" in check["Index Cond"], check
+    assert nodes[0]["Actual Rows"] == 8
+
+
 def test_the_care_reads_read_each_patients_references(conn: Connection) -> None:
     params = {"target_type": "Patient", "target_ids": PATIENT_IDS}
     keys = _plan(conn, _PG_RECORD_KEYS, params)
