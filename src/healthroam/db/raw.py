@@ -60,6 +60,42 @@ def sqlalchemy_errors(what: str) -> Iterator[None]:
         raise DBAPIError(what, None, error) from error
 
 
+@contextmanager
+def statements_alone(conn: Connection) -> Iterator[bool]:
+    """Inside the block, statements sent on ``conn`` commit each on its own (autocommit) if
+    nothing has been sent yet in its transaction (PostgreSQL; yields whether they do).
+
+    A transaction's statements are sent after a ``BEGIN`` and followed by a ``COMMIT``, two
+    round trips and two statements for PostgreSQL. Before anything else was sent, a plain
+    ``SELECT`` under READ COMMITTED (the isolation this project's transactions use: each
+    statement reads its own snapshot, and a plain select takes no lock) reads the same outside
+    the transaction as inside it; and a single ``INSERT`` as a transaction's only statement is
+    as atomic and as durable committed on its own. Callers use it only for such statements.
+    A transaction with nothing sent then commits without a round trip (psycopg sends no
+    ``COMMIT`` for it). Elsewhere (SQLite, a transaction already begun, a pipeline, another
+    isolation level) the block changes nothing and yields False."""
+    if not is_postgres(conn):
+        yield False
+        return
+    raw = dbapi(conn)
+    if (
+        raw.autocommit
+        or raw.isolation_level not in (None, psycopg.IsolationLevel.READ_COMMITTED)
+        or raw.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        or raw.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF
+    ):
+        yield False
+        return
+    raw.autocommit = True
+    try:
+        yield True
+    finally:
+        try:
+            raw.autocommit = False
+        except psycopg.Error:  # a broken connection: never back to the pool in autocommit
+            raw.close()
+
+
 class RawSelect:
     """A SQLAlchemy ``select`` compiled once for PostgreSQL and run through psycopg: rows are
     named tuples of the statement's column names (what the callers read of SQLAlchemy's rows).
