@@ -12,6 +12,7 @@ statements sent here do not pass SQLAlchemy's ``before_cursor_execute`` listener
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -192,11 +193,47 @@ def insert_statement(table: Table, rows: list[dict[str, Any]]) -> tuple[str, lis
     return sql, arrays
 
 
-def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+_INSERT_ONE_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _insert_one(conn: Connection, table: Table, row: dict[str, Any]) -> None:
+    """One row by a plain ``INSERT ... VALUES`` through psycopg: the values bound as
+    SQLAlchemy binds them (the same psycopg dumpers; JSON as ``jsonb``), without its
+    per-statement work."""
+    columns = tuple(row)
+    key = (table.name, columns)
+    sql = _INSERT_ONE_SQL.get(key)
+    if sql is None:
+        names = ", ".join(f'"{table.c[c].name}"' for c in columns)  # KeyError: no column
+        marks = ", ".join(["%s"] * len(columns))
+        # Table and column names come from our metadata, never from input.
+        sql = _INSERT_ONE_SQL[key] = f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})'  # noqa: S608
+    values = [
+        Jsonb(v) if v is not None and json else v
+        for v, json in zip(row.values(), _json_columns(table, columns), strict=True)
+    ]
+    with sqlalchemy_errors(f"INSERT INTO {table.name}"):
+        dbapi(conn).cursor().execute(sql, values)
+
+
+@functools.cache
+def _json_columns(table: Table, columns: tuple[str, ...]) -> tuple[bool, ...]:
+    return tuple(_array_type(table, c) == "jsonb" for c in columns)
+
+
+def insert_many(
+    conn: Connection, table: Table, rows: list[dict[str, Any]], *, single: bool = False
+) -> None:
     """Insert ``rows`` (same keys) in the caller's transaction: on PostgreSQL in one statement
     (:func:`insert_statement`) through psycopg, elsewhere (or for a column type without an
-    array form) with SQLAlchemy's executemany. Errors are raised as SQLAlchemy's."""
+    array form) with SQLAlchemy's executemany. ``single``: a lone row goes through psycopg
+    too, as a plain ``INSERT ... VALUES`` (the unnest form's array dumping costs more than
+    SQLAlchemy for one row): the audit entry of a read that commits alone. Errors are raised
+    as SQLAlchemy's."""
     if not rows:
+        return
+    if single and len(rows) == 1 and is_postgres(conn):
+        _insert_one(conn, table, rows[0])
         return
     statement = insert_statement(table, rows) if is_postgres(conn) and len(rows) > 1 else None
     if statement is None:
