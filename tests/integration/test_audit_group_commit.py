@@ -70,10 +70,13 @@ class Gate:
         self.finish(tickets, error)
 
     def __call__(self, conn: Connection, records: list[AuditRecord]) -> None:
+        # A failed write is its insert failing: when the insert is the transaction's only
+        # statement it commits on its own (db/raw.py statements_alone), so a failure after
+        # it would no longer take the entries back (over-audited, never under-audited).
         self.sizes.append(len(records))
-        self.inner(conn, records)
         if self.fail:
             raise RuntimeError("disk full")
+        self.inner(conn, records)
 
 
 @contextmanager

@@ -95,12 +95,17 @@ def test_rows_inserted_in_one_statement_are_the_rows_inserted_one_by_one(
         for row in ROWS:  # one by one, through SQLAlchemy
             insert_many(conn, table, [row])
         insert_many(conn, table, ROWS)  # one statement
+        for row in ROWS:  # one by one, each in one statement through psycopg
+            insert_many(conn, table, [row], single=True)
         stored = conn.execute(select(table).order_by(table.c.row_id)).all()
         table.drop(conn)
     columns = [c.name for c in table.c if c.name != "row_id"]
-    one_by_one = [tuple(r._mapping[c] for c in columns) for r in stored[: len(ROWS)]]
-    together = [tuple(r._mapping[c] for c in columns) for r in stored[len(ROWS) :]]
+    n = len(ROWS)
+    one_by_one = [tuple(r._mapping[c] for c in columns) for r in stored[:n]]
+    together = [tuple(r._mapping[c] for c in columns) for r in stored[n : 2 * n]]
+    single = [tuple(r._mapping[c] for c in columns) for r in stored[2 * n :]]
     assert together == one_by_one
+    assert single == one_by_one
 
 
 def test_a_value_too_long_is_refused_not_cut(platform: Platform) -> None:
@@ -111,6 +116,8 @@ def test_a_value_too_long_is_refused_not_cut(platform: Platform) -> None:
     try:
         with pytest.raises(DBAPIError), platform.db.transaction() as conn:
             insert_many(conn, table, [{"name": "short"}, {"name": "much too long"}])
+        with pytest.raises(DBAPIError), platform.db.transaction() as conn:
+            insert_many(conn, table, [{"name": "much too long"}], single=True)
     finally:
         with platform.db.transaction() as conn:
             table.drop(conn)

@@ -46,13 +46,23 @@ def fhir_response(
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(moment: datetime) -> str:
+    """An HTTP date (RFC 9110 IMF-fixdate) of ``moment`` in UTC (naive: UTC): what
+    ``strftime("%a, %d %b %Y %H:%M:%S GMT")`` writes in the C locale, without its format
+    parsing (every read's Last-Modified)."""
+    m = moment.replace(tzinfo=moment.tzinfo or UTC).astimezone(UTC)
+    return (
+        f"{_DAYS[m.weekday()]}, {m.day:02d} {_MONTHS[m.month - 1]} {m.year} "
+        f"{m.hour:02d}:{m.minute:02d}:{m.second:02d} GMT"
+    )
+
+
 def resource_response(stored: StoredResource, request: Request, status: int = 200) -> Response:
-    headers = {
-        "ETag": stored.etag,
-        "Last-Modified": stored.last_updated.replace(tzinfo=stored.last_updated.tzinfo or UTC)
-        .astimezone(UTC)
-        .strftime("%a, %d %b %Y %H:%M:%S GMT"),
-    }
+    headers = {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated)}
     if status == 201:
         base = str(request.base_url).rstrip("/")
         headers["Location"] = f"{base}/fhir/{stored.reference}/_history/{stored.version}"

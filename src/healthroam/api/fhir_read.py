@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import anyio
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -34,6 +33,7 @@ from healthroam.api.fhir import _search as search
 from healthroam.api.fhir import read as read_route
 from healthroam.api.fhir import resource_response
 from healthroam.api.fhir import search_get as search_route
+from healthroam.api.worker_threads import in_thread
 from healthroam.errors import HealthroamError
 from healthroam.records.service import check_id, check_store_type, require
 
@@ -122,7 +122,7 @@ class FhirReadFastPath:
             else:
                 require(principal, resource_type, "r")
                 check_id(resource_id, resource_type)
-                stored = await anyio.to_thread.run_sync(
+                stored = await in_thread(
                     platform_of(request).records.read, principal, resource_type, resource_id
                 )
                 response = resource_response(stored, request)

@@ -12,6 +12,7 @@ statements sent here do not pass SQLAlchemy's ``before_cursor_execute`` listener
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -58,6 +59,42 @@ def sqlalchemy_errors(what: str) -> Iterator[None]:
         raise IntegrityError(what, None, error) from error
     except psycopg.Error as error:
         raise DBAPIError(what, None, error) from error
+
+
+@contextmanager
+def statements_alone(conn: Connection) -> Iterator[bool]:
+    """Inside the block, statements sent on ``conn`` commit each on its own (autocommit) if
+    nothing has been sent yet in its transaction (PostgreSQL; yields whether they do).
+
+    A transaction's statements are sent after a ``BEGIN`` and followed by a ``COMMIT``, two
+    round trips and two statements for PostgreSQL. Before anything else was sent, a plain
+    ``SELECT`` under READ COMMITTED (the isolation this project's transactions use: each
+    statement reads its own snapshot, and a plain select takes no lock) reads the same outside
+    the transaction as inside it; and a single ``INSERT`` as a transaction's only statement is
+    as atomic and as durable committed on its own. Callers use it only for such statements.
+    A transaction with nothing sent then commits without a round trip (psycopg sends no
+    ``COMMIT`` for it). Elsewhere (SQLite, a transaction already begun, a pipeline, another
+    isolation level) the block changes nothing and yields False."""
+    if not is_postgres(conn):
+        yield False
+        return
+    raw = dbapi(conn)
+    if (
+        raw.autocommit
+        or raw.isolation_level not in (None, psycopg.IsolationLevel.READ_COMMITTED)
+        or raw.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        or raw.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF
+    ):
+        yield False
+        return
+    raw.autocommit = True
+    try:
+        yield True
+    finally:
+        try:
+            raw.autocommit = False
+        except psycopg.Error:  # a broken connection: never back to the pool in autocommit
+            raw.close()
 
 
 class RawSelect:
@@ -156,11 +193,47 @@ def insert_statement(table: Table, rows: list[dict[str, Any]]) -> tuple[str, lis
     return sql, arrays
 
 
-def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+_INSERT_ONE_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _insert_one(conn: Connection, table: Table, row: dict[str, Any]) -> None:
+    """One row by a plain ``INSERT ... VALUES`` through psycopg: the values bound as
+    SQLAlchemy binds them (the same psycopg dumpers; JSON as ``jsonb``), without its
+    per-statement work."""
+    columns = tuple(row)
+    key = (table.name, columns)
+    sql = _INSERT_ONE_SQL.get(key)
+    if sql is None:
+        names = ", ".join(f'"{table.c[c].name}"' for c in columns)  # KeyError: no column
+        marks = ", ".join(["%s"] * len(columns))
+        # Table and column names come from our metadata, never from input.
+        sql = _INSERT_ONE_SQL[key] = f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})'  # noqa: S608
+    values = [
+        Jsonb(v) if v is not None and json else v
+        for v, json in zip(row.values(), _json_columns(table, columns), strict=True)
+    ]
+    with sqlalchemy_errors(f"INSERT INTO {table.name}"):
+        dbapi(conn).cursor().execute(sql, values)
+
+
+@functools.cache
+def _json_columns(table: Table, columns: tuple[str, ...]) -> tuple[bool, ...]:
+    return tuple(_array_type(table, c) == "jsonb" for c in columns)
+
+
+def insert_many(
+    conn: Connection, table: Table, rows: list[dict[str, Any]], *, single: bool = False
+) -> None:
     """Insert ``rows`` (same keys) in the caller's transaction: on PostgreSQL in one statement
     (:func:`insert_statement`) through psycopg, elsewhere (or for a column type without an
-    array form) with SQLAlchemy's executemany. Errors are raised as SQLAlchemy's."""
+    array form) with SQLAlchemy's executemany. ``single``: a lone row goes through psycopg
+    too, as a plain ``INSERT ... VALUES`` (the unnest form's array dumping costs more than
+    SQLAlchemy for one row): the audit entry of a read that commits alone. Errors are raised
+    as SQLAlchemy's."""
     if not rows:
+        return
+    if single and len(rows) == 1 and is_postgres(conn):
+        _insert_one(conn, table, rows[0])
         return
     statement = insert_statement(table, rows) if is_postgres(conn) and len(rows) > 1 else None
     if statement is None:

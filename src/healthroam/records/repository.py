@@ -57,7 +57,13 @@ from sqlalchemy.sql.elements import KeyedColumnElement
 from sqlalchemy.sql.sqltypes import NullType
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from healthroam.db.raw import RawSelect, dbapi, insert_statement, sqlalchemy_errors
+from healthroam.db.raw import (
+    RawSelect,
+    dbapi,
+    insert_statement,
+    sqlalchemy_errors,
+    statements_alone,
+)
 from healthroam.db.schema import fhir_resource_versions, fhir_resources
 from healthroam.db.tables_records import (
     FTS5_TABLE,
@@ -760,12 +766,20 @@ class ResourceRepository:
             row = cursor.fetchone()
         return None if row is None else _CurrentRow._make(row)
 
-    def read(self, resource_type: str, resource_id: str) -> tuple[StoredResource | None, bool]:
-        """The current version, and whether the resource exists but is deleted."""
+    def read(
+        self, resource_type: str, resource_id: str, *, first: bool = False
+    ) -> tuple[StoredResource | None, bool]:
+        """The current version, and whether the resource exists but is deleted. ``first``:
+        the transaction's first statement, sent outside it when nothing was sent yet
+        (PostgreSQL, :func:`statements_alone`: the same rows, no ``BEGIN`` round trip)."""
         keys = {"rtype": resource_type, "rid": resource_id}
         row: Any
         if self.postgres and deferred_on(self.conn) is None:
-            row = _READ_POSTGRES_RAW.first(self.conn, keys)
+            if first:
+                with statements_alone(self.conn):
+                    row = _READ_POSTGRES_RAW.first(self.conn, keys)
+            else:
+                row = _READ_POSTGRES_RAW.first(self.conn, keys)
         else:
             query = _READ_POSTGRES if self.postgres else _READ_SQLITE
             row = self.conn.execute(query, keys).first()

@@ -488,8 +488,10 @@ class RecordService:
         require(principal, resource_type, "r")
         # The block ends once the entry is committed (by this transaction or another's).
         with self.audit.shared() as share, self.db.transaction() as conn:
+            # The select goes first, outside the transaction (nothing was sent yet); the
+            # gate's statements, if any, and the group's entries go in it.
             stored, deleted, refused, event = self._read_checked(
-                conn, principal, resource_type, resource_id
+                conn, principal, resource_type, resource_id, first=True
             )
             if refused is None:
                 share.join(conn, [event])
@@ -550,13 +552,20 @@ class RecordService:
         return stored, deleted, refused
 
     def _read_checked(
-        self, conn: Connection, principal: Principal, resource_type: str, resource_id: str
+        self,
+        conn: Connection,
+        principal: Principal,
+        resource_type: str,
+        resource_id: str,
+        *,
+        first: bool = False,
     ) -> tuple[StoredResource | None, bool, ReadRefused | None, AuditRecord]:
         """Read and decide (the record gate); the audit entry is returned, not written: a
         refused read comes back as :class:`ReadRefused` carrying it, any other read's entry
-        is for the caller to record."""
+        is for the caller to record. ``first``: the read is the transaction's first
+        statement (``ResourceRepository.read``)."""
         require(principal, resource_type, "r")
-        stored, deleted = ResourceRepository(conn).read(resource_type, resource_id)
+        stored, deleted = ResourceRepository(conn).read(resource_type, resource_id, first=first)
         access, refused = Access(principal), None
         if stored is not None:
             access, refused = self._admit(

@@ -95,6 +95,7 @@ class AuditRepository:
                     {**record_dict(r), "action": str(r.action), "outcome": str(r.outcome)}
                     for r in records
                 ],
+                single=True,
             )
 
     def seal(self, limit: int = 10_000) -> int:

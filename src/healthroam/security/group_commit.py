@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection
 
 from healthroam.db.engine import Database
+from healthroam.db.raw import statements_alone
 from healthroam.errors import HealthroamError
 from healthroam.security.audit import AuditRecord
 
@@ -110,8 +111,9 @@ class Share:
 class AuditGroupCommit:
     """Commits the entries of concurrent reads together (see the module's docstring).
 
-    ``write`` puts a group's entries into an open transaction (the audit inbox); at most
-    ``max_group`` reads share one commit."""
+    ``write`` puts a group's entries into an open transaction (the audit inbox) in one
+    statement (sent on its own, autocommit, when it is the transaction's only statement:
+    :func:`statements_alone`); at most ``max_group`` reads share one commit."""
 
     def __init__(
         self,
@@ -138,7 +140,10 @@ class AuditGroupCommit:
             self._busy = True
             group = self._take(ticket)
         try:
-            self.write(conn, [r for t in group for r in t.records])
+            # If nothing else was sent in the transaction, the insert commits on its own:
+            # the transaction's commit has nothing left to send (db/raw.py).
+            with statements_alone(conn):
+                self.write(conn, [r for t in group for r in t.records])
         except Exception as exc:
             self._finish(group, exc)
             raise not_recorded() from exc
@@ -195,7 +200,7 @@ class AuditGroupCommit:
                 group = self._take(ticket)
         if group is not None:
             try:
-                with self.db.transaction() as conn:
+                with self.db.transaction() as conn, statements_alone(conn):
                     self.write(conn, [r for t in group for r in t.records])
             except Exception as exc:
                 self._finish(group, exc)
