@@ -12,10 +12,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
+from care_world import refusing_consent
 from healthroam.bootstrap import Platform
 from healthroam.exchange.care.model import RelationshipReason
-from healthroam.exchange.care.repository import CareRepository, visible_condition
+from healthroam.exchange.care.repository import (
+    CareRepository,
+    related_patient_ids,
+    visible_condition,
+)
 from healthroam.records import repository
 from healthroam.records.repository import ResourceRepository, VisibleCondition
 from healthroam.records.search import parse_search
@@ -159,3 +165,52 @@ def test_a_search_about_one_person_takes_the_general_path(store: Platform) -> No
     assert shaped is None
     assert general
     assert _subjects(store, general) <= {"Patient/p1", "Patient/p2"}
+
+
+def test_the_database_function_gives_the_constructs_patients(store: Platform) -> None:
+    """On PostgreSQL the view's Patients come from ``care_visible_patients`` (decision 0066,
+    planned once per connection); it must return what ``related_patient_ids`` selects: the
+    source and golden Patients of related persons, merged-away goldens, no person with a
+    privacy Consent, no relationship of another institution or outside its time."""
+    if store.db.dialect != "postgresql":
+        pytest.skip("the function exists on PostgreSQL only (SQLite runs the construct)")
+    with store.db.transaction() as conn:
+        care = CareRepository(conn)
+        masters = care.masters_of(["p0", "p2", "p3"])
+        for pid, institution in (("p0", "HB"), ("p2", "HB"), ("p3", "HB"), ("p3", "HX")):
+            care.add_relationship(
+                master_index_id=masters[pid],
+                institution_code=institution,
+                since=OPENED + timedelta(hours=2),
+                until=CLOSES,
+                reason=RelationshipReason.ENCOUNTER,
+            )
+        store.records.create_many_in(conn, AGENCY, [("Consent", "c3", refusing_consent("p3"))])
+    steward = Principal(
+        "t:steward", "HNWJW", ScopeSet.parse("system/MasterPerson.cruds"), end_user="steward"
+    )
+    store.institutions.add(code="HNWJW", name="卫健委", kind="agency", region="460000")
+    store.registry.merge(steward, masters["p0"], masters["p2"], "same resident")
+
+    def both(institution: str, at: datetime) -> tuple[list[str], list[str]]:
+        with store.db.transaction(readonly=True) as conn:
+            made = conn.execute(related_patient_ids(institution, lambda: at)).scalars().all()
+            called = conn.execute(
+                select(func.care_visible_patients(institution, at).table_valued("patient_id"))
+            )
+            return sorted(made), sorted(r[0] for r in called)
+
+    seen = set()
+    for institution in ("HB", "HX", "HCP"):
+        for at in (
+            OPENED - timedelta(hours=1),
+            OPENED + timedelta(hours=1),
+            CLOSES - timedelta(hours=1),
+            CLOSES,
+        ):
+            made, called = both(institution, at)
+            assert called == made
+            seen.update(made)
+    golden = {masters["p0"], masters["p2"]}
+    assert {"p0", "p1", "p2"} | golden <= seen  # merged: p2's golden shown with p0's person
+    assert "p3" not in seen  # a privacy Consent on record

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from healthroam.db.raw import is_postgres
 from healthroam.errors import Forbidden, InvalidInput
 from healthroam.exchange.care.repository import CareRepository, visible_condition
 from healthroam.exchange.care.service import CareService, Grant
@@ -143,17 +144,22 @@ class CareRecordGate:
         if not self._narrowed(conn, principal):
             return Access(principal)
         own, now = principal.institution_code, self.care.clock
+        pg = is_postgres(conn)
         repo = CareRepository(conn)
         patient = _patient_of(request, base_url)
         if patient is not None and repo.related(patient, own, now):
             # One query: a relationship and no consent on record, so everything about the
             # person is shown - the same condition as a search across residents.
-            return Access(principal, "access=care-relationship", visible_condition(own, None, now))
+            return Access(
+                principal,
+                "access=care-relationship",
+                visible_condition(own, None, now, postgres=pg),
+            )
         master = repo.masters_of([patient]).get(patient) if patient else None
         if master is None:
             if principal.break_glass_reason is not None:
                 raise InvalidInput(ONE_PATIENT_GLASS, expression="X-Break-Glass-Reason")
-            return Access(principal, visible=visible_condition(own, None, now))
+            return Access(principal, visible=visible_condition(own, None, now, postgres=pg))
         grant = self._grant(conn, principal, master, "search")
         decision = grant.decision
         shown = [pid for _, pid in grant.person.patient_keys] if decision.show_foreign else []
@@ -165,7 +171,7 @@ class CareRecordGate:
         return Access(
             grant.principal,
             detail=self.care.detail(grant),
-            visible=visible_condition(own, shown, now),
+            visible=visible_condition(own, shown, now, postgres=pg),
             notice=notice,
         )
 
@@ -173,7 +179,10 @@ class CareRecordGate:
         if not self._narrowed(conn, principal):
             return Access(principal)
         return Access(
-            principal, visible=visible_condition(principal.institution_code, None, self.care.clock)
+            principal,
+            visible=visible_condition(
+                principal.institution_code, None, self.care.clock, postgres=is_postgres(conn)
+            ),
         )
 
     def write(

@@ -13,9 +13,12 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    String,
     and_,
     bindparam,
+    column,
     false,
+    func,
     insert,
     literal,
     or_,
@@ -326,7 +329,7 @@ class CareRepository:
         """Whether the resource passes :func:`visible_condition` for persons ``institution``
         has a care relationship with (one query: the fast path of a read)."""
         res = fhir_resources.c
-        visible = visible_condition(institution, None, now)
+        visible = visible_condition(institution, None, now, postgres=is_postgres(self.conn))
         query = select(literal(1)).where(
             res.resource_type == key[0],
             res.id == key[1],
@@ -589,16 +592,25 @@ def related_patient_ids(institution: str, now: Callable[[], datetime]) -> Select
     )
 
 
-_VISIBLE: dict[tuple[str, Callable[[], datetime]], Any] = {}
+_VISIBLE: dict[tuple[str, Callable[[], datetime], bool], Any] = {}
 
 
-def visible_patients(institution: str, now: Callable[[], datetime]) -> Any:
+def visible_patients(institution: str, now: Callable[[], datetime], postgres: bool = False) -> Any:
     """:func:`related_patient_ids` as a CTE, built once per institution (building the
-    construct costs more than running it)."""
-    key = (institution, now)
+    construct costs more than running it). On PostgreSQL the same rows come from the
+    function ``care_visible_patients`` (migration 0014_carevisible, decision 0066), whose
+    plan is made once per connection: embedded as CTEs, this part was planned again with
+    every search, at a cost above that of executing the whole search."""
+    key = (institution, now, postgres)
     found = _VISIBLE.get(key)
     if found is None:
-        found = _VISIBLE[key] = related_patient_ids(institution, now).cte("visible_patients")
+        if postgres:
+            moment = bindparam("care_now", callable_=now, type_=care_relationships.c.since.type)
+            found = _VISIBLE[key] = func.care_visible_patients(institution, moment).table_valued(
+                column("patient_id", String), name="visible_patients"
+            )
+        else:
+            found = _VISIBLE[key] = related_patient_ids(institution, now).cte("visible_patients")
     return found.select()
 
 
@@ -645,14 +657,21 @@ class _Visible:
 
 
 def visible_condition(
-    institution: str, patient_ids: Sequence[str] | None, now: Callable[[], datetime]
+    institution: str,
+    patient_ids: Sequence[str] | None,
+    now: Callable[[], datetime],
+    *,
+    postgres: bool = False,
 ) -> VisibleCondition:
     """A care provider's view of the store as one SQL condition on a resource row: what it
     wrote itself; anything outside every patient compartment (no reference to a Patient:
     Organization, Practitioner, ValueSet ...); and resources whose every Patient is one of
     ``patient_ids`` (a per-person decision), or with None, a Patient of a person it has a care
     relationship with now (:func:`related_patient_ids`). A deleted resource of another
-    institution is never shown (its compartment is no longer indexed)."""
+    institution is never shown (its compartment is no longer indexed). ``postgres``: the
+    connection's (:func:`visible_patients`)."""
     if patient_ids is not None:
         return _Visible(institution, list(patient_ids), None)
-    return _Visible(institution, visible_patients(institution, now), ("care", institution, now))
+    return _Visible(
+        institution, visible_patients(institution, now, postgres), ("care", institution, now)
+    )
