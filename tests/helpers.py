@@ -106,3 +106,19 @@ def post_created(
 def make_patient(http: TestClient, headers: dict[str, str], seq: int = 124, **extra: Any) -> str:
     """Create :func:`patient` (national ID sequence ``seq``) over the API; returns its id."""
     return str(post_created(http, headers, patient(sequence=seq, **extra))["id"])
+
+
+def make_observation(http: TestClient, headers: dict[str, str]) -> tuple[str, str]:
+    """Create a Patient and an Observation about it over the API; returns both ids."""
+    pid = make_patient(http, headers)
+    created = post_created(
+        http,
+        headers,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "pulse"},
+            "subject": {"reference": f"Patient/{pid}"},
+        },
+    )
+    return pid, str(created["id"])

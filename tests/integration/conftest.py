@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from healthroam.api.app import create_app
 from healthroam.bootstrap import Platform
+from healthroam.records import repository
 
 from helpers import Province
 
@@ -22,3 +23,12 @@ def http(platform: Platform) -> Iterator[TestClient]:
 @pytest.fixture
 def province(platform: Platform, http: TestClient) -> Province:
     return Province(platform, http)
+
+
+@pytest.fixture
+def fresh_search_shapes() -> Iterator[None]:
+    """No search-shape statement kept from another test, and none left for the next one
+    (decision 0054: they are kept per process)."""
+    repository._SHAPES.clear()
+    yield
+    repository._SHAPES.clear()

@@ -20,7 +20,7 @@ from healthroam.security.audit import AuditRecord
 from healthroam.security.group_commit import AuditGroupCommit, AuditNotRecorded
 from healthroam.security.model import Principal
 
-from helpers import Province, make_patient, post_created
+from helpers import Province, make_observation
 
 
 def read_entries(platform: Platform, resource_id: str) -> list[dict[str, Any]]:
@@ -32,21 +32,6 @@ def read_entries(platform: Platform, resource_id: str) -> list[dict[str, Any]]:
             .order_by(audit_events.c.seq)
         ).mappings()
         return [dict(r) for r in rows]
-
-
-def observation(http: TestClient, headers: dict[str, str]) -> tuple[str, str]:
-    pid = make_patient(http, headers)
-    created = post_created(
-        http,
-        headers,
-        {
-            "resourceType": "Observation",
-            "status": "final",
-            "code": {"text": "pulse"},
-            "subject": {"reference": f"Patient/{pid}"},
-        },
-    )
-    return pid, created["id"]
 
 
 class Gate:
@@ -120,7 +105,7 @@ def test_each_read_is_audited_once_and_concurrent_reads_share_a_commit(
     http: TestClient, platform: Platform, province: Province
 ) -> None:
     headers = province.headers("system/*.cruds")
-    pid, obs = observation(http, headers)
+    pid, obs = make_observation(http, headers)
     group = platform.audit.group_commit
     before_groups, before_callers = group.groups, group.callers
     with gated(platform) as gate:
@@ -163,7 +148,7 @@ def test_a_failed_audit_commit_fails_every_read_of_its_group(
     http: TestClient, platform: Platform, province: Province
 ) -> None:
     headers = province.headers("system/*.cruds")
-    _pid, obs = observation(http, headers)
+    _pid, obs = make_observation(http, headers)
     with gated(platform) as gate:
         gate.first = False
         gate.fail = True
@@ -227,7 +212,7 @@ def test_groups_never_exceed_their_limit(
     http: TestClient, platform: Platform, province: Province, max_group: int
 ) -> None:
     headers = province.headers("system/*.cruds")
-    _pid, obs = observation(http, headers)
+    _pid, obs = make_observation(http, headers)
     group = platform.audit.group_commit
     group.max_group = max_group
     with gated(platform) as gate:

@@ -7,7 +7,6 @@ search on SQLite take the general path, which the same comparisons cover."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -88,10 +87,8 @@ def store(platform: Platform) -> Platform:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_shapes() -> Iterator[None]:
-    repository._SHAPES.clear()
-    yield
-    repository._SHAPES.clear()
+def _fresh_shapes(fresh_search_shapes: None) -> None:
+    del fresh_search_shapes
 
 
 QUERIES = [

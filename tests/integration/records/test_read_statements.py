@@ -23,7 +23,7 @@ from healthroam.db.schema import audit_events, audit_inbox
 from healthroam.errors import NotFound
 from healthroam.security.model import Principal
 
-from helpers import Province, make_patient, post_created
+from helpers import Province, make_observation
 
 
 @contextmanager
@@ -64,21 +64,6 @@ def traced(platform: Platform) -> Iterator[list[str]]:
         os.unlink(path)
 
 
-def _observation(http: TestClient, headers: dict[str, str]) -> str:
-    pid = make_patient(http, headers)
-    created = post_created(
-        http,
-        headers,
-        {
-            "resourceType": "Observation",
-            "status": "final",
-            "code": {"text": "pulse"},
-            "subject": {"reference": f"Patient/{pid}"},
-        },
-    )
-    return str(created["id"])
-
-
 def _entries(platform: Platform, resource_id: str) -> int:
     with platform.db.transaction(readonly=True) as conn:
         waiting = conn.execute(
@@ -96,7 +81,7 @@ def test_a_lone_read_sends_its_select_and_its_audit_insert_without_begin_or_comm
     if platform.db.dialect != "postgresql":
         pytest.skip("PostgreSQL's round trips")
     headers = province.headers("system/*.cruds")
-    obs = _observation(http, headers)
+    _pid, obs = make_observation(http, headers)
     principal: Principal = platform.auth.principal(
         platform.auth.token(headers["Authorization"].split()[1])
     )

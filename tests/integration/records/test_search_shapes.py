@@ -11,7 +11,6 @@ clause the shapes do not know) the general path answers, which the same comparis
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,10 +96,8 @@ def store(platform: Platform) -> Platform:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_shapes() -> Iterator[None]:
-    repository._SHAPES.clear()
-    yield
-    repository._SHAPES.clear()
+def _fresh_shapes(fresh_search_shapes: None) -> None:
+    del fresh_search_shapes
 
 
 # Queries of one shape each group, with different values (values picked so that the pages
