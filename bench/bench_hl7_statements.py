@@ -176,10 +176,11 @@ def digest(url: str) -> dict[str, str]:
         " s.local_id FROM mpi_event_recipients r JOIN mpi_events e ON e.seq = r.seq"
         " LEFT JOIN source_records s ON s.id = e.source_id"
     )
-    queries["mpi_events (order per person)"] = (
-        "SELECT min(s.local_id), string_agg(e.event_type, ',' ORDER BY e.seq)"
-        " FROM mpi_events e LEFT JOIN source_records s ON s.id = e.source_id"
-        " GROUP BY e.master_id"
+    # Each person's events in sequence order: gathered here, not by an ordered aggregate
+    # (SQLite before 3.44 has none).
+    per_person = (
+        "SELECT e.master_id, s.local_id, e.event_type FROM mpi_events e"
+        " LEFT JOIN source_records s ON s.id = e.source_id ORDER BY e.master_id, e.seq"
     )
     engine = create_engine(url)
     found: dict[str, str] = {}
@@ -206,6 +207,18 @@ def digest(url: str) -> dict[str, str]:
             found[name] = (
                 f"{len(lines)}:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
             )
+        events: dict[Any, tuple[list[str], list[str]]] = {}
+        for master, local_id, event_type in conn.execute(text(per_person)):
+            ids, types = events.setdefault(master, ([], []))
+            if local_id is not None:
+                ids.append(local_id)
+            types.append(event_type)
+        lines = sorted(
+            repr((min(ids, default=None), ",".join(types))) for ids, types in events.values()
+        )
+        found["mpi_events (order per person)"] = (
+            f"{len(lines)}:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+        )
     engine.dispose()
     return found
 
